@@ -1,0 +1,196 @@
+//! How a certificate says who holds it.
+//!
+//! The CA signs one URI subject alternative name into every client
+//! certificate it issues: `urn:rollcall:agent:NODE` for a node's agent,
+//! `urn:rollcall:operator:NAME` for an operator. The subject common name
+//! repeats the name for people reading the certificate, but only the signed
+//! URI decides what the holder may do. What a client says about itself (a
+//! node name in Hello, say) is checked against this, never trusted instead.
+
+use std::fmt;
+
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// The URI prefix of an agent identity.
+pub const AGENT_URI_PREFIX: &str = "urn:rollcall:agent:";
+/// The URI prefix of an operator identity.
+pub const OPERATOR_URI_PREFIX: &str = "urn:rollcall:operator:";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Agent,
+    Operator,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Agent => "agent",
+            Kind::Operator => "operator",
+        })
+    }
+}
+
+/// Who a verified client certificate names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl Identity {
+    pub fn uri(&self) -> String {
+        let prefix = match self.kind {
+            Kind::Agent => AGENT_URI_PREFIX,
+            Kind::Operator => OPERATOR_URI_PREFIX,
+        };
+        format!("{prefix}{}", self.name)
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.name)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    #[error("certificate cannot be parsed: {0}")]
+    Malformed(String),
+    #[error(
+        "certificate carries no rollcall identity (no urn:rollcall:agent: or urn:rollcall:operator: URI)"
+    )]
+    Missing,
+    #[error("certificate carries more than one rollcall identity")]
+    Ambiguous,
+    #[error("certificate names an invalid node or operator name {0:?}")]
+    InvalidName(String),
+}
+
+/// Reads the rollcall identity out of a DER certificate. The caller must have
+/// verified the certificate's chain already (rustls does, during the
+/// handshake).
+pub fn from_der(der: &[u8]) -> Result<Identity, IdentityError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| IdentityError::Malformed(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| IdentityError::Malformed(e.to_string()))?;
+    let mut found = None;
+    for name in san.iter().flat_map(|ext| ext.value.general_names.iter()) {
+        let GeneralName::URI(uri) = name else {
+            continue;
+        };
+        let parsed = if let Some(n) = uri.strip_prefix(AGENT_URI_PREFIX) {
+            (Kind::Agent, n)
+        } else if let Some(n) = uri.strip_prefix(OPERATOR_URI_PREFIX) {
+            (Kind::Operator, n)
+        } else {
+            continue;
+        };
+        if found.is_some() {
+            return Err(IdentityError::Ambiguous);
+        }
+        found = Some(parsed);
+    }
+    let (kind, name) = found.ok_or(IdentityError::Missing)?;
+    validate_name(name).map_err(|_| IdentityError::InvalidName(name.to_owned()))?;
+    Ok(Identity {
+        kind,
+        name: name.to_owned(),
+    })
+}
+
+/// Reads the identity from the first certificate of a PEM file's text.
+pub fn from_pem(pem: &str) -> Result<Identity, IdentityError> {
+    let der =
+        pem_to_der(pem).ok_or_else(|| IdentityError::Malformed("no CERTIFICATE block".into()))?;
+    from_der(&der)
+}
+
+fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    let (_, rest) = pem.split_once("-----BEGIN CERTIFICATE-----")?;
+    let (body, _) = rest.split_once("-----END CERTIFICATE-----")?;
+    let text: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    base64_decode(&text)
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().take_while(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// A node or operator name: 1..=253 characters of `A-Z a-z 0-9 . _ -`,
+/// starting with a letter or digit (what a hostname or an inventory name
+/// holds, and safe in a URI, a file name and a log line).
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name {name:?}: use 1 to 253 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["compute-01", "ctl1.example.org", "a", "node_7"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", ".x", "a b", "a/b", "ä", &"x".repeat(254)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn base64_round_trip_of_known_text() {
+        assert_eq!(
+            base64_decode("aGVsbG8gd29ybGQ=").as_deref(),
+            Some(&b"hello world"[..])
+        );
+        assert_eq!(base64_decode("a$b"), None);
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert!(matches!(
+            from_der(b"not a cert"),
+            Err(IdentityError::Malformed(_))
+        ));
+        assert!(matches!(
+            from_pem("nothing"),
+            Err(IdentityError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,25 @@
+//! rollcall's wire contract.
+//!
+//! - [`v1`]: the generated `rollcall.v1` gRPC types, clients and servers.
+//! - [`model`]: the domain types both binaries work with (serde, no prost).
+//! - [`convert`]: the one place that maps between the two.
+//! - [`identity`]: how a certificate names an agent or an operator.
+//! - [`timestamp`]: the wall-clock type used everywhere, RFC 3339 in JSON.
+
+#![forbid(unsafe_code)]
+
+pub mod convert;
+pub mod identity;
+pub mod model;
+pub mod timestamp;
+
+/// Generated from `proto/rollcall/v1/*.proto`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("rollcall.v1");
+}
+
+/// The encoded descriptor set of every rollcall.v1 file and its imports, for
+/// the reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/rollcall_descriptor.bin"));
