@@ -55,7 +55,7 @@ impl fmt::Display for Identity {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
     #[error("certificate cannot be parsed: {0}")]
     Malformed(String),

@@ -1,1 +1,137 @@
+//! rollcall-server: the fleet's state, the agent sessions, the operator API
+//! and the operator CLI.
 
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod fleet;
+pub mod grpc;
+pub mod pki;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::fleet::{Fleet, FleetHandle};
+use crate::store::{Store, Writer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] grpc::tls::TlsError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("shutdown did not finish within {0:?}")]
+    ShutdownTimeout(Duration),
+}
+
+/// A server that is running; [`RunningServer::stop`] shuts it down cleanly.
+pub struct RunningServer {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    pub fleet: FleetHandle,
+    shutdown: CancellationToken,
+    serve: JoinHandle<Result<(), tonic::transport::Error>>,
+    fleet_task: JoinHandle<()>,
+    writer: Writer,
+}
+
+/// Opens the store, starts the fleet and serves gRPC. Returns once the
+/// listener is bound.
+pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServeError> {
+    config.validate()?;
+    let tls = grpc::tls::server_config(
+        config.tls.ca.as_deref().expect("validated"),
+        config.tls.cert.as_deref().expect("validated"),
+        config.tls.key.as_deref().expect("validated"),
+    )?;
+    let store = Store::open(&config.data_dir)?;
+    let stored = store.load_nodes()?;
+    tracing::info!(db = %store.path().display(), nodes = stored.len(), "Store opened.");
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+
+    let shutdown = CancellationToken::new();
+    let (writer, writer_handle) =
+        Writer::spawn(store, Duration::from_millis(config.store.flush_interval_ms));
+    let (fleet, fleet_task) = Fleet::spawn(
+        stored,
+        writer_handle,
+        config.offline_after(),
+        shutdown.clone(),
+    );
+    let serve = tokio::spawn({
+        let (config, fleet, shutdown) = (config.clone(), fleet.clone(), shutdown.clone());
+        async move { grpc::serve(listener, tls, &config, fleet, shutdown).await }
+    });
+    tracing::info!(%addr, "rollcall-server listening.");
+    Ok(RunningServer {
+        addr,
+        fleet,
+        shutdown,
+        serve,
+        fleet_task,
+        writer,
+    })
+}
+
+impl RunningServer {
+    /// Cancel this to begin a shutdown (what SIGTERM does).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Resolves when the gRPC server stops on its own (an error) or after
+    /// the shutdown token is cancelled.
+    pub async fn stopped(&mut self) {
+        let _ = (&mut self.serve).await;
+    }
+
+    /// Stops accepting, ends every session, commits the store and returns.
+    pub async fn stop(self, deadline: Duration) -> Result<(), ServeError> {
+        self.shutdown.cancel();
+        let RunningServer {
+            fleet,
+            serve,
+            fleet_task,
+            writer,
+            ..
+        } = self;
+        let finish = async move {
+            let served = serve.await;
+            let _ = fleet_task.await;
+            drop(fleet);
+            // The writer commits what is left once the last handle is gone.
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            match served {
+                Ok(result) => result.map_err(ServeError::from),
+                Err(_) => Ok(()),
+            }
+        };
+        tokio::time::timeout(deadline, finish)
+            .await
+            .map_err(|_| ServeError::ShutdownTimeout(deadline))?
+    }
+}

@@ -1,1 +1,53 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use rollcall_server::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The server logs what it does; the operator commands print results and
+    // keep the log to warnings.
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_tracing(default_level);
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .expect("no other crypto provider is installed before main");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_tracing(default_level: &str) {
+    let spec = std::env::var("ROLLCALL_LOG").unwrap_or_else(|_| default_level.to_owned());
+    let filter: tracing_subscriber::filter::Targets = spec
+        .parse()
+        .unwrap_or_else(|_| default_level.parse().expect("a level name parses"));
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false),
+        )
+        .with(filter)
+        .init();
+}

@@ -99,11 +99,12 @@ impl Ca {
             what: "CA key",
             reason: e.to_string(),
         })?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| PkiError::BadMaterial {
-            path: cert_path,
-            what: "CA certificate",
-            reason: e.to_string(),
-        })?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| PkiError::BadMaterial {
+                path: cert_path,
+                what: "CA certificate",
+                reason: e.to_string(),
+            })?;
         Ok(Self { issuer, cert_pem })
     }
 
@@ -125,7 +126,9 @@ impl Ca {
             }
         }
         let mut params = CertificateParams::new(names.clone()).map_err(|e| {
-            let bad = names.iter().find(|n| CertificateParams::new(vec![(*n).clone()]).is_err());
+            let bad = names
+                .iter()
+                .find(|n| CertificateParams::new(vec![(*n).clone()]).is_err());
             PkiError::InvalidSan(bad.cloned().unwrap_or_default(), e.to_string())
         })?;
         params.distinguished_name = dn("rollcall-server");
@@ -197,7 +200,10 @@ pub fn init(pki: &Path, sans: &[String]) -> Result<Vec<PathBuf>, PkiError> {
     }
     for san in sans {
         if san.is_empty() || san.contains(char::is_whitespace) {
-            return Err(PkiError::InvalidSan(san.clone(), "empty or contains spaces".into()));
+            return Err(PkiError::InvalidSan(
+                san.clone(),
+                "empty or contains spaces".into(),
+            ));
         }
     }
     let ca = Ca::generate("rollcall CA")?;
@@ -270,11 +276,22 @@ mod tests {
     fn init_then_issue_writes_the_documented_layout_with_private_keys_0600() {
         let pki = tempdir("layout");
         init(&pki, &["rollcall.example".into()]).expect("init");
-        let agent = Identity { kind: Kind::Agent, name: "cmp1".into() };
-        let op = Identity { kind: Kind::Operator, name: "alice".into() };
+        let agent = Identity {
+            kind: Kind::Agent,
+            name: "cmp1".into(),
+        };
+        let op = Identity {
+            kind: Kind::Operator,
+            name: "alice".into(),
+        };
         issue(&pki, &agent, false).expect("agent");
         issue(&pki, &op, false).expect("operator");
-        for key in ["ca.key", "server.key", "agents/cmp1.key", "operators/alice.key"] {
+        for key in [
+            "ca.key",
+            "server.key",
+            "agents/cmp1.key",
+            "operators/alice.key",
+        ] {
             let mode = fs::metadata(pki.join(key)).expect(key).permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{key}");
         }
@@ -285,7 +302,10 @@ mod tests {
         // Second init and a repeated issue change nothing.
         let before = fs::read(pki.join("ca.key")).expect("ca");
         assert!(matches!(init(&pki, &[]), Err(PkiError::AlreadyExists(_))));
-        assert!(matches!(issue(&pki, &agent, false), Err(PkiError::LeafExists(_))));
+        assert!(matches!(
+            issue(&pki, &agent, false),
+            Err(PkiError::LeafExists(_))
+        ));
         assert_eq!(fs::read(pki.join("ca.key")).expect("ca"), before);
         fs::remove_dir_all(&pki).ok();
     }
@@ -304,8 +324,14 @@ mod tests {
     fn bad_names_are_refused_before_anything_is_written() {
         let pki = tempdir("badname");
         init(&pki, &[]).expect("init");
-        let bad = Identity { kind: Kind::Agent, name: "../etc/passwd".into() };
-        assert!(matches!(issue(&pki, &bad, false), Err(PkiError::InvalidName(_))));
+        let bad = Identity {
+            kind: Kind::Agent,
+            name: "../etc/passwd".into(),
+        };
+        assert!(matches!(
+            issue(&pki, &bad, false),
+            Err(PkiError::InvalidName(_))
+        ));
         assert!(!pki.join("agents/../etc").exists());
         fs::remove_dir_all(&pki).ok();
     }

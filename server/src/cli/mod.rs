@@ -1,0 +1,244 @@
+//! The `rollcall-server` command line: `certs`, `serve`, `nodes`.
+//!
+//! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+//! Every error is one line naming what is wrong and what to do.
+
+pub mod client;
+pub mod nodes;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rollcall_proto::identity::{Identity, Kind};
+
+use crate::config::{self, ServerConfig};
+use crate::{ServeError, pki};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rollcall-server",
+    version,
+    about = "rollcall's central server: fleet state, operator API and CLI"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Make the CA and the server, agent and operator certificates.
+    Certs(CertsArgs),
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Look at the fleet's nodes (talks to a running server).
+    Nodes(nodes::NodesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    #[command(subcommand)]
+    pub command: CertsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Create a CA and a server certificate (for localhost, 127.0.0.1 and every --san).
+    Init {
+        /// Directory for ca.crt, ca.key, server.crt, server.key, agents/, operators/.
+        #[arg(long)]
+        pki: PathBuf,
+        /// Another DNS name or IP address agents use to reach the server.
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+    },
+    /// Issue an agent certificate (agents/NODE.crt) or an operator certificate (operators/NAME.crt).
+    Issue {
+        #[arg(long)]
+        pki: PathBuf,
+        /// The node's name; the agent with this certificate reports as this node.
+        #[arg(
+            long,
+            value_name = "NODE",
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        agent: Option<String>,
+        /// The operator's name, recorded in the audit log.
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
+        /// Replace an existing certificate and key of that name.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Configuration file [default: /etc/rollcall/server.toml if it exists].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listen address, e.g. 0.0.0.0:7443 (overrides `listen`).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Data directory for rollcall.db (overrides `data_dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// CA certificate (overrides tls.ca).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Server certificate (overrides tls.cert).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Server key (overrides tls.key).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad arguments or configuration: exit 2.
+    Usage(String),
+    /// Something failed while doing the work: exit 1.
+    Runtime(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Runtime(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Usage(m) | CliError::Runtime(m) => f.write_str(m),
+        }
+    }
+}
+
+/// A failed call, in one line: "permission denied: ..." rather than a dump.
+pub fn status_error(s: tonic::Status) -> CliError {
+    let code = format!("{:?}", s.code());
+    let mut words = String::new();
+    for (i, c) in code.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    CliError::Runtime(format!("server said {words}: {}", s.message()))
+}
+
+impl ServeArgs {
+    /// The configuration `serve` runs with: file, then flags on top.
+    pub fn load(&self) -> Result<ServerConfig, CliError> {
+        let usage = |e: config::ConfigError| CliError::Usage(e.to_string());
+        let mut cfg = match &self.config {
+            Some(path) => ServerConfig::load(path).map_err(usage)?,
+            None if std::path::Path::new(config::DEFAULT_PATH).exists() => {
+                ServerConfig::load(config::DEFAULT_PATH.as_ref()).map_err(usage)?
+            }
+            None => ServerConfig::default(),
+        };
+        if let Some(listen) = self.listen {
+            cfg.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            cfg.data_dir = dir.clone();
+        }
+        for (flag, slot) in [
+            (&self.ca, &mut cfg.tls.ca),
+            (&self.cert, &mut cfg.tls.cert),
+            (&self.key, &mut cfg.tls.key),
+        ] {
+            if let Some(path) = flag {
+                *slot = Some(path.clone());
+            }
+        }
+        cfg.validate().map_err(usage)?;
+        Ok(cfg)
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Certs(args) => certs(args.command),
+        Command::Serve(args) => serve(args).await,
+        Command::Nodes(args) => nodes::run(args.command).await,
+    }
+}
+
+fn certs(cmd: CertsCommand) -> Result<(), CliError> {
+    let pki_err = |e: pki::PkiError| match e {
+        pki::PkiError::Io { .. } | pki::PkiError::Generate(_) => CliError::Runtime(e.to_string()),
+        _ => CliError::Usage(e.to_string()),
+    };
+    match cmd {
+        CertsCommand::Init { pki: dir, sans } => {
+            let written = pki::init(&dir, &sans).map_err(pki_err)?;
+            for path in written {
+                println!("{}", path.display());
+            }
+        }
+        CertsCommand::Issue {
+            pki: dir,
+            agent,
+            operator,
+            force,
+        } => {
+            let who = match (agent, operator) {
+                (Some(name), None) => Identity {
+                    kind: Kind::Agent,
+                    name,
+                },
+                (None, Some(name)) => Identity {
+                    kind: Kind::Operator,
+                    name,
+                },
+                _ => {
+                    return Err(CliError::Usage(
+                        "pass exactly one of --agent NODE or --operator NAME".into(),
+                    ));
+                }
+            };
+            let (crt, key) = pki::issue(&dir, &who, force).map_err(pki_err)?;
+            println!("{}\n{}", crt.display(), key.display());
+        }
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let config = args.load()?;
+    let server = crate::start(&config).await.map_err(|e| match e {
+        ServeError::Config(_) | ServeError::Tls(_) => CliError::Usage(e.to_string()),
+        _ => CliError::Runtime(e.to_string()),
+    })?;
+    let token = server.shutdown_token();
+    let mut server = server;
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("Shutting down."),
+        _ = server.stopped() => {}
+    }
+    token.cancel();
+    server
+        .stop(Duration::from_secs(15))
+        .await
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler only fails outside a Tokio runtime");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,259 @@
+//! `server.toml`: every key, its default and its check. The shipped example
+//! (packaging/server.toml) is kept in step with this file by a test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where `serve` looks for its configuration when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/rollcall/server.toml";
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Directory of the SQLite database (`rollcall.db`).
+    pub data_dir: PathBuf,
+    pub tls: TlsConfig,
+    pub agents: AgentsConfig,
+    pub limits: LimitsConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The CA that signs agent and operator certificates.
+    pub ca: Option<PathBuf>,
+    /// The server's certificate and key.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// How often agents send a full report; sent to each agent on connect.
+    pub report_interval_secs: u32,
+    /// A node whose agent missed this many report intervals is offline even
+    /// if its connection is still open.
+    pub offline_after_missed_reports: u32,
+    /// How long a new session may take to send its Hello.
+    pub hello_timeout_secs: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest gRPC message the server accepts; a larger one ends only the
+    /// stream that sent it.
+    pub max_message_bytes: usize,
+    /// A client that has not finished its TLS handshake by then is dropped.
+    pub handshake_timeout_secs: u32,
+    /// HTTP/2 pings find dead peers whose TCP connection never closed.
+    pub keepalive_interval_secs: u32,
+    pub keepalive_timeout_secs: u32,
+    /// Connections beyond this many are refused until others close.
+    pub max_connections: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Node changes are written to SQLite in one transaction per interval,
+    /// so the disk sees a few commits a second however many agents report.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            data_dir: PathBuf::from("/var/lib/rollcall"),
+            tls: TlsConfig::default(),
+            agents: AgentsConfig::default(),
+            limits: LimitsConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            report_interval_secs: 10,
+            offline_after_missed_reports: 3,
+            hello_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 4 * 1024 * 1024,
+            handshake_timeout_secs: 10,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 20,
+            max_connections: 20_000,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error is one line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| one_line(&e.to_string()))
+    }
+
+    /// Checks what serde cannot; call after command-line overrides.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.agents.report_interval_secs == 0 || self.agents.report_interval_secs > 3_600 {
+            return bad("agents.report_interval_secs must be between 1 and 3600");
+        }
+        if self.agents.offline_after_missed_reports == 0 {
+            return bad("agents.offline_after_missed_reports must be at least 1");
+        }
+        if self.agents.hello_timeout_secs == 0 {
+            return bad("agents.hello_timeout_secs must be at least 1");
+        }
+        if self.limits.max_message_bytes < 16 * 1024 {
+            return bad("limits.max_message_bytes must be at least 16384");
+        }
+        if self.limits.handshake_timeout_secs == 0 {
+            return bad("limits.handshake_timeout_secs must be at least 1");
+        }
+        if self.limits.keepalive_interval_secs == 0 || self.limits.keepalive_timeout_secs == 0 {
+            return bad(
+                "limits.keepalive_interval_secs and keepalive_timeout_secs must be at least 1",
+            );
+        }
+        if self.limits.max_connections == 0 {
+            return bad("limits.max_connections must be at least 1");
+        }
+        if !(10..=60_000).contains(&self.store.flush_interval_ms) {
+            return bad("store.flush_interval_ms must be between 10 and 60000");
+        }
+        let missing: Vec<&str> = [
+            ("ca", &self.tls.ca),
+            ("cert", &self.tls.cert),
+            ("key", &self.tls.key),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k)
+        .collect();
+        if !missing.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "missing TLS {}: set [tls] in the config or pass --ca, --cert and --key",
+                missing.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn report_interval(&self) -> Duration {
+        Duration::from_secs(self.agents.report_interval_secs.into())
+    }
+
+    /// After this long without a report an online node turns offline.
+    pub fn offline_after(&self) -> Duration {
+        self.report_interval() * self.agents.offline_after_missed_reports
+    }
+}
+
+/// TOML errors span several lines with a caret diagram; operators get one.
+pub(crate) fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default().to_owned();
+    // toml puts the human reason on the last line ("unknown field `x`, ...").
+    match lines.last() {
+        Some(reason) if !reason.starts_with('|') && !reason.starts_with('^') => {
+            format!("{first} {reason}")
+        }
+        _ => first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_parses_and_matches_the_defaults() {
+        let text = include_str!("../../packaging/server.toml");
+        let parsed = ServerConfig::parse(text).expect("packaging/server.toml parses");
+        let mut expected = ServerConfig::default();
+        expected.tls = TlsConfig {
+            ca: Some("/etc/rollcall/pki/ca.crt".into()),
+            cert: Some("/etc/rollcall/pki/server.crt".into()),
+            key: Some("/etc/rollcall/pki/server.key".into()),
+        };
+        assert_eq!(
+            parsed, expected,
+            "packaging/server.toml drifted from the defaults in config.rs"
+        );
+        parsed.validate().expect("example validates");
+    }
+
+    #[test]
+    fn every_key_of_the_example_is_documented() {
+        let text = include_str!("../../packaging/server.toml");
+        let mut previous_is_comment = false;
+        for line in text.lines().map(str::trim) {
+            let is_key = !line.starts_with('#') && !line.starts_with('[') && line.contains('=');
+            assert!(!is_key || previous_is_comment, "undocumented key: {line}");
+            previous_is_comment = line.starts_with('#');
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_one_clear_line() {
+        let err = ServerConfig::parse("listen = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn missing_tls_is_named() {
+        let err = ServerConfig::default().validate().unwrap_err().to_string();
+        assert!(err.contains("missing TLS ca, cert, key"), "{err}");
+    }
+}

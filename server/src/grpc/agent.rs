@@ -1,0 +1,191 @@
+//! `rollcall.v1.AgentService`: one session per agent.
+//!
+//! The handler checks the certificate and the Hello, registers the session
+//! with the fleet, and hands the rest of the inbound stream to a task of its
+//! own; that task ends the session (and marks the node offline) when the
+//! agent goes away, sends something invalid, or a newer session replaces it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rollcall_proto::convert::role_from_wire;
+use rollcall_proto::identity::Kind;
+use rollcall_proto::model::Report;
+use rollcall_proto::v1::{self, agent_message, server_message};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::tls::peer;
+use crate::fleet::{FleetHandle, Hello, SessionId};
+
+/// Labels an agent may send: enough for any inventory, small enough that a
+/// hostile agent cannot bloat the store.
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_LEN: usize = 256;
+
+pub struct AgentApi {
+    pub fleet: FleetHandle,
+    pub report_interval: Duration,
+    pub hello_timeout: Duration,
+    pub shutdown: CancellationToken,
+}
+
+type Outbound = Result<v1::ServerMessage, Status>;
+
+#[tonic::async_trait]
+impl v1::agent_service_server::AgentService for AgentApi {
+    type SessionStream = ReceiverStream<Outbound>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let identity = peer(&request)?.require(Kind::Agent)?.clone();
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
+        let Some(v1::AgentMessage {
+            msg: Some(agent_message::Msg::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message of a session must be Hello",
+            ));
+        };
+        if hello.node != identity.name {
+            tracing::warn!(certificate = %identity.name, claimed = %hello.node, "Agent claimed another node's name; refused.");
+            return Err(Status::permission_denied(format!(
+                "this certificate is for node {:?}, but Hello claims {:?}",
+                identity.name, hello.node
+            )));
+        }
+        let hello = check_hello(hello)?;
+        let node = hello.node.clone();
+
+        let kick = CancellationToken::new();
+        let session = self.fleet.connect(hello, kick.clone()).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let welcome = v1::ServerMessage {
+            msg: Some(server_message::Msg::Welcome(v1::Welcome {
+                report_interval_secs: self.report_interval.as_secs() as u32,
+                server_version: env!("CARGO_PKG_VERSION").to_owned(),
+                node: node.clone(),
+            })),
+        };
+        tx.try_send(Ok(welcome))
+            .expect("a new channel has room for one message");
+        let task = SessionTask {
+            fleet: self.fleet.clone(),
+            node,
+            session,
+            tx,
+        };
+        tokio::spawn(task.run(inbound, kick, self.shutdown.clone()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn check_hello(h: v1::Hello) -> Result<Hello, Status> {
+    let role = role_from_wire(h.role).ok_or_else(|| {
+        Status::invalid_argument("Hello has no role: configure controller, compute or storage")
+    })?;
+    if h.labels.len() > MAX_LABELS {
+        return Err(Status::invalid_argument(format!(
+            "more than {MAX_LABELS} labels"
+        )));
+    }
+    if let Some((k, _)) = h
+        .labels
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN)
+    {
+        return Err(Status::invalid_argument(format!(
+            "label {k:?}: keys must be 1 to {MAX_LABEL_LEN} bytes and values at most {MAX_LABEL_LEN}"
+        )));
+    }
+    Ok(Hello {
+        node: h.node,
+        role,
+        labels: h.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        agent_version: truncate(h.agent_version, 64),
+        boot_id: truncate(h.boot_id, 64),
+        hostname: truncate(h.hostname, 253),
+    })
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+struct SessionTask {
+    fleet: FleetHandle,
+    node: String,
+    session: SessionId,
+    tx: mpsc::Sender<Outbound>,
+}
+
+impl SessionTask {
+    async fn run(
+        self,
+        mut inbound: Streaming<v1::AgentMessage>,
+        kick: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
+        let reason = loop {
+            let msg = tokio::select! {
+                _ = kick.cancelled() => break "replaced by a newer session".to_owned(),
+                _ = shutdown.cancelled() => break "server shutting down".to_owned(),
+                msg = inbound.message() => msg,
+            };
+            match msg {
+                Ok(Some(msg)) => {
+                    if let Err(status) = self.handle(msg).await {
+                        let reason = status.message().to_owned();
+                        let _ = self.tx.send(Err(status)).await;
+                        break reason;
+                    }
+                }
+                Ok(None) => break "agent closed the session".to_owned(),
+                Err(status) => {
+                    tracing::warn!(node = %self.node, code = ?status.code(), error = %status.message(), "Session stream failed.");
+                    break format!("stream error: {}", status.message());
+                }
+            }
+        };
+        self.fleet
+            .disconnect(&self.node, self.session, reason)
+            .await;
+    }
+
+    async fn handle(&self, msg: v1::AgentMessage) -> Result<(), Status> {
+        match msg.msg {
+            Some(agent_message::Msg::Report(report)) => {
+                let report = Report::try_from(report)
+                    .map_err(|e| Status::invalid_argument(format!("invalid report: {e}")))?;
+                self.fleet.report(&self.node, self.session, report).await?;
+            }
+            Some(agent_message::Msg::ActionUpdate(update)) => {
+                // No action is ever requested yet (campaigns arrive later),
+                // so an update is a confused agent; note it and go on.
+                tracing::warn!(node = %self.node, action_id = %update.action_id, "Action update for an action this server never requested; ignored.");
+            }
+            Some(agent_message::Msg::Hello(_)) => {
+                return Err(Status::invalid_argument(
+                    "Hello may only be the first message of a session",
+                ));
+            }
+            None => return Err(Status::invalid_argument("empty AgentMessage")),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! The gRPC edge: mutual TLS, the agent session, the operator API, health
+//! and reflection. Handlers check who is calling, translate wire types to
+//! domain types, ask the fleet, and translate the answer back.
+
+mod agent;
+mod operator;
+mod status;
+pub mod tls;
+
+use std::time::Duration;
+
+use rollcall_proto::v1::agent_service_server::AgentServiceServer;
+use rollcall_proto::v1::operator_service_server::OperatorServiceServer;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::config::ServerConfig;
+use crate::fleet::FleetHandle;
+
+pub use agent::AgentApi;
+pub use operator::OperatorApi;
+
+/// Serves every service on an already bound listener until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: rustls::ServerConfig,
+    config: &ServerConfig,
+    fleet: FleetHandle,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let limits = &config.limits;
+    let incoming = tls::spawn_acceptor(
+        listener,
+        tls,
+        Duration::from_secs(limits.handshake_timeout_secs.into()),
+        limits.max_connections,
+        shutdown.clone(),
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    health
+        .set_serving::<OperatorServiceServer<OperatorApi>>()
+        .await;
+
+    // grpcurl 1.8 speaks v1alpha; newer clients speak v1.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(rollcall_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the embedded descriptor sets are valid (checked by tests)");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid (checked by tests)");
+
+    let agent = AgentApi {
+        fleet: fleet.clone(),
+        report_interval: config.report_interval(),
+        hello_timeout: Duration::from_secs(config.agents.hello_timeout_secs.into()),
+        shutdown: shutdown.clone(),
+    };
+    let operator = OperatorApi { fleet };
+    let max = limits.max_message_bytes;
+
+    Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(
+            limits.keepalive_interval_secs.into(),
+        )))
+        .http2_keepalive_timeout(Some(Duration::from_secs(
+            limits.keepalive_timeout_secs.into(),
+        )))
+        .max_concurrent_streams(Some(128))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            AgentServiceServer::new(agent)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            OperatorServiceServer::new(operator)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown.cancelled_owned())
+        .await
+}

@@ -1,0 +1,133 @@
+//! `rollcall.v1.OperatorService`: read the fleet. Operator certificates only.
+
+use std::pin::Pin;
+
+use rollcall_proto::convert::role_from_wire;
+use rollcall_proto::identity::{Kind, validate_name};
+use rollcall_proto::model::{NodeEvent, NodeEventKind, NodeFilter, OnlineFilter};
+use rollcall_proto::v1;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::tls::peer;
+use crate::fleet::FleetHandle;
+
+pub struct OperatorApi {
+    pub fleet: FleetHandle,
+}
+
+fn role_filter(raw: i32) -> Result<Option<rollcall_proto::model::Role>, Status> {
+    if raw == v1::Role::Unspecified as i32 {
+        return Ok(None);
+    }
+    role_from_wire(raw)
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument(format!("unknown role {raw}")))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::NodeEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::operator_service_server::OperatorService for OperatorApi {
+    async fn list_nodes(
+        &self,
+        request: Request<v1::ListNodesRequest>,
+    ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        peer(&request)?.require(Kind::Operator)?;
+        let req = request.into_inner();
+        let online = match v1::OnlineFilter::try_from(req.online) {
+            Ok(v1::OnlineFilter::Any) => OnlineFilter::Any,
+            Ok(v1::OnlineFilter::Online) => OnlineFilter::Online,
+            Ok(v1::OnlineFilter::Offline) => OnlineFilter::Offline,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown online filter {}",
+                    req.online
+                )));
+            }
+        };
+        let filter = NodeFilter {
+            role: role_filter(req.role)?,
+            online,
+        };
+        let nodes = self.fleet.list(filter).await?;
+        Ok(Response::new(v1::ListNodesResponse {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn get_node(
+        &self,
+        request: Request<v1::GetNodeRequest>,
+    ) -> Result<Response<v1::GetNodeResponse>, Status> {
+        peer(&request)?.require(Kind::Operator)?;
+        let name = request.into_inner().name;
+        validate_name(&name).map_err(Status::invalid_argument)?;
+        let detail = self
+            .fleet
+            .get(&name)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no node named {name:?}")))?;
+        Ok(Response::new(v1::GetNodeResponse {
+            node: Some(detail.node.into()),
+            report: detail.report.map(Into::into),
+        }))
+    }
+
+    type WatchNodesStream = EventStream;
+
+    async fn watch_nodes(
+        &self,
+        request: Request<v1::WatchNodesRequest>,
+    ) -> Result<Response<Self::WatchNodesStream>, Status> {
+        peer(&request)?.require(Kind::Operator)?;
+        let role = role_filter(request.into_inner().role)?;
+        let (snapshot, mut events) = self.fleet.watch().await?;
+        let stream = async_stream(move |tx| async move {
+            for node in snapshot
+                .into_iter()
+                .filter(|n| role.is_none_or(|r| r == n.role))
+            {
+                let event = NodeEvent {
+                    kind: NodeEventKind::Snapshot,
+                    node,
+                };
+                if tx.send(Ok(event.into())).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match events.recv().await {
+                    Ok(event) if role.is_none_or(|r| r == event.node.role) => {
+                        if tx.send(Ok(event.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "watcher fell {n} events behind; watch again to resynchronise"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A stream fed by a task; the task stops when the client goes away.
+fn async_stream<F, Fut>(body: F) -> EventStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<v1::NodeEvent, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(body(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

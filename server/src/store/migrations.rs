@@ -1,0 +1,49 @@
+//! Versioned schema migrations, kept in code. `PRAGMA user_version` holds
+//! the number of migrations applied; each runs once, in its own transaction.
+//! Never edit a shipped migration: append a new one.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: nodes. `node` and `report` hold the JSON of model::Node and
+    // model::Report; the other columns repeat what queries filter on.
+    "CREATE TABLE nodes (
+        name TEXT PRIMARY KEY NOT NULL,
+        role TEXT NOT NULL,
+        online INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        report TEXT
+    ) STRICT;
+    CREATE INDEX nodes_role ON nodes(role);",
+];
+
+pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let sql = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let known = MIGRATIONS.len() as i64;
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sql)?;
+    if current > known {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: current,
+            known,
+        });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(sql)?;
+        tx.execute_batch(migration).map_err(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! The store's write path: one thread owns the SQLite connection, collects
+//! node changes from a channel, keeps only the newest change per node, and
+//! commits them together once per flush interval.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::{Store, StoredNode};
+
+enum Op {
+    Put(StoredNode),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Sends changes to the writer thread. Cheap to clone.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Op>,
+}
+
+impl WriterHandle {
+    /// Queues a node change; it is committed within one flush interval.
+    pub fn put(&self, node: StoredNode) {
+        if self.tx.send(Op::Put(node)).is_err() {
+            tracing::error!("Store writer has stopped; a node change was not saved.");
+        }
+    }
+
+    /// Commits everything queued so far, and waits for it.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// The writer thread. Dropping every [`WriterHandle`] makes it commit what
+/// is left and stop; [`Writer::join`] waits for that.
+pub struct Writer {
+    thread: thread::JoinHandle<()>,
+}
+
+impl Writer {
+    pub fn spawn(store: Store, interval: Duration) -> (Writer, WriterHandle) {
+        let (tx, rx) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("rollcall-store".into())
+            .spawn(move || run(store, rx, interval))
+            .expect("spawning a thread only fails when the OS is out of resources");
+        (Writer { thread }, WriterHandle { tx })
+    }
+
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("Store writer thread panicked.");
+        }
+    }
+}
+
+fn run(mut store: Store, rx: mpsc::Receiver<Op>, interval: Duration) {
+    let mut pending: HashMap<String, StoredNode> = HashMap::new();
+    let mut waiters = Vec::new();
+    let mut deadline = Instant::now() + interval;
+    loop {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let closed = match rx.recv_timeout(timeout) {
+            Ok(op) => {
+                absorb(&mut pending, &mut waiters, op);
+                // Drain what is already queued without waiting.
+                while let Ok(op) = rx.try_recv() {
+                    absorb(&mut pending, &mut waiters, op);
+                }
+                false
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => true,
+        };
+        if closed || !waiters.is_empty() || Instant::now() >= deadline {
+            commit(&mut store, &mut pending);
+            for w in waiters.drain(..) {
+                let _ = w.send(());
+            }
+            deadline = Instant::now() + interval;
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+fn absorb(
+    pending: &mut HashMap<String, StoredNode>,
+    waiters: &mut Vec<oneshot::Sender<()>>,
+    op: Op,
+) {
+    match op {
+        Op::Put(change) => match pending.get_mut(&change.node.name) {
+            // A change without a report keeps the report queued before it.
+            Some(queued) => {
+                let report = change.report.or_else(|| queued.report.take());
+                *queued = StoredNode {
+                    node: change.node,
+                    report,
+                };
+            }
+            None => {
+                pending.insert(change.node.name.clone(), change);
+            }
+        },
+        Op::Flush(w) => waiters.push(w),
+    }
+}
+
+fn commit(store: &mut Store, pending: &mut HashMap<String, StoredNode>) {
+    if pending.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    match store.write_nodes(pending.values()) {
+        Ok(n) => {
+            pending.clear();
+            tracing::debug!(
+                nodes = n,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "Store committed."
+            );
+        }
+        // Keep the changes and try again at the next interval: a full disk
+        // or a locked file must not lose the fleet's state.
+        Err(e) => {
+            tracing::error!(error = %e, pending = pending.len(), "Store commit failed; will retry.")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{node, temp_data_dir};
+    use rollcall_proto::model::Report;
+    use rollcall_proto::timestamp::Timestamp;
+
+    #[tokio::test]
+    async fn coalesces_changes_per_node_and_keeps_the_last_report() {
+        let dir = temp_data_dir("writer");
+        let store = Store::open(&dir).expect("open");
+        let (writer, handle) = Writer::spawn(store, Duration::from_secs(3600));
+        let report = |seq| Report {
+            seq,
+            collected_at: Timestamp::from_unix_millis(1),
+            host: Default::default(),
+            metrics: Default::default(),
+        };
+        for seq in 1..=100 {
+            let mut n = node("a");
+            n.last_report_seq = seq;
+            handle.put(StoredNode {
+                node: n,
+                report: Some(report(seq)),
+            });
+        }
+        let mut offline = node("a");
+        offline.online = false;
+        offline.last_report_seq = 100;
+        handle.put(StoredNode {
+            node: offline,
+            report: None,
+        });
+        handle.flush().await;
+        let stored = Store::open(&dir)
+            .expect("open")
+            .load_node("a")
+            .expect("load")
+            .expect("a");
+        assert!(!stored.node.online);
+        assert_eq!(stored.report.map(|r| r.seq), Some(100));
+        drop(handle);
+        writer.join();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
