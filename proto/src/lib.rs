@@ -2,12 +2,14 @@
 //!
 //! - [`v1`]: the generated `rollcall.v1` gRPC types, clients and servers.
 //! - [`model`]: the domain types both binaries work with (serde, no prost).
+//! - [`connect`]: the client side of mutual TLS.
 //! - [`convert`]: the one place that maps between the two.
 //! - [`identity`]: how a certificate names an agent or an operator.
 //! - [`timestamp`]: the wall-clock type used everywhere, RFC 3339 in JSON.
 
 #![forbid(unsafe_code)]
 
+pub mod connect;
 pub mod convert;
 pub mod identity;
 pub mod model;

@@ -2,11 +2,11 @@
 //! or the ROLLCALL_* environment variables.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
+use rollcall_proto::connect::endpoint;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 use super::CliError;
 
@@ -33,40 +33,6 @@ pub struct ConnectArgs {
 fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, CliError> {
     std::fs::read(path)
         .map_err(|e| CliError::Usage(format!("cannot read {what} {}: {e}", path.display())))
-}
-
-/// Builds a TLS endpoint for `url` with a client certificate. Shared by the
-/// operator CLI, the agent and the tests.
-pub fn endpoint(
-    url: &str,
-    ca_pem: &[u8],
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<Endpoint, String> {
-    let url = if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("https://{url}")
-    };
-    let uri: tonic::transport::Uri = url
-        .parse()
-        .map_err(|e| format!("invalid server URL {url:?}: {e}"))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("server URL {url:?} has no host"))?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .identity(Identity::from_pem(cert_pem, key_pem))
-        .domain_name(host.trim_start_matches('[').trim_end_matches(']'));
-    Endpoint::from_shared(url.clone())
-        .map_err(|e| format!("invalid server URL {url:?}: {e}"))?
-        .tls_config(tls)
-        .map_err(|e| format!("TLS configuration failed: {e}"))
-        .map(|e| {
-            e.connect_timeout(Duration::from_secs(10))
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(20))
-        })
 }
 
 impl ConnectArgs {

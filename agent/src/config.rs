@@ -1,0 +1,231 @@
+//! `agent.toml`: every key, its default and its check. The shipped example
+//! (packaging/agent.toml) is kept in step with this file by a test.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rollcall_proto::model::Role;
+use serde::Deserialize;
+
+/// Where `run` looks for its configuration when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/rollcall/agent.toml";
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// URL of rollcall-server.
+    pub server: String,
+    /// This node's role; campaigns treat each role differently.
+    pub role: Option<Role>,
+    /// Free-form labels campaigns can select on (e.g. availability zone).
+    pub labels: BTreeMap<String, String>,
+    pub tls: TlsConfig,
+    pub report: ReportConfig,
+    pub reconnect: ReconnectConfig,
+    pub host: HostConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The rollcall CA certificate.
+    pub ca: PathBuf,
+    /// This node's agent certificate; the node's name is the name in it.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Report interval until the server says otherwise in its Welcome.
+    pub interval_secs: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// First retry delay cap; each failure doubles it up to the maximum.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Changes at every boot; the server tells reboots apart by it.
+    pub boot_id_path: PathBuf,
+    /// OS name and version.
+    pub os_release_path: PathBuf,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            server: "https://localhost:7443".into(),
+            role: None,
+            labels: BTreeMap::new(),
+            tls: TlsConfig::default(),
+            report: ReportConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            host: HostConfig::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca: "/etc/rollcall/pki/ca.crt".into(),
+            cert: "/etc/rollcall/pki/agent.crt".into(),
+            key: "/etc/rollcall/pki/agent.key".into(),
+        }
+    }
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        Self { interval_secs: 10 }
+    }
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff_ms: 500,
+            max_backoff_secs: 60,
+        }
+    }
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            boot_id_path: "/proc/sys/kernel/random/boot_id".into(),
+            os_release_path: "/etc/os-release".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error is one line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| {
+            let msg = e.to_string();
+            let mut lines = msg.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or_default().to_owned();
+            match lines.last() {
+                Some(reason) if !reason.starts_with('|') && !reason.starts_with('^') => {
+                    format!("{first} {reason}")
+                }
+                _ => first,
+            }
+        })
+    }
+
+    /// Checks what serde cannot; call after command-line overrides.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.role.is_none() {
+            return bad(
+                "no role: set role = \"controller\", \"compute\" or \"storage\" or pass --role"
+                    .into(),
+            );
+        }
+        if self.server.is_empty() {
+            return bad("server is empty: set the rollcall-server URL, e.g. https://rollcall.example.org:7443".into());
+        }
+        if self.report.interval_secs == 0 || self.report.interval_secs > 3_600 {
+            return bad("report.interval_secs must be between 1 and 3600".into());
+        }
+        if self.reconnect.initial_backoff_ms == 0 || self.reconnect.max_backoff_secs == 0 {
+            return bad(
+                "reconnect.initial_backoff_ms and max_backoff_secs must be at least 1".into(),
+            );
+        }
+        if self.reconnect.initial_backoff_ms > self.reconnect.max_backoff_secs * 1_000 {
+            return bad("reconnect.initial_backoff_ms must not exceed max_backoff_secs".into());
+        }
+        if let Some((k, _)) = self
+            .labels
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.len() > 256 || v.len() > 256)
+        {
+            return bad(format!(
+                "label {k:?}: keys must be 1 to 256 bytes and values at most 256"
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn report_interval(&self) -> Duration {
+        Duration::from_secs(self.report.interval_secs.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_parses_and_matches_the_defaults() {
+        let text = include_str!("../../packaging/agent.toml");
+        let parsed = AgentConfig::parse(text).expect("packaging/agent.toml parses");
+        let mut expected = AgentConfig::default();
+        expected.server = "https://rollcall.example.org:7443".into();
+        expected.role = Some(Role::Compute);
+        expected.labels = [("az".to_owned(), "nova".to_owned())].into();
+        assert_eq!(
+            parsed, expected,
+            "packaging/agent.toml drifted from the defaults in config.rs"
+        );
+        parsed.validate().expect("example validates");
+    }
+
+    #[test]
+    fn every_key_of_the_example_is_documented() {
+        let text = include_str!("../../packaging/agent.toml");
+        let mut previous_is_comment = false;
+        for line in text.lines().map(str::trim) {
+            let is_key = !line.starts_with('#') && !line.starts_with('[') && line.contains('=');
+            assert!(!is_key || previous_is_comment, "undocumented key: {line}");
+            previous_is_comment = line.starts_with('#');
+        }
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_problem() {
+        let err = AgentConfig::parse("role = \"kitchen\"\n").unwrap_err();
+        assert!(!err.contains('\n') && err.contains("kitchen"), "{err}");
+        let err = AgentConfig::parse("[report]\ninterval = 5\n").unwrap_err();
+        assert!(!err.contains('\n') && err.contains("interval"), "{err}");
+        let err = AgentConfig::default().validate().unwrap_err().to_string();
+        assert!(err.contains("no role"), "{err}");
+    }
+}
