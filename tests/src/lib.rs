@@ -1,1 +1,431 @@
+//! The end-to-end harness: a CA made on the spot, a real server on
+//! 127.0.0.1:0 with real mutual TLS and a real SQLite file, real agents in
+//! the same process, and raw clients for poking at the edges.
+//!
+//! ```ignore
+//! let pki = Pki::new();
+//! let server = TestServer::start(&pki, |_| {}).await;
+//! let agent = TestAgent::start(&server, "cmp1", Role::Compute);
+//! let node = server.wait_online("cmp1").await;
+//! ```
 
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rollcall_agent::collect::SystemCollector;
+use rollcall_agent::config::HostConfig;
+use rollcall_agent::session::{Session, Settings};
+use rollcall_proto::identity::{Identity, Kind};
+use rollcall_proto::model::{self, Role};
+use rollcall_proto::v1;
+use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
+use rollcall_server::RunningServer;
+use rollcall_server::config::ServerConfig;
+use rollcall_server::pki::{self, Ca};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Installs the crypto provider and a test log writer; call at the top of
+/// every test (repeated calls are harmless).
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let filter = std::env::var("ROLLCALL_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_target(false)
+        .with_max_level(
+            filter
+                .parse::<tracing::Level>()
+                .unwrap_or(tracing::Level::WARN),
+        )
+        .try_init();
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rollcall-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A client certificate and key, as files and as PEM.
+#[derive(Clone)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+/// A pki directory made by `certs init`, exactly as operators make one.
+pub struct Pki {
+    pub dir: TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = TempDir::new("pki");
+        pki::init(dir.path(), &[]).expect("certs init");
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn ca_cert(&self) -> PathBuf {
+        self.path().join("ca.crt")
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.ca_cert()).expect("ca.crt")
+    }
+
+    fn issue(&self, kind: Kind, name: &str) -> ClientCert {
+        let who = Identity {
+            kind,
+            name: name.to_owned(),
+        };
+        let (cert, key) = pki::issue(self.path(), &who, true).expect("certs issue");
+        ClientCert {
+            cert_pem: std::fs::read(&cert).expect("cert"),
+            key_pem: std::fs::read(&key).expect("key"),
+            cert,
+            key,
+        }
+    }
+
+    pub fn agent(&self, node: &str) -> ClientCert {
+        self.issue(Kind::Agent, node)
+    }
+
+    pub fn operator(&self, name: &str) -> ClientCert {
+        self.issue(Kind::Operator, name)
+    }
+
+    /// The loaded CA, for certificates `certs issue` would never make
+    /// (expired ones, say).
+    pub fn ca(&self) -> Ca {
+        Ca::load(self.path()).expect("load CA")
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A real server on 127.0.0.1 with a real SQLite file.
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub config: ServerConfig,
+    pub data: TempDir,
+    pub ca_pem: Vec<u8>,
+    pub operator: ClientCert,
+}
+
+impl TestServer {
+    /// Starts a server on a free port with a 1 s report interval (tests
+    /// should not wait ten seconds for anything); `tweak` adjusts the rest.
+    pub async fn start(pki: &Pki, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let data = TempDir::new("data");
+        let mut config = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: data.path().to_owned(),
+            ..Default::default()
+        };
+        config.tls.ca = Some(pki.ca_cert());
+        config.tls.cert = Some(pki.path().join("server.crt"));
+        config.tls.key = Some(pki.path().join("server.key"));
+        config.agents.report_interval_secs = 1;
+        config.agents.offline_after_missed_reports = 3;
+        config.store.flush_interval_ms = 100;
+        tweak(&mut config);
+        let server = rollcall_server::start(&config)
+            .await
+            .expect("server starts");
+        config.listen = server.addr;
+        Self {
+            server: Some(server),
+            config,
+            data,
+            ca_pem: pki.ca_pem(),
+            operator: pki.operator("test-operator"),
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.config.listen
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr().port())
+    }
+
+    /// Stops the server, keeping its data dir.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server
+                .stop(Duration::from_secs(10))
+                .await
+                .expect("clean stop");
+        }
+    }
+
+    /// Starts the server again on the same address and data dir.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let server = rollcall_server::start(&self.config)
+            .await
+            .expect("server restarts");
+        self.server = Some(server);
+    }
+
+    /// A channel with the given client certificate.
+    pub async fn channel(&self, cert: &ClientCert) -> Result<Channel, tonic::transport::Error> {
+        let endpoint = rollcall_proto::connect::endpoint(
+            &self.url(),
+            &self.ca_pem,
+            &cert.cert_pem,
+            &cert.key_pem,
+        )
+        .expect("endpoint");
+        endpoint.connect().await
+    }
+
+    pub async fn operator_client(&self) -> OperatorServiceClient<Channel> {
+        OperatorServiceClient::new(
+            self.channel(&self.operator)
+                .await
+                .expect("operator connects"),
+        )
+    }
+
+    pub async fn list(&self) -> Vec<model::Node> {
+        let resp = self
+            .operator_client()
+            .await
+            .list_nodes(v1::ListNodesRequest::default())
+            .await
+            .expect("list nodes");
+        resp.into_inner()
+            .nodes
+            .into_iter()
+            .map(|n| n.try_into().expect("valid node"))
+            .collect()
+    }
+
+    pub async fn node(&self, name: &str) -> Option<model::NodeDetail> {
+        let resp = self
+            .operator_client()
+            .await
+            .get_node(v1::GetNodeRequest {
+                name: name.to_owned(),
+            })
+            .await;
+        match resp {
+            Ok(r) => {
+                let r = r.into_inner();
+                Some(model::NodeDetail {
+                    node: r.node.expect("node").try_into().expect("valid node"),
+                    report: r.report.map(|r| r.try_into().expect("valid report")),
+                })
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => None,
+            Err(s) => panic!("get node {name}: {s}"),
+        }
+    }
+
+    /// Waits until `check` holds for the node, and returns it.
+    pub async fn wait_node(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&model::NodeDetail) -> bool,
+    ) -> model::NodeDetail {
+        eventually(
+            Duration::from_secs(15),
+            &format!("node {name} {what}"),
+            || async { self.node(name).await.filter(|d| check(d)) },
+        )
+        .await
+    }
+
+    pub async fn wait_online(&self, name: &str) -> model::NodeDetail {
+        self.wait_node(name, "online", |d| d.node.online && d.report.is_some())
+            .await
+    }
+
+    pub async fn wait_offline(&self, name: &str) -> model::NodeDetail {
+        self.wait_node(name, "offline", |d| !d.node.online).await
+    }
+}
+
+/// A real agent session in this process (the same code `rollcall-agent
+/// run` runs), reading this host through sysinfo.
+pub struct TestAgent {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestAgent {
+    pub fn start(server: &TestServer, pki: &Pki, node: &str, role: Role) -> Self {
+        Self::start_at(&server.url(), pki, node, role)
+    }
+
+    pub fn start_at(url: &str, pki: &Pki, node: &str, role: Role) -> Self {
+        let cert = pki.agent(node);
+        let settings = Settings {
+            server: url.to_owned(),
+            node: node.to_owned(),
+            role,
+            labels: [("test".to_owned(), "yes".to_owned())].into(),
+            ca_pem: pki.ca_pem(),
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+            report_interval: Duration::from_secs(1),
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+            boot_id: format!("boot-{node}"),
+        };
+        let session =
+            Session::new(settings, SystemCollector::new(HostConfig::default())).expect("session");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(session.run(shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("agent stops within 5s")
+            .expect("agent task did not panic");
+    }
+}
+
+/// A hand-driven agent session: sends exactly what a test tells it to.
+pub struct RawSession {
+    pub tx: mpsc::Sender<v1::AgentMessage>,
+    pub inbound: tonic::Streaming<v1::ServerMessage>,
+}
+
+pub fn hello(node: &str, role: Role) -> v1::AgentMessage {
+    v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Hello(v1::Hello {
+            node: node.to_owned(),
+            role: v1::Role::from(role).into(),
+            agent_version: "raw".into(),
+            boot_id: "raw-boot".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+pub fn report(seq: u64, hostname: &str) -> v1::AgentMessage {
+    let report = model::Report {
+        seq,
+        collected_at: rollcall_proto::timestamp::Timestamp::now(),
+        host: model::HostFacts {
+            hostname: hostname.to_owned(),
+            boot_id: "raw-boot".into(),
+            ..Default::default()
+        },
+        metrics: Default::default(),
+    };
+    v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Report(report.into())),
+    }
+}
+
+impl RawSession {
+    /// Opens a session with `cert` and sends `first`; returns the server's
+    /// refusal if the call itself fails.
+    pub async fn open(
+        server: &TestServer,
+        cert: &ClientCert,
+        first: v1::AgentMessage,
+    ) -> Result<Self, tonic::Status> {
+        let channel = server
+            .channel(cert)
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+        let mut client = v1::agent_service_client::AgentServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(first).await.expect("queue first message");
+        let inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+        Ok(Self { tx, inbound })
+    }
+
+    /// The next message from the server, or the status that ended the stream.
+    pub async fn next(&mut self) -> Result<Option<v1::ServerMessage>, tonic::Status> {
+        tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("no server message within 10s"))?
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The path of one of the workspace's binaries, built by `cargo build`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/this-test → target/debug/NAME
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// True when running in CI, where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}

@@ -158,7 +158,10 @@ impl SessionTask {
                 Ok(None) => break "agent closed the session".to_owned(),
                 Err(status) => {
                     tracing::warn!(node = %self.node, code = ?status.code(), error = %status.message(), "Session stream failed.");
-                    break format!("stream error: {}", status.message());
+                    let reason = format!("stream error: {}", status.message());
+                    // Tell the agent why (an oversized message, say), if it still listens.
+                    let _ = self.tx.try_send(Err(status));
+                    break reason;
                 }
             }
         };
