@@ -136,17 +136,8 @@ impl AgentConfig {
 
     /// Parses TOML text; the error is one line.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| {
-            let msg = e.to_string();
-            let mut lines = msg.lines().map(str::trim).filter(|l| !l.is_empty());
-            let first = lines.next().unwrap_or_default().to_owned();
-            match lines.last() {
-                Some(reason) if !reason.starts_with('|') && !reason.starts_with('^') => {
-                    format!("{first} {reason}")
-                }
-                _ => first,
-            }
-        })
+        toml::from_str(text)
+            .map_err(|e| rollcall_proto::diag::config_error_line(text, e.message(), e.span()))
     }
 
     /// Checks what serde cannot; call after command-line overrides.
@@ -197,10 +188,12 @@ mod tests {
     fn shipped_example_parses_and_matches_the_defaults() {
         let text = include_str!("../../packaging/agent.toml");
         let parsed = AgentConfig::parse(text).expect("packaging/agent.toml parses");
-        let mut expected = AgentConfig::default();
-        expected.server = "https://rollcall.example.org:7443".into();
-        expected.role = Some(Role::Compute);
-        expected.labels = [("az".to_owned(), "nova".to_owned())].into();
+        let expected = AgentConfig {
+            server: "https://rollcall.example.org:7443".into(),
+            role: Some(Role::Compute),
+            labels: [("az".to_owned(), "nova".to_owned())].into(),
+            ..Default::default()
+        };
         assert_eq!(
             parsed, expected,
             "packaging/agent.toml drifted from the defaults in config.rs"

@@ -180,12 +180,12 @@ impl<C: Collector> Session<C> {
                 }
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
-                        if let Some(new_interval) = self.handle(msg, &tx) {
-                            if new_interval != interval {
-                                interval = new_interval;
-                                ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-                                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                            }
+                        if let Some(new_interval) = self.handle(msg, &tx)
+                            && new_interval != interval
+                        {
+                            interval = new_interval;
+                            ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         }
                     }
                     Ok(None) => return Err(SessionError::Closed),

@@ -4,6 +4,7 @@
 //! - [`model`]: the domain types both binaries work with (serde, no prost).
 //! - [`connect`]: the client side of mutual TLS.
 //! - [`convert`]: the one place that maps between the two.
+//! - [`diag`]: one-line error messages for configuration files.
 //! - [`identity`]: how a certificate names an agent or an operator.
 //! - [`timestamp`]: the wall-clock type used everywhere, RFC 3339 in JSON.
 
@@ -11,6 +12,7 @@
 
 pub mod connect;
 pub mod convert;
+pub mod diag;
 pub mod identity;
 pub mod model;
 pub mod timestamp;

@@ -139,7 +139,8 @@ impl ServerConfig {
 
     /// Parses TOML text; the error is one line.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| one_line(&e.to_string()))
+        toml::from_str(text)
+            .map_err(|e| rollcall_proto::diag::config_error_line(text, e.message(), e.span()))
     }
 
     /// Checks what serde cannot; call after command-line overrides.
@@ -199,19 +200,6 @@ impl ServerConfig {
     }
 }
 
-/// TOML errors span several lines with a caret diagram; operators get one.
-pub(crate) fn one_line(message: &str) -> String {
-    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or_default().to_owned();
-    // toml puts the human reason on the last line ("unknown field `x`, ...").
-    match lines.last() {
-        Some(reason) if !reason.starts_with('|') && !reason.starts_with('^') => {
-            format!("{first} {reason}")
-        }
-        _ => first,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,11 +208,13 @@ mod tests {
     fn shipped_example_parses_and_matches_the_defaults() {
         let text = include_str!("../../packaging/server.toml");
         let parsed = ServerConfig::parse(text).expect("packaging/server.toml parses");
-        let mut expected = ServerConfig::default();
-        expected.tls = TlsConfig {
-            ca: Some("/etc/rollcall/pki/ca.crt".into()),
-            cert: Some("/etc/rollcall/pki/server.crt".into()),
-            key: Some("/etc/rollcall/pki/server.key".into()),
+        let expected = ServerConfig {
+            tls: TlsConfig {
+                ca: Some("/etc/rollcall/pki/ca.crt".into()),
+                cert: Some("/etc/rollcall/pki/server.crt".into()),
+                key: Some("/etc/rollcall/pki/server.key".into()),
+            },
+            ..Default::default()
         };
         assert_eq!(
             parsed, expected,

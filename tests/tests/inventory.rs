@@ -273,3 +273,40 @@ async fn next_event(stream: &mut tonic::Streaming<v1::NodeEvent>) -> NodeEvent {
         .expect("stream open");
     NodeEvent::try_from(event).expect("valid event")
 }
+
+#[tokio::test]
+async fn reflection_v1_lists_the_rollcall_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    init();
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, |_| {}).await;
+    let channel = server.channel(&server.operator).await.expect("connect");
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let resp = stream.message().await.expect("ok").expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection answer {resp:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "rollcall.v1.AgentService",
+        "rollcall.v1.OperatorService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+}

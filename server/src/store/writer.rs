@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::{Store, StoredNode};
 
 enum Op {
-    Put(StoredNode),
+    Put(Box<StoredNode>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -25,7 +25,7 @@ pub struct WriterHandle {
 impl WriterHandle {
     /// Queues a node change; it is committed within one flush interval.
     pub fn put(&self, node: StoredNode) {
-        if self.tx.send(Op::Put(node)).is_err() {
+        if self.tx.send(Op::Put(Box::new(node))).is_err() {
             tracing::error!("Store writer has stopped; a node change was not saved.");
         }
     }
@@ -109,7 +109,7 @@ fn absorb(
                 };
             }
             None => {
-                pending.insert(change.node.name.clone(), change);
+                pending.insert(change.node.name.clone(), *change);
             }
         },
         Op::Flush(w) => waiters.push(w),

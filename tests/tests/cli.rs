@@ -1,0 +1,218 @@
+//! The binaries as operators and scripts run them: exit codes, one-line
+//! errors, `--json` output.
+
+use std::process::{Command, Output};
+
+use rollcall_proto::model::{Node, NodeDetail, Report, Role};
+use rollcall_tests::{Pki, TempDir, TestAgent, TestServer, bin, init};
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run binary")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit code; stderr: {}",
+        stderr(out)
+    );
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected, got:\n{err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn nodes_list_and_show_print_json_for_scripts() {
+    init();
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, |_| {}).await;
+    let agent = TestAgent::start(&server, &pki, "cmp1", Role::Compute);
+    server.wait_online("cmp1").await;
+    let op = &server.operator;
+    let cli = |args: &[&str]| {
+        let mut cmd = Command::new(bin("rollcall-server"));
+        cmd.args(args)
+            .env("ROLLCALL_SERVER", server.url())
+            .env("ROLLCALL_CA", pki.ca_cert())
+            .env("ROLLCALL_CERT", &op.cert)
+            .env("ROLLCALL_KEY", &op.key);
+        cmd
+    };
+
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = cli(&["nodes", "list", "--json"]);
+        move || run(&mut cmd)
+    })
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let nodes: Vec<Node> =
+        serde_json::from_slice(&out.stdout).expect("nodes list --json is a JSON array of nodes");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(
+        (nodes[0].name.as_str(), nodes[0].role, nodes[0].online),
+        ("cmp1", Role::Compute, true)
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = cli(&["nodes", "show", "cmp1", "--json"]);
+        move || run(&mut cmd)
+    })
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let detail: NodeDetail = serde_json::from_slice(&out.stdout).expect("nodes show --json");
+    assert!(
+        detail
+            .report
+            .is_some_and(|r| r.metrics.memory_total_bytes > 0)
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = cli(&["nodes", "list"]);
+        move || run(&mut cmd)
+    })
+    .await
+    .expect("join");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.starts_with("NAME") && table.contains("cmp1") && table.contains("1 nodes, 1 online"),
+        "{table}"
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = cli(&["nodes", "show", "nope"]);
+        move || run(&mut cmd)
+    })
+    .await
+    .expect("join");
+    assert_one_line_error(&out, 1, "not found");
+    agent.stop().await;
+}
+
+#[test]
+fn a_malformed_server_config_exits_2_with_one_line() {
+    let dir = TempDir::new("badcfg");
+    let cfg = dir.path().join("server.toml");
+    std::fs::write(
+        &cfg,
+        "listen = \"127.0.0.1:0\"\n[agents]\nreport_interval = 5\n",
+    )
+    .expect("write");
+    let out = run(Command::new(bin("rollcall-server"))
+        .args(["serve", "--config"])
+        .arg(&cfg));
+    assert_one_line_error(&out, 2, "report_interval");
+
+    std::fs::write(&cfg, "listen = 7443\n").expect("write");
+    let out = run(Command::new(bin("rollcall-server"))
+        .args(["serve", "--config"])
+        .arg(&cfg));
+    assert_one_line_error(&out, 2, "listen");
+
+    std::fs::write(&cfg, "[agents]\nreport_interval_secs = 0\n").expect("write");
+    let out = run(Command::new(bin("rollcall-server"))
+        .args(["serve", "--config"])
+        .arg(&cfg));
+    assert_one_line_error(&out, 2, "report_interval_secs");
+
+    let out = run(Command::new(bin("rollcall-server")).args([
+        "serve",
+        "--config",
+        "/nonexistent/server.toml",
+    ]));
+    assert_one_line_error(&out, 2, "/nonexistent/server.toml");
+}
+
+#[test]
+fn a_malformed_agent_config_exits_2_with_one_line() {
+    let dir = TempDir::new("badagent");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, "role = \"kitchen\"\n").expect("write");
+    let out = run(Command::new(bin("rollcall-agent"))
+        .args(["run", "--config"])
+        .arg(&cfg));
+    assert_one_line_error(&out, 2, "kitchen");
+
+    std::fs::write(
+        &cfg,
+        "role = \"compute\"\n[tls]\nca = \"/nonexistent/ca.crt\"\n",
+    )
+    .expect("write");
+    let out = run(Command::new(bin("rollcall-agent"))
+        .args(["run", "--config"])
+        .arg(&cfg));
+    assert_one_line_error(&out, 2, "/nonexistent/ca.crt");
+}
+
+#[test]
+fn an_agent_refuses_to_start_with_an_operator_certificate() {
+    let pki = Pki::new();
+    let op = pki.operator("alice");
+    let out = run(Command::new(bin("rollcall-agent"))
+        .args([
+            "run",
+            "--role",
+            "compute",
+            "--server",
+            "https://localhost:1",
+        ])
+        .arg("--ca")
+        .arg(pki.ca_cert())
+        .arg("--cert")
+        .arg(&op.cert)
+        .arg("--key")
+        .arg(&op.key));
+    assert_one_line_error(&out, 2, "needs an agent certificate");
+}
+
+#[test]
+fn certs_init_refuses_to_overwrite_a_ca_and_changes_nothing() {
+    let dir = TempDir::new("certs");
+    let pki = dir.path().join("pki");
+    let out = run(Command::new(bin("rollcall-server"))
+        .args(["certs", "init", "--pki"])
+        .arg(&pki)
+        .args(["--san", "rollcall.example"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = std::fs::read(pki.join("ca.key")).expect("ca.key");
+    let out = run(Command::new(bin("rollcall-server"))
+        .args(["certs", "init", "--pki"])
+        .arg(&pki));
+    assert_one_line_error(&out, 2, "already exists");
+    assert_eq!(std::fs::read(pki.join("ca.key")).expect("ca.key"), before);
+
+    let out = run(Command::new(bin("rollcall-server"))
+        .args(["certs", "issue", "--pki"])
+        .arg(&pki)
+        .args(["--agent", "bad name"]));
+    assert_one_line_error(&out, 2, "invalid name");
+    let out = run(Command::new(bin("rollcall-server"))
+        .args(["certs", "issue", "--pki"])
+        .arg(&pki));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing --agent/--operator is a usage error"
+    );
+}
+
+#[test]
+fn agent_once_prints_one_json_report_without_a_server() {
+    init();
+    let out = run(Command::new(bin("rollcall-agent")).args(["once", "--json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Report = serde_json::from_slice(&out.stdout).expect("once --json prints a report");
+    assert!(!report.host.hostname.is_empty());
+    assert!(report.host.cpu_count >= 1);
+    assert!(report.metrics.memory_total_bytes > 0);
+}
