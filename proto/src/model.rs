@@ -169,3 +169,73 @@ mod tests {
         assert!("Compute".parse::<Role>().is_err());
     }
 }
+
+#[cfg(test)]
+mod json_shape {
+    //! The `--json` shape is an interface for scripts: this golden file
+    //! catches a renamed or retyped field. UPDATE_SNAPSHOTS=1 accepts a
+    //! deliberate change.
+    use super::*;
+
+    fn sample() -> NodeDetail {
+        NodeDetail {
+            node: Node {
+                name: "cmp-01".into(),
+                role: Role::Compute,
+                labels: [("az".to_owned(), "nova".to_owned())].into(),
+                online: false,
+                offline_reason: "session ended: agent closed the session".into(),
+                first_seen: Timestamp::from_unix_millis(1_795_000_000_000),
+                last_seen: Timestamp::from_unix_millis(1_795_421_138_123),
+                agent_version: "0.1.0".into(),
+                hostname: "cmp-01".into(),
+                boot_id: "6f1c".into(),
+                last_report_at: Some(Timestamp::from_unix_millis(1_795_421_138_000)),
+                last_report_seq: 42,
+                os_pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
+                kernel: "6.1.0-28-amd64".into(),
+            },
+            report: Some(Report {
+                seq: 42,
+                collected_at: Timestamp::from_unix_millis(1_795_421_138_000),
+                host: HostFacts {
+                    hostname: "cmp-01".into(),
+                    os_pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
+                    os_id: "debian".into(),
+                    os_version_id: "12".into(),
+                    kernel: "6.1.0-28-amd64".into(),
+                    arch: "x86_64".into(),
+                    boot_id: "6f1c".into(),
+                    boot_time: Timestamp::from_unix_millis(1_795_000_000_000),
+                    cpu_count: 64,
+                },
+                metrics: HostMetrics {
+                    uptime_secs: 421_138,
+                    cpu_usage_percent: 12.5,
+                    load1: 1.5,
+                    load5: 1.25,
+                    load15: 1.0,
+                    memory_total_bytes: 549_755_813_888,
+                    memory_used_bytes: 214_748_364_800,
+                    memory_available_bytes: 335_007_449_088,
+                    swap_total_bytes: 0,
+                    swap_used_bytes: 0,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn node_detail_json_matches_the_golden_file() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/node_detail.json");
+        let text = serde_json::to_string_pretty(&sample()).expect("serializes") + "\n";
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(path, &text).expect("write golden file");
+        }
+        let golden = std::fs::read_to_string(path)
+            .expect("golden file exists (UPDATE_SNAPSHOTS=1 makes it)");
+        assert_eq!(text, golden, "the --json shape changed");
+        let back: NodeDetail = serde_json::from_str(&golden).expect("golden file parses");
+        assert_eq!(back, sample());
+    }
+}

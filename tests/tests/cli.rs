@@ -216,3 +216,48 @@ fn agent_once_prints_one_json_report_without_a_server() {
     assert!(report.host.cpu_count >= 1);
     assert!(report.metrics.memory_total_bytes > 0);
 }
+
+/// Help text is an interface too: a change shows up in review. Run with
+/// UPDATE_SNAPSHOTS=1 to accept a deliberate change.
+#[test]
+fn help_texts_match_their_snapshots() {
+    let cases: &[(&str, &[&str])] = &[
+        ("rollcall-server", &["--help"]),
+        ("rollcall-server", &["certs", "init", "--help"]),
+        ("rollcall-server", &["certs", "issue", "--help"]),
+        ("rollcall-server", &["serve", "--help"]),
+        ("rollcall-server", &["nodes", "list", "--help"]),
+        ("rollcall-server", &["nodes", "show", "--help"]),
+        ("rollcall-agent", &["--help"]),
+        ("rollcall-agent", &["run", "--help"]),
+        ("rollcall-agent", &["once", "--help"]),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let mut mismatches = Vec::new();
+    for (binary, args) in cases {
+        let out = run(Command::new(bin(binary))
+            .args(*args)
+            .env_remove("ROLLCALL_SERVER")
+            .env_remove("ROLLCALL_CA")
+            .env_remove("ROLLCALL_CERT")
+            .env_remove("ROLLCALL_KEY"));
+        assert!(out.status.success(), "{binary} {args:?}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let name = format!("{binary} {}", args.join(" "))
+            .replace(" --help", "")
+            .replace(' ', "_")
+            + ".txt";
+        let path = dir.join(&name);
+        if update {
+            std::fs::write(&path, &text).expect("write snapshot");
+        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            mismatches.push(format!("{name}:\n{text}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "help changed (UPDATE_SNAPSHOTS=1 to accept):\n{}",
+        mismatches.join("\n")
+    );
+}

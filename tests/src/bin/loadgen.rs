@@ -58,6 +58,9 @@ struct Args {
     json: bool,
 }
 
+/// An agent certificate and key, PEM.
+type CertPair = (Vec<u8>, Vec<u8>);
+
 struct Counters {
     connected: AtomicU64,
     reports: AtomicU64,
@@ -66,7 +69,8 @@ struct Counters {
 }
 
 fn proc_cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("read /proc/PID/stat")?;
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).context("read /proc/PID/stat")?;
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th fields of the whole line.
     let rest = stat.rsplit_once(')').context("stat format")?.1;
@@ -88,7 +92,10 @@ fn clock_ticks() -> f64 {
 
 fn proc_status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with(key)).context("status key")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .context("status key")?;
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
@@ -131,12 +138,13 @@ async fn agent(
     args: Arc<Args>,
     ca_pem: Arc<Vec<u8>>,
     node: String,
-    cert: (Vec<u8>, Vec<u8>),
+    cert: CertPair,
     offset: Duration,
     handshakes: Arc<Semaphore>,
     counters: Arc<Counters>,
 ) {
-    let endpoint = match rollcall_proto::connect::endpoint(&args.server, &ca_pem, &cert.0, &cert.1) {
+    let endpoint = match rollcall_proto::connect::endpoint(&args.server, &ca_pem, &cert.0, &cert.1)
+    {
         Ok(e) => e,
         Err(e) => {
             eprintln!("{node}: {e}");
@@ -222,17 +230,26 @@ async fn main() -> anyhow::Result<()> {
     }
     let ca = Ca::load(&args.pki).context("load the CA from --pki")?;
     let ca_pem = Arc::new(std::fs::read(args.pki.join("ca.crt"))?);
-    let operator = ca.issue_client(&Identity { kind: Kind::Operator, name: "loadgen".into() })?;
+    let operator = ca.issue_client(&Identity {
+        kind: Kind::Operator,
+        name: "loadgen".into(),
+    })?;
 
     eprintln!("Issuing {} agent certificates...", args.agents);
     let started = Instant::now();
-    let certs: Vec<(String, (Vec<u8>, Vec<u8>))> = (0..args.agents)
+    let certs: Vec<(String, CertPair)> = (0..args.agents)
         .map(|i| {
             let node = format!("sim-{i:05}");
             let issued = ca
-                .issue_client(&Identity { kind: Kind::Agent, name: node.clone() })
+                .issue_client(&Identity {
+                    kind: Kind::Agent,
+                    name: node.clone(),
+                })
                 .expect("issue agent certificate");
-            (node, (issued.cert_pem.into_bytes(), issued.key_pem.into_bytes()))
+            (
+                node,
+                (issued.cert_pem.into_bytes(), issued.key_pem.into_bytes()),
+            )
         })
         .collect();
     eprintln!("Issued in {:.1}s.", started.elapsed().as_secs_f64());
@@ -255,9 +272,13 @@ async fn main() -> anyhow::Result<()> {
     });
     let delays = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let watch_events = Arc::new(AtomicU64::new(0));
-    let mut stream = op.watch_nodes(v1::WatchNodesRequest::default()).await?.into_inner();
+    let mut stream = op
+        .watch_nodes(v1::WatchNodesRequest::default())
+        .await?
+        .into_inner();
     let watcher = tokio::spawn({
-        let (counters, delays, watch_events) = (counters.clone(), delays.clone(), watch_events.clone());
+        let (counters, delays, watch_events) =
+            (counters.clone(), delays.clone(), watch_events.clone());
         async move {
             loop {
                 match stream.message().await {
@@ -267,8 +288,12 @@ async fn main() -> anyhow::Result<()> {
                         }
                         let now = Timestamp::now().unix_millis();
                         if let Some(at) = event.node.and_then(|n| n.last_report_at) {
-                            let at = rollcall_proto::convert::timestamp_from_wire(&at).unix_millis();
-                            delays.lock().expect("lock").push(u64::try_from(now - at).unwrap_or(0));
+                            let at =
+                                rollcall_proto::convert::timestamp_from_wire(&at).unix_millis();
+                            delays
+                                .lock()
+                                .expect("lock")
+                                .push(u64::try_from(now - at).unwrap_or(0));
                             watch_events.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -296,19 +321,33 @@ async fn main() -> anyhow::Result<()> {
             counters.clone(),
         ));
     }
+    let (mut last_done, mut last_progress) = (0, Instant::now());
     loop {
-        let (c, f) = (counters.connected.load(Ordering::Relaxed), counters.failures.load(Ordering::Relaxed));
+        let (c, f) = (
+            counters.connected.load(Ordering::Relaxed),
+            counters.failures.load(Ordering::Relaxed),
+        );
         if c + f >= args.agents as u64 {
             break;
         }
-        if connect_started.elapsed() > Duration::from_secs(600) {
-            bail!("only {c} of {} agents connected after 600 s", args.agents);
+        if c + f > last_done {
+            (last_done, last_progress) = (c + f, Instant::now());
+        }
+        // Out of file descriptors (ulimit -n) shows up as a stall, not an error.
+        if last_progress.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "stalled at {c} connected, {f} failed of {} agents (check ulimit -n on both sides)",
+                args.agents
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let connect_secs = connect_started.elapsed().as_secs_f64();
     let connected = counters.connected.load(Ordering::Relaxed);
-    eprintln!("{connected} connected in {connect_secs:.1}s; warming up for {}s...", args.warmup_secs);
+    eprintln!(
+        "{connected} connected in {connect_secs:.1}s; warming up for {}s...",
+        args.warmup_secs
+    );
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
 
     let pid = args.server_pid;
@@ -331,7 +370,11 @@ async fn main() -> anyhow::Result<()> {
     let mut d = delays.lock().expect("lock").clone();
     d.sort_unstable();
 
-    let cpu_per_1000 = if reports > 0 { cpu / reports as f64 * 1_000.0 } else { 0.0 };
+    let cpu_per_1000 = if reports > 0 {
+        cpu / reports as f64 * 1_000.0
+    } else {
+        0.0
+    };
     let result = serde_json::json!({
         "agents": args.agents,
         "connected": connected,
