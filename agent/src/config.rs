@@ -24,6 +24,10 @@ pub struct AgentConfig {
     pub report: ReportConfig,
     pub reconnect: ReconnectConfig,
     pub host: HostConfig,
+    pub containers: ContainersConfig,
+    pub disks: DisksConfig,
+    pub reboot: RebootConfig,
+    pub updates: UpdatesConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -42,6 +46,49 @@ pub struct TlsConfig {
 pub struct ReportConfig {
     /// Report interval until the server says otherwise in its Welcome.
     pub interval_secs: u32,
+    /// Every this many intervals the report carries every section, changed
+    /// or not; in between only what changed.
+    pub full_every: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainersConfig {
+    pub enabled: bool,
+    /// The engine's API socket (Docker, or Podman's Docker-compatible one).
+    pub socket: String,
+    /// Full re-list even while the event stream works.
+    pub poll_secs: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DisksConfig {
+    /// Where the mount table is read.
+    pub mountinfo_path: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RebootConfig {
+    /// Prefix of the files the checks read (/var/run/reboot-required, /lib/modules).
+    pub root: PathBuf,
+    /// Run `needs-restarting -r` where it is installed.
+    pub needs_restarting: bool,
+    /// A command (argv, no shell) whose exit status 0 means "reboot required"; empty: none.
+    pub sentinel_command: Vec<String>,
+    pub check_interval_secs: u32,
+    pub command_timeout_secs: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdatesConfig {
+    pub enabled: bool,
+    /// Prefix of the paths where apt-get or dnf are looked for.
+    pub root: PathBuf,
+    pub interval_secs: u32,
+    pub timeout_secs: u32,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -71,6 +118,51 @@ impl Default for AgentConfig {
             report: ReportConfig::default(),
             reconnect: ReconnectConfig::default(),
             host: HostConfig::default(),
+            containers: ContainersConfig::default(),
+            disks: DisksConfig::default(),
+            reboot: RebootConfig::default(),
+            updates: UpdatesConfig::default(),
+        }
+    }
+}
+
+impl Default for ContainersConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            socket: "/var/run/docker.sock".into(),
+            poll_secs: 30,
+        }
+    }
+}
+
+impl Default for DisksConfig {
+    fn default() -> Self {
+        Self {
+            mountinfo_path: "/proc/self/mountinfo".into(),
+        }
+    }
+}
+
+impl Default for RebootConfig {
+    fn default() -> Self {
+        Self {
+            root: "/".into(),
+            needs_restarting: true,
+            sentinel_command: Vec::new(),
+            check_interval_secs: 60,
+            command_timeout_secs: 60,
+        }
+    }
+}
+
+impl Default for UpdatesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            root: "/".into(),
+            interval_secs: 3_600,
+            timeout_secs: 300,
         }
     }
 }
@@ -87,7 +179,10 @@ impl Default for TlsConfig {
 
 impl Default for ReportConfig {
     fn default() -> Self {
-        Self { interval_secs: 10 }
+        Self {
+            interval_secs: 10,
+            full_every: 30,
+        }
     }
 }
 
@@ -152,9 +247,6 @@ impl AgentConfig {
         if self.server.is_empty() {
             return bad("server is empty: set the rollcall-server URL, e.g. https://rollcall.example.org:7443".into());
         }
-        if self.report.interval_secs == 0 || self.report.interval_secs > 3_600 {
-            return bad("report.interval_secs must be between 1 and 3600".into());
-        }
         if self.reconnect.initial_backoff_ms == 0 || self.reconnect.max_backoff_secs == 0 {
             return bad(
                 "reconnect.initial_backoff_ms and max_backoff_secs must be at least 1".into(),
@@ -171,6 +263,45 @@ impl AgentConfig {
             return bad(format!(
                 "label {k:?}: keys must be 1 to 256 bytes and values at most 256"
             ));
+        }
+        self.validate_sources()?;
+        if self.report.interval_secs == 0 || self.report.interval_secs > 3_600 {
+            return bad("report.interval_secs must be between 1 and 3600".into());
+        }
+        if self.report.full_every == 0 {
+            return bad("report.full_every must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The checks of what the collectors need (all `once` needs).
+    pub fn validate_sources(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.containers.enabled && self.containers.socket.is_empty() {
+            return bad(
+                "containers.socket is empty: set the engine socket or containers.enabled = false"
+                    .into(),
+            );
+        }
+        if self.containers.poll_secs == 0
+            || self.reboot.check_interval_secs == 0
+            || self.reboot.command_timeout_secs == 0
+        {
+            return bad("containers.poll_secs, reboot.check_interval_secs and reboot.command_timeout_secs must be at least 1".into());
+        }
+        if self.updates.interval_secs < 60 || self.updates.timeout_secs == 0 {
+            return bad(
+                "updates.interval_secs must be at least 60 and updates.timeout_secs at least 1"
+                    .into(),
+            );
+        }
+        if self
+            .reboot
+            .sentinel_command
+            .first()
+            .is_some_and(|p| p.is_empty())
+        {
+            return bad("reboot.sentinel_command: the program name is empty".into());
         }
         Ok(())
     }

@@ -51,6 +51,7 @@ pub fn settings(cfg: &AgentConfig) -> Result<Settings, ConfigError> {
         cert_pem,
         key_pem,
         report_interval: cfg.report_interval(),
+        full_every: cfg.report.full_every,
         backoff_initial: std::time::Duration::from_millis(cfg.reconnect.initial_backoff_ms),
         backoff_max: std::time::Duration::from_secs(cfg.reconnect.max_backoff_secs),
         boot_id,

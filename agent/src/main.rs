@@ -1,10 +1,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use rollcall_agent::collect::{Collector, SystemCollector};
+use rollcall_agent::collect::{
+    Collector, Sources, SystemCollector, containers, disks, reboot, updates,
+};
 use rollcall_agent::config::{self, AgentConfig};
-use rollcall_agent::session::Session;
+use rollcall_agent::session::{Session, Settings};
 use rollcall_proto::model::{Report, Role};
 use rollcall_proto::timestamp::Timestamp;
 use tokio_util::sync::CancellationToken;
@@ -43,12 +46,12 @@ enum Command {
         #[arg(long)]
         key: Option<PathBuf>,
     },
-    /// Print one local report and exit; needs no server.
+    /// Print one full local report and exit; needs no server.
     Once {
         /// Print JSON (the only format for now; kept for scripts that pass it).
         #[arg(long)]
         json: bool,
-        /// Configuration file, for its [host] paths.
+        /// Configuration file, for its collector settings.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -70,8 +73,8 @@ fn main() -> ExitCode {
     rustls::crypto::ring::default_provider()
         .install_default()
         .expect("no other crypto provider is installed before main");
-    // One thread: the agent is light, and one report every few seconds
-    // needs no more.
+    // One thread: the agent is light, and a report every few seconds needs
+    // no more.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -88,18 +91,10 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(e) => return usage(&e),
             };
-            let mut collector = SystemCollector::new(cfg.host.clone());
-            // CPU usage is a difference between two samples.
-            std::thread::sleep(
-                sysinfo::MINIMUM_CPU_UPDATE_INTERVAL.max(std::time::Duration::from_millis(200)),
-            );
-            let (host, metrics) = collector.host();
-            let report = Report {
-                seq: 1,
-                collected_at: Timestamp::now(),
-                host,
-                metrics,
-            };
+            if let Err(e) = cfg.validate_sources() {
+                return usage(&e.to_string());
+            }
+            let report = runtime.block_on(once(&cfg));
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report).expect("a report serializes")
@@ -137,22 +132,19 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return usage(&e.to_string()),
             };
-            let collector = SystemCollector::new(cfg.host.clone());
-            runtime.block_on(run(settings, collector))
+            runtime.block_on(run(settings, cfg))
         }
     }
 }
 
-async fn run(
-    settings: rollcall_agent::session::Settings,
-    collector: impl Collector + 'static,
-) -> ExitCode {
+async fn run(settings: Settings, cfg: AgentConfig) -> ExitCode {
     tracing::info!(node = %settings.node, role = %settings.role, server = %settings.server, "rollcall-agent starting.");
-    let session = match Session::new(settings, collector) {
+    let shutdown = CancellationToken::new();
+    let sources = Sources::start(&cfg, &shutdown);
+    let session = match Session::new(settings, sources) {
         Ok(s) => s,
         Err(e) => return usage(&e),
     };
-    let shutdown = CancellationToken::new();
     let task = tokio::spawn(session.run(shutdown.clone()));
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -167,13 +159,55 @@ async fn run(
     }
     tracing::info!("Shutting down.");
     shutdown.cancel();
-    if tokio::time::timeout(std::time::Duration::from_secs(5), task)
+    if tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .is_err()
     {
         tracing::warn!("Session did not end within 5s; exiting anyway.");
     }
     ExitCode::SUCCESS
+}
+
+/// One full report, every source read once (the pending-updates check
+/// included, which may take a while).
+async fn once(cfg: &AgentConfig) -> Report {
+    let mut collector = SystemCollector::new(cfg.host.clone());
+    // CPU usage is a difference between two samples.
+    tokio::time::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL.max(Duration::from_millis(200))).await;
+    let (host, metrics) = collector.host();
+    let checks = reboot::RebootChecks {
+        root: cfg.reboot.root.clone(),
+        needs_restarting: cfg.reboot.needs_restarting,
+        sentinel: cfg.reboot.sentinel_command.clone(),
+        timeout: Duration::from_secs(cfg.reboot.command_timeout_secs.into()),
+    };
+    let containers = match cfg.containers.enabled {
+        true => Some(containers::snapshot(&cfg.containers.socket).await),
+        false => None,
+    };
+    let updates = match cfg.updates.enabled {
+        true => Some(
+            updates::snapshot(&updates::UpdatesConfig {
+                root: cfg.updates.root.clone(),
+                interval: Duration::from_secs(cfg.updates.interval_secs.into()),
+                timeout: Duration::from_secs(cfg.updates.timeout_secs.into()),
+            })
+            .await,
+        ),
+        false => None,
+    };
+    Report {
+        seq: 1,
+        collected_at: Timestamp::now(),
+        full: true,
+        reboot: Some(checks.check(&host.kernel).await),
+        network: collector.network(),
+        disks: Some(disks::collect(&cfg.disks.mountinfo_path)),
+        host: Some(host),
+        metrics: Some(metrics),
+        containers,
+        updates,
+    }
 }
 
 fn usage(message: &str) -> ExitCode {

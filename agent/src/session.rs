@@ -6,17 +6,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rollcall_proto::model::{Report, Role};
+use prost::Message as _;
+use rollcall_proto::model::{
+    ContainersSection, DisksSection, HostFacts, RebootSection, Report, Role, UpdatesSection,
+};
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1::{self, agent_message, server_message};
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use crate::backoff::Backoff;
-use crate::collect::Collector;
+use crate::collect::{Sources, same_outcome};
 
 /// Everything a session needs, resolved from the configuration.
 #[derive(Clone, Debug)]
@@ -30,6 +33,8 @@ pub struct Settings {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
     pub report_interval: Duration,
+    /// Every this many intervals a report carries every section.
+    pub full_every: u32,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub boot_id: String,
@@ -58,15 +63,55 @@ enum End {
     Shutdown,
 }
 
-pub struct Session<C> {
-    settings: Settings,
-    endpoint: Endpoint,
-    collector: C,
-    seq: u64,
+/// The sections as last sent in this session; a partial report carries
+/// only what differs from them.
+#[derive(Default)]
+struct Sent {
+    host: Option<HostFacts>,
+    containers: Option<ContainersSection>,
+    disks: Option<DisksSection>,
+    reboot: Option<RebootSection>,
+    updates: Option<UpdatesSection>,
 }
 
-impl<C: Collector> Session<C> {
-    pub fn new(settings: Settings, collector: C) -> Result<Self, String> {
+/// What this agent process has sent, over all its sessions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub reports: u64,
+    pub full_reports: u64,
+    pub bytes: u64,
+}
+
+pub struct Session {
+    settings: Settings,
+    endpoint: Endpoint,
+    sources: Sources,
+    seq: u64,
+    sent: Sent,
+    stats: Stats,
+}
+
+/// Changes that arrive within this window go out in one report.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                *rx = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+fn differs<T: PartialEq>(sent: &Option<T>, now: &T) -> bool {
+    sent.as_ref() != Some(now)
+}
+
+impl Session {
+    pub fn new(settings: Settings, sources: Sources) -> Result<Self, String> {
         let endpoint = rollcall_proto::connect::endpoint(
             &settings.server,
             &settings.ca_pem,
@@ -76,22 +121,37 @@ impl<C: Collector> Session<C> {
         Ok(Self {
             settings,
             endpoint,
-            collector,
+            sources,
             seq: 0,
+            sent: Sent::default(),
+            stats: Stats::default(),
         })
     }
 
-    /// Runs sessions until `shutdown`, reconnecting with backoff.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Runs sessions until `shutdown`, reconnecting with backoff; returns
+    /// what it sent.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Stats {
         let mut backoff = Backoff::new(self.settings.backoff_initial, self.settings.backoff_max);
         loop {
             match self.once(&shutdown, &mut backoff).await {
-                Ok(End::Shutdown) => return,
+                Ok(End::Shutdown) => {
+                    tracing::info!(
+                        reports = self.stats.reports,
+                        full_reports = self.stats.full_reports,
+                        bytes = self.stats.bytes,
+                        "Session statistics."
+                    );
+                    return self.stats;
+                }
                 Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(server = %self.settings.server, error = %e, retry_in_ms = delay.as_millis() as u64, "Session ended; will reconnect.");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return self.stats,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -114,17 +174,93 @@ impl<C: Collector> Session<C> {
         }
     }
 
-    fn report(&mut self) -> v1::AgentMessage {
+    /// A report at the interval: metrics always, every other section if
+    /// `full` or if it changed since it was last sent.
+    fn interval_report(&mut self, full: bool) -> Report {
+        let (host, metrics) = self.sources.host.host();
+        let network = self.sources.host.network();
+        let disks = self.sources.disks();
+        let mut report = self.changes(full);
+        if full || differs(&self.sent.host, &host) {
+            self.sent.host = Some(host.clone());
+            report.host = Some(host);
+        }
+        if let Some(d) = disks
+            && (full || differs(&self.sent.disks, &d))
+        {
+            self.sent.disks = Some(d.clone());
+            report.disks = Some(d);
+        }
+        report.metrics = Some(metrics);
+        report.network = network;
+        report.full = full;
+        report
+    }
+
+    /// The event-driven sections that changed since they were last sent
+    /// (all of them if `full`).
+    fn changes(&mut self, full: bool) -> Report {
         self.seq += 1;
-        let (host, metrics) = self.collector.host();
-        let report = Report {
+        let mut report = Report {
             seq: self.seq,
             collected_at: Timestamp::now(),
-            host,
-            metrics,
+            ..Default::default()
         };
-        v1::AgentMessage {
+        if let Some(rx) = &mut self.sources.containers {
+            let now = rx.borrow_and_update().clone();
+            if full || differs(&self.sent.containers, &now) {
+                self.sent.containers = Some(now.clone());
+                report.containers = Some(now);
+            }
+        }
+        if let Some(rx) = &mut self.sources.reboot {
+            let now = rx.borrow_and_update().clone();
+            if full
+                || self
+                    .sent
+                    .reboot
+                    .as_ref()
+                    .is_none_or(|s| !same_outcome(s, &now))
+            {
+                self.sent.reboot = Some(now.clone());
+                report.reboot = Some(now);
+            }
+        }
+        if let Some(rx) = &mut self.sources.updates {
+            let now = rx.borrow_and_update().clone();
+            if full || differs(&self.sent.updates, &now) {
+                self.sent.updates = Some(now.clone());
+                report.updates = Some(now);
+            }
+        }
+        report
+    }
+
+    /// Queues a report; a full queue drops it (the next one supersedes it).
+    fn send(
+        &mut self,
+        tx: &mpsc::Sender<v1::AgentMessage>,
+        report: Report,
+    ) -> Result<(), SessionError> {
+        let full = report.full;
+        let msg = v1::AgentMessage {
             msg: Some(agent_message::Msg::Report(report.into())),
+        };
+        let len = msg.encoded_len() as u64;
+        match tx.try_send(msg) {
+            Ok(()) => {
+                self.stats.reports += 1;
+                self.stats.full_reports += u64::from(full);
+                self.stats.bytes += len;
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => {
+                // What was not sent must go in the next report.
+                self.sent = Sent::default();
+                tracing::warn!("Server is not taking reports fast enough; skipped one.");
+                Ok(())
+            }
+            Err(TrySendError::Closed(_)) => Err(SessionError::Closed),
         }
     }
 
@@ -163,21 +299,25 @@ impl<C: Collector> Session<C> {
         let mut interval = self.interval_from(&welcome);
         tracing::info!(server = %self.settings.server, node = %welcome.node, interval_secs = interval.as_secs(), "Connected.");
 
-        // The first tick fires at once: a full report on connect.
+        // A new session starts from nothing: the first report is full and
+        // goes at once (the first tick fires immediately).
+        self.sent = Sent::default();
+        let mut ticks: u64 = 0;
+        let full_every = u64::from(self.settings.full_every.max(1));
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(End::Shutdown),
                 _ = ticker.tick() => {
-                    match tx.try_send(self.report()) {
-                        Ok(()) => {}
-                        // The server or the network is slow; the next report
-                        // replaces this one, so dropping it loses nothing.
-                        Err(TrySendError::Full(_)) => tracing::warn!("Server is not taking reports fast enough; skipped one."),
-                        Err(TrySendError::Closed(_)) => return Err(SessionError::Closed),
-                    }
+                    let full = ticks.is_multiple_of(full_every);
+                    ticks += 1;
+                    let report = self.interval_report(full);
+                    self.send(&tx, report)?;
                 }
+                () = changed(&mut self.sources.containers) => self.send_changes(&tx).await?,
+                () = changed(&mut self.sources.reboot) => self.send_changes(&tx).await?,
+                () = changed(&mut self.sources.updates) => self.send_changes(&tx).await?,
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
                         if let Some(new_interval) = self.handle(msg, &tx)
@@ -193,6 +333,22 @@ impl<C: Collector> Session<C> {
                 },
             }
         }
+    }
+
+    /// Something changed between intervals: wait a moment for the rest of
+    /// a burst (a container restart is several events), then send it.
+    async fn send_changes(
+        &mut self,
+        tx: &mpsc::Sender<v1::AgentMessage>,
+    ) -> Result<(), SessionError> {
+        tokio::time::sleep(DEBOUNCE).await;
+        let report = self.changes(false);
+        if report.containers.is_some() || report.reboot.is_some() || report.updates.is_some() {
+            self.send(tx, report)?;
+        } else {
+            self.seq -= 1;
+        }
+        Ok(())
     }
 
     fn interval_from(&self, welcome: &v1::Welcome) -> Duration {

@@ -127,8 +127,14 @@ impl From<model::Report> for v1::Report {
         Self {
             seq: r.seq,
             collected_at: Some(timestamp_to_wire(r.collected_at)),
-            host: Some(r.host.into()),
-            metrics: Some(r.metrics.into()),
+            full: r.full,
+            host: r.host.map(Into::into),
+            metrics: r.metrics.map(Into::into),
+            containers: r.containers.map(Into::into),
+            disks: r.disks.map(Into::into),
+            reboot: r.reboot.map(Into::into),
+            updates: r.updates.map(Into::into),
+            network: r.network.map(Into::into),
         }
     }
 }
@@ -140,11 +146,363 @@ impl TryFrom<v1::Report> for model::Report {
             seq: r.seq,
             collected_at: opt_ts(&r.collected_at)
                 .ok_or(ConvertError::Missing("report.collected_at"))?,
-            host: r.host.ok_or(ConvertError::Missing("report.host"))?.into(),
-            metrics: r
-                .metrics
-                .ok_or(ConvertError::Missing("report.metrics"))?
-                .into(),
+            full: r.full,
+            host: r.host.map(Into::into),
+            metrics: r.metrics.map(Into::into),
+            containers: r.containers.map(TryInto::try_into).transpose()?,
+            disks: r.disks.map(Into::into),
+            reboot: r.reboot.map(Into::into),
+            updates: r.updates.map(Into::into),
+            network: r.network.map(Into::into),
+        })
+    }
+}
+
+pub fn container_state_to_wire(s: model::ContainerState) -> v1::ContainerState {
+    use model::ContainerState as M;
+    use v1::ContainerState as W;
+    match s {
+        M::Unknown => W::Unspecified,
+        M::Created => W::Created,
+        M::Running => W::Running,
+        M::Paused => W::Paused,
+        M::Restarting => W::Restarting,
+        M::Removing => W::Removing,
+        M::Exited => W::Exited,
+        M::Dead => W::Dead,
+    }
+}
+
+/// `UNSPECIFIED` is `None` (no filter, or a state the engine did not name).
+pub fn container_state_from_wire(raw: i32) -> Result<Option<model::ContainerState>, ConvertError> {
+    use model::ContainerState as M;
+    use v1::ContainerState as W;
+    let invalid = ConvertError::Invalid {
+        field: "container.state",
+        value: raw,
+    };
+    Ok(match W::try_from(raw).map_err(|_| invalid)? {
+        W::Unspecified => None,
+        W::Created => Some(M::Created),
+        W::Running => Some(M::Running),
+        W::Paused => Some(M::Paused),
+        W::Restarting => Some(M::Restarting),
+        W::Removing => Some(M::Removing),
+        W::Exited => Some(M::Exited),
+        W::Dead => Some(M::Dead),
+    })
+}
+
+pub fn container_health_to_wire(h: model::ContainerHealth) -> v1::ContainerHealth {
+    use model::ContainerHealth as M;
+    use v1::ContainerHealth as W;
+    match h {
+        M::None => W::None,
+        M::Starting => W::Starting,
+        M::Healthy => W::Healthy,
+        M::Unhealthy => W::Unhealthy,
+    }
+}
+
+/// `UNSPECIFIED` is `None`.
+pub fn container_health_from_wire(
+    raw: i32,
+) -> Result<Option<model::ContainerHealth>, ConvertError> {
+    use model::ContainerHealth as M;
+    use v1::ContainerHealth as W;
+    let invalid = ConvertError::Invalid {
+        field: "container.health",
+        value: raw,
+    };
+    Ok(match W::try_from(raw).map_err(|_| invalid)? {
+        W::Unspecified => None,
+        W::None => Some(M::None),
+        W::Starting => Some(M::Starting),
+        W::Healthy => Some(M::Healthy),
+        W::Unhealthy => Some(M::Unhealthy),
+    })
+}
+
+impl From<model::Container> for v1::Container {
+    fn from(c: model::Container) -> Self {
+        Self {
+            id: c.id,
+            name: c.name,
+            image: c.image,
+            image_id: c.image_id,
+            state: container_state_to_wire(c.state).into(),
+            health: container_health_to_wire(c.health).into(),
+            failing_streak: c.failing_streak,
+            last_health_output: c.last_health_output,
+            restart_count: c.restart_count,
+            exit_code: c.exit_code,
+            started_at: c.started_at.map(timestamp_to_wire),
+            finished_at: c.finished_at.map(timestamp_to_wire),
+            labels: c.labels.into_iter().collect(),
+            oom_killed: c.oom_killed,
+        }
+    }
+}
+
+impl TryFrom<v1::Container> for model::Container {
+    type Error = ConvertError;
+    fn try_from(c: v1::Container) -> Result<Self, Self::Error> {
+        Ok(Self {
+            state: container_state_from_wire(c.state)?.unwrap_or_default(),
+            health: container_health_from_wire(c.health)?.unwrap_or_default(),
+            started_at: opt_ts(&c.started_at),
+            finished_at: opt_ts(&c.finished_at),
+            id: c.id,
+            name: c.name,
+            image: c.image,
+            image_id: c.image_id,
+            failing_streak: c.failing_streak,
+            last_health_output: c.last_health_output,
+            restart_count: c.restart_count,
+            exit_code: c.exit_code,
+            labels: c.labels.into_iter().collect(),
+            oom_killed: c.oom_killed,
+        })
+    }
+}
+
+impl From<model::ContainersSection> for v1::ContainersSection {
+    fn from(s: model::ContainersSection) -> Self {
+        Self {
+            available: s.available,
+            error: s.error,
+            engine: s.engine,
+            containers: s.containers.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl TryFrom<v1::ContainersSection> for model::ContainersSection {
+    type Error = ConvertError;
+    fn try_from(s: v1::ContainersSection) -> Result<Self, Self::Error> {
+        Ok(Self {
+            available: s.available,
+            error: s.error,
+            engine: s.engine,
+            containers: s
+                .containers
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// Field-for-field conversions between structs whose fields have the same
+/// names and types on both sides.
+macro_rules! same_fields {
+    ($model:ty, $wire:ty { $($field:ident),* $(,)? }) => {
+        impl From<$model> for $wire {
+            fn from(m: $model) -> Self {
+                Self { $($field: m.$field),* }
+            }
+        }
+        impl From<$wire> for $model {
+            fn from(w: $wire) -> Self {
+                Self { $($field: w.$field),* }
+            }
+        }
+    };
+}
+
+same_fields!(
+    model::Filesystem,
+    v1::Filesystem {
+        mount_point,
+        device,
+        fs_type,
+        total_bytes,
+        used_bytes,
+        available_bytes,
+        inodes_total,
+        inodes_used,
+        read_only,
+    }
+);
+same_fields!(
+    model::RebootReason,
+    v1::RebootReason {
+        source,
+        detail,
+        packages
+    }
+);
+same_fields!(
+    model::NetInterface,
+    v1::NetInterface {
+        name,
+        rx_bytes,
+        tx_bytes,
+        rx_packets,
+        tx_packets,
+        rx_errors,
+        tx_errors,
+    }
+);
+
+impl From<model::DisksSection> for v1::DisksSection {
+    fn from(s: model::DisksSection) -> Self {
+        Self {
+            filesystems: s.filesystems.into_iter().map(Into::into).collect(),
+            error: s.error,
+        }
+    }
+}
+
+impl From<v1::DisksSection> for model::DisksSection {
+    fn from(s: v1::DisksSection) -> Self {
+        Self {
+            filesystems: s.filesystems.into_iter().map(Into::into).collect(),
+            error: s.error,
+        }
+    }
+}
+
+impl From<model::RebootSection> for v1::RebootSection {
+    fn from(s: model::RebootSection) -> Self {
+        Self {
+            required: s.required,
+            reasons: s.reasons.into_iter().map(Into::into).collect(),
+            errors: s.errors,
+            checked_at: s.checked_at.map(timestamp_to_wire),
+        }
+    }
+}
+
+impl From<v1::RebootSection> for model::RebootSection {
+    fn from(s: v1::RebootSection) -> Self {
+        Self {
+            required: s.required,
+            reasons: s.reasons.into_iter().map(Into::into).collect(),
+            errors: s.errors,
+            checked_at: opt_ts(&s.checked_at),
+        }
+    }
+}
+
+impl From<model::UpdatesSection> for v1::UpdatesSection {
+    fn from(s: model::UpdatesSection) -> Self {
+        Self {
+            manager: s.manager,
+            checked: s.checked,
+            count: s.count,
+            security_count: s.security_count,
+            last_check: s.last_check.map(timestamp_to_wire),
+            last_error: s.last_error,
+            packages: s.packages,
+        }
+    }
+}
+
+impl From<v1::UpdatesSection> for model::UpdatesSection {
+    fn from(s: v1::UpdatesSection) -> Self {
+        Self {
+            last_check: opt_ts(&s.last_check),
+            manager: s.manager,
+            checked: s.checked,
+            count: s.count,
+            security_count: s.security_count,
+            last_error: s.last_error,
+            packages: s.packages,
+        }
+    }
+}
+
+impl From<model::NetworkSection> for v1::NetworkSection {
+    fn from(s: model::NetworkSection) -> Self {
+        Self {
+            interfaces: s.interfaces.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<v1::NetworkSection> for model::NetworkSection {
+    fn from(s: v1::NetworkSection) -> Self {
+        Self {
+            interfaces: s.interfaces.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<model::NodeContainer> for v1::NodeContainer {
+    fn from(c: model::NodeContainer) -> Self {
+        Self {
+            node: c.node,
+            container: Some(c.container.into()),
+        }
+    }
+}
+
+impl TryFrom<v1::NodeContainer> for model::NodeContainer {
+    type Error = ConvertError;
+    fn try_from(c: v1::NodeContainer) -> Result<Self, Self::Error> {
+        Ok(Self {
+            node: c.node,
+            container: c
+                .container
+                .ok_or(ConvertError::Missing("container"))?
+                .try_into()?,
+        })
+    }
+}
+
+same_fields!(
+    model::FullFilesystem,
+    v1::FullFilesystem {
+        node,
+        mount_point,
+        used_percent,
+        available_bytes
+    }
+);
+
+impl From<model::FleetSummary> for v1::FleetSummaryResponse {
+    fn from(s: model::FleetSummary) -> Self {
+        Self {
+            nodes_total: s.nodes_total,
+            nodes_online: s.nodes_online,
+            nodes_offline: s.nodes_offline,
+            offline_nodes: s.offline_nodes,
+            reboot_required_nodes: s.reboot_required_nodes,
+            containers_total: s.containers_total,
+            unhealthy_containers: s.unhealthy_containers.into_iter().map(Into::into).collect(),
+            stopped_containers: s.stopped_containers.into_iter().map(Into::into).collect(),
+            full_filesystems: s.full_filesystems.into_iter().map(Into::into).collect(),
+            engine_unavailable_nodes: s.engine_unavailable_nodes,
+            pending_updates: s.pending_updates,
+            pending_security_updates: s.pending_security_updates,
+            fs_usage_threshold_percent: s.fs_usage_threshold_percent,
+        }
+    }
+}
+
+impl TryFrom<v1::FleetSummaryResponse> for model::FleetSummary {
+    type Error = ConvertError;
+    fn try_from(s: v1::FleetSummaryResponse) -> Result<Self, Self::Error> {
+        let containers = |v: Vec<v1::NodeContainer>| {
+            v.into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Self {
+            nodes_total: s.nodes_total,
+            nodes_online: s.nodes_online,
+            nodes_offline: s.nodes_offline,
+            offline_nodes: s.offline_nodes,
+            reboot_required_nodes: s.reboot_required_nodes,
+            containers_total: s.containers_total,
+            unhealthy_containers: containers(s.unhealthy_containers)?,
+            stopped_containers: containers(s.stopped_containers)?,
+            full_filesystems: s.full_filesystems.into_iter().map(Into::into).collect(),
+            engine_unavailable_nodes: s.engine_unavailable_nodes,
+            pending_updates: s.pending_updates,
+            pending_security_updates: s.pending_security_updates,
+            fs_usage_threshold_percent: s.fs_usage_threshold_percent,
         })
     }
 }
@@ -166,6 +524,10 @@ impl From<model::Node> for v1::Node {
             last_report_seq: n.last_report_seq,
             os_pretty_name: n.os_pretty_name,
             kernel: n.kernel,
+            reboot_required: n.reboot_required,
+            containers_total: n.containers_total,
+            containers_unhealthy: n.containers_unhealthy,
+            pending_updates: n.pending_updates,
         }
     }
 }
@@ -191,6 +553,10 @@ impl TryFrom<v1::Node> for model::Node {
             last_report_seq: n.last_report_seq,
             os_pretty_name: n.os_pretty_name,
             kernel: n.kernel,
+            reboot_required: n.reboot_required,
+            containers_total: n.containers_total,
+            containers_unhealthy: n.containers_unhealthy,
+            pending_updates: n.pending_updates,
         })
     }
 }
@@ -249,25 +615,64 @@ mod tests {
         let report = model::Report {
             seq: 7,
             collected_at: Timestamp::from_unix_millis(1_795_421_138_123),
-            host: model::HostFacts {
+            full: true,
+            host: Some(model::HostFacts {
                 hostname: "cmp1".into(),
                 kernel: "6.1.0".into(),
                 boot_time: Timestamp::from_unix_millis(1_795_000_000_000),
                 cpu_count: 4,
                 ..Default::default()
-            },
-            metrics: model::HostMetrics {
+            }),
+            metrics: Some(model::HostMetrics {
                 load1: 0.5,
                 memory_total_bytes: 1 << 30,
                 ..Default::default()
-            },
+            }),
+            containers: Some(model::ContainersSection {
+                available: true,
+                containers: vec![model::Container {
+                    name: "nova_api".into(),
+                    state: model::ContainerState::Exited,
+                    health: model::ContainerHealth::Unhealthy,
+                    exit_code: 137,
+                    started_at: Some(Timestamp::from_unix_millis(5)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            disks: Some(model::DisksSection {
+                filesystems: vec![model::Filesystem {
+                    mount_point: "/".into(),
+                    total_bytes: 10,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            reboot: Some(model::RebootSection {
+                required: true,
+                ..Default::default()
+            }),
+            updates: Some(model::UpdatesSection {
+                count: 3,
+                ..Default::default()
+            }),
+            network: Some(model::NetworkSection::default()),
         };
         let wire = v1::Report::from(report.clone());
         assert_eq!(model::Report::try_from(wire), Ok(report));
     }
 
     #[test]
-    fn report_without_sections_is_an_error() {
+    fn unknown_enum_values_are_errors_not_panics() {
+        let c = v1::Container {
+            state: 99,
+            ..Default::default()
+        };
+        assert!(model::Container::try_from(c).is_err());
+    }
+
+    #[test]
+    fn report_without_a_time_is_an_error() {
         let err = model::Report::try_from(v1::Report::default()).unwrap_err();
         assert_eq!(err, ConvertError::Missing("report.collected_at"));
     }

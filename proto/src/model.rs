@@ -47,13 +47,305 @@ impl FromStr for Role {
     }
 }
 
-/// One report from a node's agent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One report from a node's agent. A full report has every section; a
+/// partial one only the sections that changed ([`Report::merge`] applies
+/// it). What the server keeps and shows is the merge of all of them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub seq: u64,
     pub collected_at: Timestamp,
-    pub host: HostFacts,
-    pub metrics: HostMetrics,
+    #[serde(default)]
+    pub full: bool,
+    pub host: Option<HostFacts>,
+    pub metrics: Option<HostMetrics>,
+    #[serde(default)]
+    pub containers: Option<ContainersSection>,
+    #[serde(default)]
+    pub disks: Option<DisksSection>,
+    #[serde(default)]
+    pub reboot: Option<RebootSection>,
+    #[serde(default)]
+    pub updates: Option<UpdatesSection>,
+    #[serde(default)]
+    pub network: Option<NetworkSection>,
+}
+
+impl Report {
+    /// Applies a newer report: a full one replaces everything, a partial
+    /// one replaces only the sections it carries.
+    pub fn merge(&mut self, update: Report) {
+        if update.full {
+            *self = update;
+            return;
+        }
+        self.seq = update.seq;
+        self.collected_at = update.collected_at;
+        fn take<T>(slot: &mut Option<T>, new: Option<T>) {
+            if new.is_some() {
+                *slot = new;
+            }
+        }
+        take(&mut self.host, update.host);
+        take(&mut self.metrics, update.metrics);
+        take(&mut self.containers, update.containers);
+        take(&mut self.disks, update.disks);
+        take(&mut self.reboot, update.reboot);
+        take(&mut self.updates, update.updates);
+        take(&mut self.network, update.network);
+    }
+
+    pub fn reboot_required(&self) -> bool {
+        self.reboot.as_ref().is_some_and(|r| r.required)
+    }
+
+    pub fn containers(&self) -> &[Container] {
+        self.containers.as_ref().map_or(&[], |c| &c.containers)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    #[default]
+    Unknown,
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerHealth {
+    /// No health check configured.
+    #[default]
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),* }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($ty::$variant),)*
+                    _ => Err(format!("unknown value {s:?}: use one of {}", [$($text),*].join(", "))),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(ContainerState {
+    Unknown => "unknown", Created => "created", Running => "running", Paused => "paused",
+    Restarting => "restarting", Removing => "removing", Exited => "exited", Dead => "dead",
+});
+text_enum!(ContainerHealth {
+    None => "none", Starting => "starting", Healthy => "healthy", Unhealthy => "unhealthy",
+});
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainersSection {
+    /// False when the container engine cannot be reached; `error` says why.
+    pub available: bool,
+    pub error: String,
+    pub engine: String,
+    pub containers: Vec<Container>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub state: ContainerState,
+    pub health: ContainerHealth,
+    pub failing_streak: u32,
+    pub last_health_output: String,
+    pub restart_count: u32,
+    pub exit_code: i64,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub labels: BTreeMap<String, String>,
+    pub oom_killed: bool,
+}
+
+impl Container {
+    /// Should be running but is not: exited, dead or restart-looping.
+    pub fn is_down(&self) -> bool {
+        matches!(
+            self.state,
+            ContainerState::Exited | ContainerState::Dead | ContainerState::Restarting
+        )
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DisksSection {
+    pub filesystems: Vec<Filesystem>,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filesystem {
+    pub mount_point: String,
+    pub device: String,
+    pub fs_type: String,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+    pub inodes_total: u64,
+    pub inodes_used: u64,
+    pub read_only: bool,
+}
+
+impl Filesystem {
+    /// Used space as `df` shows it: used / (used + available), in percent.
+    pub fn used_percent(&self) -> f64 {
+        let denominator = self.used_bytes + self.available_bytes;
+        if denominator == 0 {
+            0.0
+        } else {
+            self.used_bytes as f64 * 100.0 / denominator as f64
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RebootSection {
+    pub required: bool,
+    pub reasons: Vec<RebootReason>,
+    pub errors: Vec<String>,
+    pub checked_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RebootReason {
+    pub source: String,
+    pub detail: String,
+    pub packages: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdatesSection {
+    pub manager: String,
+    pub checked: bool,
+    pub count: u32,
+    pub security_count: u32,
+    pub last_check: Option<Timestamp>,
+    pub last_error: String,
+    pub packages: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkSection {
+    pub interfaces: Vec<NetInterface>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetInterface {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+}
+
+/// One container and the node it runs on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeContainer {
+    pub node: String,
+    pub container: Container,
+}
+
+/// A container listing filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerFilter {
+    pub node: Option<String>,
+    pub state: Option<ContainerState>,
+    pub health: Option<ContainerHealth>,
+    pub name_pattern: Option<String>,
+}
+
+impl ContainerFilter {
+    pub fn matches(&self, node: &str, c: &Container) -> bool {
+        self.node.as_deref().is_none_or(|n| n == node)
+            && self.state.is_none_or(|s| s == c.state)
+            && self.health.is_none_or(|h| h == c.health)
+            && self
+                .name_pattern
+                .as_deref()
+                .is_none_or(|p| glob_match(p, &c.name))
+    }
+}
+
+/// `*` matches any run of characters, `?` any one; everything else itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// A filesystem above the usage threshold, for the fleet summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FullFilesystem {
+    pub node: String,
+    pub mount_point: String,
+    pub used_percent: f64,
+    pub available_bytes: u64,
+}
+
+/// The fleet at a glance: what needs attention.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetSummary {
+    pub nodes_total: u32,
+    pub nodes_online: u32,
+    pub nodes_offline: u32,
+    pub offline_nodes: Vec<String>,
+    pub reboot_required_nodes: Vec<String>,
+    pub containers_total: u32,
+    pub unhealthy_containers: Vec<NodeContainer>,
+    pub stopped_containers: Vec<NodeContainer>,
+    pub full_filesystems: Vec<FullFilesystem>,
+    pub engine_unavailable_nodes: Vec<String>,
+    pub pending_updates: u32,
+    pub pending_security_updates: u32,
+    pub fs_usage_threshold_percent: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -101,6 +393,40 @@ pub struct Node {
     pub last_report_seq: u64,
     pub os_pretty_name: String,
     pub kernel: String,
+    #[serde(default)]
+    pub reboot_required: bool,
+    #[serde(default)]
+    pub containers_total: u32,
+    #[serde(default)]
+    pub containers_unhealthy: u32,
+    #[serde(default)]
+    pub pending_updates: u32,
+}
+
+impl Node {
+    /// A node seen for the first time, offline until its session says otherwise.
+    pub fn new(name: &str, role: Role, now: Timestamp) -> Self {
+        Self {
+            name: name.to_owned(),
+            role,
+            labels: BTreeMap::new(),
+            online: false,
+            offline_reason: String::new(),
+            first_seen: now,
+            last_seen: now,
+            agent_version: String::new(),
+            hostname: String::new(),
+            boot_id: String::new(),
+            last_report_at: None,
+            last_report_seq: 0,
+            os_pretty_name: String::new(),
+            kernel: String::new(),
+            reboot_required: false,
+            containers_total: 0,
+            containers_unhealthy: 0,
+            pending_updates: 0,
+        }
+    }
 }
 
 /// A node with its latest report, as `nodes show` prints it.
@@ -162,6 +488,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn glob_matches_like_a_shell() {
+        for (p, t, want) in [
+            ("nova_*", "nova_compute", true),
+            ("nova_*", "neutron_server", false),
+            ("*", "", true),
+            ("?ova*", "nova_api", true),
+            ("*_api", "nova_api", true),
+            ("*a*b*c", "xaybzc", true),
+            ("*a*b*c", "xaybz", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ] {
+            assert_eq!(glob_match(p, t), want, "{p} vs {t}");
+        }
+    }
+
+    #[test]
+    fn a_partial_report_replaces_only_its_sections() {
+        let mut stored = Report {
+            seq: 1,
+            full: true,
+            host: Some(HostFacts {
+                hostname: "a".into(),
+                ..Default::default()
+            }),
+            disks: Some(DisksSection {
+                error: "x".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let containers = ContainersSection {
+            available: true,
+            ..Default::default()
+        };
+        stored.merge(Report {
+            seq: 2,
+            containers: Some(containers.clone()),
+            ..Default::default()
+        });
+        assert_eq!(stored.seq, 2);
+        assert_eq!(stored.containers, Some(containers));
+        assert_eq!(stored.host.as_ref().map(|h| h.hostname.as_str()), Some("a"));
+        assert!(stored.disks.is_some());
+        stored.merge(Report {
+            seq: 3,
+            full: true,
+            ..Default::default()
+        });
+        assert_eq!(stored.host, None, "a full report replaces everything");
+    }
+
+    #[test]
     fn role_round_trips_through_text() {
         for r in Role::ALL {
             assert_eq!(r.as_str().parse::<Role>(), Ok(r));
@@ -194,11 +573,16 @@ mod json_shape {
                 last_report_seq: 42,
                 os_pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
                 kernel: "6.1.0-28-amd64".into(),
+                reboot_required: true,
+                containers_total: 1,
+                containers_unhealthy: 1,
+                pending_updates: 12,
             },
             report: Some(Report {
                 seq: 42,
                 collected_at: Timestamp::from_unix_millis(1_795_421_138_000),
-                host: HostFacts {
+                full: true,
+                host: Some(HostFacts {
                     hostname: "cmp-01".into(),
                     os_pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
                     os_id: "debian".into(),
@@ -208,8 +592,8 @@ mod json_shape {
                     boot_id: "6f1c".into(),
                     boot_time: Timestamp::from_unix_millis(1_795_000_000_000),
                     cpu_count: 64,
-                },
-                metrics: HostMetrics {
+                }),
+                metrics: Some(HostMetrics {
                     uptime_secs: 421_138,
                     cpu_usage_percent: 12.5,
                     load1: 1.5,
@@ -220,7 +604,72 @@ mod json_shape {
                     memory_available_bytes: 335_007_449_088,
                     swap_total_bytes: 0,
                     swap_used_bytes: 0,
-                },
+                }),
+                containers: Some(ContainersSection {
+                    available: true,
+                    error: String::new(),
+                    engine: "Docker 24.0.7 (API 1.43)".into(),
+                    containers: vec![Container {
+                        id: "4f2a".into(),
+                        name: "nova_compute".into(),
+                        image: "kolla/nova-compute:2024.1".into(),
+                        image_id: "sha256:9c1e".into(),
+                        state: ContainerState::Running,
+                        health: ContainerHealth::Unhealthy,
+                        failing_streak: 3,
+                        last_health_output: "connection refused".into(),
+                        restart_count: 1,
+                        exit_code: 0,
+                        started_at: Some(Timestamp::from_unix_millis(1_795_000_100_000)),
+                        finished_at: None,
+                        labels: [("kolla_version".to_owned(), "18.1.0".to_owned())].into(),
+                        oom_killed: false,
+                    }],
+                }),
+                disks: Some(DisksSection {
+                    filesystems: vec![Filesystem {
+                        mount_point: "/".into(),
+                        device: "/dev/sda1".into(),
+                        fs_type: "ext4".into(),
+                        total_bytes: 100 << 30,
+                        used_bytes: 60 << 30,
+                        available_bytes: 35 << 30,
+                        inodes_total: 6_553_600,
+                        inodes_used: 300_000,
+                        read_only: false,
+                    }],
+                    error: String::new(),
+                }),
+                reboot: Some(RebootSection {
+                    required: true,
+                    reasons: vec![RebootReason {
+                        source: "reboot-required-file".into(),
+                        detail: "/var/run/reboot-required".into(),
+                        packages: vec!["linux-image-6.1.0-29-amd64".into()],
+                    }],
+                    errors: vec![],
+                    checked_at: Some(Timestamp::from_unix_millis(1_795_421_130_000)),
+                }),
+                updates: Some(UpdatesSection {
+                    manager: "apt".into(),
+                    checked: true,
+                    count: 12,
+                    security_count: 3,
+                    last_check: Some(Timestamp::from_unix_millis(1_795_420_000_000)),
+                    last_error: String::new(),
+                    packages: vec!["openssl".into()],
+                }),
+                network: Some(NetworkSection {
+                    interfaces: vec![NetInterface {
+                        name: "eth0".into(),
+                        rx_bytes: 1_000_000,
+                        tx_bytes: 2_000_000,
+                        rx_packets: 1_000,
+                        tx_packets: 2_000,
+                        rx_errors: 0,
+                        tx_errors: 0,
+                    }],
+                }),
             }),
         }
     }

@@ -9,7 +9,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use rollcall_proto::model::{Node, NodeDetail, NodeEvent, NodeEventKind, NodeFilter, Report, Role};
+use rollcall_proto::model::{
+    ContainerFilter, ContainerHealth, FleetSummary, FullFilesystem, Node, NodeContainer,
+    NodeDetail, NodeEvent, NodeEventKind, NodeFilter, Report, Role,
+};
 use rollcall_proto::timestamp::Timestamp;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +64,14 @@ enum Command {
     },
     Watch {
         reply: oneshot::Sender<(Vec<Node>, broadcast::Receiver<NodeEvent>)>,
+    },
+    Containers {
+        filter: ContainerFilter,
+        reply: oneshot::Sender<Vec<NodeContainer>>,
+    },
+    Summary {
+        fs_threshold_percent: u32,
+        reply: oneshot::Sender<FleetSummary>,
     },
 }
 
@@ -115,6 +126,24 @@ impl FleetHandle {
     /// Every node as it is now, and every event after that moment.
     pub async fn watch(&self) -> Result<(Vec<Node>, broadcast::Receiver<NodeEvent>), FleetStopped> {
         self.call(|reply| Command::Watch { reply }).await
+    }
+
+    /// Containers across the fleet, sorted by node then name.
+    pub async fn containers(
+        &self,
+        filter: ContainerFilter,
+    ) -> Result<Vec<NodeContainer>, FleetStopped> {
+        self.call(|reply| Command::Containers { filter, reply })
+            .await
+    }
+
+    /// What needs attention, with filesystems above `fs_threshold_percent`.
+    pub async fn summary(&self, fs_threshold_percent: u32) -> Result<FleetSummary, FleetStopped> {
+        self.call(|reply| Command::Summary {
+            fs_threshold_percent,
+            reply,
+        })
+        .await
     }
 
     async fn call<T>(
@@ -233,6 +262,34 @@ impl Fleet {
                 });
                 let _ = reply.send(detail);
             }
+            Command::Containers { filter, reply } => {
+                let mut out: Vec<NodeContainer> = self
+                    .nodes
+                    .values()
+                    .flat_map(|e| {
+                        let name = &e.node.name;
+                        e.report
+                            .iter()
+                            .flat_map(|r| r.containers())
+                            .filter(|c| filter.matches(name, c))
+                            .map(|c| NodeContainer {
+                                node: name.clone(),
+                                container: c.clone(),
+                            })
+                    })
+                    .collect();
+                out.sort_by(|a, b| (&a.node, &a.container.name).cmp(&(&b.node, &b.container.name)));
+                let _ = reply.send(out);
+            }
+            Command::Summary {
+                fs_threshold_percent,
+                reply,
+            } => {
+                let _ = reply.send(summarize(
+                    self.nodes.values().map(|e| (&e.node, e.report.as_ref())),
+                    fs_threshold_percent,
+                ));
+            }
             Command::Watch { reply } => {
                 let mut nodes: Vec<Node> = self.nodes.values().map(|e| e.node.clone()).collect();
                 nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -247,22 +304,7 @@ impl Fleet {
             .nodes
             .entry(hello.node.clone())
             .or_insert_with(|| Entry {
-                node: Node {
-                    name: hello.node.clone(),
-                    role: hello.role,
-                    labels: BTreeMap::new(),
-                    online: false,
-                    offline_reason: String::new(),
-                    first_seen: now,
-                    last_seen: now,
-                    agent_version: String::new(),
-                    hostname: String::new(),
-                    boot_id: String::new(),
-                    last_report_at: None,
-                    last_report_seq: 0,
-                    os_pretty_name: String::new(),
-                    kernel: String::new(),
-                },
+                node: Node::new(&hello.node, hello.role, now),
                 report: None,
                 session: None,
             });
@@ -291,18 +333,19 @@ impl Fleet {
         if entry.session.as_ref().map(|s| s.0) != Some(session) {
             return; // a replaced session's last words
         }
+        let merged = match &mut entry.report {
+            Some(stored) => {
+                stored.merge(report);
+                stored
+            }
+            None => entry.report.insert(report),
+        };
         let n = &mut entry.node;
         let came_back = !n.online;
         n.online = true;
         n.offline_reason.clear();
         n.last_seen = Timestamp::now();
-        n.last_report_at = Some(report.collected_at);
-        n.last_report_seq = report.seq;
-        n.hostname.clone_from(&report.host.hostname);
-        n.boot_id.clone_from(&report.host.boot_id);
-        n.os_pretty_name.clone_from(&report.host.os_pretty_name);
-        n.kernel.clone_from(&report.host.kernel);
-        entry.report = Some(report);
+        apply_report(n, merged);
         if came_back {
             tracing::info!(node = %name, "Node reporting again; online.");
             self.publish(name, NodeEventKind::Online, false);
@@ -366,6 +409,101 @@ impl Fleet {
     }
 }
 
+/// Copies what a listing shows from the node's merged report.
+fn apply_report(n: &mut Node, r: &Report) {
+    n.last_report_at = Some(r.collected_at);
+    n.last_report_seq = r.seq;
+    if let Some(h) = &r.host {
+        n.hostname.clone_from(&h.hostname);
+        n.boot_id.clone_from(&h.boot_id);
+        n.os_pretty_name.clone_from(&h.os_pretty_name);
+        n.kernel.clone_from(&h.kernel);
+    }
+    n.reboot_required = r.reboot_required();
+    n.containers_total = u32::try_from(r.containers().len()).unwrap_or(u32::MAX);
+    n.containers_unhealthy = u32::try_from(
+        r.containers()
+            .iter()
+            .filter(|c| c.health == ContainerHealth::Unhealthy)
+            .count(),
+    )
+    .unwrap_or(u32::MAX);
+    n.pending_updates = r.updates.as_ref().map_or(0, |u| u.count);
+}
+
+/// The fleet at a glance, from every node and its merged report.
+pub fn summarize<'a>(
+    nodes: impl Iterator<Item = (&'a Node, Option<&'a Report>)>,
+    fs_threshold_percent: u32,
+) -> FleetSummary {
+    let threshold = if fs_threshold_percent == 0 {
+        90
+    } else {
+        fs_threshold_percent.min(100)
+    };
+    let mut s = FleetSummary {
+        fs_usage_threshold_percent: threshold,
+        ..Default::default()
+    };
+    for (node, report) in nodes {
+        s.nodes_total += 1;
+        if node.online {
+            s.nodes_online += 1;
+        } else {
+            s.nodes_offline += 1;
+            s.offline_nodes.push(node.name.clone());
+        }
+        let Some(r) = report else { continue };
+        if r.reboot_required() {
+            s.reboot_required_nodes.push(node.name.clone());
+        }
+        if let Some(section) = &r.containers {
+            if !section.available {
+                s.engine_unavailable_nodes.push(node.name.clone());
+            }
+            for c in &section.containers {
+                s.containers_total += 1;
+                let entry = || NodeContainer {
+                    node: node.name.clone(),
+                    container: c.clone(),
+                };
+                if c.health == ContainerHealth::Unhealthy {
+                    s.unhealthy_containers.push(entry());
+                }
+                if c.is_down() {
+                    s.stopped_containers.push(entry());
+                }
+            }
+        }
+        for fs in r.disks.iter().flat_map(|d| &d.filesystems) {
+            let used = fs.used_percent();
+            if used >= f64::from(threshold) {
+                s.full_filesystems.push(FullFilesystem {
+                    node: node.name.clone(),
+                    mount_point: fs.mount_point.clone(),
+                    used_percent: (used * 10.0).round() / 10.0,
+                    available_bytes: fs.available_bytes,
+                });
+            }
+        }
+        if let Some(u) = &r.updates {
+            s.pending_updates += u.count;
+            s.pending_security_updates += u.security_count;
+        }
+    }
+    s.offline_nodes.sort();
+    s.reboot_required_nodes.sort();
+    s.engine_unavailable_nodes.sort();
+    let by_node_name = |a: &NodeContainer, b: &NodeContainer| {
+        (&a.node, &a.container.name).cmp(&(&b.node, &b.container.name))
+    };
+    s.unhealthy_containers.sort_by(by_node_name);
+    s.stopped_containers.sort_by(by_node_name);
+    s.full_filesystems
+        .sort_by(|a, b| (&a.node, &a.mount_point).cmp(&(&b.node, &b.mount_point)));
+    s
+}
+
 /// The online nodes whose last sign of life is older than `offline_after`.
 pub fn stale_nodes<'a>(
     nodes: impl Iterator<Item = &'a Node>,
@@ -382,6 +520,95 @@ pub fn stale_nodes<'a>(
 mod tests {
     use super::*;
     use crate::store::tests::node;
+
+    #[test]
+    fn summary_lists_what_needs_attention() {
+        use rollcall_proto::model::{
+            Container, ContainerState, ContainersSection, DisksSection, Filesystem, RebootSection,
+        };
+        let mut a = node("a");
+        a.online = false;
+        let b = node("b");
+        let report = Report {
+            reboot: Some(RebootSection {
+                required: true,
+                ..Default::default()
+            }),
+            containers: Some(ContainersSection {
+                available: true,
+                containers: vec![
+                    Container {
+                        name: "ok".into(),
+                        state: ContainerState::Running,
+                        health: ContainerHealth::Healthy,
+                        ..Default::default()
+                    },
+                    Container {
+                        name: "sick".into(),
+                        state: ContainerState::Running,
+                        health: ContainerHealth::Unhealthy,
+                        ..Default::default()
+                    },
+                    Container {
+                        name: "dead".into(),
+                        state: ContainerState::Exited,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            disks: Some(DisksSection {
+                filesystems: vec![
+                    Filesystem {
+                        mount_point: "/".into(),
+                        used_bytes: 95,
+                        available_bytes: 5,
+                        ..Default::default()
+                    },
+                    Filesystem {
+                        mount_point: "/var".into(),
+                        used_bytes: 50,
+                        available_bytes: 50,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let down = Report {
+            containers: Some(ContainersSection {
+                available: false,
+                error: "no socket".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let s = summarize([(&a, Some(&down)), (&b, Some(&report))].into_iter(), 0);
+        assert_eq!((s.nodes_total, s.nodes_online, s.nodes_offline), (2, 1, 1));
+        assert_eq!(s.offline_nodes, ["a"]);
+        assert_eq!(s.reboot_required_nodes, ["b"]);
+        assert_eq!(s.engine_unavailable_nodes, ["a"]);
+        assert_eq!(s.containers_total, 3);
+        assert_eq!(
+            s.unhealthy_containers
+                .iter()
+                .map(|c| c.container.name.as_str())
+                .collect::<Vec<_>>(),
+            ["sick"]
+        );
+        assert_eq!(
+            s.stopped_containers
+                .iter()
+                .map(|c| c.container.name.as_str())
+                .collect::<Vec<_>>(),
+            ["dead"]
+        );
+        assert_eq!(s.fs_usage_threshold_percent, 90);
+        assert_eq!(s.full_filesystems.len(), 1);
+        assert_eq!(s.full_filesystems[0].mount_point, "/");
+        assert_eq!(s.full_filesystems[0].used_percent, 95.0);
+    }
 
     #[test]
     fn only_online_nodes_past_the_deadline_are_stale() {

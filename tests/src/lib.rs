@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rollcall_agent::collect::SystemCollector;
+use rollcall_agent::collect::{Sources, SystemCollector};
 use rollcall_agent::config::HostConfig;
 use rollcall_agent::session::{Session, Settings};
 use rollcall_proto::identity::{Identity, Kind};
@@ -292,7 +292,7 @@ impl TestServer {
 /// run` runs), reading this host through sysinfo.
 pub struct TestAgent {
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<rollcall_agent::session::Stats>,
 }
 
 impl TestAgent {
@@ -301,6 +301,19 @@ impl TestAgent {
     }
 
     pub fn start_at(url: &str, pki: &Pki, node: &str, role: Role) -> Self {
+        let sources = Sources::host_only(SystemCollector::new(HostConfig::default()));
+        Self::start_with(url, pki, node, role, |_| sources)
+    }
+
+    /// An agent whose sources `make` builds (it gets the agent's shutdown
+    /// token, for background collectors).
+    pub fn start_with(
+        url: &str,
+        pki: &Pki,
+        node: &str,
+        role: Role,
+        make: impl FnOnce(&CancellationToken) -> Sources,
+    ) -> Self {
         let cert = pki.agent(node);
         let settings = Settings {
             server: url.to_owned(),
@@ -311,23 +324,24 @@ impl TestAgent {
             cert_pem: cert.cert_pem,
             key_pem: cert.key_pem,
             report_interval: Duration::from_secs(1),
+            full_every: 30,
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
             boot_id: format!("boot-{node}"),
         };
-        let session =
-            Session::new(settings, SystemCollector::new(HostConfig::default())).expect("session");
         let shutdown = CancellationToken::new();
+        let session = Session::new(settings, make(&shutdown)).expect("session");
         let task = tokio::spawn(session.run(shutdown.clone()));
         Self { shutdown, task }
     }
 
-    pub async fn stop(self) {
+    /// Stops the agent; returns what it sent.
+    pub async fn stop(self) -> rollcall_agent::session::Stats {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
             .expect("agent stops within 5s")
-            .expect("agent task did not panic");
+            .expect("agent task did not panic")
     }
 }
 
@@ -353,12 +367,14 @@ pub fn report(seq: u64, hostname: &str) -> v1::AgentMessage {
     let report = model::Report {
         seq,
         collected_at: rollcall_proto::timestamp::Timestamp::now(),
-        host: model::HostFacts {
+        full: true,
+        host: Some(model::HostFacts {
             hostname: hostname.to_owned(),
             boot_id: "raw-boot".into(),
             ..Default::default()
-        },
-        metrics: Default::default(),
+        }),
+        metrics: Some(Default::default()),
+        ..Default::default()
     };
     v1::AgentMessage {
         msg: Some(v1::agent_message::Msg::Report(report.into())),

@@ -74,7 +74,7 @@ async fn nodes_list_and_show_print_json_for_scripts() {
     assert!(
         detail
             .report
-            .is_some_and(|r| r.metrics.memory_total_bytes > 0)
+            .is_some_and(|r| r.metrics.is_some_and(|m| m.memory_total_bytes > 0))
     );
 
     let out = tokio::task::spawn_blocking({
@@ -212,9 +212,11 @@ fn agent_once_prints_one_json_report_without_a_server() {
     let out = run(Command::new(bin("rollcall-agent")).args(["once", "--json"]));
     assert!(out.status.success(), "{}", stderr(&out));
     let report: Report = serde_json::from_slice(&out.stdout).expect("once --json prints a report");
-    assert!(!report.host.hostname.is_empty());
-    assert!(report.host.cpu_count >= 1);
-    assert!(report.metrics.memory_total_bytes > 0);
+    let host = report.host.expect("host facts");
+    assert!(!host.hostname.is_empty());
+    assert!(host.cpu_count >= 1);
+    assert!(report.metrics.expect("metrics").memory_total_bytes > 0);
+    assert!(report.full && report.disks.is_some() && report.reboot.is_some());
 }
 
 /// Help text is an interface too: a change shows up in review. Run with
@@ -228,6 +230,8 @@ fn help_texts_match_their_snapshots() {
         ("rollcall-server", &["serve", "--help"]),
         ("rollcall-server", &["nodes", "list", "--help"]),
         ("rollcall-server", &["nodes", "show", "--help"]),
+        ("rollcall-server", &["fleet", "status", "--help"]),
+        ("rollcall-server", &["containers", "list", "--help"]),
         ("rollcall-agent", &["--help"]),
         ("rollcall-agent", &["run", "--help"]),
         ("rollcall-agent", &["once", "--help"]),

@@ -41,10 +41,13 @@ async fn nodes_appear_with_their_roles_and_reports_keep_updating() {
         .report
         .expect("report");
     assert!(
-        first.metrics.memory_total_bytes > 0,
+        first.metrics.as_ref().expect("metrics").memory_total_bytes > 0,
         "report carries host metrics"
     );
-    assert!(!first.host.kernel.is_empty(), "report carries host facts");
+    assert!(
+        !first.host.as_ref().expect("host").kernel.is_empty(),
+        "report carries host facts"
+    );
     let later = server
         .wait_node("cmp1", "with a newer report", |d| {
             d.report.as_ref().is_some_and(|r| r.seq > first.seq)

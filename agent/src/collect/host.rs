@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use rollcall_proto::model::{HostFacts, HostMetrics};
+use rollcall_proto::model::{HostFacts, HostMetrics, NetInterface, NetworkSection};
 use rollcall_proto::timestamp::Timestamp;
-use sysinfo::{CpuRefreshKind, System};
+use sysinfo::{CpuRefreshKind, Networks, System};
 
 use super::{Collector, os_release};
 use crate::config::HostConfig;
@@ -12,6 +12,7 @@ use crate::config::HostConfig;
 /// The real host, read through sysinfo and `/proc`.
 pub struct SystemCollector {
     sys: Option<System>,
+    networks: Option<Networks>,
     paths: HostConfig,
     warned: bool,
 }
@@ -32,6 +33,7 @@ impl SystemCollector {
         };
         Self {
             sys,
+            networks: Networks::new_with_refreshed_list().ok(),
             paths,
             warned: false,
         }
@@ -88,6 +90,26 @@ impl Collector for SystemCollector {
             metrics.swap_used_bytes = sys.used_swap();
         }
         (facts, metrics)
+    }
+
+    fn network(&mut self) -> Option<NetworkSection> {
+        let networks = self.networks.as_mut()?;
+        networks.refresh(true);
+        let mut interfaces: Vec<NetInterface> = networks
+            .iter()
+            .filter(|(name, _)| name.as_os_str() != "lo")
+            .map(|(name, data)| NetInterface {
+                name: name.to_string_lossy().into_owned(),
+                rx_bytes: data.total_received(),
+                tx_bytes: data.total_transmitted(),
+                rx_packets: data.total_packets_received(),
+                tx_packets: data.total_packets_transmitted(),
+                rx_errors: data.total_errors_on_received(),
+                tx_errors: data.total_errors_on_transmitted(),
+            })
+            .collect();
+        interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+        Some(NetworkSection { interfaces })
     }
 }
 

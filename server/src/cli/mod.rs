@@ -4,7 +4,9 @@
 //! Every error is one line naming what is wrong and what to do.
 
 pub mod client;
+pub mod fleet;
 pub mod nodes;
+pub mod render;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +36,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Look at the fleet's nodes (talks to a running server).
     Nodes(nodes::NodesArgs),
+    /// The fleet at a glance (talks to a running server).
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
+    },
+    /// Containers across the fleet (talks to a running server).
+    Containers {
+        #[command(subcommand)]
+        command: fleet::ContainersCommand,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -170,6 +182,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Certs(args) => certs(args.command),
         Command::Serve(args) => serve(args).await,
         Command::Nodes(args) => nodes::run(args.command).await,
+        Command::Fleet { command } => fleet::run_fleet(command).await,
+        Command::Containers { command } => fleet::run_containers(command).await,
     }
 }
 

@@ -2,9 +2,11 @@
 
 use std::pin::Pin;
 
-use rollcall_proto::convert::role_from_wire;
+use rollcall_proto::convert::{
+    container_health_from_wire, container_state_from_wire, role_from_wire,
+};
 use rollcall_proto::identity::{Kind, validate_name};
-use rollcall_proto::model::{NodeEvent, NodeEventKind, NodeFilter, OnlineFilter};
+use rollcall_proto::model::{ContainerFilter, NodeEvent, NodeEventKind, NodeFilter, OnlineFilter};
 use rollcall_proto::v1;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
@@ -73,6 +75,50 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
             node: Some(detail.node.into()),
             report: detail.report.map(Into::into),
         }))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<v1::ListContainersRequest>,
+    ) -> Result<Response<v1::ListContainersResponse>, Status> {
+        peer(&request)?.require(Kind::Operator)?;
+        let req = request.into_inner();
+        let invalid =
+            |e: rollcall_proto::convert::ConvertError| Status::invalid_argument(e.to_string());
+        let node = (!req.node.is_empty()).then_some(req.node);
+        if let Some(n) = &node {
+            validate_name(n).map_err(Status::invalid_argument)?;
+        }
+        if req.name_pattern.len() > 256 {
+            return Err(Status::invalid_argument(
+                "name_pattern longer than 256 bytes",
+            ));
+        }
+        let filter = ContainerFilter {
+            node,
+            state: container_state_from_wire(req.state).map_err(invalid)?,
+            health: container_health_from_wire(req.health).map_err(invalid)?,
+            name_pattern: (!req.name_pattern.is_empty()).then_some(req.name_pattern),
+        };
+        let containers = self.fleet.containers(filter).await?;
+        Ok(Response::new(v1::ListContainersResponse {
+            containers: containers.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn fleet_summary(
+        &self,
+        request: Request<v1::FleetSummaryRequest>,
+    ) -> Result<Response<v1::FleetSummaryResponse>, Status> {
+        peer(&request)?.require(Kind::Operator)?;
+        let threshold = request.into_inner().fs_usage_threshold_percent;
+        if threshold > 100 {
+            return Err(Status::invalid_argument(
+                "fs_usage_threshold_percent must be 0..=100",
+            ));
+        }
+        let summary = self.fleet.summary(threshold).await?;
+        Ok(Response::new(summary.into()))
     }
 
     type WatchNodesStream = EventStream;

@@ -220,22 +220,14 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn node(name: &str) -> Node {
-        Node {
-            name: name.into(),
-            role: Role::Compute,
-            labels: [("az".to_owned(), "one".to_owned())].into(),
-            online: true,
-            offline_reason: String::new(),
-            first_seen: Timestamp::from_unix_millis(1_000),
-            last_seen: Timestamp::from_unix_millis(2_000),
-            agent_version: "0.1.0".into(),
-            hostname: name.into(),
-            boot_id: "b1".into(),
-            last_report_at: None,
-            last_report_seq: 0,
-            os_pretty_name: String::new(),
-            kernel: String::new(),
-        }
+        let mut n = Node::new(name, Role::Compute, Timestamp::from_unix_millis(1_000));
+        n.labels = [("az".to_owned(), "one".to_owned())].into();
+        n.online = true;
+        n.last_seen = Timestamp::from_unix_millis(2_000);
+        n.agent_version = "0.1.0".into();
+        n.hostname = name.into();
+        n.boot_id = "b1".into();
+        n
     }
 
     #[test]
@@ -244,8 +236,7 @@ pub(crate) mod tests {
         let report = Report {
             seq: 3,
             collected_at: Timestamp::from_unix_millis(5_000),
-            host: Default::default(),
-            metrics: Default::default(),
+            ..Default::default()
         };
         {
             let mut store = Store::open(&dir).expect("open");

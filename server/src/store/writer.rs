@@ -153,8 +153,7 @@ mod tests {
         let report = |seq| Report {
             seq,
             collected_at: Timestamp::from_unix_millis(1),
-            host: Default::default(),
-            metrics: Default::default(),
+            ..Default::default()
         };
         for seq in 1..=100 {
             let mut n = node("a");

@@ -103,7 +103,8 @@ fn report(node: &str, seq: u64) -> v1::AgentMessage {
     let report = model::Report {
         seq,
         collected_at: Timestamp::now(),
-        host: model::HostFacts {
+        full: true,
+        host: Some(model::HostFacts {
             hostname: node.to_owned(),
             os_pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
             os_id: "debian".into(),
@@ -113,8 +114,8 @@ fn report(node: &str, seq: u64) -> v1::AgentMessage {
             boot_id: format!("boot-{node}"),
             boot_time: Timestamp::from_unix_millis(1_790_000_000_000),
             cpu_count: 64,
-        },
-        metrics: model::HostMetrics {
+        }),
+        metrics: Some(model::HostMetrics {
             uptime_secs: 86_400 + seq,
             cpu_usage_percent: (seq % 100) as f32,
             load1: 1.5,
@@ -125,7 +126,8 @@ fn report(node: &str, seq: u64) -> v1::AgentMessage {
             memory_available_bytes: 312 << 30,
             swap_total_bytes: 0,
             swap_used_bytes: 0,
-        },
+        }),
+        ..Default::default()
     };
     v1::AgentMessage {
         msg: Some(v1::agent_message::Msg::Report(report.into())),
