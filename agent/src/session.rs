@@ -79,7 +79,9 @@ struct Sent {
 pub struct Stats {
     pub reports: u64,
     pub full_reports: u64,
+    /// Encoded size of every report sent, and of the full ones among them.
     pub bytes: u64,
+    pub full_bytes: u64,
 }
 
 pub struct Session {
@@ -143,6 +145,7 @@ impl Session {
                         reports = self.stats.reports,
                         full_reports = self.stats.full_reports,
                         bytes = self.stats.bytes,
+                        full_bytes = self.stats.full_bytes,
                         "Session statistics."
                     );
                     return self.stats;
@@ -252,6 +255,7 @@ impl Session {
                 self.stats.reports += 1;
                 self.stats.full_reports += u64::from(full);
                 self.stats.bytes += len;
+                self.stats.full_bytes += if full { len } else { 0 };
                 Ok(())
             }
             Err(TrySendError::Full(_)) => {

@@ -153,7 +153,11 @@ async fn watch_engine(config: &WatcherConfig, tx: &watch::Sender<ContainersSecti
     }
     publish(tx, cache.section(&engine));
 
-    let filters: HashMap<&str, Vec<&str>> = [("type", vec!["container"])].into();
+    // Ask only for what changes the report: a busy node runs a health
+    // check every few seconds per container, each one three exec events.
+    let mut wanted = INTERESTING.to_vec();
+    wanted.push("health_status");
+    let filters: HashMap<&str, Vec<&str>> = [("type", vec!["container"]), ("event", wanted)].into();
     let mut events = Box::pin(docker.events(Some(
         EventsOptionsBuilder::default().filters(&filters).build(),
     )));

@@ -41,6 +41,8 @@ const PSEUDO: &[&str] = &[
     "aufs",
     "shm",
     "zram",
+    // Rootless and fuse-based container storage: one mount per container.
+    "fuse.fuse-overlayfs",
 ];
 
 /// One line of mountinfo that matters to us.
@@ -190,7 +192,9 @@ mod tests {
                 ("/", "ext4", false),
                 ("/boot", "ext2", false),
                 ("/mnt/iso image", "iso9660", true),
-                ("/var/lib/docker", "xfs", false)
+                ("/var/lib/docker", "xfs", false),
+                // A real disk of its own, even below the engine's directory.
+                ("/var/lib/docker/volumes/glance/_data", "ext4", false),
             ]
         );
         assert_eq!(mounts[0].device, "/dev/mapper/vg0-root");

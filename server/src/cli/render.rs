@@ -419,6 +419,65 @@ mod tests {
     }
 
     #[test]
+    fn node_detail_shows_containers_disks_reboot_and_updates() {
+        use rollcall_proto::model::*;
+        let now = Timestamp::from_unix_millis(1_795_421_138_000);
+        let mut node = Node::new("ctl1", Role::Controller, now);
+        node.online = true;
+        let report = Report {
+            seq: 9,
+            collected_at: now,
+            full: true,
+            containers: Some(ContainersSection {
+                available: true,
+                engine: "Docker 24.0.7 (API 1.43)".into(),
+                containers: vec![Container {
+                    name: "nova_api".into(),
+                    state: ContainerState::Running,
+                    health: ContainerHealth::Unhealthy,
+                    failing_streak: 3,
+                    last_health_output: "curl: (7) refused".into(),
+                    started_at: Some(Timestamp::from_unix_millis(1_795_421_000_000)),
+                    image: "kolla/nova-api:2024.1".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            disks: Some(DisksSection {
+                filesystems: vec![Filesystem {
+                    mount_point: "/var/lib/docker".into(),
+                    device: "/dev/sdb1".into(),
+                    fs_type: "xfs".into(),
+                    total_bytes: 100 << 30,
+                    used_bytes: 91 << 30,
+                    available_bytes: 9 << 30,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            reboot: Some(RebootSection {
+                required: true,
+                reasons: vec![RebootReason { source: "kernel".into(), detail: "running 6.1.0-28, newest installed 6.1.0-29".into(), packages: vec![] }],
+                ..Default::default()
+            }),
+            updates: Some(UpdatesSection { manager: "apt".into(), checked: true, count: 4, security_count: 2, ..Default::default() }),
+            ..Default::default()
+        };
+        let text = render_detail(&NodeDetail { node, report: Some(report) }, now);
+        for needle in [
+            "Reboot:      required; kernel: running 6.1.0-28, newest installed 6.1.0-29",
+            "Updates:     4 pending (2 security) via apt",
+            "/var/lib/docker  /dev/sdb1  xfs",
+            "91%",
+            "Containers (Docker 24.0.7 (API 1.43)):",
+            "nova_api  running  unhealthy",
+            "nova_api unhealthy (3 failed checks): curl: (7) refused",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn tables_align_columns() {
         let t = table(&[header(&["A", "BB"]), vec!["ccc".into(), "d".into()]]);
         assert_eq!(t, "A    BB\nccc  d\n");
