@@ -5,8 +5,8 @@
 # Installs cargo-deb and cargo-generate-rpm first if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo-deb >/dev/null || cargo install --locked --quiet cargo-deb@3
-command -v cargo-generate-rpm >/dev/null || cargo install --locked --quiet cargo-generate-rpm@0.16
+command -v cargo-deb >/dev/null || cargo install --locked --quiet cargo-deb@3.8.0
+command -v cargo-generate-rpm >/dev/null || cargo install --locked --quiet cargo-generate-rpm@0.21.1
 cargo build --release --locked -p rollcall-agent -p rollcall-server
 for pkg in rollcall-agent rollcall-server; do
     cargo deb --no-build --locked -p "$pkg" --quiet
