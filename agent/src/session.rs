@@ -275,7 +275,7 @@ impl Session {
     ) -> Result<End, SessionError> {
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(End::Shutdown),
-            c = self.endpoint.connect() => c.map_err(|e| SessionError::Connect(chain(&e)))?,
+            c = self.endpoint.connect() => c.map_err(|e| SessionError::Connect(rollcall_proto::connect::error_chain(&e)))?,
         };
         let mut client = v1::agent_service_client::AgentServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -391,18 +391,4 @@ impl Session {
             Some(server_message::Msg::Ack(_)) | None => None,
         }
     }
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }

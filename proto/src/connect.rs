@@ -38,3 +38,19 @@ pub fn endpoint(
                 .keep_alive_timeout(Duration::from_secs(20))
         })
 }
+
+/// "transport error" tells nobody anything; the chain of sources usually
+/// does ("... tls handshake eof: unknown CA").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -1,6 +1,53 @@
-//! One-line diagnostics shared by both binaries.
+//! Configuration files and one-line diagnostics, shared by both binaries.
 
 use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+/// A configuration file that cannot be read or parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// Parses TOML text; the error is one line.
+pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e| config_error_line(text, e.message(), e.span()))
+}
+
+/// Reads and parses a TOML file.
+pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_toml(&text).map_err(|message| ConfigFileError::Parse {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+/// Keys of a shipped example config with no comment line right above them:
+/// every key must say what it does.
+pub fn undocumented_keys(text: &str) -> Vec<String> {
+    let mut previous_is_comment = false;
+    let mut missing = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let is_key = !line.starts_with('#') && !line.starts_with('[') && line.contains('=');
+        if is_key && !previous_is_comment {
+            missing.push(line.to_owned());
+        }
+        previous_is_comment = line.starts_with('#');
+    }
+    missing
+}
 
 /// Turns a TOML error (message + byte span in `text`) into one line that
 /// names the line, shows it, and says what is wrong:
@@ -23,6 +70,12 @@ pub fn config_error_line(text: &str, message: &str, span: Option<Range<usize>>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_keys_without_a_comment() {
+        let text = "# what a does\na = 1\nb = 2\n[t]\n# c\nc = 3\n";
+        assert_eq!(undocumented_keys(text), ["b = 2"]);
+    }
 
     #[test]
     fn names_the_line_and_shows_it() {

@@ -113,34 +113,22 @@ impl Default for StoreConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    File(#[from] rollcall_proto::diag::ConfigFileError),
     #[error("invalid config: {0}")]
     Invalid(String),
 }
 
 impl ServerConfig {
     /// Reads and checks a config file.
+    /// Reads and parses a config file (checked by [`Self::validate`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })
+        Ok(rollcall_proto::diag::load_toml(path)?)
     }
 
     /// Parses TOML text; the error is one line.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text)
-            .map_err(|e| rollcall_proto::diag::config_error_line(text, e.message(), e.span()))
+        rollcall_proto::diag::parse_toml(text)
     }
 
     /// Checks what serde cannot; call after command-line overrides.
@@ -226,12 +214,10 @@ mod tests {
     #[test]
     fn every_key_of_the_example_is_documented() {
         let text = include_str!("../../packaging/server.toml");
-        let mut previous_is_comment = false;
-        for line in text.lines().map(str::trim) {
-            let is_key = !line.starts_with('#') && !line.starts_with('[') && line.contains('=');
-            assert!(!is_key || previous_is_comment, "undocumented key: {line}");
-            previous_is_comment = line.starts_with('#');
-        }
+        assert_eq!(
+            rollcall_proto::diag::undocumented_keys(text),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

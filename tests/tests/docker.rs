@@ -176,6 +176,18 @@ async fn engine_health(name: &str, health: &str) {
     }
 }
 
+async fn fleet_summary(server: &TestServer) -> FleetSummary {
+    server
+        .operator_client()
+        .await
+        .fleet_summary(v1::FleetSummaryRequest::default())
+        .await
+        .expect("summary")
+        .into_inner()
+        .try_into()
+        .expect("valid summary")
+}
+
 fn docker_sources(socket: &str) -> impl FnOnce(&tokio_util::sync::CancellationToken) -> Sources {
     let socket = socket.to_owned();
     move |shutdown| {
@@ -276,15 +288,7 @@ async fn container_changes_reach_the_operator_api_within_two_seconds() {
     eprintln!("restart visible after {took:?}");
 
     // The fleet summary names what needs attention.
-    let summary: FleetSummary = server
-        .operator_client()
-        .await
-        .fleet_summary(v1::FleetSummaryRequest::default())
-        .await
-        .expect("summary")
-        .into_inner()
-        .try_into()
-        .expect("valid summary");
+    let summary = fleet_summary(&server).await;
     assert!(
         summary
             .unhealthy_containers
@@ -359,15 +363,7 @@ async fn an_absent_engine_is_reported_unavailable_and_the_agent_keeps_reporting(
             d.node.online && d.report.as_ref().is_some_and(|r| r.seq > seq + 1)
         })
         .await;
-    let summary: FleetSummary = server
-        .operator_client()
-        .await
-        .fleet_summary(v1::FleetSummaryRequest::default())
-        .await
-        .expect("summary")
-        .into_inner()
-        .try_into()
-        .expect("valid summary");
+    let summary = fleet_summary(&server).await;
     assert_eq!(summary.engine_unavailable_nodes, ["cmp1"]);
     agent.stop().await;
 }

@@ -63,25 +63,9 @@ impl ConnectArgs {
             CliError::Runtime(format!(
                 "cannot connect to {}: {}",
                 self.server,
-                error_chain(&e)
+                rollcall_proto::connect::error_chain(&e)
             ))
         })?;
         Ok(OperatorServiceClient::new(channel))
     }
-}
-
-/// "transport error: tls handshake eof" tells nobody anything; the chain
-/// of sources usually does.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
