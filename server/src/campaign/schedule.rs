@@ -1,0 +1,486 @@
+//! The rollout decisions, as a pure function over a snapshot: which nodes
+//! start now, or why none can, or that the campaign must pause or is done.
+//! The scheduler rebuilds the snapshot from the store on every pass, so a
+//! restart changes nothing about what is decided.
+//!
+//! The rules, in order:
+//! 1. Only a running campaign moves.
+//! 2. More failed nodes than the error budget: pause.
+//! 3. Every node finished: complete.
+//! 4. Outside the maintenance window no node starts (nodes in flight finish).
+//! 5. Roles go one after another in `role_order`; a role starts only when
+//!    every node of the roles before it has finished.
+//! 6. Within a role, the nodes unavailable to the cloud (this campaign's
+//!    nodes in flight, plus any other node of the role that is offline or
+//!    unhealthy) never exceed the role's concurrency.
+//! 7. Controllers go strictly one at a time, and only while every other
+//!    controller is online and healthy (quorum guard).
+
+use std::collections::BTreeMap;
+
+use rollcall_proto::model::Role;
+use rollcall_proto::timestamp::Timestamp;
+
+use super::lifecycle::Step;
+use super::spec::CampaignSpec;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    Paused,
+    Cancelled,
+    Completed,
+}
+
+/// A node of the campaign and where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub role: Role,
+    pub step: Step,
+}
+
+/// What the fleet says about a node right now (any node, in the campaign
+/// or not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub role: Role,
+    pub online: bool,
+    /// Every container that should run is running and healthy.
+    pub healthy: bool,
+}
+
+impl Health {
+    pub fn available(&self) -> bool {
+        self.online && self.healthy
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Move the node from pending to precheck.
+    Start(String),
+    Pause(String),
+    Complete,
+}
+
+/// The decisions of one pass, and why nothing (more) starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub decisions: Vec<Decision>,
+    pub waiting: Option<String>,
+}
+
+impl Pass {
+    fn wait(reason: String) -> Self {
+        Pass {
+            decisions: Vec::new(),
+            waiting: Some(reason),
+        }
+    }
+}
+
+pub fn next_steps(
+    spec: &CampaignSpec,
+    phase: Phase,
+    members: &[Member],
+    fleet: &BTreeMap<String, Health>,
+    now: Timestamp,
+) -> Pass {
+    if phase != Phase::Running {
+        return Pass::wait(format!("campaign is {phase:?}").to_lowercase());
+    }
+    let failed = members.iter().filter(|m| m.step == Step::Failed).count();
+    let budget = spec.error_budget.of(members.len());
+    if failed > budget {
+        return Pass {
+            decisions: vec![Decision::Pause(format!(
+                "error budget exhausted: {failed} node(s) failed, the budget allows {budget}"
+            ))],
+            waiting: None,
+        };
+    }
+    if members.iter().all(|m| m.step.is_terminal()) {
+        return Pass {
+            decisions: vec![Decision::Complete],
+            waiting: None,
+        };
+    }
+    if let Some(window) = &spec.window
+        && !window.contains(now.unix_millis())
+    {
+        return Pass::wait("outside the maintenance window".into());
+    }
+    let Some(role) = spec.role_order.iter().copied().find(|r| {
+        members
+            .iter()
+            .any(|m| m.role == *r && !m.step.is_terminal())
+    }) else {
+        return Pass::wait("no node of a role in role_order is left".into());
+    };
+
+    let of_role: Vec<&Member> = members.iter().filter(|m| m.role == role).collect();
+    let limit = spec.concurrency_for(role, of_role.len());
+    let in_flight = of_role.iter().filter(|m| m.step.is_active()).count();
+    let unavailable_elsewhere = fleet
+        .iter()
+        .filter(|(_, h)| h.role == role && !h.available())
+        .filter(|(name, _)| !of_role.iter().any(|m| &m.name == *name))
+        .count();
+    let unavailable = in_flight + unavailable_elsewhere;
+    if role == Role::Controller {
+        let degraded: Vec<&String> = fleet
+            .iter()
+            .filter(|(_, h)| h.role == Role::Controller && !h.available())
+            .map(|(name, _)| name)
+            .collect();
+        if in_flight > 0 {
+            return Pass::wait("controller: one at a time".into());
+        }
+        if let Some(name) = degraded.first() {
+            // Any other controller down means no quorum margin: wait. (A
+            // pending controller that is itself down would fail precheck;
+            // it cannot be started without touching quorum either.)
+            return Pass::wait(format!(
+                "controller quorum guard: {name} is offline or unhealthy"
+            ));
+        }
+    }
+    if unavailable >= limit {
+        return Pass::wait(format!(
+            "{role}: {unavailable} of at most {limit} node(s) unavailable ({in_flight} in this campaign)"
+        ));
+    }
+    let slots = limit - unavailable;
+    let mut pending: Vec<&Member> = of_role
+        .into_iter()
+        .filter(|m| m.step == Step::Pending)
+        .collect();
+    pending.sort_by(|a, b| a.name.cmp(&b.name));
+    let decisions: Vec<Decision> = pending
+        .iter()
+        .take(slots)
+        .map(|m| Decision::Start(m.name.clone()))
+        .collect();
+    let waiting = decisions
+        .is_empty()
+        .then(|| format!("{role}: nodes in flight must finish first"));
+    Pass { decisions, waiting }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::lifecycle::Facts;
+    use crate::campaign::spec::{Amount, RebootPolicy, Window};
+
+    fn member(name: &str, role: Role) -> Member {
+        Member {
+            name: name.into(),
+            role,
+            step: Step::Pending,
+        }
+    }
+
+    fn healthy(role: Role) -> Health {
+        Health {
+            role,
+            online: true,
+            healthy: true,
+        }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::parse_rfc3339("2026-11-21T23:00:00Z").expect("time")
+    }
+
+    fn starts(pass: &Pass) -> Vec<&str> {
+        pass.decisions
+            .iter()
+            .filter_map(|d| {
+                if let Decision::Start(n) = d {
+                    Some(n.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn computes_go_first_up_to_their_concurrency() {
+        let mut spec = CampaignSpec::default();
+        spec.concurrency.insert(Role::Compute, Amount::Count(2));
+        let members = vec![
+            member("cmp3", Role::Compute),
+            member("cmp1", Role::Compute),
+            member("cmp2", Role::Compute),
+            member("ctl1", Role::Controller),
+        ];
+        let fleet = members
+            .iter()
+            .map(|m| (m.name.clone(), healthy(m.role)))
+            .collect();
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now());
+        assert_eq!(starts(&pass), ["cmp1", "cmp2"]);
+    }
+
+    #[test]
+    fn an_unhealthy_node_outside_the_campaign_takes_a_slot() {
+        let mut spec = CampaignSpec::default();
+        spec.concurrency.insert(Role::Compute, Amount::Count(2));
+        let members = vec![member("cmp1", Role::Compute), member("cmp2", Role::Compute)];
+        let mut fleet: BTreeMap<String, Health> = members
+            .iter()
+            .map(|m| (m.name.clone(), healthy(m.role)))
+            .collect();
+        fleet.insert(
+            "cmp9".into(),
+            Health {
+                role: Role::Compute,
+                online: false,
+                healthy: false,
+            },
+        );
+        assert_eq!(
+            starts(&next_steps(&spec, Phase::Running, &members, &fleet, now())),
+            ["cmp1"]
+        );
+    }
+
+    #[test]
+    fn controllers_wait_for_quorum_and_go_one_at_a_time() {
+        let spec = CampaignSpec::default();
+        let members = vec![
+            member("ctl1", Role::Controller),
+            member("ctl2", Role::Controller),
+        ];
+        let mut fleet: BTreeMap<String, Health> = members
+            .iter()
+            .map(|m| (m.name.clone(), healthy(m.role)))
+            .collect();
+        fleet.insert(
+            "ctl3".into(),
+            Health {
+                role: Role::Controller,
+                online: true,
+                healthy: false,
+            },
+        );
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now());
+        assert!(starts(&pass).is_empty());
+        assert!(
+            pass.waiting.as_deref().is_some_and(|w| w.contains("ctl3")),
+            "{pass:?}"
+        );
+        fleet.insert("ctl3".into(), healthy(Role::Controller));
+        assert_eq!(
+            starts(&next_steps(&spec, Phase::Running, &members, &fleet, now())),
+            ["ctl1"]
+        );
+    }
+
+    #[test]
+    fn the_error_budget_pauses_and_a_window_holds_new_starts() {
+        let mut spec = CampaignSpec::default();
+        let mut members = vec![member("cmp1", Role::Compute), member("cmp2", Role::Compute)];
+        let fleet = members
+            .iter()
+            .map(|m| (m.name.clone(), healthy(m.role)))
+            .collect();
+        members[0].step = Step::Failed;
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now());
+        assert!(
+            matches!(&pass.decisions[..], [Decision::Pause(r)] if r.contains("budget")),
+            "{pass:?}"
+        );
+        spec.error_budget = Amount::Percent(50);
+        assert_eq!(
+            starts(&next_steps(&spec, Phase::Running, &members, &fleet, now())),
+            ["cmp2"]
+        );
+        spec.window = Some(Window {
+            days: vec![],
+            start: "01:00".into(),
+            end: "02:00".into(),
+            utc_offset: String::new(),
+        });
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now());
+        assert!(
+            starts(&pass).is_empty()
+                && pass.waiting.as_deref() == Some("outside the maintenance window")
+        );
+        assert!(
+            next_steps(&spec, Phase::Paused, &members, &fleet, now())
+                .decisions
+                .is_empty()
+        );
+    }
+
+    /// Random fleets and random outcomes, checked against the rules at
+    /// every pass: never more of a role unavailable than its concurrency
+    /// because of a start; controllers strictly one at a time and only with
+    /// quorum; roles in order; nothing starts past the error budget.
+    #[test]
+    fn property_the_rules_hold_on_random_fleets() {
+        let (mut total_starts, mut controller_starts, mut pauses) = (0, 0, 0);
+        for seed in 0..300u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut spec = CampaignSpec::default();
+            spec.concurrency
+                .insert(Role::Compute, Amount::Count(rng.u32(1..5)));
+            spec.concurrency
+                .insert(Role::Storage, Amount::Percent(rng.u32(1..60)));
+            spec.concurrency
+                .insert(Role::Controller, Amount::Count(rng.u32(1..4)));
+            spec.error_budget = Amount::Count(rng.u32(0..3));
+            spec.reboot = [
+                RebootPolicy::IfRequired,
+                RebootPolicy::Always,
+                RebootPolicy::Never,
+            ][rng.usize(0..3)];
+            let mut members = Vec::new();
+            let mut fleet = BTreeMap::new();
+            for (role, prefix, n) in [
+                (Role::Compute, "cmp", rng.usize(0..12)),
+                (Role::Storage, "sto", rng.usize(0..6)),
+                (Role::Controller, "ctl", rng.usize(0..4)),
+            ] {
+                for i in 0..n {
+                    let name = format!("{prefix}{i}");
+                    fleet.insert(name.clone(), healthy(role));
+                    // Some nodes of the fleet are not in the campaign.
+                    if rng.u8(0..10) < 8 {
+                        members.push(member(&name, role));
+                    }
+                }
+            }
+            let mut paused = false;
+            for _round in 0..200 {
+                // The world moves: non-members flap, in-flight nodes progress or fail.
+                for (name, h) in fleet.iter_mut() {
+                    if !members.iter().any(|m| &m.name == name) && rng.u8(0..10) == 0 {
+                        h.online = !h.online;
+                    }
+                    if h.role == Role::Controller && rng.u8(0..20) == 0 {
+                        h.healthy = !h.healthy;
+                    }
+                }
+                for m in members.iter_mut().filter(|m| m.step.is_active()) {
+                    m.step = match rng.u8(0..20) {
+                        0 => Step::Failed,
+                        1..=9 => m.step.next(
+                            spec.reboot,
+                            Facts {
+                                reboot_required: rng.bool(),
+                            },
+                        ),
+                        _ => m.step,
+                    };
+                }
+                let before = members.clone();
+                let pass = next_steps(
+                    &spec,
+                    if paused {
+                        Phase::Paused
+                    } else {
+                        Phase::Running
+                    },
+                    &members,
+                    &fleet,
+                    now(),
+                );
+                let started = starts(&pass)
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>();
+                for name in &started {
+                    let m = members
+                        .iter_mut()
+                        .find(|m| &m.name == name)
+                        .expect("member");
+                    assert_eq!(
+                        m.step,
+                        Step::Pending,
+                        "seed {seed}: started a node that was not pending"
+                    );
+                    m.step = Step::Precheck;
+                }
+                if pass
+                    .decisions
+                    .iter()
+                    .any(|d| matches!(d, Decision::Pause(_)))
+                {
+                    paused = true;
+                    pauses += 1;
+                }
+                total_starts += started.len();
+                if started.is_empty() {
+                    continue;
+                }
+                let failed = before.iter().filter(|m| m.step == Step::Failed).count();
+                assert!(
+                    failed <= spec.error_budget.of(members.len()),
+                    "seed {seed}: started past the budget"
+                );
+                for name in &started {
+                    let role = members
+                        .iter()
+                        .find(|m| &m.name == name)
+                        .expect("member")
+                        .role;
+                    // Roles in order: every earlier role finished.
+                    let pos = spec
+                        .role_order
+                        .iter()
+                        .position(|r| *r == role)
+                        .expect("role in order");
+                    for earlier in &spec.role_order[..pos] {
+                        assert!(
+                            before
+                                .iter()
+                                .filter(|m| m.role == *earlier)
+                                .all(|m| m.step.is_terminal()),
+                            "seed {seed}: {role} started before {earlier} finished"
+                        );
+                    }
+                    let of_role = members.iter().filter(|m| m.role == role).count();
+                    let limit = spec.concurrency_for(role, of_role);
+                    let in_flight = members
+                        .iter()
+                        .filter(|m| m.role == role && m.step.is_active())
+                        .count();
+                    let elsewhere = fleet
+                        .iter()
+                        .filter(|(n, h)| {
+                            h.role == role
+                                && !h.available()
+                                && !members.iter().any(|m| &m.name == *n)
+                        })
+                        .count();
+                    assert!(
+                        in_flight + elsewhere <= limit,
+                        "seed {seed}: {role} over its concurrency {limit}"
+                    );
+                    if role == Role::Controller {
+                        controller_starts += 1;
+                        assert_eq!(in_flight, 1, "seed {seed}: controllers one at a time");
+                        assert!(
+                            fleet
+                                .values()
+                                .filter(|h| h.role == Role::Controller)
+                                .all(Health::available),
+                            "seed {seed}: controller started without quorum"
+                        );
+                    }
+                }
+            }
+        }
+        // The property is not vacuous: the runs started nodes of every
+        // kind and hit the budget.
+        assert!(
+            total_starts > 1_000 && controller_starts > 50 && pauses > 10,
+            "{total_starts} {controller_starts} {pauses}"
+        );
+    }
+}

@@ -1,0 +1,461 @@
+//! What an operator asks a campaign to do: which nodes, in which order, how
+//! many at a time, how many failures to bear, when to reboot, when it may
+//! run, and how long each step may take. Parsed from TOML (or built from
+//! CLI flags and gRPC), checked once, then only read.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rollcall_proto::model::{Node, Role, glob_match};
+use serde::{Deserialize, Deserializer};
+
+/// A number of nodes, absolute or as a share of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amount {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Amount {
+    /// For concurrency: at least one node may always move.
+    pub fn at_least_one_of(self, total: usize) -> usize {
+        self.of(total).max(1)
+    }
+
+    /// The amount of `total` nodes, rounded down.
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            Amount::Count(n) => n as usize,
+            Amount::Percent(p) => total * p as usize / 100,
+        }
+    }
+}
+
+impl FromStr for Amount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = || format!("invalid amount {s:?}: use a number (3) or a percentage (25%)");
+        match s.strip_suffix('%') {
+            Some(p) => {
+                let p: u32 = p.trim().parse().map_err(|_| bad())?;
+                if p > 100 {
+                    return Err(format!(
+                        "invalid amount {s:?}: a percentage is at most 100%"
+                    ));
+                }
+                Ok(Amount::Percent(p))
+            }
+            None => s.parse().map(Amount::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Amount::Count(n) => write!(f, "{n}"),
+            Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Amount::Count(n)),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// When a node is rebooted after its patch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RebootPolicy {
+    /// Only when the node reports that it needs one.
+    #[default]
+    IfRequired,
+    Always,
+    Never,
+}
+
+/// Which nodes a campaign covers. Empty lists select everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Selector {
+    pub roles: Vec<Role>,
+    /// Node names or globs (`cmp-*`).
+    pub nodes: Vec<String>,
+    /// Every label must match.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Selector {
+    pub fn matches(&self, node: &Node) -> bool {
+        (self.roles.is_empty() || self.roles.contains(&node.role))
+            && (self.nodes.is_empty() || self.nodes.iter().any(|p| glob_match(p, &node.name)))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| node.labels.get(k) == Some(v))
+    }
+}
+
+/// How long each step may take before the node fails.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    pub precheck_secs: u64,
+    pub drain_secs: u64,
+    pub patch_secs: u64,
+    pub reboot_secs: u64,
+    /// From the reboot command to the agent's return with a new boot id.
+    pub return_secs: u64,
+    pub postcheck_secs: u64,
+    pub undrain_secs: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            precheck_secs: 120,
+            drain_secs: 1_800,
+            patch_secs: 3_600,
+            reboot_secs: 120,
+            return_secs: 900,
+            postcheck_secs: 600,
+            undrain_secs: 600,
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn get(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+}
+
+/// Days and hours in which new nodes may start; nodes in flight finish.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// "mon".."sun"; empty means every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// "HH:MM", inclusive.
+    pub start: String,
+    /// "HH:MM", exclusive; before `start` means the window spans midnight.
+    pub end: String,
+    /// A fixed offset from UTC, "+02:00" or "-05:00"; "UTC" or empty for UTC.
+    #[serde(default)]
+    pub utc_offset: String,
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn hhmm(s: &str) -> Result<u32, String> {
+    let (h, m) = s
+        .split_once(':')
+        .ok_or_else(|| format!("invalid time {s:?}: use HH:MM"))?;
+    let (h, m): (u32, u32) = (
+        h.parse()
+            .map_err(|_| format!("invalid time {s:?}: use HH:MM"))?,
+        m.parse()
+            .map_err(|_| format!("invalid time {s:?}: use HH:MM"))?,
+    );
+    if h > 23 || m > 59 {
+        return Err(format!(
+            "invalid time {s:?}: use HH:MM between 00:00 and 23:59"
+        ));
+    }
+    Ok(h * 60 + m)
+}
+
+fn offset_minutes(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("utc") || s == "Z" {
+        return Ok(0);
+    }
+    let (sign, rest) = match s.as_bytes()[0] {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => {
+            return Err(format!(
+                "invalid utc_offset {s:?}: use +HH:MM, -HH:MM or UTC"
+            ));
+        }
+    };
+    Ok(sign
+        * i64::from(
+            hhmm(rest)
+                .map_err(|_| format!("invalid utc_offset {s:?}: use +HH:MM, -HH:MM or UTC"))?,
+        ))
+}
+
+impl Window {
+    pub fn validate(&self) -> Result<(), String> {
+        hhmm(&self.start)?;
+        hhmm(&self.end)?;
+        offset_minutes(&self.utc_offset)?;
+        if let Some(d) = self
+            .days
+            .iter()
+            .find(|d| !DAYS.contains(&d.to_ascii_lowercase().as_str()))
+        {
+            return Err(format!(
+                "invalid day {d:?}: use mon, tue, wed, thu, fri, sat or sun"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `unix_millis` falls inside the window. A window that spans
+    /// midnight belongs to the day it starts on.
+    pub fn contains(&self, unix_millis: i64) -> bool {
+        let (Ok(start), Ok(end), Ok(offset)) = (
+            hhmm(&self.start),
+            hhmm(&self.end),
+            offset_minutes(&self.utc_offset),
+        ) else {
+            return false;
+        };
+        let local_minutes = unix_millis.div_euclid(60_000) + offset;
+        let day_index = |days_since_epoch: i64| (days_since_epoch + 3).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
+        let days = local_minutes.div_euclid(1_440);
+        let minute = local_minutes.rem_euclid(1_440) as u32;
+        let day_ok = |d: i64| {
+            self.days.is_empty()
+                || self
+                    .days
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(DAYS[day_index(d)]))
+        };
+        if start <= end {
+            day_ok(days) && minute >= start && minute < end
+        } else {
+            // Spans midnight: the evening part today, or the morning part of
+            // a window that opened yesterday.
+            (minute >= start && day_ok(days)) || (minute < end && day_ok(days - 1))
+        }
+    }
+}
+
+/// A campaign as asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CampaignSpec {
+    pub name: String,
+    pub select: Selector,
+    /// Roles in the order they are patched; a role finishes before the next starts.
+    pub role_order: Vec<Role>,
+    /// Nodes of a role that may be unavailable at once. Controllers: always 1.
+    pub concurrency: BTreeMap<Role, Amount>,
+    /// Failed nodes the campaign bears before it pauses; 0 pauses at the first.
+    pub error_budget: Amount,
+    pub reboot: RebootPolicy,
+    pub window: Option<Window>,
+    pub timeouts: Timeouts,
+    /// Precheck: at least this share of / and /var must be free.
+    pub min_free_percent: u32,
+}
+
+impl Default for CampaignSpec {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            select: Selector::default(),
+            role_order: vec![Role::Compute, Role::Storage, Role::Controller],
+            concurrency: BTreeMap::new(),
+            error_budget: Amount::Count(0),
+            reboot: RebootPolicy::IfRequired,
+            window: None,
+            timeouts: Timeouts::default(),
+            min_free_percent: 10,
+        }
+    }
+}
+
+impl CampaignSpec {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let spec: Self = rollcall_proto::diag::parse_toml(text)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = Vec::new();
+        for r in &self.role_order {
+            if seen.contains(r) {
+                return Err(format!("role_order names {r} twice"));
+            }
+            seen.push(*r);
+        }
+        if self.role_order.is_empty() {
+            return Err("role_order is empty: name at least one role".into());
+        }
+        for (role, amount) in &self.concurrency {
+            if matches!(amount, Amount::Count(0) | Amount::Percent(0)) {
+                return Err(format!(
+                    "concurrency of {role} is zero: nothing could ever start"
+                ));
+            }
+        }
+        if self.min_free_percent > 99 {
+            return Err("min_free_percent must be below 100".into());
+        }
+        if let Some(w) = &self.window {
+            w.validate()?;
+        }
+        let t = &self.timeouts;
+        if [
+            t.precheck_secs,
+            t.drain_secs,
+            t.patch_secs,
+            t.reboot_secs,
+            t.return_secs,
+            t.postcheck_secs,
+            t.undrain_secs,
+        ]
+        .contains(&0)
+        {
+            return Err("every timeout must be at least 1 second".into());
+        }
+        Ok(())
+    }
+
+    /// How many nodes of `role` (out of `role_size` in the campaign) may be
+    /// unavailable at once. Controllers keep quorum: always one.
+    pub fn concurrency_for(&self, role: Role, role_size: usize) -> usize {
+        if role == Role::Controller {
+            return 1;
+        }
+        self.concurrency
+            .get(&role)
+            .copied()
+            .unwrap_or(Amount::Count(1))
+            .at_least_one_of(role_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcall_proto::timestamp::Timestamp;
+
+    #[test]
+    fn amounts_parse_and_resolve() {
+        assert_eq!("3".parse(), Ok(Amount::Count(3)));
+        assert_eq!(" 25% ".parse(), Ok(Amount::Percent(25)));
+        assert!("101%".parse::<Amount>().is_err());
+        assert!("lots".parse::<Amount>().is_err());
+        assert_eq!(Amount::Percent(25).of(10), 2);
+        assert_eq!(Amount::Percent(10).at_least_one_of(5), 1);
+    }
+
+    #[test]
+    fn a_full_spec_parses_and_controllers_stay_at_one() {
+        let spec = CampaignSpec::parse(
+            r#"
+            name = "2026-11 patch"
+            role_order = ["compute", "storage", "controller"]
+            error_budget = "10%"
+            reboot = "if-required"
+            [select]
+            roles = ["compute", "controller", "storage"]
+            nodes = ["cmp-*", "ctl-*", "sto-*"]
+            [concurrency]
+            compute = "20%"
+            storage = 1
+            controller = 3
+            [window]
+            days = ["sat", "sun"]
+            start = "22:00"
+            end = "06:00"
+            utc_offset = "+01:00"
+            [timeouts]
+            patch_secs = 1200
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(spec.concurrency_for(Role::Compute, 20), 4);
+        assert_eq!(
+            spec.concurrency_for(Role::Controller, 3),
+            1,
+            "controllers one at a time, whatever asked"
+        );
+        assert_eq!(spec.error_budget.of(30), 3);
+        assert_eq!(spec.timeouts.patch_secs, 1200);
+        assert_eq!(spec.timeouts.reboot_secs, 120);
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        for (text, needle) in [
+            ("role_order = [\"compute\", \"compute\"]", "twice"),
+            ("[concurrency]\ncompute = 0", "zero"),
+            ("error_budget = \"x\"", "invalid amount"),
+            (
+                "[window]\nstart = \"25:00\"\nend = \"06:00\"",
+                "invalid time",
+            ),
+            (
+                "[window]\nstart = \"22:00\"\nend = \"06:00\"\ndays = [\"someday\"]",
+                "invalid day",
+            ),
+            ("reboot = \"sometimes\"", "sometimes"),
+            ("bogus = 1", "bogus"),
+        ] {
+            let err = CampaignSpec::parse(text).expect_err(text);
+            assert!(err.contains(needle) && !err.contains('\n'), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn windows_span_midnight_and_follow_their_offset() {
+        let w = Window {
+            days: vec!["sat".into()],
+            start: "22:00".into(),
+            end: "06:00".into(),
+            utc_offset: "+01:00".into(),
+        };
+        w.validate().expect("valid");
+        let at = |s: &str| Timestamp::parse_rfc3339(s).expect("time").unix_millis();
+        // 2026-11-21 is a Saturday.
+        assert!(w.contains(at("2026-11-21T21:30:00Z")), "Sat 22:30 local");
+        assert!(
+            w.contains(at("2026-11-22T04:59:00Z")),
+            "Sun 05:59 local, window opened Saturday"
+        );
+        assert!(
+            !w.contains(at("2026-11-22T05:00:00Z")),
+            "Sun 06:00 local: closed"
+        );
+        assert!(
+            !w.contains(at("2026-11-22T21:30:00Z")),
+            "Sun 22:30 local: not a window day"
+        );
+        assert!(
+            !w.contains(at("2026-11-21T20:59:00Z")),
+            "Sat 21:59 local: not yet"
+        );
+        let every_day = Window {
+            days: vec![],
+            start: "09:00".into(),
+            end: "17:00".into(),
+            utc_offset: "UTC".into(),
+        };
+        assert!(
+            every_day.contains(at("2026-11-23T09:00:00Z"))
+                && !every_day.contains(at("2026-11-23T17:00:00Z"))
+        );
+    }
+}
