@@ -28,6 +28,7 @@ pub struct AgentConfig {
     pub disks: DisksConfig,
     pub reboot: RebootConfig,
     pub updates: UpdatesConfig,
+    pub actions: ActionsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -83,6 +84,22 @@ pub struct RebootConfig {
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct ActionsConfig {
+    /// Where actions are kept until the server acknowledged their results.
+    pub state_dir: PathBuf,
+    /// The patch command (argv, no shell). Empty: the default for the node's
+    /// package manager (apt-get -y upgrade keeping local config files, or dnf -y upgrade).
+    pub patch_command: Vec<String>,
+    /// The reboot command (argv). Empty: the agent refuses reboots.
+    pub reboot_command: Vec<String>,
+    /// Seconds an action may run when the server names no timeout.
+    pub default_timeout_secs: u32,
+    /// Named hooks: name → argv; the server's arguments are appended.
+    pub hooks: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct UpdatesConfig {
     pub enabled: bool,
     /// Prefix of the paths where apt-get or dnf are looked for.
@@ -122,6 +139,52 @@ impl Default for AgentConfig {
             disks: DisksConfig::default(),
             reboot: RebootConfig::default(),
             updates: UpdatesConfig::default(),
+            actions: ActionsConfig::default(),
+        }
+    }
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: "/var/lib/rollcall-agent/actions".into(),
+            patch_command: Vec::new(),
+            reboot_command: vec!["systemctl".into(), "reboot".into()],
+            default_timeout_secs: 3_600,
+            hooks: BTreeMap::new(),
+        }
+    }
+}
+
+impl ActionsConfig {
+    /// The definitions the agent runs from: the configured commands, with
+    /// the package manager's default patch command filled in.
+    pub fn definitions(&self, updates_root: &Path) -> crate::actions::Definitions {
+        let mut patch = self.patch_command.clone();
+        let mut patch_env = Vec::new();
+        if patch.is_empty() {
+            if updates_root.join("usr/bin/apt-get").exists() {
+                patch = [
+                    "apt-get",
+                    "-y",
+                    "-o",
+                    "Dpkg::Options::=--force-confdef",
+                    "-o",
+                    "Dpkg::Options::=--force-confold",
+                    "upgrade",
+                ]
+                .map(String::from)
+                .to_vec();
+                patch_env.push(("DEBIAN_FRONTEND".to_owned(), "noninteractive".to_owned()));
+            } else if updates_root.join("usr/bin/dnf").exists() {
+                patch = ["dnf", "-y", "upgrade"].map(String::from).to_vec();
+            }
+        }
+        crate::actions::Definitions {
+            patch,
+            reboot: self.reboot_command.clone(),
+            hooks: self.hooks.clone(),
+            patch_env,
         }
     }
 }
@@ -311,6 +374,17 @@ mod tests {
             server: "https://rollcall.example.org:7443".into(),
             role: Some(Role::Compute),
             labels: [("az".to_owned(), "nova".to_owned())].into(),
+            actions: ActionsConfig {
+                hooks: [(
+                    "log".to_owned(),
+                    vec![
+                        "/usr/share/rollcall/hooks/log-hook.sh".to_owned(),
+                        "log".to_owned(),
+                    ],
+                )]
+                .into(),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(

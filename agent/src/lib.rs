@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod backoff;
 pub mod collect;
 pub mod config;

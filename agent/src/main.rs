@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use rollcall_agent::actions::Actions;
 use rollcall_agent::collect::{
     Collector, Sources, SystemCollector, containers, disks, reboot, updates,
 };
@@ -141,8 +142,19 @@ async fn run(settings: Settings, cfg: AgentConfig) -> ExitCode {
     tracing::info!(node = %settings.node, role = %settings.role, server = %settings.server, "rollcall-agent starting.");
     let shutdown = CancellationToken::new();
     let sources = Sources::start(&cfg, &shutdown);
+    let defs = cfg.actions.definitions(&cfg.updates.root);
+    let actions = match Actions::load(defs, &cfg.actions.state_dir, &settings.boot_id) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let session = match Session::new(settings, sources) {
-        Ok(s) => s,
+        Ok(s) => s.with_actions(
+            actions,
+            Duration::from_secs(cfg.actions.default_timeout_secs.into()),
+        ),
         Err(e) => return usage(&e),
     };
     let task = tokio::spawn(session.run(shutdown.clone()));

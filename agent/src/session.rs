@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
+use crate::actions::{self, Actions, Kind, Outcome, Record, State};
 use crate::backoff::Backoff;
 use crate::collect::{Sources, same_outcome};
 
@@ -88,6 +89,13 @@ pub struct Session {
     settings: Settings,
     endpoint: Endpoint,
     sources: Sources,
+    /// The actions this agent may run; `None`: it refuses every request.
+    actions: Option<Actions>,
+    /// Finished actions come back here from the tasks that ran them.
+    done_tx: mpsc::UnboundedSender<Record>,
+    done_rx: mpsc::UnboundedReceiver<Record>,
+    /// How long an action may run when the request names no timeout.
+    action_timeout: Duration,
     seq: u64,
     sent: Sent,
     stats: Stats,
@@ -120,10 +128,15 @@ impl Session {
             &settings.cert_pem,
             &settings.key_pem,
         )?;
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Ok(Self {
             settings,
             endpoint,
             sources,
+            actions: None,
+            done_tx,
+            done_rx,
+            action_timeout: Duration::from_secs(3_600),
             seq: 0,
             sent: Sent::default(),
             stats: Stats::default(),
@@ -132,6 +145,14 @@ impl Session {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Lets the server ask for the actions `actions` defines; without them
+    /// the agent refuses every request.
+    pub fn with_actions(mut self, actions: Actions, default_timeout: Duration) -> Self {
+        self.actions = Some(actions);
+        self.action_timeout = default_timeout;
+        self
     }
 
     /// Runs sessions until `shutdown`, reconnecting with backoff; returns
@@ -171,8 +192,16 @@ impl Session {
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                 boot_id: self.settings.boot_id.clone(),
                 hostname: sysinfo::System::host_name().unwrap_or_default(),
-                actions: Vec::new(),
-                pending_action_ids: Vec::new(),
+                actions: self
+                    .actions
+                    .as_ref()
+                    .map(|a| a.definitions().names())
+                    .unwrap_or_default(),
+                pending_action_ids: self
+                    .actions
+                    .as_ref()
+                    .map(Actions::pending_ids)
+                    .unwrap_or_default(),
             })),
         }
     }
@@ -303,6 +332,15 @@ impl Session {
         let mut interval = self.interval_from(&welcome);
         tracing::info!(server = %self.settings.server, node = %welcome.node, interval_secs = interval.as_secs(), "Connected.");
 
+        // Results the server has not acknowledged go again.
+        for record in self
+            .actions
+            .as_ref()
+            .map(Actions::unacknowledged)
+            .unwrap_or_default()
+        {
+            let _ = tx.try_send(update_message(&record));
+        }
         // A new session starts from nothing: the first report is full and
         // goes at once (the first tick fires immediately).
         self.sent = Sent::default();
@@ -322,6 +360,7 @@ impl Session {
                 () = changed(&mut self.sources.containers) => self.send_changes(&tx).await?,
                 () = changed(&mut self.sources.reboot) => self.send_changes(&tx).await?,
                 () = changed(&mut self.sources.updates) => self.send_changes(&tx).await?,
+                Some(record) = self.done_rx.recv() => self.finished(record, &tx),
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
                         if let Some(new_interval) = self.handle(msg, &tx)
@@ -365,30 +404,112 @@ impl Session {
     /// Handles one server message; returns a new report interval if the
     /// server set one.
     fn handle(
-        &self,
+        &mut self,
         msg: v1::ServerMessage,
         tx: &mpsc::Sender<v1::AgentMessage>,
     ) -> Option<Duration> {
         match msg.msg {
             Some(server_message::Msg::Welcome(w)) => Some(self.interval_from(&w)),
             Some(server_message::Msg::ActionRequest(req)) => {
-                // This agent defines no actions yet: it refuses every request
-                // rather than guess (the server only names actions; the agent
-                // runs only what its own configuration defines).
-                tracing::warn!(action_id = %req.action_id, name = %req.name, "Refused an action this agent does not define.");
-                let update = v1::ActionUpdate {
-                    action_id: req.action_id,
-                    state: v1::ActionState::Rejected.into(),
-                    error: "this agent's configuration defines no such action".into(),
-                    boot_id: self.settings.boot_id.clone(),
-                    ..Default::default()
-                };
-                let _ = tx.try_send(v1::AgentMessage {
-                    msg: Some(agent_message::Msg::ActionUpdate(update)),
-                });
+                self.action_request(req, tx);
                 None
             }
-            Some(server_message::Msg::Ack(_)) | None => None,
+            Some(server_message::Msg::Ack(ack)) => {
+                if let Some(actions) = &mut self.actions {
+                    actions.acknowledge(&ack.action_ids);
+                }
+                None
+            }
+            None => None,
         }
+    }
+
+    fn action_request(&mut self, req: v1::ActionRequest, tx: &mpsc::Sender<v1::AgentMessage>) {
+        let kind = match v1::ActionKind::try_from(req.kind) {
+            Ok(v1::ActionKind::Patch) => Some(Kind::Patch),
+            Ok(v1::ActionKind::Reboot) => Some(Kind::Reboot),
+            Ok(v1::ActionKind::Hook) => Some(Kind::Hook),
+            _ => None,
+        };
+        let refuse = |error: String| {
+            tracing::warn!(action_id = %req.action_id, error = %error, "Refused an action request.");
+            let update = v1::ActionUpdate {
+                action_id: req.action_id.clone(),
+                state: v1::ActionState::Rejected.into(),
+                error,
+                boot_id: self.settings.boot_id.clone(),
+                ..Default::default()
+            };
+            let _ = tx.try_send(v1::AgentMessage {
+                msg: Some(agent_message::Msg::ActionUpdate(update)),
+            });
+        };
+        let (Some(actions), Some(kind)) = (self.actions.as_mut(), kind) else {
+            return refuse("this agent's configuration defines no such action".into());
+        };
+        let outcome = match actions.request(&req.action_id, kind, &req.name, &req.args) {
+            Ok(o) => o,
+            // Not on disk means not safe to run: refuse rather than risk a
+            // second run after a crash.
+            Err(e) => return refuse(format!("cannot record the action: {e}")),
+        };
+        match outcome {
+            Outcome::Acknowledged => {
+                tracing::warn!(action_id = %req.action_id, "Asked again for an action whose result the server acknowledged; not run again.");
+            }
+            Outcome::Known(record) | Outcome::Rejected(record) => {
+                let _ = tx.try_send(update_message(&record));
+            }
+            Outcome::Start(record, argv) => {
+                tracing::info!(action_id = %record.id, kind = ?record.kind, name = %record.name, "Running action.");
+                let _ = tx.try_send(update_message(&record));
+                let env = if kind == Kind::Patch {
+                    actions.definitions().patch_env.clone()
+                } else {
+                    Vec::new()
+                };
+                let timeout = match req.timeout_secs {
+                    0 => self.action_timeout,
+                    n => Duration::from_secs(n.into()),
+                };
+                let done = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let _ = done.send(actions::run(record, argv, env, timeout).await);
+                });
+            }
+        }
+    }
+
+    /// An action ended: keep its result on disk, then tell the server.
+    fn finished(&mut self, record: Record, tx: &mpsc::Sender<v1::AgentMessage>) {
+        tracing::info!(action_id = %record.id, state = ?record.state, exit_code = ?record.exit_code, "Action finished.");
+        if let Some(actions) = &mut self.actions
+            && let Err(e) = actions.finish(record.clone())
+        {
+            tracing::error!(action_id = %record.id, error = %e, "Cannot store an action result.");
+        }
+        let _ = tx.try_send(update_message(&record));
+    }
+}
+
+fn update_message(r: &Record) -> v1::AgentMessage {
+    use rollcall_proto::convert::timestamp_to_wire;
+    let state = match r.state {
+        State::Running => v1::ActionState::Running,
+        State::Succeeded => v1::ActionState::Succeeded,
+        State::Failed => v1::ActionState::Failed,
+        State::Rejected => v1::ActionState::Rejected,
+    };
+    v1::AgentMessage {
+        msg: Some(agent_message::Msg::ActionUpdate(v1::ActionUpdate {
+            action_id: r.id.clone(),
+            state: state.into(),
+            exit_code: r.exit_code,
+            output_tail: r.output_tail.clone(),
+            error: r.error.clone(),
+            started_at: Some(timestamp_to_wire(r.started_at)),
+            finished_at: r.finished_at.map(timestamp_to_wire),
+            boot_id: r.boot_id.clone(),
+        })),
     }
 }

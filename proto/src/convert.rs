@@ -507,6 +507,57 @@ impl TryFrom<v1::FleetSummaryResponse> for model::FleetSummary {
     }
 }
 
+impl From<model::ActionRequest> for v1::ActionRequest {
+    fn from(r: model::ActionRequest) -> Self {
+        let kind = match r.kind {
+            model::ActionKind::Patch => v1::ActionKind::Patch,
+            model::ActionKind::Reboot => v1::ActionKind::Reboot,
+            model::ActionKind::Hook => v1::ActionKind::Hook,
+        };
+        Self {
+            action_id: r.id,
+            kind: kind.into(),
+            name: r.name,
+            args: r.args,
+            timeout_secs: r.timeout_secs,
+        }
+    }
+}
+
+/// An agent's update about an action, as the server keeps it.
+pub fn action_result_from_wire(
+    node: &str,
+    u: v1::ActionUpdate,
+) -> Result<model::ActionResult, ConvertError> {
+    let state = match v1::ActionState::try_from(u.state) {
+        Ok(v1::ActionState::Accepted) => model::ActionState::Accepted,
+        Ok(v1::ActionState::Running) => model::ActionState::Running,
+        Ok(v1::ActionState::Succeeded) => model::ActionState::Succeeded,
+        Ok(v1::ActionState::Failed) => model::ActionState::Failed,
+        Ok(v1::ActionState::Rejected) => model::ActionState::Rejected,
+        _ => {
+            return Err(ConvertError::Invalid {
+                field: "action_update.state",
+                value: u.state,
+            });
+        }
+    };
+    if u.action_id.is_empty() {
+        return Err(ConvertError::Missing("action_update.action_id"));
+    }
+    Ok(model::ActionResult {
+        id: u.action_id,
+        node: node.to_owned(),
+        state,
+        exit_code: u.exit_code,
+        output_tail: u.output_tail,
+        error: u.error,
+        started_at: opt_ts(&u.started_at),
+        finished_at: opt_ts(&u.finished_at),
+        boot_id: u.boot_id,
+    })
+}
+
 impl From<model::Node> for v1::Node {
     fn from(n: model::Node) -> Self {
         Self {

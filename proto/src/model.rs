@@ -470,6 +470,59 @@ impl OnlineFilter {
     }
 }
 
+/// What the server may ask an agent to run: only a name, never a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Patch,
+    Reboot,
+    Hook,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionState {
+    Accepted,
+    Running,
+    Succeeded,
+    Failed,
+    Rejected,
+}
+
+impl ActionState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ActionState::Succeeded | ActionState::Failed | ActionState::Rejected
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRequest {
+    /// Unique and stable: re-sending it never runs the action twice.
+    pub id: String,
+    pub kind: ActionKind,
+    /// The hook's name (empty for patch and reboot).
+    pub name: String,
+    pub args: Vec<String>,
+    pub timeout_secs: u32,
+}
+
+/// What an agent says about an action it was asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub id: String,
+    pub node: String,
+    pub state: ActionState,
+    pub exit_code: Option<i32>,
+    pub output_tail: String,
+    pub error: String,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub boot_id: String,
+}
+
 /// A node listing filter.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeFilter {

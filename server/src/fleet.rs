@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use rollcall_proto::model::{
-    ContainerFilter, ContainerHealth, FleetSummary, FullFilesystem, Node, NodeContainer,
-    NodeDetail, NodeEvent, NodeEventKind, NodeFilter, Report, Role,
+    ActionRequest, ActionResult, ContainerFilter, ContainerHealth, FleetSummary, FullFilesystem,
+    Node, NodeContainer, NodeDetail, NodeEvent, NodeEventKind, NodeFilter, Report, Role,
 };
 use rollcall_proto::timestamp::Timestamp;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -38,11 +38,30 @@ pub struct Hello {
 #[error("the fleet service has stopped")]
 pub struct FleetStopped;
 
+/// How the fleet reaches a session: end it, or hand it action requests.
+#[derive(Clone, Debug)]
+pub struct SessionLink {
+    pub kick: CancellationToken,
+    pub actions: mpsc::Sender<ActionRequest>,
+}
+
 enum Command {
     Connect {
         hello: Hello,
-        kick: CancellationToken,
+        link: SessionLink,
         reply: oneshot::Sender<SessionId>,
+    },
+    SendAction {
+        node: String,
+        request: ActionRequest,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    ActionResult {
+        result: Box<ActionResult>,
+    },
+    Action {
+        id: String,
+        reply: oneshot::Sender<Option<ActionResult>>,
     },
     Report {
         node: String,
@@ -85,10 +104,42 @@ impl FleetHandle {
     pub async fn connect(
         &self,
         hello: Hello,
-        kick: CancellationToken,
+        link: SessionLink,
     ) -> Result<SessionId, FleetStopped> {
-        self.call(|reply| Command::Connect { hello, kick, reply })
+        self.call(|reply| Command::Connect { hello, link, reply })
             .await
+    }
+
+    /// Hands an action request to the node's current session. An error
+    /// names why it could not (offline, session busy).
+    pub async fn send_action(
+        &self,
+        node: &str,
+        request: ActionRequest,
+    ) -> Result<Result<(), String>, FleetStopped> {
+        let node = node.to_owned();
+        self.call(|reply| Command::SendAction {
+            node,
+            request,
+            reply,
+        })
+        .await
+    }
+
+    /// Records an agent's (already stored) word about an action.
+    pub async fn action_result(&self, result: ActionResult) {
+        let _ = self
+            .tx
+            .send(Command::ActionResult {
+                result: Box::new(result),
+            })
+            .await;
+    }
+
+    /// The latest result of an action, by id.
+    pub async fn action(&self, id: &str) -> Result<Option<ActionResult>, FleetStopped> {
+        let id = id.to_owned();
+        self.call(|reply| Command::Action { id, reply }).await
     }
 
     pub async fn report(
@@ -159,11 +210,12 @@ impl FleetHandle {
 struct Entry {
     node: Node,
     report: Option<Report>,
-    session: Option<(SessionId, CancellationToken)>,
+    session: Option<(SessionId, SessionLink)>,
 }
 
 pub struct Fleet {
     nodes: HashMap<String, Entry>,
+    actions: HashMap<String, ActionResult>,
     writer: WriterHandle,
     events: broadcast::Sender<NodeEvent>,
     offline_after: Duration,
@@ -178,6 +230,7 @@ impl Fleet {
     /// offline: none has a session with this process yet.
     pub fn spawn(
         stored: Vec<StoredNode>,
+        actions: Vec<ActionResult>,
         writer: WriterHandle,
         offline_after: Duration,
         shutdown: CancellationToken,
@@ -201,6 +254,7 @@ impl Fleet {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let fleet = Fleet {
             nodes,
+            actions: actions.into_iter().map(|a| (a.id.clone(), a)).collect(),
             writer,
             events,
             offline_after,
@@ -229,11 +283,32 @@ impl Fleet {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect { hello, kick, reply } => {
+            Command::Connect { hello, link, reply } => {
                 let id = self.next_session;
                 self.next_session += 1;
-                self.connect(hello, id, kick);
+                self.connect(hello, id, link);
                 let _ = reply.send(id);
+            }
+            Command::SendAction {
+                node,
+                request,
+                reply,
+            } => {
+                let sent = match self.nodes.get(&node).and_then(|e| e.session.as_ref()) {
+                    None => Err(format!("node {node} has no session (offline)")),
+                    Some((_, link)) => link
+                        .actions
+                        .try_send(request)
+                        .map_err(|e| format!("node {node}'s session cannot take the request: {e}")),
+                };
+                let _ = reply.send(sent);
+            }
+            Command::ActionResult { result } => {
+                tracing::info!(node = %result.node, action_id = %result.id, state = ?result.state, "Action update.");
+                self.actions.insert(result.id.clone(), *result);
+            }
+            Command::Action { id, reply } => {
+                let _ = reply.send(self.actions.get(&id).cloned());
             }
             Command::Report {
                 node,
@@ -298,7 +373,7 @@ impl Fleet {
         }
     }
 
-    fn connect(&mut self, hello: Hello, id: SessionId, kick: CancellationToken) {
+    fn connect(&mut self, hello: Hello, id: SessionId, link: SessionLink) {
         let now = Timestamp::now();
         let entry = self
             .nodes
@@ -310,7 +385,7 @@ impl Fleet {
             });
         if let Some((old, old_kick)) = entry.session.take() {
             tracing::info!(node = %hello.node, old_session = old, session = id, "Node opened a new session; ending the old one.");
-            old_kick.cancel();
+            old_kick.kick.cancel();
         }
         let n = &mut entry.node;
         n.role = hello.role;
@@ -321,7 +396,7 @@ impl Fleet {
         n.online = true;
         n.offline_reason.clear();
         n.last_seen = now;
-        entry.session = Some((id, kick));
+        entry.session = Some((id, link));
         tracing::info!(node = %n.name, role = %n.role, session = id, "Node online.");
         self.publish(&hello.node, NodeEventKind::Online, false);
     }

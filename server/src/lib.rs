@@ -62,6 +62,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServeError> {
     )?;
     let store = Store::open(&config.data_dir)?;
     let stored = store.load_nodes()?;
+    let actions = store.load_actions()?;
     tracing::info!(db = %store.path().display(), nodes = stored.len(), "Store opened.");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -79,13 +80,14 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServeError> {
         Writer::spawn(store, Duration::from_millis(config.store.flush_interval_ms));
     let (fleet, fleet_task) = Fleet::spawn(
         stored,
-        writer_handle,
+        actions,
+        writer_handle.clone(),
         config.offline_after(),
         shutdown.clone(),
     );
     let serve = tokio::spawn({
         let (config, fleet, shutdown) = (config.clone(), fleet.clone(), shutdown.clone());
-        async move { grpc::serve(listener, tls, &config, fleet, shutdown).await }
+        async move { grpc::serve(listener, tls, &config, fleet, writer_handle, shutdown).await }
     });
     tracing::info!(%addr, "rollcall-server listening.");
     Ok(RunningServer {

@@ -314,6 +314,19 @@ impl TestAgent {
         role: Role,
         make: impl FnOnce(&CancellationToken) -> Sources,
     ) -> Self {
+        Self::start_full(url, pki, node, role, &format!("boot-{node}"), make, None)
+    }
+
+    /// An agent that also runs actions, under the given boot id.
+    pub fn start_full(
+        url: &str,
+        pki: &Pki,
+        node: &str,
+        role: Role,
+        boot_id: &str,
+        make: impl FnOnce(&CancellationToken) -> Sources,
+        actions: Option<rollcall_agent::actions::Actions>,
+    ) -> Self {
         let cert = pki.agent(node);
         let settings = Settings {
             server: url.to_owned(),
@@ -327,10 +340,13 @@ impl TestAgent {
             full_every: 30,
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
-            boot_id: format!("boot-{node}"),
+            boot_id: boot_id.to_owned(),
         };
         let shutdown = CancellationToken::new();
-        let session = Session::new(settings, make(&shutdown)).expect("session");
+        let mut session = Session::new(settings, make(&shutdown)).expect("session");
+        if let Some(actions) = actions {
+            session = session.with_actions(actions, Duration::from_secs(60));
+        }
         let task = tokio::spawn(session.run(shutdown.clone()));
         Self { shutdown, task }
     }

@@ -12,10 +12,20 @@ pub struct Output {
 
 /// Runs `argv` and waits at most `timeout`; the error is one line naming the command.
 pub async fn run(argv: &[String], timeout: Duration) -> Result<Output, String> {
+    run_with_env(argv, &[], timeout).await
+}
+
+/// [`run`] with extra environment variables.
+pub async fn run_with_env(
+    argv: &[String],
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Result<Output, String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
     let child = tokio::process::Command::new(program)
         .args(args)
         .env("LC_ALL", "C")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::tls::peer;
-use crate::fleet::{FleetHandle, Hello, SessionId};
+use crate::fleet::{FleetHandle, Hello, SessionId, SessionLink};
+use crate::store::WriterHandle;
 
 /// Labels an agent may send: enough for any inventory, small enough that a
 /// hostile agent cannot bloat the store.
@@ -27,6 +28,7 @@ const MAX_LABEL_LEN: usize = 256;
 
 pub struct AgentApi {
     pub fleet: FleetHandle,
+    pub store: WriterHandle,
     pub report_interval: Duration,
     pub hello_timeout: Duration,
     pub shutdown: CancellationToken,
@@ -66,7 +68,13 @@ impl v1::agent_service_server::AgentService for AgentApi {
         let node = hello.node.clone();
 
         let kick = CancellationToken::new();
-        let session = self.fleet.connect(hello, kick.clone()).await?;
+        // A few requests may wait for the session; a campaign asks one at a time.
+        let (actions_tx, actions_rx) = mpsc::channel(8);
+        let link = SessionLink {
+            kick: kick.clone(),
+            actions: actions_tx,
+        };
+        let session = self.fleet.connect(hello, link).await?;
         let (tx, rx) = mpsc::channel(16);
         let welcome = v1::ServerMessage {
             msg: Some(server_message::Msg::Welcome(v1::Welcome {
@@ -79,11 +87,12 @@ impl v1::agent_service_server::AgentService for AgentApi {
             .expect("a new channel has room for one message");
         let task = SessionTask {
             fleet: self.fleet.clone(),
+            store: self.store.clone(),
             node,
             session,
             tx,
         };
-        tokio::spawn(task.run(inbound, kick, self.shutdown.clone()));
+        tokio::spawn(task.run(inbound, kick, actions_rx, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -129,6 +138,7 @@ fn truncate(mut s: String, max: usize) -> String {
 
 struct SessionTask {
     fleet: FleetHandle,
+    store: WriterHandle,
     node: String,
     session: SessionId,
     tx: mpsc::Sender<Outbound>,
@@ -139,11 +149,22 @@ impl SessionTask {
         self,
         mut inbound: Streaming<v1::AgentMessage>,
         kick: CancellationToken,
+        mut actions: mpsc::Receiver<rollcall_proto::model::ActionRequest>,
         shutdown: CancellationToken,
     ) {
         let reason = loop {
             let msg = tokio::select! {
                 _ = kick.cancelled() => break "replaced by a newer session".to_owned(),
+                Some(request) = actions.recv() => {
+                    tracing::info!(node = %self.node, action_id = %request.id, kind = ?request.kind, "Asking the agent for an action.");
+                    let msg = v1::ServerMessage {
+                        msg: Some(server_message::Msg::ActionRequest(request.into())),
+                    };
+                    if self.tx.send(Ok(msg)).await.is_err() {
+                        break "agent stopped reading".to_owned();
+                    }
+                    continue;
+                }
                 _ = shutdown.cancelled() => break "server shutting down".to_owned(),
                 msg = inbound.message() => msg,
             };
@@ -178,9 +199,25 @@ impl SessionTask {
                 self.fleet.report(&self.node, self.session, report).await?;
             }
             Some(agent_message::Msg::ActionUpdate(update)) => {
-                // No action is ever requested yet (campaigns arrive later),
-                // so an update is a confused agent; note it and go on.
-                tracing::warn!(node = %self.node, action_id = %update.action_id, "Action update for an action this server never requested; ignored.");
+                let result = rollcall_proto::convert::action_result_from_wire(&self.node, update)
+                    .map_err(|e| {
+                    Status::invalid_argument(format!("invalid action update: {e}"))
+                })?;
+                // Stored first, acknowledged second: until the ack the agent
+                // keeps the result and sends it again after a reconnect.
+                if self.store.put_action(result.clone()).await && result.state.is_final() {
+                    let ack = v1::Ack {
+                        report_seq: 0,
+                        action_ids: vec![result.id.clone()],
+                    };
+                    let _ = self
+                        .tx
+                        .send(Ok(v1::ServerMessage {
+                            msg: Some(server_message::Msg::Ack(ack)),
+                        }))
+                        .await;
+                }
+                self.fleet.action_result(result).await;
             }
             Some(agent_message::Msg::Hello(_)) => {
                 return Err(Status::invalid_argument(

@@ -27,6 +27,7 @@ pub async fn serve(
     tls: rustls::ServerConfig,
     config: &ServerConfig,
     fleet: FleetHandle,
+    store: crate::store::WriterHandle,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let limits = &config.limits;
@@ -59,6 +60,7 @@ pub async fn serve(
 
     let agent = AgentApi {
         fleet: fleet.clone(),
+        store,
         report_interval: config.report_interval(),
         hello_timeout: Duration::from_secs(config.agents.hello_timeout_secs.into()),
         shutdown: shutdown.clone(),

@@ -20,6 +20,16 @@ const MIGRATIONS: &[&str] = &[
         report TEXT
     ) STRICT;
     CREATE INDEX nodes_role ON nodes(role);",
+    // 2: actions agents ran for the server: the latest result per action id
+    // (JSON of model::ActionResult), stored before the agent is told so.
+    "CREATE TABLE actions (
+        id TEXT PRIMARY KEY NOT NULL,
+        node TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        result TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX actions_node ON actions(node);",
 ];
 
 pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

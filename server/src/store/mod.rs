@@ -11,7 +11,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
-use rollcall_proto::model::{Node, Report};
+use rollcall_proto::model::{ActionResult, Node, Report};
 use rusqlite::{Connection, OptionalExtension};
 
 pub use writer::{Writer, WriterHandle};
@@ -159,6 +159,58 @@ impl Store {
                 .transpose()
                 .map_err(corrupt)?,
         }))
+    }
+
+    /// Stores an action result at once, in its own transaction.
+    pub fn put_action(&mut self, result: &ActionResult) -> Result<(), StoreError> {
+        let json = serde_json::to_string(result).expect("an action result serializes");
+        let state = serde_json::to_string(&result.state).expect("a state serializes");
+        self.conn
+            .prepare_cached(
+                "INSERT INTO actions (id, node, state, updated_ms, result) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET node = excluded.node, state = excluded.state,
+                   updated_ms = excluded.updated_ms, result = excluded.result",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(rusqlite::params![
+                    result.id,
+                    result.node,
+                    state.trim_matches('"'),
+                    rollcall_proto::timestamp::Timestamp::now().unix_millis(),
+                    json
+                ])
+            })
+            .map(|_| ())
+            .map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
+    }
+
+    /// Every stored action result, by id.
+    pub fn load_actions(&self) -> Result<Vec<ActionResult>, StoreError> {
+        let sql = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, result FROM actions ORDER BY id")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(sql)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row.map_err(sql)?;
+            out.push(
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    node: format!("action {id}"),
+                    message: e.to_string(),
+                })?,
+            );
+        }
+        Ok(out)
     }
 
     /// Writes a batch of node changes in one transaction.

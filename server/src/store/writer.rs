@@ -9,11 +9,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use rollcall_proto::model::ActionResult;
+
 use super::{Store, StoredNode};
 
 enum Op {
     Put(Box<StoredNode>),
     Flush(oneshot::Sender<()>),
+    /// Committed at once; the answer says whether it is on disk.
+    Action(Box<ActionResult>, oneshot::Sender<bool>),
 }
 
 /// Sends changes to the writer thread. Cheap to clone.
@@ -28,6 +32,16 @@ impl WriterHandle {
         if self.tx.send(Op::Put(Box::new(node))).is_err() {
             tracing::error!("Store writer has stopped; a node change was not saved.");
         }
+    }
+
+    /// Stores an action result durably before returning true; false means
+    /// it is not stored (the agent keeps it and sends it again).
+    pub async fn put_action(&self, result: ActionResult) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::Action(Box::new(result), tx)).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     /// Commits everything queued so far, and waits for it.
@@ -70,10 +84,22 @@ fn run(mut store: Store, rx: mpsc::Receiver<Op>, interval: Duration) {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let closed = match rx.recv_timeout(timeout) {
             Ok(op) => {
-                absorb(&mut pending, &mut waiters, op);
+                let mut next = Some(op);
                 // Drain what is already queued without waiting.
-                while let Ok(op) = rx.try_recv() {
-                    absorb(&mut pending, &mut waiters, op);
+                while let Some(op) = next.take().or_else(|| rx.try_recv().ok()) {
+                    match op {
+                        Op::Action(result, reply) => {
+                            let stored = match store.put_action(&result) {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    tracing::error!(action_id = %result.id, error = %e, "Cannot store an action result.");
+                                    false
+                                }
+                            };
+                            let _ = reply.send(stored);
+                        }
+                        other => absorb(&mut pending, &mut waiters, other),
+                    }
                 }
                 false
             }
@@ -113,6 +139,7 @@ fn absorb(
             }
         },
         Op::Flush(w) => waiters.push(w),
+        Op::Action(..) => unreachable!("actions are handled by the loop"),
     }
 }
 

@@ -1,0 +1,243 @@
+//! The server names an action, the agent runs what its own configuration
+//! defines, over real mTLS: results are stored before they are
+//! acknowledged, ids never run twice, and a reboot completes when the agent
+//! returns under a new boot id. The reboot here is a fake (this machine
+//! cannot reboot): `FakeReboot` records the request and "boots" the agent
+//! again under a new boot id.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rollcall_agent::actions::{Actions, Definitions};
+use rollcall_agent::collect::{Sources, SystemCollector};
+use rollcall_agent::config::HostConfig;
+use rollcall_proto::model::{ActionKind, ActionRequest, ActionResult, ActionState, Role};
+use rollcall_tests::{Pki, TempDir, TestAgent, TestServer, eventually, init};
+
+fn request(id: &str, kind: ActionKind, name: &str, args: &[&str]) -> ActionRequest {
+    ActionRequest {
+        id: id.into(),
+        kind,
+        name: name.into(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        timeout_secs: 30,
+    }
+}
+
+fn definitions(work: &Path) -> Definitions {
+    let sh = |script: String| vec!["sh".to_owned(), "-c".to_owned(), script];
+    Definitions {
+        patch: sh(format!(
+            "echo run >> {}/patch-runs; echo patched",
+            work.display()
+        )),
+        // FakeReboot: records that a reboot was asked for; the test then
+        // "boots" the agent again under a new boot id.
+        reboot: sh(format!("echo reboot >> {}/fake-reboots", work.display())),
+        hooks: [(
+            "drain".to_owned(),
+            vec!["echo".to_owned(), "draining".to_owned()],
+        )]
+        .into(),
+        patch_env: vec![],
+    }
+}
+
+struct Node {
+    work: PathBuf,
+    store: PathBuf,
+}
+
+impl Node {
+    fn start(&self, server: &TestServer, pki: &Pki, boot_id: &str) -> TestAgent {
+        // The boot id the collector reports, as /proc/sys/kernel/random/boot_id would.
+        let boot_file = self.work.join("boot_id");
+        std::fs::write(&boot_file, boot_id).expect("write boot id");
+        let host = HostConfig {
+            boot_id_path: boot_file,
+            ..HostConfig::default()
+        };
+        let actions =
+            Actions::load(definitions(&self.work), &self.store, boot_id).expect("load actions");
+        TestAgent::start_full(
+            &server.url(),
+            pki,
+            "cmp1",
+            Role::Compute,
+            boot_id,
+            |_| Sources::host_only(SystemCollector::new(host)),
+            Some(actions),
+        )
+    }
+}
+
+async fn result(
+    server: &TestServer,
+    id: &str,
+    what: &str,
+    done: impl Fn(&ActionResult) -> bool,
+) -> ActionResult {
+    let fleet = &server.server.as_ref().expect("running").fleet;
+    eventually(Duration::from_secs(15), what, || async {
+        fleet.action(id).await.expect("fleet").filter(|r| done(r))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn actions_run_once_are_stored_then_acknowledged_and_reboots_complete_on_return() {
+    init();
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, |_| {}).await;
+    let dir = TempDir::new("actions");
+    let node = Node {
+        work: dir.path().to_owned(),
+        store: dir.path().join("store"),
+    };
+    let agent = node.start(&server, &pki, "boot-1");
+    server.wait_online("cmp1").await;
+    let fleet = server.server.as_ref().expect("running").fleet.clone();
+
+    // Patch: runs, is stored, is acknowledged (the agent forgets it).
+    fleet
+        .send_action("cmp1", request("c1-cmp1-patch", ActionKind::Patch, "", &[]))
+        .await
+        .expect("fleet")
+        .expect("sent");
+    let patched = result(&server, "c1-cmp1-patch", "patch result", |r| {
+        r.state.is_final()
+    })
+    .await;
+    assert_eq!(
+        (patched.state, patched.exit_code),
+        (ActionState::Succeeded, Some(0))
+    );
+    assert_eq!(patched.output_tail.trim(), "patched");
+    eventually(
+        Duration::from_secs(5),
+        "the agent to forget the acknowledged record",
+        || async { (!node.store.join("c1-cmp1-patch.json").exists()).then_some(()) },
+    )
+    .await;
+    // The same id again (a re-sent request): never a second run.
+    fleet
+        .send_action("cmp1", request("c1-cmp1-patch", ActionKind::Patch, "", &[]))
+        .await
+        .expect("fleet")
+        .expect("sent");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        std::fs::read_to_string(node.work.join("patch-runs"))
+            .expect("runs")
+            .lines()
+            .count(),
+        1
+    );
+
+    // Hooks get their arguments as argv; undefined ones are refused.
+    fleet
+        .send_action(
+            "cmp1",
+            request("c1-drain", ActionKind::Hook, "drain", &["cmp1"]),
+        )
+        .await
+        .expect("fleet")
+        .expect("sent");
+    let drained = result(&server, "c1-drain", "hook result", |r| r.state.is_final()).await;
+    assert_eq!(
+        (drained.state, drained.output_tail.trim()),
+        (ActionState::Succeeded, "draining cmp1")
+    );
+    fleet
+        .send_action(
+            "cmp1",
+            request("c1-evil", ActionKind::Hook, "rm-rf", &["/"]),
+        )
+        .await
+        .expect("fleet")
+        .expect("sent");
+    let refused = result(&server, "c1-evil", "refusal", |r| r.state.is_final()).await;
+    assert_eq!(refused.state, ActionState::Rejected);
+    assert!(
+        refused.error.contains("no hook \"rm-rf\""),
+        "{}",
+        refused.error
+    );
+
+    // Reboot: recorded as running before the (fake) reboot command runs...
+    fleet
+        .send_action("cmp1", request("c1-reboot", ActionKind::Reboot, "", &[]))
+        .await
+        .expect("fleet")
+        .expect("sent");
+    let running = result(&server, "c1-reboot", "reboot running", |r| {
+        r.state == ActionState::Running
+    })
+    .await;
+    assert_eq!(running.boot_id, "boot-1");
+    eventually(
+        Duration::from_secs(5),
+        "the fake reboot to be asked for",
+        || async { node.work.join("fake-reboots").exists().then_some(()) },
+    )
+    .await;
+    // ...the machine goes down (FakeReboot: the agent stops) and comes
+    // back under a new boot id: the reboot is done.
+    agent.stop().await;
+    server.wait_offline("cmp1").await;
+    let agent = node.start(&server, &pki, "boot-2");
+    let back = server
+        .wait_node("cmp1", "back under a new boot id", |d| {
+            d.node.online && d.node.boot_id == "boot-2"
+        })
+        .await;
+    assert!(back.node.online);
+    let rebooted = result(&server, "c1-reboot", "reboot done", |r| r.state.is_final()).await;
+    assert_eq!(rebooted.state, ActionState::Succeeded);
+    // Results survive a server restart (they are in the store).
+    agent.stop().await;
+    let mut server = server;
+    server.restart().await;
+    let kept = server
+        .server
+        .as_ref()
+        .expect("running")
+        .fleet
+        .action("c1-patch-none")
+        .await
+        .expect("fleet");
+    assert!(kept.is_none());
+    let kept = server
+        .server
+        .as_ref()
+        .expect("running")
+        .fleet
+        .action("c1-cmp1-patch")
+        .await
+        .expect("fleet");
+    assert_eq!(kept.map(|r| r.state), Some(ActionState::Succeeded));
+}
+
+#[tokio::test]
+async fn an_offline_node_cannot_be_asked_and_an_agent_without_actions_refuses() {
+    init();
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, |_| {}).await;
+    let fleet = server.server.as_ref().expect("running").fleet.clone();
+    let err = fleet
+        .send_action("ghost", request("g1", ActionKind::Patch, "", &[]))
+        .await
+        .expect("fleet")
+        .unwrap_err();
+    assert!(err.contains("offline"), "{err}");
+    let agent = TestAgent::start(&server, &pki, "plain1", Role::Compute);
+    server.wait_online("plain1").await;
+    fleet
+        .send_action("plain1", request("p1", ActionKind::Patch, "", &[]))
+        .await
+        .expect("fleet")
+        .expect("sent");
+    let refused = result(&server, "p1", "refusal", |r| r.state.is_final()).await;
+    assert_eq!(refused.state, ActionState::Rejected);
+    agent.stop().await;
+}
