@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds rollcall-test/bookworm-node:1, a Debian bookworm node image for the
+# Builds rollcall-test/bookworm-node:2, a Debian bookworm node image for the
 # Ansible and campaign suites, without a registry:
 #   debootstrap (minbase + systemd + python3 for Ansible) → docker import.
 # It runs systemd as PID 1 and carries a local, file-based apt repository
@@ -10,7 +10,7 @@
 # The debootstrap tree is cached in $ROLLCALL_CACHE (default
 # /var/cache/rollcall-test); an existing image is kept (delete it to rebuild).
 set -euo pipefail
-IMAGE=rollcall-test/bookworm-node:1
+IMAGE=rollcall-test/bookworm-node:2
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
     echo "$IMAGE exists."
     exit 0
@@ -44,6 +44,25 @@ for unit in systemd-udevd.service systemd-udev-trigger.service systemd-modules-l
     ln -sf /dev/null "$ROOT/etc/systemd/system/$unit"
 done
 echo "rollcall-node" >"$ROOT/etc/hostname"
+
+# A container's /proc/sys/kernel/random/boot_id is the host's and survives a
+# container restart. The campaign suite restarts a node container in place
+# of a reboot, so each container start writes a boot id of its own, which
+# the agent reads (host.boot_id_path = "/run/rollcall/boot_id").
+cat >"$ROOT/etc/systemd/system/rollcall-boot-id.service" <<'UNIT'
+[Unit]
+Description=A boot id of this container's own (rollcall test nodes)
+DefaultDependencies=no
+Before=rollcall-agent.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'mkdir -p /run/rollcall && cat /proc/sys/kernel/random/uuid > /run/rollcall/boot_id'
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+ln -sf /etc/systemd/system/rollcall-boot-id.service "$ROOT/etc/systemd/system/sysinit.target.wants/rollcall-boot-id.service"
 : >"$ROOT/etc/machine-id"
 
 # The demo package, version 1.0 installed and 1.1 in the local repository.

@@ -483,6 +483,12 @@ impl Session {
     /// An action ended: keep its result on disk, then tell the server.
     fn finished(&mut self, record: Record, tx: &mpsc::Sender<v1::AgentMessage>) {
         tracing::info!(action_id = %record.id, state = ?record.state, exit_code = ?record.exit_code, "Action finished.");
+        // A patch may have asked for a reboot: look now, not in a minute.
+        if record.kind == Kind::Patch
+            && let Some(recheck) = &self.sources.reboot_recheck
+        {
+            recheck.notify_one();
+        }
         if let Some(actions) = &mut self.actions
             && let Err(e) = actions.finish(record.clone())
         {

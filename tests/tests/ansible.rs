@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rollcall_proto::model::{Node, NodeDetail, Role};
 use rollcall_tests::{TempDir, in_ci};
 
-const NODE_IMAGE: &str = "rollcall-test/bookworm-node:1";
+const NODE_IMAGE: &str = "rollcall-test/bookworm-node:2";
 /// The inventory: (name, kolla group, expected rollcall role).
 const NODES: &[(&str, &str, Role)] = &[
     ("ctl1", "control", Role::Controller),

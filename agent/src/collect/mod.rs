@@ -13,6 +13,7 @@ pub mod reboot;
 pub mod updates;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use host::SystemCollector;
@@ -20,7 +21,7 @@ use rollcall_proto::model::{
     ContainersSection, DisksSection, HostFacts, HostMetrics, NetworkSection, RebootSection,
     UpdatesSection,
 };
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
@@ -41,6 +42,8 @@ pub struct Sources {
     pub mountinfo: Option<PathBuf>,
     pub containers: Option<watch::Receiver<ContainersSection>>,
     pub reboot: Option<watch::Receiver<RebootSection>>,
+    /// Wakes the reboot checks at once (after a patch, say).
+    pub reboot_recheck: Option<Arc<Notify>>,
     pub updates: Option<watch::Receiver<UpdatesSection>>,
 }
 
@@ -52,6 +55,7 @@ impl Sources {
             mountinfo: None,
             containers: None,
             reboot: None,
+            reboot_recheck: None,
             updates: None,
         }
     }
@@ -86,9 +90,11 @@ impl Sources {
             sentinel: cfg.reboot.sentinel_command.clone(),
             timeout: Duration::from_secs(cfg.reboot.command_timeout_secs.into()),
         };
+        let recheck = Arc::new(Notify::new());
         let reboot = Some(spawn_reboot(
             checks,
             Duration::from_secs(cfg.reboot.check_interval_secs.into()),
+            recheck.clone(),
             shutdown.clone(),
         ));
         Self {
@@ -96,6 +102,7 @@ impl Sources {
             mountinfo: Some(cfg.disks.mountinfo_path.clone()),
             containers,
             reboot,
+            reboot_recheck: Some(recheck),
             updates,
         }
     }
@@ -105,10 +112,12 @@ impl Sources {
     }
 }
 
-/// Runs the reboot-required checks at once and then every `interval`.
+/// Runs the reboot-required checks at once, then every `interval` and
+/// whenever `recheck` is notified.
 pub fn spawn_reboot(
     checks: reboot::RebootChecks,
     interval: Duration,
+    recheck: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> watch::Receiver<RebootSection> {
     let (tx, rx) = watch::channel(RebootSection::default());
@@ -120,6 +129,7 @@ pub fn spawn_reboot(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                () = recheck.notified() => {}
             }
             let section = checks.check(&kernel).await;
             // Only a changed outcome is news; the check time alone is not.
@@ -136,4 +146,45 @@ pub fn spawn_reboot(
 /// Equal but for when they were checked.
 pub fn same_outcome(a: &RebootSection, b: &RebootSection) -> bool {
     a.required == b.required && a.reasons == b.reasons && a.errors == b.errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_recheck_sees_a_new_reboot_required_file_at_once() {
+        let root = std::env::temp_dir().join(format!("rollcall-recheck-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("var/run")).expect("dir");
+        let checks = reboot::RebootChecks {
+            root: root.clone(),
+            needs_restarting: false,
+            sentinel: vec![],
+            timeout: Duration::from_secs(5),
+        };
+        let recheck = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let mut rx = spawn_reboot(
+            checks,
+            Duration::from_secs(3_600),
+            recheck.clone(),
+            shutdown.clone(),
+        );
+        // The first check runs at once and finds nothing.
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .ok();
+        assert!(!rx.borrow_and_update().required);
+        // A patch ends and writes the file (as apt does); a recheck, not the hourly tick, sees it.
+        std::fs::write(root.join("var/run/reboot-required"), "").expect("write");
+        recheck.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("a change within 5 s")
+            .expect("open");
+        assert!(rx.borrow().required);
+        shutdown.cancel();
+        std::fs::remove_dir_all(&root).ok();
+    }
 }
