@@ -118,8 +118,8 @@ pub struct Actions {
     dir: PathBuf,
     boot_id: String,
     records: BTreeMap<String, Record>,
-    /// Ids whose results the server acknowledged: never run again.
-    acknowledged: std::collections::BTreeSet<String>,
+    /// Ids whose results the server acknowledged, oldest first: never run again.
+    acknowledged: std::collections::VecDeque<String>,
 }
 
 /// Acknowledged ids remembered (a campaign's worth and more).
@@ -145,11 +145,13 @@ impl Actions {
             message,
         };
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        let acknowledged = std::fs::read_to_string(dir.join(ACKNOWLEDGED_FILE))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect();
+        // A list that cannot be read is an error, not an empty list: an
+        // empty one would let acknowledged actions run again.
+        let acknowledged = match std::fs::read_to_string(dir.join(ACKNOWLEDGED_FILE)) {
+            Ok(text) => text.lines().map(str::to_owned).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(err(format!("{ACKNOWLEDGED_FILE}: {e}"))),
+        };
         let mut actions = Self {
             defs,
             dir: dir.to_owned(),
@@ -181,7 +183,10 @@ impl Actions {
                     ),
                     (_, _) => (
                         State::Failed,
-                        "the agent stopped while the action ran".to_owned(),
+                        format!(
+                            "the agent stopped while the action ran; it may still be running (output: {})",
+                            dir.join(format!("{}.log", record.id)).display()
+                        ),
                     ),
                 };
                 record.finished_at = Some(Timestamp::now());
@@ -210,28 +215,22 @@ impl Actions {
             .collect()
     }
 
+    /// Where an action's output goes (kept until the server acknowledged it).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.log"))
+    }
+
     pub fn get(&self, id: &str) -> Option<&Record> {
         self.records.get(id)
     }
 
     fn save(&self, record: &Record) -> Result<(), StoreError> {
-        let err = |message: String| StoreError {
-            path: self.dir.clone(),
-            message,
-        };
-        let path = self.dir.join(format!("{}.json", record.id));
-        let tmp = self.dir.join(format!(".{}.tmp", record.id));
         let text = serde_json::to_string_pretty(record).expect("a record serializes");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write as _;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            // The rename itself must survive a power cut before a reboot.
-            std::fs::File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| err(format!("{}: {e}", path.display())))
+        self.write_durably(&format!("{}.json", record.id), &text)
+            .map_err(|e| StoreError {
+                path: self.dir.join(format!("{}.json", record.id)),
+                message: e.to_string(),
+            })
     }
 
     /// Records a request and says what to do with it. Durable before it
@@ -246,7 +245,7 @@ impl Actions {
         if let Some(known) = self.records.get(id) {
             return Ok(Outcome::Known(known.clone()));
         }
-        if self.acknowledged.contains(id) {
+        if self.acknowledged.iter().any(|a| a == id) {
             return Ok(Outcome::Acknowledged);
         }
         let mut record = Record {
@@ -309,57 +308,68 @@ impl Actions {
 
     /// The server stored these results: forget them.
     pub fn acknowledge(&mut self, ids: &[String]) {
-        let mut changed = false;
-        for id in ids {
-            if self.records.get(id).is_some_and(|r| r.state.is_final()) {
-                // Remember the id before forgetting the record: a crash in
-                // between leaves the record, which is answered, not rerun.
-                self.acknowledged.insert(id.clone());
-                changed = true;
-            }
-        }
-        if !changed {
+        let fresh: Vec<&String> = ids
+            .iter()
+            .filter(|id| self.records.get(*id).is_some_and(|r| r.state.is_final()))
+            .filter(|id| !self.acknowledged.contains(id))
+            .collect();
+        if fresh.is_empty() {
             return;
         }
+        // Remember the ids durably before forgetting the records: a crash in
+        // between leaves a record, which is answered, never run again.
+        self.acknowledged
+            .extend(fresh.iter().map(|id| (*id).clone()));
         while self.acknowledged.len() > ACKNOWLEDGED_KEPT {
-            let first = self.acknowledged.iter().next().cloned().expect("non-empty");
-            self.acknowledged.remove(&first);
+            self.acknowledged.pop_front();
         }
         let list: String = self
             .acknowledged
             .iter()
             .map(|id| format!("{id}\n"))
             .collect();
-        let path = self.dir.join(ACKNOWLEDGED_FILE);
-        let tmp = self.dir.join(format!(".{ACKNOWLEDGED_FILE}.tmp"));
-        if let Err(e) = std::fs::write(&tmp, list).and_then(|()| std::fs::rename(&tmp, &path)) {
-            tracing::error!(path = %path.display(), error = %e, "Cannot record acknowledged actions; keeping their records.");
+        if let Err(e) = self.write_durably(ACKNOWLEDGED_FILE, &list) {
+            tracing::error!(error = %e, "Cannot record acknowledged actions; keeping their records.");
             return;
         }
         for id in ids {
             if self.acknowledged.contains(id) && self.records.remove(id).is_some() {
                 let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+                let _ = std::fs::remove_file(self.log_path(id));
             }
         }
     }
+
+    /// Writes a file through a temporary one, with the file and the
+    /// directory synced: it survives a power cut (or a reboot) intact.
+    fn write_durably(&self, name: &str, text: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
 }
 
-/// Runs a started action to its end. A reboot command that succeeds leaves
-/// the action running: the machine is going down.
+/// Runs a started action to its end, its output going to `log`. A reboot
+/// command that succeeds leaves the action running: the machine is going
+/// down.
 pub async fn run(
     mut record: Record,
     argv: Vec<String>,
     env: Vec<(String, String)>,
     timeout: Duration,
+    log: PathBuf,
 ) -> Record {
-    let result = command::run_with_env(&argv, &env, timeout).await;
+    let result = command::run_action(&argv, &env, timeout, &log, OUTPUT_TAIL_BYTES).await;
     record.finished_at = Some(Timestamp::now());
     match result {
         Ok(out) => {
             record.exit_code = out.code;
-            let mut all = out.stdout;
-            all.push_str(&out.stderr);
-            record.output_tail = tail(&all, OUTPUT_TAIL_BYTES);
+            record.output_tail = out.stdout;
             record.state = match (record.kind, out.code) {
                 // The reboot is under way, not done: it is done when the
                 // agent comes back under a new boot id (see `load`).
@@ -383,17 +393,6 @@ pub async fn run(
         }
     }
     record
-}
-
-fn tail(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    s[start..].to_owned()
 }
 
 #[cfg(test)]
@@ -446,7 +445,14 @@ mod tests {
             dir.0.join("store/c1-cmp1-patch.json").exists(),
             "on disk before it runs"
         );
-        let done = run(record, argv, vec![], Duration::from_secs(10)).await;
+        let done = run(
+            record,
+            argv,
+            vec![],
+            Duration::from_secs(10),
+            dir.0.join("out.log"),
+        )
+        .await;
         assert_eq!((done.state, done.exit_code), (State::Succeeded, Some(0)));
         assert_eq!(done.output_tail.trim(), "done");
         actions.finish(done.clone()).expect("finish");
@@ -543,7 +549,14 @@ mod tests {
             panic!("not started")
         };
         assert_eq!(argv, ["echo", "draining", "cmp1; rm -rf /"]);
-        let done = run(r, argv, vec![], Duration::from_secs(5)).await;
+        let done = run(
+            r,
+            argv,
+            vec![],
+            Duration::from_secs(5),
+            dir.0.join("out.log"),
+        )
+        .await;
         assert_eq!(
             done.output_tail.trim(),
             "draining cmp1; rm -rf /",
@@ -562,7 +575,14 @@ mod tests {
         else {
             panic!()
         };
-        let initiated = run(r, argv, vec![], Duration::from_secs(5)).await;
+        let initiated = run(
+            r,
+            argv,
+            vec![],
+            Duration::from_secs(5),
+            dir.0.join("out.log"),
+        )
+        .await;
         assert_eq!(
             initiated.state,
             State::Running,
@@ -615,7 +635,14 @@ mod tests {
         else {
             panic!()
         };
-        let done = run(r, argv, vec![], Duration::from_secs(10)).await;
+        let done = run(
+            r,
+            argv,
+            vec![],
+            Duration::from_secs(10),
+            dir.0.join("out.log"),
+        )
+        .await;
         assert_eq!((done.state, done.exit_code), (State::Failed, Some(100)));
         assert!(
             done.output_tail.len() <= OUTPUT_TAIL_BYTES
@@ -629,6 +656,7 @@ mod tests {
             vec!["sleep".into(), "5".into()],
             vec![],
             Duration::from_millis(100),
+            dir.0.join("sleep.log"),
         )
         .await;
         assert!(

@@ -88,7 +88,8 @@ pub struct ActionsConfig {
     /// Where actions are kept until the server acknowledged their results.
     pub state_dir: PathBuf,
     /// The patch command (argv, no shell). Empty: the default for the node's
-    /// package manager (apt-get -y upgrade keeping local config files, or dnf -y upgrade).
+    /// package manager (apt-get -y --with-new-pkgs upgrade keeping local
+    /// config files, or dnf -y upgrade).
     pub patch_command: Vec<String>,
     /// The reboot command (argv). Empty: the agent refuses reboots.
     pub reboot_command: Vec<String>,
@@ -233,9 +234,9 @@ impl Default for UpdatesConfig {
 impl Default for TlsConfig {
     fn default() -> Self {
         Self {
-            ca: "/etc/rollcall/pki/ca.crt".into(),
-            cert: "/etc/rollcall/pki/agent.crt".into(),
-            key: "/etc/rollcall/pki/agent.key".into(),
+            ca: "/etc/rollcall/agent/ca.crt".into(),
+            cert: "/etc/rollcall/agent/agent.crt".into(),
+            key: "/etc/rollcall/agent/agent.key".into(),
         }
     }
 }

@@ -328,8 +328,12 @@ impl Session {
                 "server did not answer Hello with Welcome".into(),
             ));
         };
-        backoff.reset();
         let mut interval = self.interval_from(&welcome);
+        // The backoff starts over only once the session has proved itself
+        // for an interval: a failure right after Welcome (a report the
+        // server refuses, say) must not turn into a reconnect storm.
+        let proven_at = tokio::time::Instant::now() + interval;
+        let mut proven = false;
         tracing::info!(server = %self.settings.server, node = %welcome.node, interval_secs = interval.as_secs(), "Connected.");
 
         // Results the server has not acknowledged go again.
@@ -352,10 +356,15 @@ impl Session {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(End::Shutdown),
                 _ = ticker.tick() => {
+                    if !proven && tokio::time::Instant::now() >= proven_at {
+                        proven = true;
+                        backoff.reset();
+                    }
                     let full = ticks.is_multiple_of(full_every);
                     ticks += 1;
                     let report = self.interval_report(full);
                     self.send(&tx, report)?;
+                    self.resend_unacknowledged(&tx);
                 }
                 () = changed(&mut self.sources.containers) => self.send_changes(&tx).await?,
                 () = changed(&mut self.sources.reboot) => self.send_changes(&tx).await?,
@@ -456,6 +465,17 @@ impl Session {
         match outcome {
             Outcome::Acknowledged => {
                 tracing::warn!(action_id = %req.action_id, "Asked again for an action whose result the server acknowledged; not run again.");
+                // Say so: a server that lost the result must not wait forever.
+                let update = v1::ActionUpdate {
+                    action_id: req.action_id.clone(),
+                    state: v1::ActionState::Failed.into(),
+                    error: "this action already ran here and its result was acknowledged; it is not run again".into(),
+                    boot_id: self.settings.boot_id.clone(),
+                    ..Default::default()
+                };
+                let _ = tx.try_send(v1::AgentMessage {
+                    msg: Some(agent_message::Msg::ActionUpdate(update)),
+                });
             }
             Outcome::Known(record) | Outcome::Rejected(record) => {
                 let _ = tx.try_send(update_message(&record));
@@ -473,9 +493,31 @@ impl Session {
                     n => Duration::from_secs(n.into()),
                 };
                 let done = self.done_tx.clone();
+                let log = actions.log_path(&record.id);
                 tokio::spawn(async move {
-                    let _ = done.send(actions::run(record, argv, env, timeout).await);
+                    let _ = done.send(actions::run(record, argv, env, timeout, log).await);
                 });
+            }
+        }
+    }
+
+    /// Results the server has not acknowledged 30 s after they were sent
+    /// (lost in a full queue, or not stored): send them again, a few per
+    /// interval.
+    fn resend_unacknowledged(&self, tx: &mpsc::Sender<v1::AgentMessage>) {
+        let Some(actions) = &self.actions else { return };
+        let now = Timestamp::now();
+        let stale = actions
+            .unacknowledged()
+            .into_iter()
+            .filter(|r| {
+                r.finished_at
+                    .is_some_and(|t| now.since(t) > Duration::from_secs(30))
+            })
+            .take(4);
+        for record in stale {
+            if tx.try_send(update_message(&record)).is_err() {
+                break;
             }
         }
     }

@@ -24,11 +24,18 @@ pub fn timestamp_to_wire(t: Timestamp) -> prost_types::Timestamp {
     }
 }
 
+/// Years 0000 to 9999, the range RFC 3339 (and so the store) can hold.
+const MIN_MILLIS: i64 = -62_167_219_200_000;
+const MAX_MILLIS: i64 = 253_402_300_799_999;
+
+/// A wire time, clamped to years 0000..=9999: a peer's absurd clock must
+/// not write a time the store cannot read back.
 pub fn timestamp_from_wire(t: &prost_types::Timestamp) -> Timestamp {
     Timestamp::from_unix_millis(
         t.seconds
             .saturating_mul(1_000)
-            .saturating_add(i64::from(t.nanos / 1_000_000)),
+            .saturating_add(i64::from(t.nanos / 1_000_000))
+            .clamp(MIN_MILLIS, MAX_MILLIS),
     )
 }
 
@@ -726,6 +733,18 @@ mod tests {
     fn report_without_a_time_is_an_error() {
         let err = model::Report::try_from(v1::Report::default()).unwrap_err();
         assert_eq!(err, ConvertError::Missing("report.collected_at"));
+    }
+
+    #[test]
+    fn absurd_wire_times_are_clamped_to_what_rfc3339_holds() {
+        for seconds in [i64::MAX, 1_000_000_000_000, i64::MIN, -100_000_000_000] {
+            let t = timestamp_from_wire(&prost_types::Timestamp { seconds, nanos: 0 });
+            assert_eq!(
+                Timestamp::parse_rfc3339(&t.to_string()),
+                Some(t),
+                "{seconds}"
+            );
+        }
     }
 
     #[test]

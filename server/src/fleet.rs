@@ -38,6 +38,17 @@ pub struct Hello {
 #[error("the fleet service has stopped")]
 pub struct FleetStopped;
 
+/// What to do with an agent's update about an action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateVerdict {
+    /// Asked of this node and not finished: store it.
+    Store,
+    /// Already final here: nothing to store; the agent may forget it.
+    AlreadyFinal,
+    /// Never asked of this node: ignore it (and log why).
+    Foreign(String),
+}
+
 /// How the fleet reaches a session: end it, or hand it action requests.
 #[derive(Clone, Debug)]
 pub struct SessionLink {
@@ -62,6 +73,11 @@ enum Command {
     Action {
         id: String,
         reply: oneshot::Sender<Option<ActionResult>>,
+    },
+    CheckUpdate {
+        node: String,
+        id: String,
+        reply: oneshot::Sender<UpdateVerdict>,
     },
     Report {
         node: String,
@@ -124,6 +140,14 @@ impl FleetHandle {
             reply,
         })
         .await
+    }
+
+    /// Whether `node` may report on action `id`: only a node asked for an
+    /// action may, and a final result is never replaced.
+    pub async fn check_update(&self, node: &str, id: &str) -> Result<UpdateVerdict, FleetStopped> {
+        let (node, id) = (node.to_owned(), id.to_owned());
+        self.call(|reply| Command::CheckUpdate { node, id, reply })
+            .await
     }
 
     /// Records an agent's (already stored) word about an action.
@@ -294,14 +318,53 @@ impl Fleet {
                 request,
                 reply,
             } => {
+                let issued = ActionResult {
+                    id: request.id.clone(),
+                    node: node.clone(),
+                    state: rollcall_proto::model::ActionState::Accepted,
+                    exit_code: None,
+                    output_tail: String::new(),
+                    error: String::new(),
+                    started_at: None,
+                    finished_at: None,
+                    boot_id: String::new(),
+                };
                 let sent = match self.nodes.get(&node).and_then(|e| e.session.as_ref()) {
                     None => Err(format!("node {node} has no session (offline)")),
+                    Some(_)
+                        if self
+                            .actions
+                            .get(&request.id)
+                            .is_some_and(|a| a.node != node) =>
+                    {
+                        Err(format!("action id {} belongs to another node", request.id))
+                    }
                     Some((_, link)) => link
                         .actions
                         .try_send(request)
                         .map_err(|e| format!("node {node}'s session cannot take the request: {e}")),
                 };
+                if sent.is_ok() && !self.actions.contains_key(&issued.id) {
+                    // Remember whom it was asked of, so only that node may
+                    // answer, across restarts too.
+                    self.writer.queue_action(issued.clone());
+                    self.actions.insert(issued.id.clone(), issued);
+                }
                 let _ = reply.send(sent);
+            }
+            Command::CheckUpdate { node, id, reply } => {
+                let verdict = match self.actions.get(&id) {
+                    None => {
+                        UpdateVerdict::Foreign(format!("action {id} was never asked of {node}"))
+                    }
+                    Some(a) if a.node != node => UpdateVerdict::Foreign(format!(
+                        "action {id} was asked of {}, not {node}",
+                        a.node
+                    )),
+                    Some(a) if a.state.is_final() => UpdateVerdict::AlreadyFinal,
+                    Some(_) => UpdateVerdict::Store,
+                };
+                let _ = reply.send(verdict);
             }
             Command::ActionResult { result } => {
                 tracing::info!(node = %result.node, action_id = %result.id, state = ?result.state, "Action update.");

@@ -12,7 +12,8 @@ use rollcall_agent::actions::{Actions, Definitions};
 use rollcall_agent::collect::{Sources, SystemCollector};
 use rollcall_agent::config::HostConfig;
 use rollcall_proto::model::{ActionKind, ActionRequest, ActionResult, ActionState, Role};
-use rollcall_tests::{Pki, TempDir, TestAgent, TestServer, eventually, init};
+use rollcall_proto::v1;
+use rollcall_tests::{Pki, RawSession, TempDir, TestAgent, TestServer, eventually, hello, init};
 
 fn request(id: &str, kind: ActionKind, name: &str, args: &[&str]) -> ActionRequest {
     ActionRequest {
@@ -239,5 +240,36 @@ async fn an_offline_node_cannot_be_asked_and_an_agent_without_actions_refuses() 
         .expect("sent");
     let refused = result(&server, "p1", "refusal", |r| r.state.is_final()).await;
     assert_eq!(refused.state, ActionState::Rejected);
+
+    // Another node cannot answer for plain1's action, nor invent one.
+    let cert = pki.agent("rogue1");
+    let mut rogue = RawSession::open(&server, &cert, hello("rogue1", Role::Compute))
+        .await
+        .expect("session");
+    rogue.next().await.expect("welcome").expect("welcome");
+    for id in ["p1", "made-up-1"] {
+        let update = v1::ActionUpdate {
+            action_id: id.into(),
+            state: v1::ActionState::Succeeded.into(),
+            ..Default::default()
+        };
+        rogue
+            .tx
+            .send(v1::AgentMessage {
+                msg: Some(v1::agent_message::Msg::ActionUpdate(update)),
+            })
+            .await
+            .expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fleet
+            .action("p1")
+            .await
+            .expect("fleet")
+            .map(|r| (r.node, r.state)),
+        Some(("plain1".to_owned(), ActionState::Rejected))
+    );
+    assert_eq!(fleet.action("made-up-1").await.expect("fleet"), None);
     agent.stop().await;
 }

@@ -43,6 +43,19 @@ const PSEUDO: &[&str] = &[
     "zram",
     // Rootless and fuse-based container storage: one mount per container.
     "fuse.fuse-overlayfs",
+    // Network filesystems: a dead server would hang statvfs, and with it
+    // every report. They are the storage cluster's to watch, not the node's.
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "ceph",
+    "glusterfs",
+    "fuse.glusterfs",
+    "fuse.sshfs",
+    "fuse.cephfs",
+    "9p",
+    "afs",
 ];
 
 /// One line of mountinfo that matters to us.

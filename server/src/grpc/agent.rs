@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::tls::peer;
-use crate::fleet::{FleetHandle, Hello, SessionId, SessionLink};
+use crate::fleet::{FleetHandle, Hello, SessionId, SessionLink, UpdateVerdict};
 use crate::store::WriterHandle;
 
 /// Labels an agent may send: enough for any inventory, small enough that a
@@ -203,21 +203,34 @@ impl SessionTask {
                     .map_err(|e| {
                     Status::invalid_argument(format!("invalid action update: {e}"))
                 })?;
-                // Stored first, acknowledged second: until the ack the agent
-                // keeps the result and sends it again after a reconnect.
-                if self.store.put_action(result.clone()).await && result.state.is_final() {
-                    let ack = v1::Ack {
+                let ack = |id: String| v1::ServerMessage {
+                    msg: Some(server_message::Msg::Ack(v1::Ack {
                         report_seq: 0,
-                        action_ids: vec![result.id.clone()],
-                    };
-                    let _ = self
-                        .tx
-                        .send(Ok(v1::ServerMessage {
-                            msg: Some(server_message::Msg::Ack(ack)),
-                        }))
-                        .await;
+                        action_ids: vec![id],
+                    })),
+                };
+                match self.fleet.check_update(&self.node, &result.id).await? {
+                    UpdateVerdict::Store => {
+                        // Stored first, acknowledged second: until the ack
+                        // the agent keeps the result and sends it again.
+                        if self.store.put_action(result.clone()).await && result.state.is_final() {
+                            let _ = self.tx.send(Ok(ack(result.id.clone()))).await;
+                        }
+                        self.fleet.action_result(result).await;
+                    }
+                    UpdateVerdict::AlreadyFinal => {
+                        if result.state.is_final() {
+                            let _ = self.tx.send(Ok(ack(result.id))).await;
+                        }
+                    }
+                    UpdateVerdict::Foreign(why) => {
+                        tracing::warn!(node = %self.node, action_id = %result.id, reason = %why, "Ignored an action update.");
+                        // Let the agent forget it rather than send it forever.
+                        if result.state.is_final() {
+                            let _ = self.tx.send(Ok(ack(result.id))).await;
+                        }
+                    }
                 }
-                self.fleet.action_result(result).await;
             }
             Some(agent_message::Msg::Hello(_)) => {
                 return Err(Status::invalid_argument(

@@ -44,6 +44,13 @@ impl WriterHandle {
         rx.await.unwrap_or(false)
     }
 
+    /// Stores an action record without waiting; it is committed before
+    /// anything queued after it.
+    pub fn queue_action(&self, result: ActionResult) {
+        let (tx, _) = oneshot::channel();
+        let _ = self.tx.send(Op::Action(Box::new(result), tx));
+    }
+
     /// Commits everything queued so far, and waits for it.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
