@@ -120,7 +120,6 @@ pub enum ConfigError {
 }
 
 impl ServerConfig {
-    /// Reads and checks a config file.
     /// Reads and parses a config file (checked by [`Self::validate`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Ok(rollcall_proto::diag::load_toml(path)?)
