@@ -351,8 +351,14 @@ fn ansible_installs_the_fleet_idempotently_and_removes_a_node_cleanly() {
         "package still installed"
     );
     assert!(
-        !ok(&docker(&["exec", &sto1, "test", "-e", "/etc/rollcall"])),
-        "/etc/rollcall still there"
+        !ok(&docker(&[
+            "exec",
+            &sto1,
+            "test",
+            "-e",
+            "/etc/rollcall/agent"
+        ])),
+        "/etc/rollcall/agent still there"
     );
     let started = Instant::now();
     while lab.nodes().iter().any(|n| n.name == "sto1" && n.online) {
