@@ -268,13 +268,7 @@ impl Default for HostConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error(transparent)]
-    File(#[from] rollcall_proto::diag::ConfigFileError),
-    #[error("invalid config: {0}")]
-    Invalid(String),
-}
+pub use rollcall_proto::diag::ConfigError;
 
 impl AgentConfig {
     /// Reads and parses a config file (checked by [`Self::validate`]).

@@ -17,6 +17,15 @@ pub enum ConfigFileError {
     Parse { path: PathBuf, message: String },
 }
 
+/// A configuration that cannot be loaded, or that loads but makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
 /// Parses TOML text; the error is one line.
 pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
     toml::from_str(text).map_err(|e| config_error_line(text, e.message(), e.span()))
