@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "rollcall/v1/report.proto",
     "rollcall/v1/agent.proto",
     "rollcall/v1/operator.proto",
+    "rollcall/v1/campaign.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

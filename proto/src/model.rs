@@ -490,6 +490,16 @@ pub enum ActionState {
 }
 
 impl ActionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionState::Accepted => "accepted",
+            ActionState::Running => "running",
+            ActionState::Succeeded => "succeeded",
+            ActionState::Failed => "failed",
+            ActionState::Rejected => "rejected",
+        }
+    }
+
     pub fn is_final(self) -> bool {
         matches!(
             self,

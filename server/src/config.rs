@@ -21,6 +21,21 @@ pub struct ServerConfig {
     pub agents: AgentsConfig,
     pub limits: LimitsConfig,
     pub store: StoreConfig,
+    pub campaigns: CampaignsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CampaignsConfig {
+    /// The scheduler looks at every running campaign this often; an action
+    /// result or a node coming back starts a look at once.
+    pub tick_ms: u64,
+}
+
+impl Default for CampaignsConfig {
+    fn default() -> Self {
+        Self { tick_ms: 500 }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -77,6 +92,7 @@ impl Default for ServerConfig {
             agents: AgentsConfig::default(),
             limits: LimitsConfig::default(),
             store: StoreConfig::default(),
+            campaigns: CampaignsConfig::default(),
         }
     }
 }
@@ -152,6 +168,9 @@ impl ServerConfig {
         }
         if !(10..=60_000).contains(&self.store.flush_interval_ms) {
             return bad("store.flush_interval_ms must be between 10 and 60000");
+        }
+        if !(10..=60_000).contains(&self.campaigns.tick_ms) {
+            return bad("campaigns.tick_ms must be between 10 and 60000");
         }
         let missing: Vec<&str> = [
             ("ca", &self.tls.ca),

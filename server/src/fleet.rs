@@ -7,6 +7,7 @@
 //! memory, so operators never wait on the disk.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rollcall_proto::model::{
@@ -14,7 +15,7 @@ use rollcall_proto::model::{
     Node, NodeContainer, NodeDetail, NodeEvent, NodeEventKind, NodeFilter, Report, Role,
 };
 use rollcall_proto::timestamp::Timestamp;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{StoredNode, WriterHandle};
@@ -244,6 +245,8 @@ pub struct Fleet {
     events: broadcast::Sender<NodeEvent>,
     offline_after: Duration,
     next_session: SessionId,
+    /// Pokes the campaign scheduler when something it waits for happens.
+    wake: Arc<Notify>,
 }
 
 /// Events a slow watcher may fall behind by before it is told it lagged.
@@ -257,6 +260,7 @@ impl Fleet {
         actions: Vec<ActionResult>,
         writer: WriterHandle,
         offline_after: Duration,
+        wake: Arc<Notify>,
         shutdown: CancellationToken,
     ) -> (FleetHandle, tokio::task::JoinHandle<()>) {
         let nodes = stored
@@ -283,6 +287,7 @@ impl Fleet {
             events,
             offline_after,
             next_session: 1,
+            wake,
         };
         let (tx, rx) = mpsc::channel(4_096);
         let task = tokio::spawn(fleet.run(rx, shutdown));
@@ -312,6 +317,7 @@ impl Fleet {
                 self.next_session += 1;
                 self.connect(hello, id, link);
                 let _ = reply.send(id);
+                self.wake.notify_one();
             }
             Command::SendAction {
                 node,
@@ -369,6 +375,7 @@ impl Fleet {
             Command::ActionResult { result } => {
                 tracing::info!(node = %result.node, action_id = %result.id, state = ?result.state, "Action update.");
                 self.actions.insert(result.id.clone(), *result);
+                self.wake.notify_one();
             }
             Command::Action { id, reply } => {
                 let _ = reply.send(self.actions.get(&id).cloned());

@@ -12,11 +12,15 @@ pub mod pki;
 pub mod store;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::campaign::{CampaignHandle, Scheduler};
 use crate::config::ServerConfig;
 use crate::fleet::{Fleet, FleetHandle};
 use crate::store::{Store, Writer};
@@ -36,6 +40,8 @@ pub enum ServeError {
     },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Campaigns(String),
     #[error("shutdown did not finish within {0:?}")]
     ShutdownTimeout(Duration),
 }
@@ -45,9 +51,11 @@ pub struct RunningServer {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
     pub fleet: FleetHandle,
+    pub campaigns: CampaignHandle,
     shutdown: CancellationToken,
     serve: JoinHandle<Result<(), tonic::transport::Error>>,
     fleet_task: JoinHandle<()>,
+    scheduler_task: JoinHandle<()>,
     writer: Writer,
 }
 
@@ -63,6 +71,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServeError> {
     let store = Store::open(&config.data_dir)?;
     let stored = store.load_nodes()?;
     let actions = store.load_actions()?;
+    let campaigns = store.load_campaigns()?;
     tracing::info!(db = %store.path().display(), nodes = stored.len(), "Store opened.");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -78,24 +87,53 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServeError> {
     let shutdown = CancellationToken::new();
     let (writer, writer_handle) =
         Writer::spawn(store, Duration::from_millis(config.store.flush_interval_ms));
+    let wake = Arc::new(Notify::new());
     let (fleet, fleet_task) = Fleet::spawn(
         stored,
         actions,
         writer_handle.clone(),
         config.offline_after(),
+        wake.clone(),
         shutdown.clone(),
     );
+    let (campaigns, scheduler_task) = Scheduler::spawn(
+        campaigns,
+        fleet.clone(),
+        writer_handle.clone(),
+        wake,
+        Duration::from_millis(config.campaigns.tick_ms),
+        shutdown.clone(),
+    )
+    .map_err(ServeError::Campaigns)?;
     let serve = tokio::spawn({
-        let (config, fleet, shutdown) = (config.clone(), fleet.clone(), shutdown.clone());
-        async move { grpc::serve(listener, tls, &config, fleet, writer_handle, shutdown).await }
+        let (config, fleet, campaigns, shutdown) = (
+            config.clone(),
+            fleet.clone(),
+            campaigns.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            grpc::serve(
+                listener,
+                tls,
+                &config,
+                fleet,
+                campaigns,
+                writer_handle,
+                shutdown,
+            )
+            .await
+        }
     });
     tracing::info!(%addr, "rollcall-server listening.");
     Ok(RunningServer {
         addr,
         fleet,
+        campaigns,
         shutdown,
         serve,
         fleet_task,
+        scheduler_task,
         writer,
     })
 }
@@ -117,14 +155,18 @@ impl RunningServer {
         self.shutdown.cancel();
         let RunningServer {
             fleet,
+            campaigns,
             serve,
             fleet_task,
+            scheduler_task,
             writer,
             ..
         } = self;
         let finish = async move {
             let served = serve.await;
+            let _ = scheduler_task.await;
             let _ = fleet_task.await;
+            drop(campaigns);
             drop(fleet);
             // The writer commits what is left once the last handle is gone.
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;

@@ -38,6 +38,26 @@ pub struct Facts {
 }
 
 impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Pending => "pending",
+            Step::Precheck => "precheck",
+            Step::Drain => "drain",
+            Step::Patch => "patch",
+            Step::Reboot => "reboot",
+            Step::WaitReturn => "wait-return",
+            Step::Postcheck => "postcheck",
+            Step::Undrain => "undrain",
+            Step::Done => "done",
+            Step::Failed => "failed",
+            Step::Skipped => "skipped",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Step> {
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
+
     /// A node in one of these steps is (or may be) unavailable to the cloud.
     pub fn is_active(self) -> bool {
         !matches!(
@@ -97,6 +117,12 @@ impl Step {
     }
 }
 
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +159,16 @@ mod tests {
         assert!(Step::Patch.timed_out(&t, Duration::from_secs(t.patch_secs + 1)));
         assert!(!Step::Patch.timed_out(&t, Duration::from_secs(t.patch_secs)));
         assert!(!Step::Failed.timed_out(&t, Duration::from_secs(u64::MAX / 2)));
+    }
+
+    #[test]
+    fn names_match_the_serde_form() {
+        for s in walk(RebootPolicy::Always, true)
+            .into_iter()
+            .chain([Step::Failed, Step::Skipped])
+        {
+            let json = serde_json::to_string(&s).expect("json");
+            assert_eq!(json.trim_matches('"'), s.as_str());
+        }
     }
 }

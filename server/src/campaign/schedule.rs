@@ -24,12 +24,31 @@ use rollcall_proto::timestamp::Timestamp;
 use super::lifecycle::Step;
 use super::spec::CampaignSpec;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Phase {
     Running,
     Paused,
+    /// No new node starts; nodes in flight finish their way.
     Cancelled,
     Completed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Paused => "paused",
+            Phase::Cancelled => "cancelled",
+            Phase::Completed => "completed",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A node of the campaign and where it is.

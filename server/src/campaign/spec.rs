@@ -249,6 +249,41 @@ impl Window {
     }
 }
 
+/// Where a role's drain and undrain hooks run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunOn {
+    /// On the node being patched.
+    #[default]
+    Target,
+    /// On an online, healthy node of this role, with the target's name as
+    /// the last argument (a controller drains a compute node).
+    Role(Role),
+}
+
+impl<'de> Deserialize<'de> for RunOn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "self" {
+            return Ok(RunOn::Target);
+        }
+        s.parse::<Role>().map(RunOn::Role).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "run_on {s:?}: use \"self\" or a role (controller, compute, storage)"
+            ))
+        })
+    }
+}
+
+/// The hooks a role's nodes run around their patch: names of hooks defined
+/// in the agents' own configuration, never commands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleHooks {
+    pub drain: Option<String>,
+    pub undrain: Option<String>,
+    pub run_on: RunOn,
+}
+
 /// A campaign as asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -266,6 +301,11 @@ pub struct CampaignSpec {
     pub timeouts: Timeouts,
     /// Precheck: at least this share of / and /var must be free.
     pub min_free_percent: u32,
+    /// Drain and undrain hooks per role.
+    pub hooks: BTreeMap<Role, RoleHooks>,
+    /// Skip a node whose last update check found nothing to install and
+    /// that needs no reboot (saves a drain of a node with nothing to do).
+    pub skip_up_to_date: bool,
 }
 
 impl Default for CampaignSpec {
@@ -280,6 +320,8 @@ impl Default for CampaignSpec {
             window: None,
             timeouts: Timeouts::default(),
             min_free_percent: 10,
+            hooks: BTreeMap::new(),
+            skip_up_to_date: true,
         }
     }
 }
@@ -314,6 +356,17 @@ impl CampaignSpec {
         }
         if let Some(w) = &self.window {
             w.validate()?;
+        }
+        for (role, hooks) in &self.hooks {
+            for name in [&hooks.drain, &hooks.undrain].into_iter().flatten() {
+                rollcall_proto::identity::validate_name(name)
+                    .map_err(|e| format!("hooks.{role}: hook name {name:?}: {e}"))?;
+            }
+            if hooks.run_on == RunOn::Role(*role) {
+                return Err(format!(
+                    "hooks.{role}.run_on is {role}: a node of the role being patched cannot be relied on; use \"self\" or another role"
+                ));
+            }
         }
         let t = &self.timeouts;
         if [

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use rollcall_proto::connect::endpoint;
+use rollcall_proto::v1::campaign_service_client::CampaignServiceClient;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
 use tonic::transport::Channel;
 
@@ -37,6 +38,14 @@ fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, CliError> {
 
 impl ConnectArgs {
     pub async fn operator(&self) -> Result<OperatorServiceClient<Channel>, CliError> {
+        Ok(OperatorServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn campaigns(&self) -> Result<CampaignServiceClient<Channel>, CliError> {
+        Ok(CampaignServiceClient::new(self.channel().await?))
+    }
+
+    async fn channel(&self) -> Result<Channel, CliError> {
         let missing = |flag: &str, env: &str| {
             CliError::Usage(format!("no {flag} given: pass {flag} or set {env}"))
         };
@@ -66,6 +75,6 @@ impl ConnectArgs {
                 rollcall_proto::connect::error_chain(&e)
             ))
         })?;
-        Ok(OperatorServiceClient::new(channel))
+        Ok(channel)
     }
 }

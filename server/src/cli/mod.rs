@@ -1,8 +1,10 @@
-//! The `rollcall-server` command line: `certs`, `serve`, `nodes`.
+//! The `rollcall-server` command line: `certs`, `serve`, `nodes`, `fleet`,
+//! `containers`, `campaign`.
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 //! Every error is one line naming what is wrong and what to do.
 
+pub mod campaign;
 pub mod client;
 pub mod fleet;
 pub mod nodes;
@@ -45,6 +47,11 @@ pub enum Command {
     Containers {
         #[command(subcommand)]
         command: fleet::ContainersCommand,
+    },
+    /// Rolling patch campaigns: plan, start, watch, pause, resume, cancel.
+    Campaign {
+        #[command(subcommand)]
+        command: campaign::CampaignCommand,
     },
 }
 
@@ -184,6 +191,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Nodes(args) => nodes::run(args.command).await,
         Command::Fleet { command } => fleet::run_fleet(command).await,
         Command::Containers { command } => fleet::run_containers(command).await,
+        Command::Campaign { command } => campaign::run(command).await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! domain types, ask the fleet, and translate the answer back.
 
 mod agent;
+mod campaign;
 mod operator;
 mod status;
 pub mod tls;
@@ -10,15 +11,18 @@ pub mod tls;
 use std::time::Duration;
 
 use rollcall_proto::v1::agent_service_server::AgentServiceServer;
+use rollcall_proto::v1::campaign_service_server::CampaignServiceServer;
 use rollcall_proto::v1::operator_service_server::OperatorServiceServer;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
+use crate::campaign::CampaignHandle;
 use crate::config::ServerConfig;
 use crate::fleet::FleetHandle;
 
 pub use agent::AgentApi;
+pub use campaign::CampaignApi;
 pub use operator::OperatorApi;
 
 /// Serves every service on an already bound listener until `shutdown`.
@@ -27,6 +31,7 @@ pub async fn serve(
     tls: rustls::ServerConfig,
     config: &ServerConfig,
     fleet: FleetHandle,
+    campaigns: CampaignHandle,
     store: crate::store::WriterHandle,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -43,6 +48,9 @@ pub async fn serve(
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
     health
         .set_serving::<OperatorServiceServer<OperatorApi>>()
+        .await;
+    health
+        .set_serving::<CampaignServiceServer<CampaignApi>>()
         .await;
 
     // grpcurl 1.8 speaks v1alpha; newer clients speak v1.
@@ -66,6 +74,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
     };
     let operator = OperatorApi { fleet };
+    let campaign = CampaignApi { campaigns };
     let max = limits.max_message_bytes;
 
     Server::builder()
@@ -86,6 +95,11 @@ pub async fn serve(
         )
         .add_service(
             OperatorServiceServer::new(operator)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            CampaignServiceServer::new(campaign)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

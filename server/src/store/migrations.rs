@@ -30,6 +30,28 @@ const MIGRATIONS: &[&str] = &[
         result TEXT NOT NULL
     ) STRICT;
     CREATE INDEX actions_node ON actions(node);",
+    // 3: campaigns (JSON of campaign::record::Campaign), one run per node
+    // and campaign (JSON of NodeRun), and the append-only audit log.
+    "CREATE TABLE campaigns (
+        id TEXT PRIMARY KEY NOT NULL,
+        created_ms INTEGER NOT NULL,
+        phase TEXT NOT NULL,
+        campaign TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE campaign_nodes (
+        campaign TEXT NOT NULL REFERENCES campaigns(id),
+        node TEXT NOT NULL,
+        step TEXT NOT NULL,
+        run TEXT NOT NULL,
+        PRIMARY KEY (campaign, node)
+    ) STRICT;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        campaign TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        entry TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_campaign ON audit(campaign, seq);",
 ];
 
 pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -12,6 +12,8 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 use rollcall_proto::model::{ActionResult, Node, Report};
+
+use crate::campaign::record::{AuditEntry, Campaign, CampaignWrite, NodeRun};
 use rusqlite::{Connection, OptionalExtension};
 
 pub use writer::{Writer, WriterHandle};
@@ -53,6 +55,14 @@ pub struct StoredNode {
     pub report: Option<Report>,
 }
 
+/// A campaign as stored, with its node runs and audit log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredCampaign {
+    pub campaign: Campaign,
+    pub runs: Vec<NodeRun>,
+    pub audit: Vec<AuditEntry>,
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -72,12 +82,13 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(&path).map_err(sql)?;
-        // WAL: readers never block the writer; NORMAL: fsync at checkpoints,
-        // not at every commit (a power cut loses at most the last commits,
-        // never consistency).
+        // WAL: readers never block the writer. FULL: every commit is on
+        // disk when it returns, because an action result or a campaign step
+        // is acknowledged or acted on right after its commit. Node changes
+        // are batched once per interval, so this costs one fsync a second.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql)?;
@@ -209,6 +220,142 @@ impl Store {
                     message: e.to_string(),
                 })?,
             );
+        }
+        Ok(out)
+    }
+
+    /// Writes one campaign change (campaign, node runs, audit lines) in one
+    /// transaction.
+    pub fn write_campaign(&mut self, w: &CampaignWrite) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        if let Some(c) = &w.campaign {
+            let json = serde_json::to_string(c).expect("a campaign serializes");
+            tx.prepare_cached(
+                "INSERT INTO campaigns (id, created_ms, phase, campaign) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET phase = excluded.phase, campaign = excluded.campaign",
+            )
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    c.id,
+                    c.created_at.unix_millis(),
+                    c.phase.as_str(),
+                    json
+                ])
+            })
+            .map_err(sql)?;
+        }
+        for (campaign, run) in &w.nodes {
+            let json = serde_json::to_string(run).expect("a node run serializes");
+            tx.prepare_cached(
+                "INSERT INTO campaign_nodes (campaign, node, step, run) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(campaign, node) DO UPDATE SET step = excluded.step, run = excluded.run",
+            )
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    campaign,
+                    run.node,
+                    run.step.as_str(),
+                    json
+                ])
+            })
+            .map_err(sql)?;
+        }
+        for entry in &w.audit {
+            let json = serde_json::to_string(entry).expect("an audit entry serializes");
+            tx.prepare_cached("INSERT INTO audit (campaign, at_ms, entry) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| {
+                    s.execute(rusqlite::params![
+                        entry.campaign,
+                        entry.at.unix_millis(),
+                        json
+                    ])
+                })
+                .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// Every campaign with its node runs and audit log, oldest first.
+    pub fn load_campaigns(&self) -> Result<Vec<StoredCampaign>, StoreError> {
+        let sql = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let corrupt = |what: String| {
+            let path = self.path.clone();
+            move |e: serde_json::Error| StoreError::Corrupt {
+                path,
+                node: what,
+                message: e.to_string(),
+            }
+        };
+        let mut out: Vec<StoredCampaign> = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, campaign FROM campaigns ORDER BY created_ms, id")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(sql)?;
+        for row in rows {
+            let (id, json) = row.map_err(sql)?;
+            let campaign: Campaign =
+                serde_json::from_str(&json).map_err(corrupt(format!("campaign {id}")))?;
+            out.push(StoredCampaign {
+                campaign,
+                runs: Vec::new(),
+                audit: Vec::new(),
+            });
+        }
+        let index = |id: &str, out: &[StoredCampaign]| out.iter().position(|c| c.campaign.id == id);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT campaign, node, run FROM campaign_nodes ORDER BY campaign, node")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(sql)?;
+        for row in rows {
+            let (id, node, json) = row.map_err(sql)?;
+            let run: NodeRun = serde_json::from_str(&json)
+                .map_err(corrupt(format!("campaign {id} node {node}")))?;
+            if let Some(i) = index(&id, &out) {
+                out[i].runs.push(run);
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, campaign, entry FROM audit ORDER BY seq")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(sql)?;
+        for row in rows {
+            let (seq, id, json) = row.map_err(sql)?;
+            let entry: AuditEntry =
+                serde_json::from_str(&json).map_err(corrupt(format!("audit entry {seq}")))?;
+            if let Some(i) = index(&id, &out) {
+                out[i].audit.push(entry);
+            }
         }
         Ok(out)
     }

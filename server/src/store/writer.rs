@@ -11,6 +11,8 @@ use tokio::sync::oneshot;
 
 use rollcall_proto::model::ActionResult;
 
+use crate::campaign::record::CampaignWrite;
+
 use super::{Store, StoredNode};
 
 enum Op {
@@ -18,6 +20,8 @@ enum Op {
     Flush(oneshot::Sender<()>),
     /// Committed at once; the answer says whether it is on disk.
     Action(Box<ActionResult>, oneshot::Sender<bool>),
+    /// Committed at once, in one transaction.
+    Campaign(Box<CampaignWrite>, oneshot::Sender<bool>),
 }
 
 /// Sends changes to the writer thread. Cheap to clone.
@@ -49,6 +53,16 @@ impl WriterHandle {
     pub fn queue_action(&self, result: ActionResult) {
         let (tx, _) = oneshot::channel();
         let _ = self.tx.send(Op::Action(Box::new(result), tx));
+    }
+
+    /// Stores a campaign change durably before returning true; false means
+    /// it is not stored and must not be acted on.
+    pub async fn put_campaign(&self, write: CampaignWrite) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::Campaign(Box::new(write), tx)).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     /// Commits everything queued so far, and waits for it.
@@ -105,6 +119,16 @@ fn run(mut store: Store, rx: mpsc::Receiver<Op>, interval: Duration) {
                             };
                             let _ = reply.send(stored);
                         }
+                        Op::Campaign(write, reply) => {
+                            let stored = match store.write_campaign(&write) {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "Cannot store a campaign change.");
+                                    false
+                                }
+                            };
+                            let _ = reply.send(stored);
+                        }
                         other => absorb(&mut pending, &mut waiters, other),
                     }
                 }
@@ -146,7 +170,9 @@ fn absorb(
             }
         },
         Op::Flush(w) => waiters.push(w),
-        Op::Action(..) => unreachable!("actions are handled by the loop"),
+        Op::Action(..) | Op::Campaign(..) => {
+            unreachable!("actions and campaigns are handled by the loop")
+        }
     }
 }
 

@@ -1,0 +1,138 @@
+//! What the server keeps about a campaign: the campaign itself, one run
+//! per node, and the audit log. These are written to the store before the
+//! scheduler acts on them, and read back whole after a restart.
+
+use rollcall_proto::model::Role;
+use rollcall_proto::timestamp::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::lifecycle::Step;
+use super::schedule::Phase;
+
+/// A campaign as started. The spec is kept as the TOML it was given in, so
+/// what the operator wrote is what `status` shows and what a restarted
+/// server parses again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub id: String,
+    pub name: String,
+    pub spec_toml: String,
+    pub phase: Phase,
+    /// Why it is paused, cancelled or waiting; empty while it just runs.
+    pub reason: String,
+    /// The operator (certificate name) who started it.
+    pub started_by: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+impl Campaign {
+    /// Running or paused: it still holds its nodes.
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Running | Phase::Paused)
+    }
+}
+
+/// One node's way through one campaign.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRun {
+    pub node: String,
+    pub role: Role,
+    pub step: Step,
+    /// When the node entered `step` (timeouts count from here).
+    pub since: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// Bumped when a failed node is retried, so its actions get new ids.
+    pub attempt: u32,
+    /// Why it is skipped, failed, or what it waits for.
+    pub note: String,
+    /// The node's boot id at precheck; a different one means it rebooted.
+    pub boot_id_before: String,
+    /// Containers that ran at precheck: postcheck wants them back, healthy.
+    pub containers: Vec<String>,
+    /// The node that runs the current step's action (itself, or the node a
+    /// drain hook is delegated to).
+    pub action_node: String,
+    /// The action of the current step, once it was asked for.
+    pub action_id: String,
+    /// When the patch finished (agent clock): later reports tell whether
+    /// it asks for a reboot.
+    pub patched_at: Option<Timestamp>,
+    /// An operator resumed the campaign past this failure: the error budget
+    /// no longer counts it.
+    #[serde(default)]
+    pub failure_accepted: bool,
+}
+
+impl NodeRun {
+    pub fn new(node: String, role: Role, now: Timestamp) -> Self {
+        NodeRun {
+            node,
+            role,
+            step: Step::Pending,
+            since: now,
+            started_at: None,
+            finished_at: None,
+            attempt: 1,
+            note: String::new(),
+            boot_id_before: String::new(),
+            containers: Vec::new(),
+            action_node: String::new(),
+            action_id: String::new(),
+            patched_at: None,
+            failure_accepted: false,
+        }
+    }
+
+    /// Enters `step` now, forgetting the previous step's action.
+    pub fn enter(&mut self, step: Step, now: Timestamp) {
+        self.step = step;
+        self.since = now;
+        self.action_id.clear();
+        self.action_node.clear();
+        if step == Step::Precheck {
+            self.started_at = Some(now);
+        }
+        if step.is_terminal() {
+            self.finished_at = Some(now);
+        }
+    }
+
+    /// The id of this node's action for `step`: stable, so a request sent
+    /// again after any restart is recognised by the agent and never rerun.
+    pub fn action_id_for(&self, campaign: &str, step: Step) -> String {
+        let step = serde_json::to_string(&step).expect("a step serializes");
+        format!(
+            "{campaign}.{}.{}.{}",
+            self.node,
+            self.attempt,
+            step.trim_matches('"')
+        )
+    }
+}
+
+/// One line of a campaign's audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: Timestamp,
+    pub campaign: String,
+    /// `operator:NAME` for what an operator did, `scheduler` otherwise.
+    pub actor: String,
+    /// Empty for campaign-wide entries.
+    pub node: String,
+    /// What happened, e.g. `started`, `step`, `action`, `paused`.
+    pub event: String,
+    pub detail: String,
+    pub exit_code: Option<i32>,
+    pub output_tail: String,
+}
+
+/// One atomic change: written in one transaction, before it is acted on.
+#[derive(Clone, Debug, Default)]
+pub struct CampaignWrite {
+    pub campaign: Option<Campaign>,
+    pub nodes: Vec<(String, NodeRun)>,
+    pub audit: Vec<AuditEntry>,
+}

@@ -1,0 +1,963 @@
+//! The scheduler: one task owns every campaign and drives it. Operator
+//! calls arrive on a command channel; a ticker and a wake-up from the fleet
+//! (an action result, a node coming or going) start a pass.
+//!
+//! A pass looks at the fleet as it is now, moves each node in flight on
+//! through `drive::advance`, then asks `schedule::next_steps` which nodes
+//! start. Every change is committed to the store (one transaction with its
+//! audit lines) before anything is sent to an agent, and the state a pass
+//! works from is exactly what the store holds, so a restarted server picks
+//! every campaign up where it stood and never repeats a finished step.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollcall_proto::model::{Node, NodeFilter, Role};
+use rollcall_proto::timestamp::Timestamp;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::drive::{self, Advance, Ctx, View};
+use super::lifecycle::Step;
+use super::record::{AuditEntry, Campaign, CampaignWrite, NodeRun};
+use super::schedule::{self, Decision, Health, Member, Phase};
+use super::spec::{CampaignSpec, RebootPolicy};
+use crate::fleet::{FleetHandle, FleetStopped};
+use crate::store::{StoredCampaign, WriterHandle};
+
+/// Why an operator's request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no campaign with id {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the campaign change could not be stored; nothing was done")]
+    Store,
+    #[error(transparent)]
+    Stopped(#[from] FleetStopped),
+}
+
+/// A campaign as an operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CampaignView {
+    pub campaign: Campaign,
+    pub nodes: Vec<NodeRun>,
+    /// Why no more nodes start right now (empty while none waits).
+    pub waiting: String,
+}
+
+impl CampaignView {
+    /// Finished: nothing will happen any more.
+    pub fn ended(&self) -> bool {
+        ended(&self.campaign, &self.nodes)
+    }
+}
+
+fn ended(c: &Campaign, runs: &[NodeRun]) -> bool {
+    match c.phase {
+        Phase::Completed => true,
+        Phase::Cancelled => runs.iter().all(|r| !r.step.is_active()),
+        Phase::Running | Phase::Paused => false,
+    }
+}
+
+/// A dry run: the order nodes would go in, and who would be skipped.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Plan {
+    pub name: String,
+    /// Nodes per role, in role order, in groups of the role's concurrency.
+    pub waves: Vec<Wave>,
+    pub skipped: Vec<Skip>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Wave {
+    pub role: Role,
+    pub nodes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Skip {
+    pub node: String,
+    pub reason: String,
+}
+
+/// Something that happened in a campaign, for watchers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CampaignEvent {
+    pub campaign: String,
+    pub at: Timestamp,
+    pub node: String,
+    pub step: Option<Step>,
+    pub phase: Phase,
+    pub message: String,
+    pub ended: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Pause,
+    /// Go on; failed nodes stay failed (and no longer count against the
+    /// budget) unless `retry_failed`, which starts them again.
+    Resume {
+        retry_failed: bool,
+    },
+    Cancel,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, CampaignError>>;
+
+enum Command {
+    Plan {
+        spec: Box<CampaignSpec>,
+        reply: Reply<Plan>,
+    },
+    Start {
+        spec: Box<CampaignSpec>,
+        spec_toml: String,
+        operator: String,
+        reply: Reply<CampaignView>,
+    },
+    Get {
+        id: String,
+        reply: Reply<CampaignView>,
+    },
+    List {
+        reply: Reply<Vec<CampaignView>>,
+    },
+    Control {
+        id: String,
+        control: Control,
+        operator: String,
+        reason: String,
+        reply: Reply<CampaignView>,
+    },
+    Watch {
+        id: String,
+        reply: Reply<(CampaignView, broadcast::Receiver<CampaignEvent>)>,
+    },
+    Audit {
+        id: String,
+        reply: Reply<Vec<AuditEntry>>,
+    },
+}
+
+/// A cheap handle on the scheduler.
+#[derive(Clone)]
+pub struct CampaignHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl CampaignHandle {
+    pub async fn plan(&self, spec: CampaignSpec) -> Result<Plan, CampaignError> {
+        self.call(|reply| Command::Plan {
+            spec: Box::new(spec),
+            reply,
+        })
+        .await
+    }
+
+    /// Starts a campaign from its TOML spec; `operator` is who asked.
+    pub async fn start(
+        &self,
+        spec_toml: &str,
+        operator: &str,
+    ) -> Result<CampaignView, CampaignError> {
+        let spec = CampaignSpec::parse(spec_toml).map_err(CampaignError::Invalid)?;
+        self.call(|reply| Command::Start {
+            spec: Box::new(spec),
+            spec_toml: spec_toml.to_owned(),
+            operator: operator.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<CampaignView, CampaignError> {
+        let id = id.to_owned();
+        self.call(|reply| Command::Get { id, reply }).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<CampaignView>, CampaignError> {
+        self.call(|reply| Command::List { reply }).await
+    }
+
+    pub async fn control(
+        &self,
+        id: &str,
+        control: Control,
+        operator: &str,
+        reason: &str,
+    ) -> Result<CampaignView, CampaignError> {
+        let (id, operator, reason) = (id.to_owned(), operator.to_owned(), reason.to_owned());
+        self.call(|reply| Command::Control {
+            id,
+            control,
+            operator,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    /// The campaign now, and every event after that moment.
+    pub async fn watch(
+        &self,
+        id: &str,
+    ) -> Result<(CampaignView, broadcast::Receiver<CampaignEvent>), CampaignError> {
+        let id = id.to_owned();
+        self.call(|reply| Command::Watch { id, reply }).await
+    }
+
+    pub async fn audit(&self, id: &str) -> Result<Vec<AuditEntry>, CampaignError> {
+        let id = id.to_owned();
+        self.call(|reply| Command::Audit { id, reply }).await
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, CampaignError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| CampaignError::Stopped(FleetStopped))?;
+        rx.await.map_err(|_| CampaignError::Stopped(FleetStopped))?
+    }
+}
+
+struct Live {
+    campaign: Campaign,
+    spec: CampaignSpec,
+    runs: BTreeMap<String, NodeRun>,
+    audit: Vec<AuditEntry>,
+    waiting: String,
+}
+
+impl Live {
+    fn view(&self) -> CampaignView {
+        CampaignView {
+            campaign: self.campaign.clone(),
+            nodes: self.runs.values().cloned().collect(),
+            waiting: self.waiting.clone(),
+        }
+    }
+}
+
+pub struct Scheduler {
+    campaigns: BTreeMap<String, Live>,
+    fleet: FleetHandle,
+    writer: WriterHandle,
+    events: broadcast::Sender<CampaignEvent>,
+}
+
+const EVENT_BUFFER: usize = 4_096;
+/// How many steps one node may take in one pass (a node with no hooks goes
+/// from precheck to its patch request at once).
+const STEPS_PER_PASS: usize = 8;
+
+impl Scheduler {
+    /// Starts the scheduler from the stored campaigns. `wake` starts a pass
+    /// early (the fleet pokes it when an action result arrives or a node
+    /// comes or goes); otherwise a pass runs every `tick`.
+    pub fn spawn(
+        stored: Vec<StoredCampaign>,
+        fleet: FleetHandle,
+        writer: WriterHandle,
+        wake: Arc<Notify>,
+        tick: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<(CampaignHandle, tokio::task::JoinHandle<()>), String> {
+        let mut campaigns = BTreeMap::new();
+        for s in stored {
+            let spec = CampaignSpec::parse(&s.campaign.spec_toml)
+                .map_err(|e| format!("stored campaign {}: {e}", s.campaign.id))?;
+            let runs = s.runs.into_iter().map(|r| (r.node.clone(), r)).collect();
+            campaigns.insert(
+                s.campaign.id.clone(),
+                Live {
+                    campaign: s.campaign,
+                    spec,
+                    runs,
+                    audit: s.audit,
+                    waiting: String::new(),
+                },
+            );
+        }
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let scheduler = Scheduler {
+            campaigns,
+            fleet,
+            writer,
+            events,
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let task = tokio::spawn(scheduler.run(rx, wake, tick, shutdown));
+        Ok((CampaignHandle { tx }, task))
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        wake: Arc<Notify>,
+        tick: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for live in self
+            .campaigns
+            .values()
+            .filter(|l| !ended(&l.campaign, &l.runs.values().cloned().collect::<Vec<_>>()))
+        {
+            tracing::info!(campaign = %live.campaign.id, phase = %live.campaign.phase, "Campaign resumed from the store.");
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => break,
+                },
+                _ = ticker.tick() => self.pass().await,
+                _ = wake.notified() => self.pass().await,
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Plan { spec, reply } => {
+                let _ = reply.send(self.plan(&spec).await);
+            }
+            Command::Start {
+                spec,
+                spec_toml,
+                operator,
+                reply,
+            } => {
+                let started = self.start(*spec, spec_toml, &operator).await;
+                let _ = reply.send(started);
+                self.pass().await;
+            }
+            Command::Get { id, reply } => {
+                let _ = reply.send(self.live(&id).map(Live::view));
+            }
+            Command::List { reply } => {
+                let _ = reply.send(Ok(self.campaigns.values().map(Live::view).collect()));
+            }
+            Command::Control {
+                id,
+                control,
+                operator,
+                reason,
+                reply,
+            } => {
+                let done = self.control(&id, control, &operator, &reason).await;
+                let _ = reply.send(done);
+                self.pass().await;
+            }
+            Command::Watch { id, reply } => {
+                let rx = self.events.subscribe();
+                let _ = reply.send(self.live(&id).map(|l| (l.view(), rx)));
+            }
+            Command::Audit { id, reply } => {
+                let _ = reply.send(self.live(&id).map(|l| l.audit.clone()));
+            }
+        }
+    }
+
+    fn live(&self, id: &str) -> Result<&Live, CampaignError> {
+        self.campaigns
+            .get(id)
+            .ok_or_else(|| CampaignError::NotFound(id.to_owned()))
+    }
+
+    /// Who a spec covers and who of them is skipped, and why.
+    async fn members(&self, spec: &CampaignSpec) -> Result<(Vec<Node>, Vec<Skip>), CampaignError> {
+        let nodes = self.fleet.list(NodeFilter::default()).await?;
+        let mut members = Vec::new();
+        let mut skipped = Vec::new();
+        for node in nodes.into_iter().filter(|n| spec.select.matches(n)) {
+            let reason = if !spec.role_order.contains(&node.role) {
+                Some(format!("role {} is not in role_order", node.role))
+            } else if !node.online {
+                Some(format!("offline ({})", node.offline_reason))
+            } else {
+                let details = self.fleet.get(&node.name).await?;
+                let up_to_date = details
+                    .as_ref()
+                    .and_then(|d| d.report.as_ref())
+                    .and_then(|r| r.updates.as_ref())
+                    .is_some_and(|u| u.checked && u.last_error.is_empty() && u.count == 0);
+                (spec.skip_up_to_date
+                    && up_to_date
+                    && !node.reboot_required
+                    && spec.reboot != RebootPolicy::Always)
+                    .then(|| "up to date: no pending updates, no reboot required".to_owned())
+            };
+            match reason {
+                Some(reason) => skipped.push(Skip {
+                    node: node.name.clone(),
+                    reason,
+                }),
+                None => members.push(node),
+            }
+        }
+        Ok((members, skipped))
+    }
+
+    async fn plan(&self, spec: &CampaignSpec) -> Result<Plan, CampaignError> {
+        let (members, skipped) = self.members(spec).await?;
+        if members.is_empty() && skipped.is_empty() {
+            return Err(CampaignError::Invalid(
+                "the selector matches no known node".into(),
+            ));
+        }
+        let mut waves = Vec::new();
+        for role in &spec.role_order {
+            let names: Vec<String> = members
+                .iter()
+                .filter(|n| n.role == *role)
+                .map(|n| n.name.clone())
+                .collect();
+            let size = spec.concurrency_for(*role, names.len());
+            for chunk in names.chunks(size.max(1)) {
+                waves.push(Wave {
+                    role: *role,
+                    nodes: chunk.to_vec(),
+                });
+            }
+        }
+        Ok(Plan {
+            name: spec.name.clone(),
+            waves,
+            skipped,
+        })
+    }
+
+    async fn start(
+        &mut self,
+        spec: CampaignSpec,
+        spec_toml: String,
+        operator: &str,
+    ) -> Result<CampaignView, CampaignError> {
+        if let Some(open) = self
+            .campaigns
+            .values()
+            .find(|l| !ended(&l.campaign, &l.runs.values().cloned().collect::<Vec<_>>()))
+        {
+            return Err(CampaignError::Conflict(format!(
+                "campaign {} is {}; cancel it (or let it finish) before starting another",
+                open.campaign.id, open.campaign.phase
+            )));
+        }
+        let (members, skipped) = self.members(&spec).await?;
+        if members.is_empty() && skipped.is_empty() {
+            return Err(CampaignError::Invalid(
+                "the selector matches no known node".into(),
+            ));
+        }
+        let now = Timestamp::now();
+        let id = campaign_id(now, self.campaigns.len() + 1);
+        let campaign = Campaign {
+            id: id.clone(),
+            name: spec.name.clone(),
+            spec_toml,
+            phase: Phase::Running,
+            reason: String::new(),
+            started_by: operator.to_owned(),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        let mut runs = BTreeMap::new();
+        for n in &members {
+            runs.insert(n.name.clone(), NodeRun::new(n.name.clone(), n.role, now));
+        }
+        let mut write = CampaignWrite {
+            campaign: Some(campaign.clone()),
+            ..Default::default()
+        };
+        for s in &skipped {
+            let role = self
+                .fleet
+                .get(&s.node)
+                .await?
+                .map_or(Role::Compute, |d| d.node.role);
+            let mut run = NodeRun::new(s.node.clone(), role, now);
+            run.enter(Step::Skipped, now);
+            run.note.clone_from(&s.reason);
+            runs.insert(s.node.clone(), run);
+        }
+        write.nodes = runs.values().map(|r| (id.clone(), r.clone())).collect();
+        write.audit.push(audit(
+            &id,
+            now,
+            &format!("operator:{operator}"),
+            "",
+            "started",
+            format!(
+                "campaign {:?}: {} node(s), {} skipped",
+                spec.name,
+                members.len(),
+                skipped.len()
+            ),
+        ));
+        for s in &skipped {
+            write.audit.push(audit(
+                &id,
+                now,
+                "scheduler",
+                &s.node,
+                "skipped",
+                s.reason.clone(),
+            ));
+        }
+        if !self.writer.put_campaign(write.clone()).await {
+            return Err(CampaignError::Store);
+        }
+        tracing::info!(campaign = %id, operator, nodes = members.len(), skipped = skipped.len(), "Campaign started.");
+        let live = Live {
+            campaign,
+            spec,
+            runs,
+            audit: write.audit,
+            waiting: String::new(),
+        };
+        let view = live.view();
+        self.campaigns.insert(id.clone(), live);
+        self.emit(&id, "", None, format!("started by {operator}"));
+        Ok(view)
+    }
+
+    async fn control(
+        &mut self,
+        id: &str,
+        control: Control,
+        operator: &str,
+        reason: &str,
+    ) -> Result<CampaignView, CampaignError> {
+        let now = Timestamp::now();
+        let live = self
+            .campaigns
+            .get_mut(id)
+            .ok_or_else(|| CampaignError::NotFound(id.to_owned()))?;
+        let actor = format!("operator:{operator}");
+        let mut c = live.campaign.clone();
+        let mut changed_runs = Vec::new();
+        let (event, detail) = match (control, c.phase) {
+            (Control::Pause, Phase::Running) => {
+                c.phase = Phase::Paused;
+                c.reason = with_reason(&format!("paused by {operator}"), reason);
+                ("paused", c.reason.clone())
+            }
+            (Control::Resume { retry_failed }, Phase::Paused) => {
+                c.phase = Phase::Running;
+                c.reason.clear();
+                let mut failed = Vec::new();
+                for run in live.runs.values() {
+                    let mut run = run.clone();
+                    if run.step.is_active() {
+                        // The pause stopped the clock: each step in flight
+                        // gets its full time again.
+                        run.since = now;
+                    } else if run.step == Step::Failed && !run.failure_accepted {
+                        failed.push(run.node.clone());
+                        if retry_failed {
+                            run.attempt += 1;
+                            run.enter(Step::Pending, now);
+                            run.finished_at = None;
+                            run.note.clear();
+                        } else {
+                            run.failure_accepted = true;
+                        }
+                    } else {
+                        continue;
+                    }
+                    changed_runs.push(run);
+                }
+                let what = match (failed.is_empty(), retry_failed) {
+                    (true, _) => String::new(),
+                    (false, true) => format!("; retrying {}", failed.join(", ")),
+                    (false, false) => format!("; failures accepted: {}", failed.join(", ")),
+                };
+                (
+                    "resumed",
+                    with_reason(&format!("resumed by {operator}{what}"), reason),
+                )
+            }
+            (Control::Cancel, Phase::Running | Phase::Paused) => {
+                c.phase = Phase::Cancelled;
+                c.reason = with_reason(&format!("cancelled by {operator}"), reason);
+                for run in live.runs.values().filter(|r| r.step == Step::Pending) {
+                    let mut run = run.clone();
+                    run.enter(Step::Skipped, now);
+                    run.note = "campaign cancelled".into();
+                    changed_runs.push(run);
+                }
+                ("cancelled", c.reason.clone())
+            }
+            (control, phase) => {
+                return Err(CampaignError::Conflict(format!(
+                    "campaign {id} is {phase}: cannot {}",
+                    match control {
+                        Control::Pause => "pause it",
+                        Control::Resume { .. } => "resume it",
+                        Control::Cancel => "cancel it",
+                    }
+                )));
+            }
+        };
+        c.updated_at = now;
+        let entry = audit(id, now, &actor, "", event, detail.clone());
+        let write = CampaignWrite {
+            campaign: Some(c.clone()),
+            nodes: changed_runs
+                .iter()
+                .map(|r| (id.to_owned(), r.clone()))
+                .collect(),
+            audit: vec![entry.clone()],
+        };
+        if !self.writer.put_campaign(write).await {
+            return Err(CampaignError::Store);
+        }
+        tracing::info!(campaign = %id, operator, event, "Campaign {event}.");
+        live.campaign = c;
+        for run in changed_runs {
+            live.runs.insert(run.node.clone(), run);
+        }
+        live.audit.push(entry);
+        let view = live.view();
+        self.emit(id, "", None, detail);
+        Ok(view)
+    }
+
+    /// One look at every campaign that can move.
+    async fn pass(&mut self) {
+        let ids: Vec<String> = self
+            .campaigns
+            .iter()
+            .filter(|(_, l)| {
+                matches!(l.campaign.phase, Phase::Running)
+                    || (l.campaign.phase == Phase::Cancelled
+                        && l.runs.values().any(|r| r.step.is_active()))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let Ok(nodes) = self.fleet.list(NodeFilter::default()).await else {
+            return;
+        };
+        let fleet: BTreeMap<String, Health> = nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    Health {
+                        role: n.role,
+                        online: n.online,
+                        healthy: n.containers_unhealthy == 0,
+                    },
+                )
+            })
+            .collect();
+        for id in ids {
+            if let Err(e) = self.pass_one(&id, &fleet).await {
+                tracing::error!(campaign = %id, error = %e, "Campaign pass stopped.");
+            }
+        }
+    }
+
+    async fn pass_one(
+        &mut self,
+        id: &str,
+        fleet: &BTreeMap<String, Health>,
+    ) -> Result<(), CampaignError> {
+        let active: Vec<String> = self.campaigns[id]
+            .runs
+            .values()
+            .filter(|r| r.step.is_active())
+            .map(|r| r.node.clone())
+            .collect();
+        for node in active {
+            self.drive_node(id, &node, fleet).await?;
+        }
+        let live = &self.campaigns[id];
+        if live.campaign.phase == Phase::Cancelled {
+            if ended(
+                &live.campaign,
+                &live.runs.values().cloned().collect::<Vec<_>>(),
+            ) {
+                self.finish(id, Phase::Cancelled, "every node in flight finished".into())
+                    .await?;
+            }
+            return Ok(());
+        }
+        let members: Vec<Member> = live
+            .runs
+            .values()
+            .map(|r| Member {
+                name: r.node.clone(),
+                role: r.role,
+                // A failure an operator accepted no longer counts against
+                // the budget.
+                step: if r.step == Step::Failed && r.failure_accepted {
+                    Step::Skipped
+                } else {
+                    r.step
+                },
+            })
+            .collect();
+        let pass = schedule::next_steps(
+            &live.spec,
+            live.campaign.phase,
+            &members,
+            fleet,
+            Timestamp::now(),
+        );
+        let waiting = pass.waiting.clone().unwrap_or_default();
+        self.campaigns
+            .get_mut(id)
+            .expect("the campaign exists")
+            .waiting = waiting;
+        for decision in pass.decisions {
+            match decision {
+                Decision::Start(node) => {
+                    let now = Timestamp::now();
+                    let live = self.campaigns.get_mut(id).expect("the campaign exists");
+                    let mut run = live.runs[&node].clone();
+                    run.enter(Step::Precheck, now);
+                    self.commit_run(id, run, "step", "precheck".into(), None, String::new())
+                        .await?;
+                    self.drive_node(id, &node, fleet).await?;
+                }
+                Decision::Pause(reason) => {
+                    self.finish(id, Phase::Paused, reason).await?;
+                }
+                Decision::Complete => {
+                    self.finish(id, Phase::Completed, "every node finished".into())
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves one node on as far as it goes now.
+    async fn drive_node(
+        &mut self,
+        id: &str,
+        node: &str,
+        fleet: &BTreeMap<String, Health>,
+    ) -> Result<(), CampaignError> {
+        for _ in 0..STEPS_PER_PASS {
+            let live = &self.campaigns[id];
+            let mut run = live.runs[node].clone();
+            if !run.step.is_active() {
+                return Ok(());
+            }
+            let detail = self.fleet.get(node).await?;
+            let action = if run.action_id.is_empty() {
+                None
+            } else {
+                self.fleet.action(&run.action_id).await?
+            };
+            let before = run.clone();
+            let ctx = Ctx {
+                campaign: id,
+                spec: &live.spec,
+                fleet,
+                view: View {
+                    node: detail.as_ref().map(|d| &d.node),
+                    report: detail.as_ref().and_then(|d| d.report.as_ref()),
+                },
+                action: action.as_ref(),
+                now: Timestamp::now(),
+            };
+            match drive::advance(&mut run, &ctx) {
+                Advance::Wait(why) => {
+                    let live = self.campaigns.get_mut(id).expect("the campaign exists");
+                    if let Some(r) = live.runs.get_mut(node) {
+                        r.note = why;
+                    }
+                    return Ok(());
+                }
+                Advance::Send { node: on, request } => {
+                    if run != before {
+                        let detail =
+                            format!("{} asked of {on} ({})", request_name(&request), request.id);
+                        self.commit_run(id, run, "action", detail, None, String::new())
+                            .await?;
+                    }
+                    let note = match self.fleet.send_action(&on, request).await? {
+                        Ok(()) => format!("{} asked of {on}", before.step),
+                        Err(e) => format!("cannot ask yet: {e}"),
+                    };
+                    if let Some(r) = self
+                        .campaigns
+                        .get_mut(id)
+                        .and_then(|l| l.runs.get_mut(node))
+                    {
+                        r.note = note;
+                    }
+                    return Ok(());
+                }
+                Advance::Moved => {
+                    let (exit_code, tail) = action_outcome(action.as_ref());
+                    let detail = format!("{} done, now {}", before.step, run.step);
+                    self.commit_run(id, run, "step", detail, exit_code, tail)
+                        .await?;
+                }
+                Advance::Failed => {
+                    let (exit_code, tail) = action_outcome(action.as_ref());
+                    let detail = run.note.clone();
+                    tracing::warn!(campaign = %id, node, reason = %detail, "Node failed.");
+                    self.commit_run(id, run, "failed", detail, exit_code, tail)
+                        .await?;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a node's new state with its audit line, then takes it.
+    async fn commit_run(
+        &mut self,
+        id: &str,
+        run: NodeRun,
+        event: &str,
+        detail: String,
+        exit_code: Option<i32>,
+        output_tail: String,
+    ) -> Result<(), CampaignError> {
+        let now = Timestamp::now();
+        let mut entry = audit(id, now, "scheduler", &run.node, event, detail.clone());
+        entry.exit_code = exit_code;
+        entry.output_tail = output_tail;
+        let write = CampaignWrite {
+            campaign: None,
+            nodes: vec![(id.to_owned(), run.clone())],
+            audit: vec![entry.clone()],
+        };
+        if !self.writer.put_campaign(write).await {
+            return Err(CampaignError::Store);
+        }
+        tracing::info!(campaign = %id, node = %run.node, step = %run.step, "{detail}");
+        let (node, step) = (run.node.clone(), run.step);
+        let live = self.campaigns.get_mut(id).expect("the campaign exists");
+        live.runs.insert(node.clone(), run);
+        live.audit.push(entry);
+        self.emit(id, &node, Some(step), detail);
+        Ok(())
+    }
+
+    async fn finish(
+        &mut self,
+        id: &str,
+        phase: Phase,
+        reason: String,
+    ) -> Result<(), CampaignError> {
+        let now = Timestamp::now();
+        let live = self.campaigns.get_mut(id).expect("the campaign exists");
+        let mut c = live.campaign.clone();
+        c.phase = phase;
+        c.reason.clone_from(&reason);
+        c.updated_at = now;
+        if phase != Phase::Paused {
+            c.finished_at = Some(now);
+        }
+        let event = match phase {
+            Phase::Paused => "paused",
+            Phase::Completed => "completed",
+            Phase::Cancelled => "cancelled",
+            Phase::Running => "running",
+        };
+        let entry = audit(id, now, "scheduler", "", event, reason.clone());
+        let write = CampaignWrite {
+            campaign: Some(c.clone()),
+            nodes: Vec::new(),
+            audit: vec![entry.clone()],
+        };
+        if !self.writer.put_campaign(write).await {
+            return Err(CampaignError::Store);
+        }
+        tracing::info!(campaign = %id, phase = %phase, reason = %reason, "Campaign {event}.");
+        live.campaign = c;
+        live.audit.push(entry);
+        self.emit(id, "", None, format!("{event}: {reason}"));
+        Ok(())
+    }
+
+    fn emit(&self, id: &str, node: &str, step: Option<Step>, message: String) {
+        let Some(live) = self.campaigns.get(id) else {
+            return;
+        };
+        let runs: Vec<NodeRun> = live.runs.values().cloned().collect();
+        let _ = self.events.send(CampaignEvent {
+            campaign: id.to_owned(),
+            at: Timestamp::now(),
+            node: node.to_owned(),
+            step,
+            phase: live.campaign.phase,
+            message,
+            ended: ended(&live.campaign, &runs),
+        });
+    }
+}
+
+fn request_name(r: &rollcall_proto::model::ActionRequest) -> String {
+    match r.kind {
+        rollcall_proto::model::ActionKind::Patch => "patch".into(),
+        rollcall_proto::model::ActionKind::Reboot => "reboot".into(),
+        rollcall_proto::model::ActionKind::Hook => format!("hook {}", r.name),
+    }
+}
+
+fn action_outcome(action: Option<&rollcall_proto::model::ActionResult>) -> (Option<i32>, String) {
+    action
+        .filter(|a| a.state.is_final())
+        .map(|a| (a.exit_code, a.output_tail.clone()))
+        .unwrap_or_default()
+}
+
+fn with_reason(what: &str, reason: &str) -> String {
+    if reason.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what}: {reason}")
+    }
+}
+
+fn audit(
+    id: &str,
+    at: Timestamp,
+    actor: &str,
+    node: &str,
+    event: &str,
+    detail: String,
+) -> AuditEntry {
+    AuditEntry {
+        at,
+        campaign: id.to_owned(),
+        actor: actor.to_owned(),
+        node: node.to_owned(),
+        event: event.to_owned(),
+        detail,
+        exit_code: None,
+        output_tail: String::new(),
+    }
+}
+
+/// `20261123-113000-3`: when it started, and its number on this server.
+fn campaign_id(now: Timestamp, n: usize) -> String {
+    let text = serde_json::to_string(&now).expect("a timestamp serializes");
+    let digits: String = text.chars().filter(char::is_ascii_digit).take(14).collect();
+    let (date, time) = digits.split_at(8.min(digits.len()));
+    format!("{date}-{time}-{n}")
+}
