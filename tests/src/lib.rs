@@ -11,6 +11,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fleet;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

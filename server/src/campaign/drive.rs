@@ -162,10 +162,10 @@ fn action_failure(what: &str, a: &ActionResult) -> String {
         .exit_code
         .map(|c| format!(" (exit code {c})"))
         .unwrap_or_default();
-    let why = if a.error.is_empty() {
-        a.output_tail.lines().last().unwrap_or("").to_owned()
-    } else {
-        a.error.clone()
+    // The command's own last words say more than "exited with 100".
+    let why = match a.output_tail.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(line) => line.trim().to_owned(),
+        None => a.error.clone(),
     };
     format!("{what} on {} failed{code}: {why}", a.node)
 }

@@ -25,6 +25,10 @@ pub struct Campaign {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,
+    /// An operator paused it: no step moves anywhere. (A pause for the
+    /// error budget only stops new nodes; nodes in flight finish.)
+    #[serde(default)]
+    pub held: bool,
 }
 
 impl Campaign {

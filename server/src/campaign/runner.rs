@@ -472,6 +472,7 @@ impl Scheduler {
             created_at: now,
             updated_at: now,
             finished_at: None,
+            held: false,
         };
         let mut runs = BTreeMap::new();
         for n in &members {
@@ -551,11 +552,13 @@ impl Scheduler {
         let (event, detail) = match (control, c.phase) {
             (Control::Pause, Phase::Running) => {
                 c.phase = Phase::Paused;
+                c.held = true;
                 c.reason = with_reason(&format!("paused by {operator}"), reason);
                 ("paused", c.reason.clone())
             }
             (Control::Resume { retry_failed }, Phase::Paused) => {
                 c.phase = Phase::Running;
+                c.held = false;
                 c.reason.clear();
                 let mut failed = Vec::new();
                 for run in live.runs.values() {
@@ -591,6 +594,7 @@ impl Scheduler {
             }
             (Control::Cancel, Phase::Running | Phase::Paused) => {
                 c.phase = Phase::Cancelled;
+                c.held = false;
                 c.reason = with_reason(&format!("cancelled by {operator}"), reason);
                 for run in live.runs.values().filter(|r| r.step == Step::Pending) {
                     let mut run = run.clone();
@@ -640,10 +644,14 @@ impl Scheduler {
         let ids: Vec<String> = self
             .campaigns
             .iter()
-            .filter(|(_, l)| {
-                matches!(l.campaign.phase, Phase::Running)
-                    || (l.campaign.phase == Phase::Cancelled
-                        && l.runs.values().any(|r| r.step.is_active()))
+            .filter(|(_, l)| match l.campaign.phase {
+                Phase::Running => true,
+                // Nodes in flight finish after a cancel or a budget pause;
+                // an operator's pause holds everything.
+                Phase::Cancelled | Phase::Paused => {
+                    !l.campaign.held && l.runs.values().any(|r| r.step.is_active())
+                }
+                Phase::Completed => false,
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -688,6 +696,9 @@ impl Scheduler {
             self.drive_node(id, &node, fleet).await?;
         }
         let live = &self.campaigns[id];
+        if live.campaign.phase == Phase::Paused {
+            return Ok(());
+        }
         if live.campaign.phase == Phase::Cancelled {
             if ended(
                 &live.campaign,

@@ -30,6 +30,7 @@ impl From<CampaignView> for v1::CampaignStatus {
             updated_at: Some(timestamp_to_wire(c.updated_at)),
             finished_at: c.finished_at.map(timestamp_to_wire),
             spec_toml: c.spec_toml,
+            held: c.held,
             ended,
             nodes: v.nodes.into_iter().map(Into::into).collect(),
         }
@@ -87,6 +88,7 @@ pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, String> {
             created_at: ts(s.created_at).unwrap_or_default(),
             updated_at: ts(s.updated_at).unwrap_or_default(),
             finished_at: ts(s.finished_at),
+            held: s.held,
         },
         nodes,
         waiting: s.waiting,
@@ -184,6 +186,7 @@ mod tests {
                 created_at: now,
                 updated_at: now,
                 finished_at: None,
+                held: true,
             },
             nodes: vec![run],
             waiting: "campaign is paused".into(),

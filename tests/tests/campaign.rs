@@ -1,0 +1,409 @@
+//! Rolling campaigns across one real server and 20 real agents in one
+//! process, over real mTLS and a real SQLite file. Patch and reboot are the
+//! harness's named fakes (`FakePatch`, `FakeReboot`: this machine cannot
+//! patch or reboot itself 20 times); everything between them is the real
+//! scheduler, the real agent action store and the real reboot check.
+
+use std::time::Duration;
+
+use rollcall_proto::model::Role;
+use rollcall_proto::v1;
+use rollcall_server::campaign::CampaignView;
+use rollcall_server::campaign::lifecycle::Step;
+use rollcall_server::campaign::schedule::Phase;
+use rollcall_tests::fleet::{Fleet, max_unavailable};
+use rollcall_tests::init;
+
+const FLEET: &[(Role, usize)] = &[
+    (Role::Compute, 12),
+    (Role::Storage, 5),
+    (Role::Controller, 3),
+];
+const LONG: Duration = Duration::from_secs(120);
+
+fn step_of(v: &CampaignView, node: &str) -> Step {
+    v.nodes
+        .iter()
+        .find(|n| n.node == node)
+        .map(|n| n.step)
+        .unwrap_or_else(|| panic!("{node} is not in the campaign"))
+}
+
+fn finished(
+    v: &CampaignView,
+    role: Role,
+) -> Vec<(
+    rollcall_proto::timestamp::Timestamp,
+    rollcall_proto::timestamp::Timestamp,
+)> {
+    v.nodes
+        .iter()
+        .filter(|n| n.role == role)
+        .map(|n| {
+            (
+                n.started_at.expect("started"),
+                n.finished_at.expect("finished"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_patches_every_role_in_order_within_its_concurrency() {
+    init();
+    let fleet = Fleet::start(FLEET).await;
+    let spec = r#"
+name = "november"
+reboot = "if-required"
+[concurrency]
+compute = 4
+storage = "40%"
+[hooks.compute]
+drain = "nova-drain"
+undrain = "nova-undrain"
+run_on = "controller"
+[hooks.storage]
+drain = "ceph-noout-set"
+undrain = "ceph-noout-unset"
+run_on = "self"
+"#;
+    let started = fleet.start_campaign(spec).await;
+    assert_eq!(started.campaign.phase, Phase::Running);
+    assert_eq!(started.campaign.started_by, "test-operator");
+    let done = fleet.wait_ended(&started.campaign.id, LONG).await;
+    assert_eq!(done.campaign.phase, Phase::Completed, "{:#?}", done);
+
+    for n in &done.nodes {
+        assert_eq!(n.step, Step::Done, "{}: {}", n.node, n.note);
+        let node = fleet.node(&n.node);
+        assert_eq!(node.patch_runs(), 1, "{} patched once", n.node);
+        // FakePatch asks for a reboot, so if-required reboots every node once.
+        assert_eq!(node.reboots(), 1, "{} rebooted once", n.node);
+    }
+    // Roles in order: every compute node finished before any storage node
+    // started, and storage before the controllers.
+    let last = |r| {
+        finished(&done, r)
+            .iter()
+            .map(|(_, f)| *f)
+            .max()
+            .expect("some")
+    };
+    let first = |r| {
+        finished(&done, r)
+            .iter()
+            .map(|(s, _)| *s)
+            .min()
+            .expect("some")
+    };
+    assert!(last(Role::Compute) <= first(Role::Storage));
+    assert!(last(Role::Storage) <= first(Role::Controller));
+    // Never more out of service at once than each role's concurrency, and
+    // the concurrency was used.
+    assert_eq!(max_unavailable(&done.nodes, Role::Compute), 4);
+    assert_eq!(max_unavailable(&done.nodes, Role::Storage), 2);
+    assert_eq!(max_unavailable(&done.nodes, Role::Controller), 1);
+
+    // Compute drains ran on a controller with the target's name; storage
+    // set and unset noout on itself.
+    let on_controllers: Vec<String> = ["ctl01", "ctl02", "ctl03"]
+        .iter()
+        .flat_map(|c| fleet.node(c).hooks())
+        .collect();
+    for i in 1..=12 {
+        let target = format!("cmp{i:02}");
+        assert!(
+            on_controllers.contains(&format!("nova-drain {target}")),
+            "drain of {target}"
+        );
+        assert!(
+            on_controllers.contains(&format!("nova-undrain {target}")),
+            "undrain of {target}"
+        );
+    }
+    assert_eq!(
+        fleet.node("sto03").hooks(),
+        ["ceph-noout-set sto03", "ceph-noout-unset sto03"]
+    );
+    assert!(
+        fleet.node("cmp01").hooks().is_empty(),
+        "compute hooks are delegated"
+    );
+
+    // The audit log names the operator and every step with its outcome.
+    let audit = fleet.audit(&started.campaign.id).await;
+    assert_eq!(audit[0].actor, "operator:test-operator");
+    assert_eq!(audit[0].event, "started");
+    let patch = audit
+        .iter()
+        .find(|e| e.node == "cmp05" && e.detail.starts_with("patch done"))
+        .expect("cmp05's patch in the audit log");
+    assert_eq!(patch.exit_code, Some(0));
+    assert!(
+        patch.output_tail.contains("FakePatch: 1 upgraded"),
+        "{patch:?}"
+    );
+    assert_eq!(audit.last().map(|e| e.event.as_str()), Some("completed"));
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_pauses_at_the_budget_and_resume_goes_on() {
+    init();
+    let fleet = Fleet::start(FLEET).await;
+    fleet.node("cmp03").fail_patch(true);
+    let spec = r#"
+name = "budget"
+select = { roles = ["compute"] }
+concurrency = { compute = 2 }
+"#;
+    let c = fleet.start_campaign(spec).await;
+    let id = c.campaign.id.clone();
+    let paused = fleet
+        .wait_for(&id, "the campaign to pause", LONG, |v| {
+            v.campaign.phase == Phase::Paused && v.nodes.iter().all(|n| !n.step.is_active())
+        })
+        .await;
+    assert!(
+        paused.campaign.reason.contains("error budget"),
+        "{}",
+        paused.campaign.reason
+    );
+    assert_eq!(step_of(&paused, "cmp03"), Step::Failed);
+    let note = &paused
+        .nodes
+        .iter()
+        .find(|n| n.node == "cmp03")
+        .expect("cmp03")
+        .note;
+    assert!(
+        note.contains("exit code 100") && note.contains("told to fail"),
+        "{note}"
+    );
+    // Nothing started after the failure: the nodes after cmp04 wait.
+    let pending = paused
+        .nodes
+        .iter()
+        .filter(|n| n.step == Step::Pending)
+        .count();
+    assert!(pending >= 8, "{pending} pending");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fleet.status(&id).await.nodes, fleet.status(&id).await.nodes);
+    assert_eq!(
+        fleet.node("cmp12").patch_runs(),
+        0,
+        "a paused campaign starts nothing"
+    );
+
+    // Resume, retrying the failed node once the cause is fixed.
+    fleet.node("cmp03").fail_patch(false);
+    let mut client = fleet.campaigns().await;
+    let resumed = client
+        .resume_campaign(v1::ResumeRequest {
+            id: id.clone(),
+            reason: "fixed the mirror".into(),
+            retry_failed: true,
+        })
+        .await
+        .expect("resume")
+        .into_inner();
+    assert_eq!(resumed.phase, "running");
+    let done = fleet.wait_ended(&id, LONG).await;
+    assert_eq!(done.campaign.phase, Phase::Completed);
+    assert!(done.nodes.iter().all(|n| n.step == Step::Done), "{done:#?}");
+    let cmp03 = done
+        .nodes
+        .iter()
+        .find(|n| n.node == "cmp03")
+        .expect("cmp03");
+    assert_eq!(cmp03.attempt, 2);
+    // One failed run and one good one, under different action ids.
+    assert_eq!(fleet.node("cmp03").patch_runs(), 2);
+    assert_eq!(fleet.node("cmp03").reboots(), 1);
+
+    // Pausing and resuming a finished campaign is refused, and says why.
+    let err = client
+        .pause_campaign(v1::ControlRequest {
+            id: id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("a completed campaign cannot pause");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let audit = fleet.audit(&id).await;
+    assert!(audit.iter().any(|e| e.event == "resumed"
+        && e.actor == "operator:test-operator"
+        && e.detail.contains("retrying cmp03")
+        && e.detail.contains("fixed the mirror")));
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_campaign_resumes_without_repeating_a_step() {
+    init();
+    let mut fleet = Fleet::start(FLEET).await;
+    let spec = r#"
+name = "restart"
+concurrency = { compute = 3, storage = 2 }
+[hooks.compute]
+drain = "nova-drain"
+undrain = "nova-undrain"
+run_on = "controller"
+"#;
+    for node in fleet.nodes.values() {
+        node.slow_patch(0.5);
+    }
+    let c = fleet.start_campaign(spec).await;
+    let id = c.campaign.id.clone();
+    // Restart the server while patches run, then again later.
+    for round in 0..3 {
+        fleet
+            .wait_for(&id, "a node patching", LONG, |v| {
+                v.nodes.iter().filter(|n| n.step == Step::Done).count() >= round * 4
+                    && v.nodes.iter().any(|n| n.step == Step::Patch)
+            })
+            .await;
+        fleet.server.restart().await;
+    }
+    let done = fleet.wait_ended(&id, LONG).await;
+    assert_eq!(done.campaign.phase, Phase::Completed, "{done:#?}");
+    for n in &done.nodes {
+        assert_eq!(n.step, Step::Done, "{}: {}", n.node, n.note);
+        let node = fleet.node(&n.node);
+        assert_eq!(
+            (node.patch_runs(), node.reboots()),
+            (1, 1),
+            "{} patched and rebooted once",
+            n.node
+        );
+    }
+    let drains: usize = ["ctl01", "ctl02", "ctl03"]
+        .iter()
+        .map(|c| {
+            fleet
+                .node(c)
+                .hooks()
+                .iter()
+                .filter(|h| h.starts_with("nova-drain"))
+                .count()
+        })
+        .sum();
+    assert_eq!(drains, 12, "each compute node drained exactly once");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_returns_fails_at_its_timeout_and_the_budget_decides() {
+    init();
+    let fleet = Fleet::start(&[(Role::Compute, 4), (Role::Controller, 1)]).await;
+    fleet.node("cmp02").never_return();
+    let spec = r#"
+name = "lost node"
+select = { roles = ["compute"] }
+concurrency = { compute = 1 }
+error_budget = 1
+timeouts = { return_secs = 3 }
+"#;
+    let c = fleet.start_campaign(spec).await;
+    let done = fleet.wait_ended(&c.campaign.id, LONG).await;
+    // One failure is within the budget: the campaign goes on and completes.
+    assert_eq!(done.campaign.phase, Phase::Completed, "{done:#?}");
+    let cmp02 = done
+        .nodes
+        .iter()
+        .find(|n| n.node == "cmp02")
+        .expect("cmp02");
+    assert_eq!(cmp02.step, Step::Failed);
+    assert!(
+        cmp02.note.contains("wait-return did not finish within 3s"),
+        "{}",
+        cmp02.note
+    );
+    for n in ["cmp01", "cmp03", "cmp04"] {
+        assert_eq!(step_of(&done, n), Step::Done, "{n}");
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pause_holds_every_step_and_cancel_lets_nodes_in_flight_finish() {
+    init();
+    let fleet = Fleet::start(&[(Role::Compute, 6), (Role::Controller, 1)]).await;
+    for node in fleet.nodes.values() {
+        node.slow_patch(1.0);
+    }
+    let spec = r#"
+name = "hold"
+select = { roles = ["compute"] }
+concurrency = { compute = 2 }
+"#;
+    let c = fleet.start_campaign(spec).await;
+    let id = c.campaign.id.clone();
+    fleet
+        .wait_for(&id, "a node patching", LONG, |v| {
+            v.nodes.iter().any(|n| n.step == Step::Patch)
+        })
+        .await;
+    let mut client = fleet.campaigns().await;
+    let paused = client
+        .pause_campaign(v1::ControlRequest {
+            id: id.clone(),
+            reason: "db alarm".into(),
+        })
+        .await
+        .expect("pause")
+        .into_inner();
+    assert!(paused.held && paused.phase == "paused", "{paused:?}");
+    // The patch that was running finishes on the node, but no step moves.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = fleet.status(&id).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still = fleet.status(&id).await;
+    let steps = |v: &CampaignView| {
+        v.nodes
+            .iter()
+            .map(|n| (n.node.clone(), n.step))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(steps(&held), steps(&still));
+    assert!(
+        held.nodes.iter().any(|n| n.step == Step::Patch),
+        "{held:#?}"
+    );
+
+    // Cancel: pending nodes are skipped, the ones in flight finish.
+    let cancelled = client
+        .cancel_campaign(v1::ControlRequest {
+            id: id.clone(),
+            reason: "window over".into(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
+    assert_eq!(cancelled.phase, "cancelled");
+    let done = fleet.wait_ended(&id, LONG).await;
+    assert_eq!(done.campaign.phase, Phase::Cancelled);
+    let count = |s| done.nodes.iter().filter(|n| n.step == s).count();
+    assert_eq!(
+        (count(Step::Done), count(Step::Skipped)),
+        (2, 4),
+        "{done:#?}"
+    );
+    for n in done.nodes.iter().filter(|n| n.step == Step::Skipped) {
+        assert_eq!(
+            fleet.node(&n.node).patch_runs(),
+            0,
+            "{} never patched",
+            n.node
+        );
+    }
+    let err = client
+        .resume_campaign(v1::ResumeRequest {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a cancelled campaign cannot resume");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    fleet.stop().await;
+}
