@@ -14,7 +14,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "Installing test tools: Debian packages, and grpcurl + Ansible into .venv"
 missing=""
-for tool in debootstrap:debootstrap rpm:rpm dpkg-scanpackages:dpkg-dev; do
+for tool in debootstrap:debootstrap rpm:rpm dpkg-scanpackages:dpkg-dev shellcheck:shellcheck; do
     command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
 done
 if [ -n "$missing" ]; then
@@ -48,6 +48,9 @@ cargo fmt --all --check
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Hook scripts: shellcheck, and each one against a recording fake CLI"
+bash packaging/hooks/tests/run.sh
 
 step "Building the binaries the end-to-end suites run"
 cargo build --workspace --bins --locked

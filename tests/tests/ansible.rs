@@ -432,6 +432,8 @@ fn packages_hold_the_expected_files() {
         "./etc/rollcall/agent.toml",
         "rollcall-agent.service",
         "./usr/share/rollcall/hooks/log-hook.sh",
+        "./usr/share/rollcall/hooks/nova-compute-drain.sh",
+        "./usr/share/rollcall/hooks/ceph-noout-unset.sh",
     ] {
         assert!(
             listing.contains(file),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use rollcall_proto::model::Role;
+use rollcall_tests::fleet::Fleet;
 use rollcall_tests::{ClientCert, Pki, TestAgent, TestServer, in_ci, init};
 
 /// grpcurl from $GRPCURL, the workspace's .venv, or PATH. Outside CI a
@@ -184,4 +185,113 @@ async fn an_operator_lists_services_and_nodes_with_grpcurl() {
     for a in agents {
         a.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_plans_starts_and_watches_a_campaign_with_grpcurl() {
+    init();
+    let Some(bin) = grpcurl() else { return };
+    let fleet = Fleet::start(&[(Role::Compute, 3), (Role::Controller, 1)]).await;
+    let g = Grpcurl {
+        bin,
+        addr: format!("localhost:{}", fleet.server.addr().port()),
+        ca: fleet.pki.ca_cert(),
+    };
+    let op = &fleet.server.operator;
+    let spec =
+        "name = \"grpcurl\"\nselect = { roles = [\"compute\"] }\nconcurrency = { compute = 2 }\n";
+    let body = serde_json::json!({ "spec_toml": spec }).to_string();
+
+    let (ok, out, err) = g
+        .run(
+            op,
+            &["-d", &body],
+            &["rollcall.v1.CampaignService/PlanCampaign"],
+        )
+        .await;
+    assert!(ok, "PlanCampaign failed: {err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        plan["waves"][0]["nodes"],
+        serde_json::json!(["cmp01", "cmp02"]),
+        "{out}"
+    );
+    assert_eq!(
+        plan["waves"][1]["nodes"],
+        serde_json::json!(["cmp03"]),
+        "{out}"
+    );
+
+    // A bad spec is one clear error and starts nothing.
+    let bad = serde_json::json!({ "spec_toml": "concurrency = { compute = 0 }" }).to_string();
+    let (ok, _, err) = g
+        .run(
+            op,
+            &["-d", &bad],
+            &["rollcall.v1.CampaignService/StartCampaign"],
+        )
+        .await;
+    assert!(
+        !ok && err.contains("InvalidArgument") && err.contains("concurrency of compute is zero"),
+        "{err}"
+    );
+
+    let (ok, out, err) = g
+        .run(
+            op,
+            &["-d", &body],
+            &["rollcall.v1.CampaignService/StartCampaign"],
+        )
+        .await;
+    assert!(ok, "StartCampaign failed: {err}");
+    let started: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let id = started["id"].as_str().expect("id").to_owned();
+    assert_eq!(started["startedBy"], "test-operator");
+
+    // The watch stream: a snapshot first, then events; it ends with the campaign.
+    let watch = serde_json::json!({ "id": id }).to_string();
+    let (ok, out, err) = g
+        .run(
+            op,
+            &["-d", &watch, "-max-time", "60"],
+            &["rollcall.v1.CampaignService/WatchCampaign"],
+        )
+        .await;
+    assert!(ok, "WatchCampaign failed: {err}\n{out}");
+    let events: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("a JSON object per event");
+    assert_eq!(events[0]["kind"], "snapshot", "{out}");
+    let last = events.last().expect("events");
+    assert_eq!(
+        (last["phase"].as_str(), last["ended"].as_bool()),
+        (Some("completed"), Some(true)),
+        "{out}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["node"] == "cmp03" && e["step"] == "done"),
+        "{out}"
+    );
+
+    let (ok, out, err) = g
+        .run(
+            op,
+            &["-d", &watch],
+            &["rollcall.v1.CampaignService/CampaignAudit"],
+        )
+        .await;
+    assert!(ok, "CampaignAudit failed: {err}");
+    let audit: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let entries = audit["entries"].as_array().expect("entries");
+    assert_eq!(entries[0]["actor"], "operator:test-operator");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["event"] == "step" && e["node"] == "cmp01" && e["exitCode"] == 0),
+        "{out}"
+    );
+    fleet.stop().await;
 }
