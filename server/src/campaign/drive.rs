@@ -393,3 +393,351 @@ pub fn postcheck(policy: RebootPolicy, run: &NodeRun, view: View<'_>) -> Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::spec::RoleHooks;
+    use rollcall_proto::model::{
+        Container, ContainersSection, DisksSection, Filesystem, RebootReason, RebootSection,
+    };
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_unix_millis(1_795_000_000_000 + secs * 1_000)
+    }
+
+    fn node(name: &str, role: Role, boot: &str) -> Node {
+        let mut n = Node::new(name, role, t(0));
+        n.online = true;
+        n.boot_id = boot.into();
+        n
+    }
+
+    fn container(name: &str, state: ContainerState, health: ContainerHealth) -> Container {
+        Container {
+            name: name.into(),
+            state,
+            health,
+            ..Default::default()
+        }
+    }
+
+    fn report(at: i64, reboot: Option<(bool, i64)>, containers: Vec<Container>) -> Report {
+        Report {
+            collected_at: t(at),
+            containers: Some(ContainersSection {
+                available: true,
+                containers,
+                ..Default::default()
+            }),
+            reboot: reboot.map(|(required, checked)| RebootSection {
+                required,
+                reasons: if required {
+                    vec![RebootReason {
+                        source: "file".into(),
+                        detail: "/var/run/reboot-required".into(),
+                        packages: vec![],
+                    }]
+                } else {
+                    vec![]
+                },
+                checked_at: Some(t(checked)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn healthy() -> Vec<Container> {
+        vec![
+            container(
+                "nova_compute",
+                ContainerState::Running,
+                ContainerHealth::Healthy,
+            ),
+            container("cron", ContainerState::Running, ContainerHealth::None),
+        ]
+    }
+
+    fn fleet(entries: &[(&str, Role, bool)]) -> BTreeMap<String, Health> {
+        entries
+            .iter()
+            .map(|(n, role, ok)| {
+                (
+                    (*n).to_owned(),
+                    Health {
+                        role: *role,
+                        online: true,
+                        healthy: *ok,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn run_in(step: Step, role: Role, since: i64) -> NodeRun {
+        let mut r = NodeRun::new("cmp1".into(), role, t(0));
+        r.enter(step, t(since));
+        r.boot_id_before = "boot-1".into();
+        r
+    }
+
+    struct World {
+        spec: CampaignSpec,
+        fleet: BTreeMap<String, Health>,
+        node: Node,
+        report: Report,
+        action: Option<ActionResult>,
+        now: Timestamp,
+    }
+
+    impl World {
+        fn new() -> Self {
+            World {
+                spec: CampaignSpec::default(),
+                fleet: fleet(&[
+                    ("ctl1", Role::Controller, true),
+                    ("ctl2", Role::Controller, true),
+                ]),
+                node: node("cmp1", Role::Compute, "boot-1"),
+                report: report(10, Some((false, 10)), healthy()),
+                action: None,
+                now: t(20),
+            }
+        }
+
+        fn advance(&self, run: &mut NodeRun) -> Advance {
+            advance(
+                run,
+                &Ctx {
+                    campaign: "c1",
+                    spec: &self.spec,
+                    fleet: &self.fleet,
+                    view: View {
+                        node: Some(&self.node),
+                        report: Some(&self.report),
+                    },
+                    action: self.action.as_ref(),
+                    now: self.now,
+                },
+            )
+        }
+    }
+
+    fn result(state: ActionState, exit: Option<i32>, tail: &str, finished: i64) -> ActionResult {
+        ActionResult {
+            id: "c1.cmp1.1.patch".into(),
+            node: "cmp1".into(),
+            state,
+            exit_code: exit,
+            output_tail: tail.into(),
+            error: String::new(),
+            started_at: Some(t(finished - 1)),
+            finished_at: Some(t(finished)),
+            boot_id: "boot-1".into(),
+        }
+    }
+
+    #[test]
+    fn precheck_names_what_blocks_it() {
+        let spec = CampaignSpec::default();
+        let run = run_in(Step::Precheck, Role::Compute, 0);
+        let n = node("cmp1", Role::Compute, "b");
+        let ok = fleet(&[]);
+        let check = |r: &Report, n: &Node, f: &BTreeMap<String, Health>| {
+            precheck(
+                &spec,
+                &run,
+                View {
+                    node: Some(n),
+                    report: Some(r),
+                },
+                f,
+            )
+        };
+        assert_eq!(
+            check(&report(0, None, healthy()), &n, &ok),
+            Ok(vec!["nova_compute".to_owned(), "cron".to_owned()])
+        );
+        let mut sick = healthy();
+        sick[0].health = ContainerHealth::Unhealthy;
+        assert_eq!(
+            check(&report(0, None, sick), &n, &ok),
+            Err("container nova_compute is unhealthy".into())
+        );
+        let mut full = report(0, None, healthy());
+        full.disks = Some(DisksSection {
+            filesystems: vec![Filesystem {
+                mount_point: "/var".into(),
+                used_bytes: 95,
+                available_bytes: 5,
+                ..Default::default()
+            }],
+            error: String::new(),
+        });
+        assert_eq!(
+            check(&full, &n, &ok),
+            Err("/var has 5% free, below min_free_percent 10".into())
+        );
+        let mut off = n.clone();
+        off.online = false;
+        assert_eq!(
+            check(&report(0, None, healthy()), &off, &ok),
+            Err("the node is offline".into())
+        );
+        // A controller goes only while every other controller is healthy.
+        let ctl = node("ctl1", Role::Controller, "b");
+        let mut ctl_run = run.clone();
+        ctl_run.node = "ctl1".into();
+        let degraded = fleet(&[
+            ("ctl1", Role::Controller, true),
+            ("ctl2", Role::Controller, false),
+        ]);
+        assert_eq!(
+            precheck(
+                &spec,
+                &ctl_run,
+                View {
+                    node: Some(&ctl),
+                    report: Some(&report(0, None, vec![]))
+                },
+                &degraded
+            ),
+            Err("controller quorum guard: ctl2 is offline or unhealthy".into())
+        );
+    }
+
+    #[test]
+    fn patch_is_asked_under_a_stable_id_asked_again_when_unknown_and_fails_with_its_words() {
+        let mut w = World::new();
+        let mut run = run_in(Step::Patch, Role::Compute, 15);
+        let first = w.advance(&mut run);
+        let Advance::Send { node, request } = first.clone() else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            (node.as_str(), request.id.as_str()),
+            ("cmp1", "c1.cmp1.1.patch")
+        );
+        assert_eq!(request.kind, ActionKind::Patch);
+        // No word of it (a restart lost the record): the same request again.
+        assert_eq!(w.advance(&mut run), first);
+        w.action = Some(result(ActionState::Running, None, "", 16));
+        assert!(matches!(w.advance(&mut run), Advance::Wait(_)));
+        w.action = Some(result(
+            ActionState::Failed,
+            Some(100),
+            "Reading lists\nE: dpkg was interrupted\n",
+            16,
+        ));
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(
+            run.note,
+            "patch on cmp1 failed (exit code 100): E: dpkg was interrupted"
+        );
+    }
+
+    #[test]
+    fn after_the_patch_a_fresh_reboot_check_decides_the_reboot() {
+        let mut w = World::new();
+        let mut run = run_in(Step::Patch, Role::Compute, 15);
+        run.action_id = "c1.cmp1.1.patch".into();
+        w.action = Some(result(ActionState::Succeeded, Some(0), "ok", 18));
+        // The last check ran before the patch finished: wait for a new one.
+        w.report = report(19, Some((false, 10)), healthy());
+        assert!(matches!(w.advance(&mut run), Advance::Wait(_)));
+        w.report = report(19, Some((true, 19)), healthy());
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Reboot);
+        assert_eq!(run.patched_at, Some(t(18)));
+    }
+
+    #[test]
+    fn return_is_a_new_boot_id_and_postcheck_wants_the_node_as_it_was() {
+        let mut w = World::new();
+        let mut run = run_in(Step::WaitReturn, Role::Compute, 15);
+        run.patched_at = Some(t(14));
+        run.containers = vec!["nova_compute".into()];
+        assert!(
+            matches!(w.advance(&mut run), Advance::Wait(_)),
+            "same boot id"
+        );
+        w.node.boot_id = "boot-2".into();
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Postcheck);
+        // Back, but nova_compute still starting and reboot-required set.
+        w.report = report(
+            30,
+            Some((true, 30)),
+            vec![container(
+                "nova_compute",
+                ContainerState::Running,
+                ContainerHealth::Starting,
+            )],
+        );
+        assert_eq!(
+            w.advance(&mut run),
+            Advance::Wait("container nova_compute is starting".into())
+        );
+        w.report = report(31, Some((true, 31)), healthy());
+        assert_eq!(
+            w.advance(&mut run),
+            Advance::Wait("the node still asks for a reboot: /var/run/reboot-required".into())
+        );
+        w.report = report(32, Some((false, 32)), healthy());
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Undrain);
+    }
+
+    #[test]
+    fn drain_is_delegated_to_a_healthy_node_of_the_named_role_with_the_target_as_argument() {
+        let mut w = World::new();
+        w.spec.hooks.insert(
+            Role::Compute,
+            RoleHooks {
+                drain: Some("nova-drain".into()),
+                undrain: None,
+                run_on: RunOn::Role(Role::Controller),
+            },
+        );
+        w.fleet = fleet(&[
+            ("ctl1", Role::Controller, false),
+            ("ctl2", Role::Controller, true),
+        ]);
+        let mut run = run_in(Step::Drain, Role::Compute, 15);
+        let Advance::Send { node, request } = w.advance(&mut run) else {
+            panic!("a hook request")
+        };
+        assert_eq!(node, "ctl2", "ctl1 is unhealthy");
+        assert_eq!(
+            (request.kind, request.name.as_str(), request.args.clone()),
+            (ActionKind::Hook, "nova-drain", vec!["cmp1".to_owned()])
+        );
+        // No undrain hook for compute: undrain passes straight to done.
+        let mut undrain = run_in(Step::Undrain, Role::Compute, 15);
+        assert_eq!(w.advance(&mut undrain), Advance::Moved);
+        assert_eq!(undrain.step, Step::Done);
+        // Nobody to run it: wait (the step's timeout decides).
+        w.fleet = fleet(&[("ctl1", Role::Controller, false)]);
+        let mut run = run_in(Step::Drain, Role::Compute, 15);
+        assert_eq!(
+            w.advance(&mut run),
+            Advance::Wait("no online, healthy controller node to run hook nova-drain".into())
+        );
+    }
+
+    #[test]
+    fn a_step_past_its_timeout_fails_with_what_it_waited_for() {
+        let mut w = World::new();
+        w.spec.timeouts.return_secs = 60;
+        let mut run = run_in(Step::WaitReturn, Role::Compute, 0);
+        run.note = "waiting for cmp1 to come back with a new boot id".into();
+        w.now = t(61);
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(
+            run.note,
+            "wait-return did not finish within 60s: waiting for cmp1 to come back with a new boot id"
+        );
+        assert_eq!(run.finished_at, Some(t(61)));
+    }
+}
