@@ -225,8 +225,16 @@ impl Fleet {
     /// A server (campaign tick 100 ms) and the given number of nodes per
     /// role, named cmp01…, sto01…, ctl01…, all online.
     pub async fn start(roles: &[(Role, usize)]) -> Fleet {
+        Self::start_with(roles, |c| c.campaigns.tick_ms = 100).await
+    }
+
+    /// Like [`Fleet::start`], with the server's configuration adjusted.
+    pub async fn start_with(
+        roles: &[(Role, usize)],
+        tweak: impl FnOnce(&mut rollcall_server::config::ServerConfig),
+    ) -> Fleet {
         let pki = Arc::new(Pki::new());
-        let server = TestServer::start(&pki, |c| c.campaigns.tick_ms = 100).await;
+        let server = TestServer::start(&pki, tweak).await;
         let dir = TempDir::new("fleet");
         let mut nodes = BTreeMap::new();
         for (role, count) in roles {

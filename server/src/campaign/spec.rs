@@ -511,4 +511,42 @@ mod tests {
                 && !every_day.contains(at("2026-11-23T17:00:00Z"))
         );
     }
+
+    #[test]
+    fn the_shipped_example_parses_documents_every_key_and_keeps_the_defaults() {
+        let text = include_str!("../../../packaging/campaign.example.toml");
+        let spec = CampaignSpec::parse(text).expect("the example parses");
+        assert_eq!(
+            rollcall_proto::diag::undocumented_keys(text),
+            Vec::<String>::new()
+        );
+        let defaults = CampaignSpec::default();
+        assert_eq!(spec.role_order, defaults.role_order);
+        assert_eq!(spec.error_budget, defaults.error_budget);
+        assert_eq!(spec.reboot, defaults.reboot);
+        assert_eq!(spec.timeouts, defaults.timeouts);
+        assert_eq!(spec.min_free_percent, defaults.min_free_percent);
+        assert_eq!(spec.skip_up_to_date, defaults.skip_up_to_date);
+        assert_eq!(
+            spec.hooks[&Role::Compute].run_on,
+            RunOn::Role(Role::Controller)
+        );
+        // The commented window parses too, once uncommented.
+        let window: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [window]"))
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let with_window = format!(
+            "{}\n{window}\n",
+            text.split("# A maintenance window").next().unwrap_or("")
+        );
+        assert!(
+            CampaignSpec::parse(&with_window)
+                .expect("window")
+                .window
+                .is_some()
+        );
+    }
 }
