@@ -246,8 +246,12 @@ impl Session {
             }
         }
         if let Some(rx) = &mut self.sources.reboot {
+            // The watch only announces news (see `spawn_reboot`): a first
+            // check, a check after a patch, or a changed outcome.
+            let news = rx.has_changed().unwrap_or(false);
             let now = rx.borrow_and_update().clone();
             if full
+                || news
                 || self
                     .sent
                     .reboot

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fleet;
+pub mod nodes;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -232,6 +232,10 @@ fn help_texts_match_their_snapshots() {
         ("rollcall-server", &["nodes", "show", "--help"]),
         ("rollcall-server", &["fleet", "status", "--help"]),
         ("rollcall-server", &["containers", "list", "--help"]),
+        ("rollcall-server", &["campaign", "--help"]),
+        ("rollcall-server", &["campaign", "start", "--help"]),
+        ("rollcall-server", &["campaign", "watch", "--help"]),
+        ("rollcall-server", &["campaign", "resume", "--help"]),
         ("rollcall-agent", &["--help"]),
         ("rollcall-agent", &["run", "--help"]),
         ("rollcall-agent", &["once", "--help"]),
@@ -264,4 +268,130 @@ fn help_texts_match_their_snapshots() {
         "help changed (UPDATE_SNAPSHOTS=1 to accept):\n{}",
         mismatches.join("\n")
     );
+}
+
+#[test]
+fn a_bad_campaign_spec_exits_2_with_one_line_before_asking_the_server() {
+    let dir = TempDir::new("spec");
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(&spec, "name = \"x\"\nconcurrency = { compute = 0 }\n").expect("write");
+    // No server is listening there: the spec is refused before any connection.
+    let cli = |args: &[&str]| {
+        run(Command::new(bin("rollcall-server"))
+            .args(args)
+            .env("ROLLCALL_SERVER", "https://localhost:1"))
+    };
+    let out = cli(&["campaign", "start", "--spec", spec.to_str().expect("utf-8")]);
+    assert_one_line_error(&out, 2, "concurrency of compute is zero");
+    let out = cli(&["campaign", "plan", "--concurrency", "compute"]);
+    assert_one_line_error(&out, 2, "use ROLE=N or ROLE=N%");
+    let out = cli(&["campaign", "plan", "--reboot", "sometimes"]);
+    assert_one_line_error(&out, 2, "sometimes");
+    let out = cli(&["campaign", "plan", "--spec", "/nonexistent/spec.toml"]);
+    assert_one_line_error(&out, 2, "/nonexistent/spec.toml");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_start_watch_status_and_audit_from_the_cli() {
+    init();
+    let fleet =
+        rollcall_tests::fleet::Fleet::start(&[(Role::Compute, 3), (Role::Controller, 1)]).await;
+    let op = fleet.server.operator.clone();
+    let (url, ca) = (fleet.server.url(), fleet.pki.ca_cert());
+    let cli = move |args: Vec<String>| {
+        let mut cmd = Command::new(bin("rollcall-server"));
+        cmd.args(args)
+            .env("ROLLCALL_SERVER", &url)
+            .env("ROLLCALL_CA", &ca)
+            .env("ROLLCALL_CERT", &op.cert)
+            .env("ROLLCALL_KEY", &op.key);
+        tokio::task::spawn_blocking(move || run(&mut cmd))
+    };
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    let out = cli(args(&[
+        "campaign",
+        "plan",
+        "--role",
+        "compute",
+        "--concurrency",
+        "compute=2",
+    ]))
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("wave   1  compute     cmp01 cmp02"), "{plan}");
+    assert!(plan.contains("wave   2  compute     cmp03"), "{plan}");
+
+    let out = cli(args(&[
+        "campaign",
+        "start",
+        "--name",
+        "cli",
+        "--role",
+        "compute",
+        "--concurrency",
+        "compute=2",
+    ]))
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        !id.is_empty() && !id.contains(char::is_whitespace),
+        "start prints the id: {id:?}"
+    );
+
+    // A second campaign while one runs is refused, with the reason.
+    let out = cli(args(&["campaign", "start", "--role", "compute"]))
+        .await
+        .expect("join");
+    assert_one_line_error(&out, 1, "cancel it (or let it finish)");
+
+    let out = cli(args(&["campaign", "watch", &id])).await.expect("join");
+    assert!(
+        out.status.success(),
+        "watch exits 0 on a completed campaign: {}",
+        stderr(&out)
+    );
+    let watched = String::from_utf8_lossy(&out.stdout);
+    assert!(watched.contains("progress: compute 3/3 done"), "{watched}");
+    assert!(
+        watched.contains("completed: every node finished"),
+        "{watched}"
+    );
+
+    let out = cli(args(&["campaign", "status", &id, "--json"]))
+        .await
+        .expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(status["campaign"]["phase"], "completed");
+    let steps: Vec<&str> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["step"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(steps, ["done", "done", "done"]);
+
+    let out = cli(args(&["campaign", "audit", &id])).await.expect("join");
+    let audit = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        audit.contains("operator:test-operator") && audit.contains("[exit 0]"),
+        "{audit}"
+    );
+    assert!(audit.contains("| FakePatch: 1 upgraded"), "{audit}");
+
+    let out = cli(args(&["campaign", "list", "--json"]))
+        .await
+        .expect("join");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list --json");
+    assert_eq!(list[0]["campaign"]["id"], id.as_str());
+    let out = cli(args(&["campaign", "status", "nope"]))
+        .await
+        .expect("join");
+    assert_one_line_error(&out, 1, "no campaign with id");
+    fleet.stop().await;
 }

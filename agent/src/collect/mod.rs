@@ -126,17 +126,22 @@ pub fn spawn_reboot(
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let asked = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-                () = recheck.notified() => {}
-            }
+                _ = tick.tick() => false,
+                () = recheck.notified() => true,
+            };
             let section = checks.check(&kernel).await;
-            // Only a changed outcome is news; the check time alone is not.
+            // A changed outcome is news; so is the first check since the
+            // agent started and a check asked for after a patch, even when
+            // their outcome is the default: a campaign waits for a check
+            // newer than its patch or boot. A routine re-check that found
+            // the same is not.
             tx.send_if_modified(|current| {
-                let changed = !same_outcome(current, &section);
+                let news =
+                    asked || current.checked_at.is_none() || !same_outcome(current, &section);
                 *current = section;
-                changed
+                news
             });
         }
     });

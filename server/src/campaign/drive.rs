@@ -382,6 +382,19 @@ pub fn postcheck(policy: RebootPolicy, run: &NodeRun, view: View<'_>) -> Result<
         return Err("waiting for a report newer than the patch".into());
     }
     containers_ready(report, Some(&run.containers))?;
+    // A new session's first report carries the agent's reboot state before
+    // its first check ran (never checked): wait for a real check, one that
+    // ran after the patch.
+    if let Some(reboot) = &report.reboot {
+        let fresh = match (reboot.checked_at, run.patched_at) {
+            (Some(checked), Some(patched)) => checked >= patched,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !fresh {
+            return Err("waiting for a reboot check since the patch and boot".into());
+        }
+    }
     if policy != RebootPolicy::Never && report.reboot_required() {
         let why = report
             .reboot
@@ -683,6 +696,16 @@ mod tests {
         assert_eq!(
             w.advance(&mut run),
             Advance::Wait("the node still asks for a reboot: /var/run/reboot-required".into())
+        );
+        // A fresh session's first report: not required, but never checked.
+        let mut unchecked = report(32, Some((false, 32)), healthy());
+        if let Some(r) = unchecked.reboot.as_mut() {
+            r.checked_at = None;
+        }
+        w.report = unchecked;
+        assert_eq!(
+            w.advance(&mut run),
+            Advance::Wait("waiting for a reboot check since the patch and boot".into())
         );
         w.report = report(32, Some((false, 32)), healthy());
         assert_eq!(w.advance(&mut run), Advance::Moved);

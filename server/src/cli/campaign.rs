@@ -114,6 +114,7 @@ pub enum CampaignCommand {
     Plan {
         #[command(flatten)]
         spec: SpecArgs,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -123,6 +124,7 @@ pub enum CampaignCommand {
     Start {
         #[command(flatten)]
         spec: SpecArgs,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -131,6 +133,7 @@ pub enum CampaignCommand {
     /// A campaign with a row per node.
     Status {
         id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -159,8 +162,10 @@ pub enum CampaignCommand {
     /// error budget, unless --retry-failed starts them again.
     Resume {
         id: String,
+        /// Start the failed nodes again (under new action ids).
         #[arg(long)]
         retry_failed: bool,
+        /// Why (written to the audit log).
         #[arg(long, default_value = "")]
         reason: String,
         #[command(flatten)]
@@ -169,6 +174,7 @@ pub enum CampaignCommand {
     /// No new node starts; nodes in flight finish (and are undrained).
     Cancel {
         id: String,
+        /// Why (written to the audit log).
         #[arg(long, default_value = "")]
         reason: String,
         #[command(flatten)]
@@ -176,6 +182,7 @@ pub enum CampaignCommand {
     },
     /// Every campaign, oldest first.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -184,6 +191,7 @@ pub enum CampaignCommand {
     /// Who did what, and every step with its times, exit code and output tail.
     Audit {
         id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

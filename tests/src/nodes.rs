@@ -1,0 +1,225 @@
+//! Debian bookworm node containers for the suites that install the real
+//! packages: systemd as PID 1 in each (scripts/build-node-image.sh), on a
+//! Docker network of the test's own, removed however the test ends.
+//!
+//! ```ignore
+//! let mut lab = NodeLab::new("campaign");
+//! lab.start("ctl1", &["--restart", "always"]);
+//! lab.wait_systemd("ctl1");
+//! lab.write("ctl1", "/etc/rollcall/server.toml", "0644", "root", config.as_bytes());
+//! let version = lab.sh("ctl1", "dpkg-query -W -f '${Version}' rollcall-demo-kernel");
+//! ```
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The node image, built by scripts/build-node-image.sh.
+pub const NODE_IMAGE: &str = "rollcall-test/bookworm-node:2";
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("workspace")
+}
+
+/// Runs the docker CLI.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker")
+}
+
+/// Stdout and stderr of a command, for failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Whether a Docker engine answers.
+pub fn docker_available() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether the engine holds the node image.
+pub fn node_image_available() -> bool {
+    docker(&["image", "inspect", NODE_IMAGE]).status.success()
+}
+
+/// The newest `target/debian/PACKAGE_*.deb` that scripts/package.sh built.
+pub fn deb(package: &str) -> Option<PathBuf> {
+    let prefix = format!("{package}_");
+    std::fs::read_dir(workspace().join("target/debian"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".deb")
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
+
+/// Node containers and their network, removed on drop (a failed test
+/// included).
+pub struct NodeLab {
+    prefix: String,
+    network: String,
+    containers: Vec<String>,
+}
+
+impl NodeLab {
+    /// Creates the network `rc-TAG-PID`.
+    pub fn new(tag: &str) -> Self {
+        let prefix = format!("rc-{tag}-{}", std::process::id());
+        let out = docker(&["network", "create", &prefix]);
+        assert!(out.status.success(), "network: {}", text(&out));
+        Self {
+            network: prefix.clone(),
+            prefix,
+            containers: Vec::new(),
+        }
+    }
+
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// The container behind node `name`.
+    pub fn container(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    /// Starts node `name` (its hostname, and its name on the network) with
+    /// systemd as PID 1; `extra` goes to `docker run` before the image.
+    pub fn start(&mut self, name: &str, extra: &[&str]) {
+        let container = self.container(name);
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--hostname",
+            name,
+            "--network",
+            &self.network,
+            "--network-alias",
+            name,
+            // systemd as PID 1: the cgroup tree read-only, /run on tmpfs.
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/run/lock",
+            "--stop-signal",
+            "SIGRTMIN+3",
+            "--label",
+            "rollcall.test=nodes",
+        ];
+        args.extend_from_slice(extra);
+        args.push(NODE_IMAGE);
+        // Recorded first: a container that half started is removed too.
+        self.containers.push(container.clone());
+        let out = docker(&args);
+        assert!(out.status.success(), "start {name}: {}", text(&out));
+    }
+
+    /// Waits until systemd on `name` has finished booting.
+    pub fn wait_systemd(&self, name: &str) {
+        let started = Instant::now();
+        loop {
+            let out = self.exec(name, &["systemctl", "is-system-running"]);
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if state == "running" || state == "degraded" {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "systemd on {name} stuck in {state:?}: {}",
+                text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `docker exec` on node `name`.
+    pub fn exec(&self, name: &str, args: &[&str]) -> Output {
+        let container = self.container(name);
+        let mut all = vec!["exec", container.as_str()];
+        all.extend_from_slice(args);
+        docker(&all)
+    }
+
+    /// A shell command on node `name` that must succeed; its stdout.
+    pub fn sh(&self, name: &str, script: &str) -> String {
+        let out = self.exec(name, &["sh", "-c", script]);
+        assert!(
+            out.status.success(),
+            "{name}: `{script}` failed: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes `contents` to `path` on node `name` (parent directories
+    /// made), with the given mode and owner.
+    pub fn write(&self, name: &str, path: &str, mode: &str, owner: &str, contents: &[u8]) {
+        let container = self.container(name);
+        let mut child = Command::new("docker")
+            .args(["exec", "-i", &container, "sh", "-c"])
+            .arg(r#"mkdir -p "$(dirname "$1")" && (umask 077 && cat > "$1") && chown "$3" "$1" && chmod "$2" "$1""#)
+            .args(["sh", path, mode, owner])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run docker exec");
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(contents)
+            .expect("write to docker exec");
+        let out = child.wait_with_output().expect("docker exec");
+        assert!(out.status.success(), "{name}: write {path}: {}", text(&out));
+    }
+
+    /// Copies a host file to `path` on node `name`.
+    pub fn copy_in(&self, name: &str, host: &Path, path: &str) {
+        let target = format!("{}:{path}", self.container(name));
+        let source = host.to_string_lossy();
+        let out = docker(&["cp", &source, &target]);
+        assert!(out.status.success(), "copy to {target}: {}", text(&out));
+    }
+
+    /// `docker inspect -f FORMAT` of node `name`'s container.
+    pub fn inspect(&self, name: &str, format: &str) -> String {
+        let out = docker(&["inspect", "-f", format, &self.container(name)]);
+        assert!(out.status.success(), "inspect {name}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for NodeLab {
+    fn drop(&mut self) {
+        // By exact name: a `name=` filter matches substrings, and so other
+        // labs whose process id starts with ours.
+        for container in &self.containers {
+            let _ = docker(&["rm", "-f", "-v", container]);
+        }
+        let _ = docker(&["network", "rm", &self.network]);
+    }
+}
