@@ -60,6 +60,9 @@ pub struct ContainersConfig {
     pub socket: String,
     /// Full re-list even while the event stream works.
     pub poll_secs: u32,
+    /// Only containers with every one of these labels (`key` or
+    /// `key=value`); empty: every container of the engine.
+    pub labels: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -196,6 +199,7 @@ impl Default for ContainersConfig {
             enabled: true,
             socket: "/var/run/docker.sock".into(),
             poll_secs: 30,
+            labels: Vec::new(),
         }
     }
 }

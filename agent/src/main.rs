@@ -194,7 +194,7 @@ async fn once(cfg: &AgentConfig) -> Report {
         timeout: Duration::from_secs(cfg.reboot.command_timeout_secs.into()),
     };
     let containers = match cfg.containers.enabled {
-        true => Some(containers::snapshot(&cfg.containers.socket).await),
+        true => Some(containers::snapshot(&cfg.containers.socket, &cfg.containers.labels).await),
         false => None,
     };
     let updates = match cfg.updates.enabled {

@@ -73,16 +73,19 @@ impl Containers {
 
     /// A service with a health check on /tmp/healthy, healthy from the start.
     fn run_service(&self, short: &str) -> String {
+        self.run_labelled(short, &["kolla_version=18.1.0"])
+    }
+
+    /// Like `run_service`, with these labels (and the set's own).
+    fn run_labelled(&self, short: &str, labels: &[&str]) -> String {
         let name = self.name(short);
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--label",
-            "rollcall.test=yes",
-            "--label",
-            "kolla_version=18.1.0",
+        let set_label = format!("rollcall.test.set={}", self.prefix);
+        let mut args = vec!["run", "-d", "--name", &name, "--label", "rollcall.test=yes"];
+        args.extend(["--label", &set_label]);
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        args.extend([
             "--health-cmd",
             "test -f /tmp/healthy || (echo missing /tmp/healthy; exit 1)",
             "--health-interval",
@@ -96,6 +99,7 @@ impl Containers {
             "-c",
             "touch /tmp/healthy; exec sleep 3600",
         ]);
+        docker(&args);
         name
     }
 }
@@ -189,6 +193,13 @@ async fn fleet_summary(server: &TestServer) -> FleetSummary {
 }
 
 fn docker_sources(socket: &str) -> impl FnOnce(&tokio_util::sync::CancellationToken) -> Sources {
+    labelled_sources(socket, Vec::new())
+}
+
+fn labelled_sources(
+    socket: &str,
+    labels: Vec<String>,
+) -> impl FnOnce(&tokio_util::sync::CancellationToken) -> Sources {
     let socket = socket.to_owned();
     move |shutdown| {
         let mut sources = Sources::host_only(SystemCollector::new(HostConfig::default()));
@@ -199,6 +210,7 @@ fn docker_sources(socket: &str) -> impl FnOnce(&tokio_util::sync::CancellationTo
                 poll_interval: Duration::from_secs(300),
                 fallback_poll_interval: Duration::from_secs(2),
                 request_timeout: Duration::from_secs(10),
+                labels,
             },
             shutdown.clone(),
         ));
@@ -365,5 +377,50 @@ async fn an_absent_engine_is_reported_unavailable_and_the_agent_keeps_reporting(
         .await;
     let summary = fleet_summary(&server).await;
     assert_eq!(summary.engine_unavailable_nodes, ["cmp1"]);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_label_filter_reports_only_the_containers_that_carry_every_label() {
+    init();
+    if !docker_ready() {
+        return;
+    }
+    let set = Containers::new("lbl");
+    let kolla = set.run_labelled("kolla", &["kolla_version=18.1.0"]);
+    let other = set.run_labelled("other", &[]);
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, |c| c.agents.report_interval_secs = 60).await;
+    let filter = vec![
+        format!("rollcall.test.set={}", set.prefix),
+        "kolla_version".to_owned(),
+    ];
+    let agent = TestAgent::start_with(
+        &server.url(),
+        &pki,
+        "ctl1",
+        Role::Controller,
+        labelled_sources(SOCKET, filter),
+    );
+    server.wait_online("ctl1").await;
+    until(&server, &kolla, "healthy", Duration::from_secs(20), |c| {
+        c.health == ContainerHealth::Healthy
+    })
+    .await;
+    // A container started later arrives through the (filtered) event stream.
+    let late = set.run_labelled("late", &["kolla_version=18.1.0"]);
+    until(&server, &late, "listed", Duration::from_secs(20), |_| true).await;
+    docker(&["stop", "-t", "0", &other]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let names: Vec<String> = containers(&server, &format!("{}-*", set.prefix))
+        .await
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        names,
+        [kolla.clone(), late.clone()],
+        "{other} has no kolla_version label"
+    );
     agent.stop().await;
 }

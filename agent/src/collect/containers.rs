@@ -42,6 +42,9 @@ pub struct WatcherConfig {
     pub fallback_poll_interval: Duration,
     /// Per-request timeout towards the engine.
     pub request_timeout: Duration,
+    /// Only containers carrying every one of these labels (`key` or
+    /// `key=value`, the engine's own label filter); empty: every container.
+    pub labels: Vec<String>,
 }
 
 /// Starts the watcher; the receiver always holds the latest section.
@@ -89,12 +92,13 @@ async fn run(
 }
 
 /// One look at the engine (for `rollcall-agent once`).
-pub async fn snapshot(socket: &str) -> ContainersSection {
+pub async fn snapshot(socket: &str, labels: &[String]) -> ContainersSection {
     let config = WatcherConfig {
         socket: socket.to_owned(),
         poll_interval: Duration::from_secs(3_600),
         fallback_poll_interval: Duration::from_secs(3_600),
         request_timeout: Duration::from_secs(10),
+        labels: labels.to_vec(),
     };
     let (tx, mut rx) = watch::channel(ContainersSection::default());
     tokio::select! {
@@ -147,7 +151,10 @@ async fn watch_engine(config: &WatcherConfig, tx: &watch::Sender<ContainersSecti
         ),
         Err(e) => return format!("engine at {} does not answer: {e}", config.socket),
     };
-    let mut cache = Cache::default();
+    let mut cache = Cache {
+        labels: config.labels.clone(),
+        ..Cache::default()
+    };
     if let Err(e) = cache.refresh_all(&docker).await {
         return e;
     }
@@ -157,7 +164,11 @@ async fn watch_engine(config: &WatcherConfig, tx: &watch::Sender<ContainersSecti
     // check every few seconds per container, each one three exec events.
     let mut wanted = INTERESTING.to_vec();
     wanted.push("health_status");
-    let filters: HashMap<&str, Vec<&str>> = [("type", vec!["container"]), ("event", wanted)].into();
+    let mut filters: HashMap<&str, Vec<&str>> =
+        [("type", vec!["container"]), ("event", wanted)].into();
+    if !config.labels.is_empty() {
+        filters.insert("label", config.labels.iter().map(String::as_str).collect());
+    }
     let mut events = Box::pin(docker.events(Some(
         EventsOptionsBuilder::default().filters(&filters).build(),
     )));
@@ -238,6 +249,7 @@ fn list_key(state: Option<String>, status: &str) -> ListKey {
 struct Cache {
     containers: HashMap<String, (ListKey, Container)>,
     polls: u64,
+    labels: Vec<String>,
 }
 
 /// Every this many polls, every container is inspected again even if the
@@ -246,7 +258,13 @@ const FULL_INSPECT_EVERY: u64 = 6;
 
 impl Cache {
     async fn refresh_all(&mut self, docker: &Docker) -> Result<(), String> {
-        let options = ListContainersOptionsBuilder::default().all(true).build();
+        let mut builder = ListContainersOptionsBuilder::default().all(true);
+        if !self.labels.is_empty() {
+            let filters: HashMap<&str, Vec<&str>> =
+                [("label", self.labels.iter().map(String::as_str).collect())].into();
+            builder = builder.filters(&filters);
+        }
+        let options = builder.build();
         let list = docker
             .list_containers(Some(options))
             .await

@@ -70,6 +70,7 @@ impl Sources {
                     poll_interval: Duration::from_secs(cfg.containers.poll_secs.into()),
                     fallback_poll_interval: Duration::from_secs(2),
                     request_timeout: Duration::from_secs(10),
+                    labels: cfg.containers.labels.clone(),
                 },
                 shutdown.clone(),
             )
