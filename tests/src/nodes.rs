@@ -137,6 +137,43 @@ impl NodeLab {
         assert!(out.status.success(), "start {name}: {}", text(&out));
     }
 
+    /// Starts, beside node `name` on this machine's engine, a service
+    /// container standing in for one of the node's kolla services: health
+    /// checked, labelled `rollcall.test.node=CONTAINER` so that the node's
+    /// agent (the engine socket mounted, `containers.labels` set to that
+    /// label) reports it and no other container. Returns its name.
+    pub fn start_service(&mut self, name: &str, image: &str) -> String {
+        let container = format!("{}-svc", self.container(name));
+        let label = format!("rollcall.test.node={}", self.container(name));
+        self.containers.push(container.clone());
+        let out = docker(&[
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--label",
+            "rollcall.test=nodes",
+            "--label",
+            &label,
+            "--health-cmd",
+            "test -f /tmp/healthy",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+            image,
+            "sh",
+            "-c",
+            "touch /tmp/healthy; exec sleep 3600",
+        ]);
+        assert!(
+            out.status.success(),
+            "service beside {name}: {}",
+            text(&out)
+        );
+        container
+    }
+
     /// Waits until systemd on `name` has finished booting.
     pub fn wait_systemd(&self, name: &str) {
         let started = Instant::now();

@@ -12,6 +12,9 @@
 //! (`--restart always`): /run is a tmpfs, so reboot-required is gone, and
 //! rollcall-boot-id.service writes a new boot id. ctl1's reboot restarts the
 //! server in the middle of the campaign, which resumes from its SQLite file.
+//! Each node's "kolla service" is a health-checked container beside it on
+//! this machine's engine, which the node's agent reads through the mounted
+//! socket and its `containers.labels` filter: the health gates judge it.
 //! What is fake, and named so: the nova drain and undrain CLI calls
 //! (`fake-nova-recording`: there is no OpenStack here).
 
@@ -92,7 +95,7 @@ report_interval_secs = 2
 tick_ms = 200
 "#;
 
-fn agent_toml(role: Role) -> String {
+fn agent_toml(role: Role, container: &str) -> String {
     let hooks = if role == Role::Controller {
         "\n[actions.hooks]\n\
          nova-drain = [\"/usr/local/bin/fake-nova-recording\", \"nova-drain\"]\n\
@@ -115,13 +118,12 @@ max_backoff_secs = 5
 boot_id_path = "/run/rollcall/boot_id"
 
 [containers]
-# Off: no node has an engine of its own. With this machine's engine socket
-# mounted, every node would see every container of the engine (the other
-# nodes, mid-reboot, and other suites' deliberately unhealthy ones), and
-# the agent has no filter to keep to its own: the health gates would judge
-# the wrong containers. The gates are covered by tests/tests/campaign.rs
-# and the collector against the real engine by tests/tests/docker.rs.
-enabled = false
+# This machine's engine socket is mounted into every node, so each agent
+# sees every container of the engine; the label filter keeps it to the
+# service container the test started for this node (as a real node keeps
+# to kolla's containers with labels = ["kolla_version"]).
+enabled = true
+labels = ["rollcall.test.node={container}"]
 
 [updates]
 # The shortest allowed; the first check runs within 30 s of the start.
@@ -143,6 +145,9 @@ struct Kit {
 }
 
 /// Everything the suite needs, or a loud skip outside CI (a failure in CI).
+/// The stand-in for a node's kolla service (scripts/build-test-images.sh).
+const SERVICE_IMAGE: &str = "rollcall-test/busybox:1";
+
 fn ready() -> Option<Kit> {
     let mut missing = Vec::new();
     if !nodes::docker_available() {
@@ -151,6 +156,13 @@ fn ready() -> Option<Kit> {
         missing.push(format!(
             "image {} (scripts/build-node-image.sh)",
             nodes::NODE_IMAGE
+        ));
+    } else if !nodes::docker(&["image", "inspect", SERVICE_IMAGE])
+        .status
+        .success()
+    {
+        missing.push(format!(
+            "image {SERVICE_IMAGE} (scripts/build-test-images.sh)"
         ));
     }
     let agent_deb = nodes::deb("rollcall-agent");
@@ -218,7 +230,16 @@ impl Cloud {
         let mut lab = NodeLab::new("campaign");
         for (name, _) in NODES {
             // The engine starts a node again when its systemd ends: the reboot.
-            lab.start(name, &["--restart", "always"]);
+            lab.start(
+                name,
+                &[
+                    "--restart",
+                    "always",
+                    "-v",
+                    "/var/run/docker.sock:/var/run/docker.sock",
+                ],
+            );
+            lab.start_service(name, SERVICE_IMAGE);
         }
         let pki = TempDir::new("campaign-e2e-pki");
         make_pki(kit, pki.path());
@@ -249,7 +270,7 @@ impl Cloud {
                         "/etc/rollcall/agent.toml",
                         "0644",
                         "root:root",
-                        agent_toml(*role).as_bytes(),
+                        agent_toml(*role, &lab.container(name)).as_bytes(),
                     );
                 });
             }
@@ -634,6 +655,22 @@ fn a_campaign_upgrades_reboots_and_brings_back_every_debian_node() {
             detail["report"]["reboot"]["required"], false,
             "{name}: {detail:#}"
         );
+        // Its service container: the only one it reports, running and healthy.
+        let containers = detail["report"]["containers"]["containers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} reports containers: {detail:#}"));
+        let seen: Vec<(&str, &str, &str)> = containers
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or(""),
+                    c["state"].as_str().unwrap_or(""),
+                    c["health"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        let service = format!("{}-svc", cloud.lab.container(name));
+        assert_eq!(seen, [(service.as_str(), "running", "healthy")], "{name}");
         assert_eq!(
             cloud.lab.inspect(name, "{{.RestartCount}}"),
             "1",
