@@ -57,10 +57,10 @@ impl CampaignView {
     }
 }
 
-fn ended(c: &Campaign, runs: &[NodeRun]) -> bool {
+fn ended<'a>(c: &Campaign, runs: impl IntoIterator<Item = &'a NodeRun>) -> bool {
     match c.phase {
         Phase::Completed => true,
-        Phase::Cancelled => runs.iter().all(|r| !r.step.is_active()),
+        Phase::Cancelled => runs.into_iter().all(|r| !r.step.is_active()),
         Phase::Running | Phase::Paused => false,
     }
 }
@@ -310,7 +310,7 @@ impl Scheduler {
         for live in self
             .campaigns
             .values()
-            .filter(|l| !ended(&l.campaign, &l.runs.values().cloned().collect::<Vec<_>>()))
+            .filter(|l| !ended(&l.campaign, l.runs.values()))
         {
             tracing::info!(campaign = %live.campaign.id, phase = %live.campaign.phase, "Campaign resumed from the store.");
         }
@@ -447,7 +447,7 @@ impl Scheduler {
         if let Some(open) = self
             .campaigns
             .values()
-            .find(|l| !ended(&l.campaign, &l.runs.values().cloned().collect::<Vec<_>>()))
+            .find(|l| !ended(&l.campaign, l.runs.values()))
         {
             return Err(CampaignError::Conflict(format!(
                 "campaign {} is {}; cancel it (or let it finish) before starting another",
@@ -602,6 +602,9 @@ impl Scheduler {
                     run.note = "campaign cancelled".into();
                     changed_runs.push(run);
                 }
+                if !live.runs.values().any(|r| r.step.is_active()) {
+                    c.finished_at = Some(now);
+                }
                 ("cancelled", c.reason.clone())
             }
             (control, phase) => {
@@ -700,10 +703,7 @@ impl Scheduler {
             return Ok(());
         }
         if live.campaign.phase == Phase::Cancelled {
-            if ended(
-                &live.campaign,
-                &live.runs.values().cloned().collect::<Vec<_>>(),
-            ) {
+            if ended(&live.campaign, live.runs.values()) {
                 self.finish(id, Phase::Cancelled, "every node in flight finished".into())
                     .await?;
             }
@@ -909,7 +909,6 @@ impl Scheduler {
         let Some(live) = self.campaigns.get(id) else {
             return;
         };
-        let runs: Vec<NodeRun> = live.runs.values().cloned().collect();
         let _ = self.events.send(CampaignEvent {
             campaign: id.to_owned(),
             at: Timestamp::now(),
@@ -917,7 +916,7 @@ impl Scheduler {
             step,
             phase: live.campaign.phase,
             message,
-            ended: ended(&live.campaign, &runs),
+            ended: ended(&live.campaign, live.runs.values()),
         });
     }
 }

@@ -270,14 +270,9 @@ pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
             reason,
             connect,
         } => {
-            let s = connect
-                .campaigns()
-                .await?
-                .pause_campaign(v1::ControlRequest { id, reason })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            println!("{} {}: {}", s.id, s.phase, s.reason);
+            let request = v1::ControlRequest { id, reason };
+            let s = connect.campaigns().await?.pause_campaign(request).await;
+            print_control(s)?;
         }
         CampaignCommand::Resume {
             id,
@@ -285,32 +280,22 @@ pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
             reason,
             connect,
         } => {
-            let s = connect
-                .campaigns()
-                .await?
-                .resume_campaign(v1::ResumeRequest {
-                    id,
-                    reason,
-                    retry_failed,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            println!("{} {}", s.id, s.phase);
+            let request = v1::ResumeRequest {
+                id,
+                reason,
+                retry_failed,
+            };
+            let s = connect.campaigns().await?.resume_campaign(request).await;
+            print_control(s)?;
         }
         CampaignCommand::Cancel {
             id,
             reason,
             connect,
         } => {
-            let s = connect
-                .campaigns()
-                .await?
-                .cancel_campaign(v1::ControlRequest { id, reason })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            println!("{} {}: {}", s.id, s.phase, s.reason);
+            let request = v1::ControlRequest { id, reason };
+            let s = connect.campaigns().await?.cancel_campaign(request).await;
+            print_control(s)?;
         }
         CampaignCommand::List { json, connect } => {
             let list = connect
@@ -365,6 +350,19 @@ pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
                 print!("{}", render_audit(&entries));
             }
         }
+    }
+    Ok(())
+}
+
+/// `ID PHASE[: REASON]` after a pause, resume or cancel.
+fn print_control(
+    answer: Result<tonic::Response<v1::CampaignStatus>, tonic::Status>,
+) -> Result<(), CliError> {
+    let s = answer.map_err(status_error)?.into_inner();
+    if s.reason.is_empty() {
+        println!("{} {}", s.id, s.phase);
+    } else {
+        println!("{} {}: {}", s.id, s.phase, s.reason);
     }
     Ok(())
 }

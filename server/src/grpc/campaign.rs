@@ -39,6 +39,21 @@ fn campaign_id(id: &str) -> Result<(), Status> {
     validate_name(id).map_err(|e| Status::invalid_argument(format!("campaign id: {e}")))
 }
 
+impl CampaignApi {
+    /// Pause, resume or cancel, on behalf of `who` (their certificate name).
+    async fn steer(
+        &self,
+        who: &str,
+        id: &str,
+        control: Control,
+        reason: &str,
+    ) -> Result<Response<v1::CampaignStatus>, Status> {
+        campaign_id(id)?;
+        let view = self.campaigns.control(id, control, who, reason).await?;
+        Ok(Response::new(view.into()))
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::CampaignEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -148,12 +163,7 @@ impl v1::campaign_service_server::CampaignService for CampaignApi {
     ) -> Result<Response<v1::CampaignStatus>, Status> {
         let who = operator(&request)?;
         let req = request.into_inner();
-        campaign_id(&req.id)?;
-        let view = self
-            .campaigns
-            .control(&req.id, Control::Pause, &who, &req.reason)
-            .await?;
-        Ok(Response::new(view.into()))
+        self.steer(&who, &req.id, Control::Pause, &req.reason).await
     }
 
     async fn resume_campaign(
@@ -162,15 +172,10 @@ impl v1::campaign_service_server::CampaignService for CampaignApi {
     ) -> Result<Response<v1::CampaignStatus>, Status> {
         let who = operator(&request)?;
         let req = request.into_inner();
-        campaign_id(&req.id)?;
         let control = Control::Resume {
             retry_failed: req.retry_failed,
         };
-        let view = self
-            .campaigns
-            .control(&req.id, control, &who, &req.reason)
-            .await?;
-        Ok(Response::new(view.into()))
+        self.steer(&who, &req.id, control, &req.reason).await
     }
 
     async fn cancel_campaign(
@@ -179,12 +184,8 @@ impl v1::campaign_service_server::CampaignService for CampaignApi {
     ) -> Result<Response<v1::CampaignStatus>, Status> {
         let who = operator(&request)?;
         let req = request.into_inner();
-        campaign_id(&req.id)?;
-        let view = self
-            .campaigns
-            .control(&req.id, Control::Cancel, &who, &req.reason)
-            .await?;
-        Ok(Response::new(view.into()))
+        self.steer(&who, &req.id, Control::Cancel, &req.reason)
+            .await
     }
 
     async fn campaign_audit(
