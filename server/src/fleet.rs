@@ -478,6 +478,10 @@ impl Fleet {
         if entry.session.as_ref().map(|s| s.0) != Some(session) {
             return; // a replaced session's last words
         }
+        // A change-driven report (reboot state, containers) is what a
+        // campaign's gates wait for: let the scheduler look at once. Routine
+        // interval reports carry neither section and wake nobody.
+        let gate_news = !report.full && (report.reboot.is_some() || report.containers.is_some());
         let merged = match &mut entry.report {
             Some(stored) => {
                 stored.merge(report);
@@ -496,6 +500,9 @@ impl Fleet {
             self.publish(name, NodeEventKind::Online, false);
         }
         self.publish(name, NodeEventKind::Report, true);
+        if gate_news || came_back {
+            self.wake.notify_one();
+        }
     }
 
     fn disconnect(&mut self, name: &str, session: SessionId, reason: String) {

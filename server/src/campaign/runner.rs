@@ -257,6 +257,8 @@ const EVENT_BUFFER: usize = 4_096;
 /// How many steps one node may take in one pass (a node with no hooks goes
 /// from precheck to its patch request at once).
 const STEPS_PER_PASS: usize = 8;
+/// The shortest time between two passes started by wake-ups.
+const MIN_PASS_GAP: Duration = Duration::from_millis(20);
 
 impl Scheduler {
     /// Starts the scheduler from the stored campaigns. `wake` starts a pass
@@ -306,6 +308,7 @@ impl Scheduler {
         shutdown: CancellationToken,
     ) {
         let mut ticker = tokio::time::interval(tick);
+        let mut last_pass = tokio::time::Instant::now();
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for live in self
             .campaigns
@@ -322,7 +325,13 @@ impl Scheduler {
                     None => break,
                 },
                 _ = ticker.tick() => self.pass().await,
-                _ = wake.notified() => self.pass().await,
+                _ = wake.notified() => {
+                    // Many wake-ups in a burst (a fleet reconnecting) make
+                    // one pass, at most one per MIN_PASS_GAP.
+                    tokio::time::sleep_until(last_pass + MIN_PASS_GAP).await;
+                    last_pass = tokio::time::Instant::now();
+                    self.pass().await;
+                }
             }
         }
     }
