@@ -174,6 +174,34 @@ impl NodeLab {
         container
     }
 
+    /// Installs rollcall-agent on node `name` as the campaign suites need
+    /// it: the package, the local repository's package lists (so the update
+    /// check sees the newer package and the shipped patch command, which
+    /// has no `apt-get update`, installs it), the node's certificate and
+    /// key from the pki directory `pki` (key 0600), and `agent_toml`.
+    pub fn install_agent(&self, name: &str, agent_deb: &Path, pki: &Path, agent_toml: &str) {
+        self.wait_systemd(name);
+        self.copy_in(name, agent_deb, "/tmp/rollcall-agent.deb");
+        self.sh(name, "dpkg -i /tmp/rollcall-agent.deb");
+        self.sh(name, "apt-get update -q");
+        for (rel, path, mode) in [
+            ("ca.crt".to_owned(), "ca.crt", "0644"),
+            (format!("agents/{name}.crt"), "agent.crt", "0644"),
+            (format!("agents/{name}.key"), "agent.key", "0600"),
+        ] {
+            let contents = std::fs::read(pki.join(&rel)).expect("pki file");
+            let path = format!("/etc/rollcall/agent/{path}");
+            self.write(name, &path, mode, "root:root", &contents);
+        }
+        self.write(
+            name,
+            "/etc/rollcall/agent.toml",
+            "0644",
+            "root:root",
+            agent_toml.as_bytes(),
+        );
+    }
+
     /// Waits until systemd on `name` has finished booting.
     pub fn wait_systemd(&self, name: &str) {
         let started = Instant::now();

@@ -247,31 +247,11 @@ impl Cloud {
 
         std::thread::scope(|s| {
             for (name, role) in NODES {
-                let (lab, file) = (&lab, &file);
+                let lab = &lab;
+                let pki = pki.path();
                 s.spawn(move || {
-                    lab.wait_systemd(name);
-                    lab.copy_in(name, &kit.agent_deb, "/tmp/rollcall-agent.deb");
-                    lab.sh(name, "dpkg -i /tmp/rollcall-agent.deb");
-                    // The package lists of the local repository, so that the
-                    // update check sees the newer package and the campaign's
-                    // patch (the shipped default, no `apt-get update` in it)
-                    // installs it.
-                    lab.sh(name, "apt-get update -q");
-                    for (rel, path, mode) in [
-                        ("ca.crt".to_owned(), "ca.crt", "0644"),
-                        (format!("agents/{name}.crt"), "agent.crt", "0644"),
-                        (format!("agents/{name}.key"), "agent.key", "0600"),
-                    ] {
-                        let path = format!("/etc/rollcall/agent/{path}");
-                        lab.write(name, &path, mode, "root:root", &file(&rel));
-                    }
-                    lab.write(
-                        name,
-                        "/etc/rollcall/agent.toml",
-                        "0644",
-                        "root:root",
-                        agent_toml(*role, &lab.container(name)).as_bytes(),
-                    );
+                    let toml = agent_toml(*role, &lab.container(name));
+                    lab.install_agent(name, &kit.agent_deb, pki, &toml);
                 });
             }
         });

@@ -309,30 +309,9 @@ impl Cloud {
         let lab = &self.lab;
         std::thread::scope(|s| {
             for (name, role) in &self.nodes {
-                let file = &file;
+                let pki = self.pki.path();
                 s.spawn(move || {
-                    lab.wait_systemd(name);
-                    lab.copy_in(name, &kit.agent_deb, "/tmp/rollcall-agent.deb");
-                    lab.sh(name, "dpkg -i /tmp/rollcall-agent.deb");
-                    // The package lists of the local repository: the agents'
-                    // update check sees the newer package, and the shipped
-                    // patch command (no `apt-get update` in it) installs it.
-                    lab.sh(name, "apt-get update -q");
-                    for (rel, path, mode) in [
-                        ("ca.crt".to_owned(), "ca.crt", "0644"),
-                        (format!("agents/{name}.crt"), "agent.crt", "0644"),
-                        (format!("agents/{name}.key"), "agent.key", "0600"),
-                    ] {
-                        let path = format!("/etc/rollcall/agent/{path}");
-                        lab.write(name, &path, mode, "root:root", &file(&rel));
-                    }
-                    lab.write(
-                        name,
-                        "/etc/rollcall/agent.toml",
-                        "0644",
-                        "root:root",
-                        agent_toml(*role).as_bytes(),
-                    );
+                    lab.install_agent(name, &kit.agent_deb, pki, &agent_toml(*role));
                 });
             }
         });
