@@ -26,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     tonic_prost_build::configure()
+        // Sorted maps encode the same content to the same bytes, which the
+        // server relies on to tell whether a packed section changed.
+        .btree_map(".")
         .build_client(true)
         .build_server(true)
         .compile_fds(compiler.file_descriptor_set())?;

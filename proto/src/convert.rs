@@ -484,6 +484,12 @@ impl From<model::FleetSummary> for v1::FleetSummaryResponse {
             pending_updates: s.pending_updates,
             pending_security_updates: s.pending_security_updates,
             fs_usage_threshold_percent: s.fs_usage_threshold_percent,
+            reboot_required_total: s.reboot_required_total,
+            unhealthy_containers_total: s.unhealthy_containers_total,
+            stopped_containers_total: s.stopped_containers_total,
+            full_filesystems_total: s.full_filesystems_total,
+            engine_unavailable_total: s.engine_unavailable_total,
+            list_limit: s.list_limit,
         }
     }
 }
@@ -510,6 +516,12 @@ impl TryFrom<v1::FleetSummaryResponse> for model::FleetSummary {
             pending_updates: s.pending_updates,
             pending_security_updates: s.pending_security_updates,
             fs_usage_threshold_percent: s.fs_usage_threshold_percent,
+            reboot_required_total: s.reboot_required_total,
+            unhealthy_containers_total: s.unhealthy_containers_total,
+            stopped_containers_total: s.stopped_containers_total,
+            full_filesystems_total: s.full_filesystems_total,
+            engine_unavailable_total: s.engine_unavailable_total,
+            list_limit: s.list_limit,
         })
     }
 }

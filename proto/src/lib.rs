@@ -2,6 +2,7 @@
 //!
 //! - [`v1`]: the generated `rollcall.v1` gRPC types, clients and servers.
 //! - [`model`]: the domain types both binaries work with (serde, no prost).
+//! - [`pack`]: a compact binary form of report sections, for holding many.
 //! - [`connect`]: the client side of mutual TLS.
 //! - [`convert`]: the one place that maps between the two.
 //! - [`diag`]: one-line error messages for configuration files.
@@ -15,6 +16,7 @@ pub mod convert;
 pub mod diag;
 pub mod identity;
 pub mod model;
+pub mod pack;
 pub mod timestamp;
 
 /// Generated from `proto/rollcall/v1/*.proto`.

@@ -343,9 +343,23 @@ pub struct FleetSummary {
     pub stopped_containers: Vec<NodeContainer>,
     pub full_filesystems: Vec<FullFilesystem>,
     pub engine_unavailable_nodes: Vec<String>,
-    pub pending_updates: u32,
-    pub pending_security_updates: u32,
+    pub pending_updates: u64,
+    pub pending_security_updates: u64,
     pub fs_usage_threshold_percent: u32,
+    /// How long each list would be without `list_limit`; the lists hold
+    /// the first `list_limit` entries (sorted by node).
+    #[serde(default)]
+    pub reboot_required_total: u32,
+    #[serde(default)]
+    pub unhealthy_containers_total: u32,
+    #[serde(default)]
+    pub stopped_containers_total: u32,
+    #[serde(default)]
+    pub full_filesystems_total: u32,
+    #[serde(default)]
+    pub engine_unavailable_total: u32,
+    #[serde(default)]
+    pub list_limit: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

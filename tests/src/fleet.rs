@@ -329,7 +329,7 @@ impl Fleet {
     }
 
     pub async fn wait_ended(&self, id: &str, timeout: Duration) -> CampaignView {
-        self.wait_for(id, "the campaign to end", timeout, CampaignView::ended)
+        self.wait_for(id, "the campaign to end", timeout, |v| v.ended)
             .await
     }
 

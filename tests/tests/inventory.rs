@@ -171,7 +171,7 @@ async fn list_filters_by_role_and_online_state() {
     let by_role = client
         .list_nodes(v1::ListNodesRequest {
             role: v1::Role::Controller.into(),
-            online: 0,
+            ..Default::default()
         })
         .await
         .expect("list");
@@ -180,6 +180,7 @@ async fn list_filters_by_role_and_online_state() {
         .list_nodes(v1::ListNodesRequest {
             role: 0,
             online: v1::OnlineFilter::Offline.into(),
+            ..Default::default()
         })
         .await
         .expect("list");
@@ -188,6 +189,7 @@ async fn list_filters_by_role_and_online_state() {
         .list_nodes(v1::ListNodesRequest {
             role: 0,
             online: v1::OnlineFilter::Online.into(),
+            ..Default::default()
         })
         .await
         .expect("list");

@@ -10,6 +10,7 @@
 //! every campaign up where it stood and never repeats a finished step.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use super::lifecycle::Step;
 use super::record::{AuditEntry, Campaign, CampaignWrite, NodeRun};
 use super::schedule::{self, Decision, Health, Member, Phase};
 use super::spec::{CampaignSpec, RebootPolicy};
-use crate::fleet::{FleetHandle, FleetStopped};
+use crate::fleet::{FleetHandle, FleetStopped, Page};
 use crate::store::{StoredCampaign, WriterHandle};
 
 /// Why an operator's request was refused.
@@ -45,16 +46,14 @@ pub enum CampaignError {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CampaignView {
     pub campaign: Campaign,
+    /// Every node's run; empty in a listing (see `nodes_by_step`).
     pub nodes: Vec<NodeRun>,
+    /// How many nodes are at each step.
+    pub nodes_by_step: BTreeMap<String, u32>,
     /// Why no more nodes start right now (empty while none waits).
     pub waiting: String,
-}
-
-impl CampaignView {
     /// Finished: nothing will happen any more.
-    pub fn ended(&self) -> bool {
-        ended(&self.campaign, &self.nodes)
-    }
+    pub ended: bool,
 }
 
 fn ended<'a>(c: &Campaign, runs: impl IntoIterator<Item = &'a NodeRun>) -> bool {
@@ -127,7 +126,9 @@ enum Command {
         reply: Reply<CampaignView>,
     },
     List {
-        reply: Reply<Vec<CampaignView>>,
+        after: Option<String>,
+        size: usize,
+        reply: Reply<Page<CampaignView>>,
     },
     Control {
         id: String,
@@ -182,8 +183,15 @@ impl CampaignHandle {
         self.call(|reply| Command::Get { id, reply }).await
     }
 
-    pub async fn list(&self) -> Result<Vec<CampaignView>, CampaignError> {
-        self.call(|reply| Command::List { reply }).await
+    /// Up to `size` campaigns after the one with id `after`, oldest first,
+    /// as summaries (no node rows, no spec).
+    pub async fn list(
+        &self,
+        after: Option<String>,
+        size: usize,
+    ) -> Result<Page<CampaignView>, CampaignError> {
+        self.call(|reply| Command::List { after, size, reply })
+            .await
     }
 
     pub async fn control(
@@ -241,7 +249,27 @@ impl Live {
         CampaignView {
             campaign: self.campaign.clone(),
             nodes: self.runs.values().cloned().collect(),
+            ..self.summary()
+        }
+    }
+
+    /// The view without node rows and without the spec, for listings.
+    fn summary(&self) -> CampaignView {
+        let mut nodes_by_step = BTreeMap::new();
+        for run in self.runs.values() {
+            *nodes_by_step
+                .entry(run.step.as_str().to_owned())
+                .or_default() += 1;
+        }
+        CampaignView {
+            campaign: Campaign {
+                spec_toml: String::new(),
+                ..self.campaign.clone()
+            },
+            nodes: Vec::new(),
+            nodes_by_step,
             waiting: self.waiting.clone(),
+            ended: ended(&self.campaign, self.runs.values()),
         }
     }
 }
@@ -354,8 +382,15 @@ impl Scheduler {
             Command::Get { id, reply } => {
                 let _ = reply.send(self.live(&id).map(Live::view));
             }
-            Command::List { reply } => {
-                let _ = reply.send(Ok(self.campaigns.values().map(Live::view).collect()));
+            Command::List { after, size, reply } => {
+                let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+                let mut rest = self
+                    .campaigns
+                    .range::<String, _>((from, Bound::Unbounded))
+                    .map(|(_, live)| live);
+                let items = rest.by_ref().take(size).map(Live::summary).collect();
+                let more = rest.next().is_some();
+                let _ = reply.send(Ok(Page { items, more }));
             }
             Command::Control {
                 id,

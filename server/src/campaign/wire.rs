@@ -17,7 +17,7 @@ fn from_name<T: DeserializeOwned>(field: &str, name: &str) -> Result<T, String> 
 
 impl From<CampaignView> for v1::CampaignStatus {
     fn from(v: CampaignView) -> Self {
-        let ended = v.ended();
+        let ended = v.ended;
         let c = v.campaign;
         v1::CampaignStatus {
             id: c.id,
@@ -33,6 +33,7 @@ impl From<CampaignView> for v1::CampaignStatus {
             held: c.held,
             ended,
             nodes: v.nodes.into_iter().map(Into::into).collect(),
+            nodes_by_step: v.nodes_by_step.into_iter().collect(),
         }
     }
 }
@@ -91,7 +92,9 @@ pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, String> {
             held: s.held,
         },
         nodes,
+        nodes_by_step: s.nodes_by_step.into_iter().collect(),
         waiting: s.waiting,
+        ended: s.ended,
     })
 }
 
@@ -189,7 +192,9 @@ mod tests {
                 held: true,
             },
             nodes: vec![run],
+            nodes_by_step: [("wait-return".to_owned(), 1)].into(),
             waiting: "campaign is paused".into(),
+            ended: false,
         };
         let back = view_from_wire(view.clone().into()).expect("back");
         assert_eq!(back, view);

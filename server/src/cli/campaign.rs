@@ -13,7 +13,7 @@ use rollcall_proto::model::Role;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 
-use super::client::ConnectArgs;
+use super::client::{ConnectArgs, all_pages};
 use super::render::{ago, table};
 use super::{CliError, status_error};
 use crate::campaign::CampaignView;
@@ -298,15 +298,22 @@ pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
             print_control(s)?;
         }
         CampaignCommand::List { json, connect } => {
-            let list = connect
-                .campaigns()
-                .await?
-                .list_campaigns(v1::ListCampaignsRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let views = list
-                .campaigns
+            let client = connect.campaigns().await?;
+            let campaigns = all_pages(|page_token| {
+                let mut client = client.clone();
+                async move {
+                    let resp = client
+                        .list_campaigns(v1::ListCampaignsRequest {
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((resp.campaigns, resp.next_page_token))
+                }
+            })
+            .await?;
+            let views = campaigns
                 .into_iter()
                 .map(view)
                 .collect::<Result<Vec<_>, _>>()?;

@@ -78,3 +78,27 @@ impl ConnectArgs {
         Ok(channel)
     }
 }
+
+/// Fetches every page of a paginated list: `fetch` gets the page token
+/// (empty first) and returns one page's items and the next token.
+pub async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, CliError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = fetch(token.clone()).await.map_err(super::status_error)?;
+        all.extend(items);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        if next == token {
+            return Err(CliError::Runtime(
+                "the server sent the same page token twice; stopping".into(),
+            ));
+        }
+        token = next;
+    }
+}

@@ -5,7 +5,7 @@ use rollcall_proto::model::{ContainerHealth, ContainerState, FleetSummary, NodeC
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 
-use super::client::ConnectArgs;
+use super::client::{ConnectArgs, all_pages};
 use super::render::{render_containers, render_summary};
 use super::{CliError, status_error};
 
@@ -16,6 +16,9 @@ pub enum FleetCommand {
         /// List filesystems used above this percentage.
         #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=100))]
         fs_threshold: u32,
+        /// Show at most this many entries in each list (the totals count all).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -55,6 +58,7 @@ fn invalid(e: impl std::fmt::Display) -> CliError {
 pub async fn run_fleet(cmd: FleetCommand) -> Result<(), CliError> {
     let FleetCommand::Status {
         fs_threshold,
+        limit,
         json,
         connect,
     } = cmd;
@@ -62,6 +66,7 @@ pub async fn run_fleet(cmd: FleetCommand) -> Result<(), CliError> {
     let resp = client
         .fleet_summary(v1::FleetSummaryRequest {
             fs_usage_threshold_percent: fs_threshold,
+            list_limit: limit,
         })
         .await
         .map_err(status_error)?
@@ -87,7 +92,7 @@ pub async fn run_containers(cmd: ContainersCommand) -> Result<(), CliError> {
         json,
         connect,
     } = cmd;
-    let mut client = connect.operator().await?;
+    let client = connect.operator().await?;
     let req = v1::ListContainersRequest {
         node: node.unwrap_or_default(),
         state: state
@@ -103,14 +108,21 @@ pub async fn run_containers(cmd: ContainersCommand) -> Result<(), CliError> {
             )
             .into(),
         name_pattern: name.unwrap_or_default(),
+        page_size: 0,
+        page_token: String::new(),
     };
-    let resp = client
-        .list_containers(req)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let containers = resp
-        .containers
+    let containers = all_pages(|page_token| {
+        let (mut client, req) = (client.clone(), req.clone());
+        async move {
+            let resp = client
+                .list_containers(v1::ListContainersRequest { page_token, ..req })
+                .await?
+                .into_inner();
+            Ok((resp.containers, resp.next_page_token))
+        }
+    })
+    .await?;
+    let containers = containers
         .into_iter()
         .map(NodeContainer::try_from)
         .collect::<Result<Vec<_>, _>>()

@@ -5,7 +5,7 @@ use rollcall_proto::model::{self, Node, NodeDetail, NodeEvent, Role};
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 
-use super::client::ConnectArgs;
+use super::client::{ConnectArgs, all_pages};
 use super::render::{render_detail, render_table};
 use super::{CliError, status_error};
 
@@ -77,17 +77,24 @@ pub async fn run(cmd: NodesCommand) -> Result<(), CliError> {
             } else {
                 v1::OnlineFilter::Any
             };
-            let mut client = connect.operator().await?;
-            let resp = client
-                .list_nodes(v1::ListNodesRequest {
-                    role: wire_role(role),
-                    online: filter as i32,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let nodes = resp
-                .nodes
+            let client = connect.operator().await?;
+            let nodes = all_pages(|page_token| {
+                let mut client = client.clone();
+                async move {
+                    let resp = client
+                        .list_nodes(v1::ListNodesRequest {
+                            role: wire_role(role),
+                            online: filter as i32,
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((resp.nodes, resp.next_page_token))
+                }
+            })
+            .await?;
+            let nodes = nodes
                 .into_iter()
                 .map(Node::try_from)
                 .collect::<Result<Vec<_>, _>>()

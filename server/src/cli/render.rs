@@ -348,27 +348,44 @@ pub fn render_summary(s: &FleetSummary, now: Timestamp) -> String {
         "Nodes:       {} total, {} online, {} offline",
         s.nodes_total, s.nodes_online, s.nodes_offline
     );
-    let list = |v: &[String]| {
+    // The server cuts every list to `list_limit`; say so where it did.
+    let list = |v: &[String], total: u32| {
+        let total = total.max(u32::try_from(v.len()).unwrap_or(u32::MAX));
         if v.is_empty() {
             "none".to_owned()
+        } else if total as usize > v.len() {
+            format!("{} (first {} of {total})", v.join(", "), v.len())
         } else {
             v.join(", ")
         }
     };
-    let _ = writeln!(out, "Offline:     {}", list(&s.offline_nodes));
-    let _ = writeln!(out, "Reboot:      {}", list(&s.reboot_required_nodes));
-    let _ = writeln!(out, "Engine down: {}", list(&s.engine_unavailable_nodes));
+    let _ = writeln!(
+        out,
+        "Offline:     {}",
+        list(&s.offline_nodes, s.nodes_offline)
+    );
+    let _ = writeln!(
+        out,
+        "Reboot:      {}",
+        list(&s.reboot_required_nodes, s.reboot_required_total)
+    );
+    let _ = writeln!(
+        out,
+        "Engine down: {}",
+        list(&s.engine_unavailable_nodes, s.engine_unavailable_total)
+    );
     let _ = writeln!(
         out,
         "Updates:     {} pending, {} security",
         s.pending_updates, s.pending_security_updates
     );
+    let count = |v: usize, total: u32| total.max(u32::try_from(v).unwrap_or(u32::MAX));
+    let unhealthy = count(s.unhealthy_containers.len(), s.unhealthy_containers_total);
+    let down = count(s.stopped_containers.len(), s.stopped_containers_total);
     let _ = writeln!(
         out,
-        "Containers:  {} total, {} unhealthy, {} down",
+        "Containers:  {} total, {unhealthy} unhealthy, {down} down",
         s.containers_total,
-        s.unhealthy_containers.len(),
-        s.stopped_containers.len()
     );
     if !s.unhealthy_containers.is_empty() || !s.stopped_containers.is_empty() {
         let mut attention = s.unhealthy_containers.clone();
@@ -379,12 +396,20 @@ pub fn render_summary(s: &FleetSummary, now: Timestamp) -> String {
                 .cloned(),
         );
         out.push_str(&indent(&render_containers(&attention, now, true)));
+        let shown = s.unhealthy_containers.len() + s.stopped_containers.len();
+        if (unhealthy + down) as usize > shown {
+            let _ = writeln!(
+                out,
+                "  (the first {} of each list; `containers list --health unhealthy` or `--state exited` shows all)",
+                s.list_limit
+            );
+        }
     }
+    let full = count(s.full_filesystems.len(), s.full_filesystems_total);
     let _ = writeln!(
         out,
-        "Filesystems above {}%: {}",
+        "Filesystems above {}%: {full}",
         s.fs_usage_threshold_percent,
-        s.full_filesystems.len()
     );
     if !s.full_filesystems.is_empty() {
         let mut rows = vec![header(&["NODE", "MOUNT", "USE%", "AVAIL"])];
@@ -397,6 +422,9 @@ pub fn render_summary(s: &FleetSummary, now: Timestamp) -> String {
             ]);
         }
         out.push_str(&indent(&table(&rows)));
+        if full as usize > s.full_filesystems.len() {
+            let _ = writeln!(out, "  (the first {})", s.full_filesystems.len());
+        }
     }
     out
 }

@@ -10,6 +10,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::page::{self, PageRequest};
 use super::tls::peer;
 use crate::campaign::spec::CampaignSpec;
 use crate::campaign::wire::event_to_wire;
@@ -94,17 +95,19 @@ impl v1::campaign_service_server::CampaignService for CampaignApi {
         request: Request<v1::ListCampaignsRequest>,
     ) -> Result<Response<v1::ListCampaignsResponse>, Status> {
         operator(&request)?;
-        let campaigns = self
-            .campaigns
-            .list()
-            .await?
+        let req = request.into_inner();
+        let page = PageRequest::parse(req.page_size, &req.page_token, page::CAMPAIGNS)?;
+        let found = self.campaigns.list(page.after, page.size).await?;
+        let campaigns = found
+            .items
             .into_iter()
-            .map(|mut v| {
-                v.nodes.clear();
-                v.into()
-            })
+            .map(v1::CampaignStatus::from)
             .collect();
-        Ok(Response::new(v1::ListCampaignsResponse { campaigns }))
+        let (campaigns, next_page_token) = page::finish(campaigns, found.more, |c| c.id.clone());
+        Ok(Response::new(v1::ListCampaignsResponse {
+            campaigns,
+            next_page_token,
+        }))
     }
 
     type WatchCampaignStream = EventStream;
@@ -119,7 +122,7 @@ impl v1::campaign_service_server::CampaignService for CampaignApi {
         let (view, mut events) = self.campaigns.watch(&id).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
-            let ended = view.ended();
+            let ended = view.ended;
             let snapshot = v1::CampaignEvent {
                 kind: "snapshot".into(),
                 campaign: view.campaign.id.clone(),

@@ -5,6 +5,7 @@
 mod agent;
 mod campaign;
 mod operator;
+pub mod page;
 mod status;
 pub mod tls;
 

@@ -12,6 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::page::{self, PageRequest};
 use super::tls::peer;
 use crate::fleet::FleetHandle;
 
@@ -53,9 +54,13 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
             role: role_filter(req.role)?,
             online,
         };
-        let nodes = self.fleet.list(filter).await?;
+        let page = PageRequest::parse(req.page_size, &req.page_token, page::NODES)?;
+        let found = self.fleet.list_page(filter, page.after, page.size).await?;
+        let nodes = found.items.into_iter().map(v1::Node::from).collect();
+        let (nodes, next_page_token) = page::finish(nodes, found.more, |n| n.name.clone());
         Ok(Response::new(v1::ListNodesResponse {
-            nodes: nodes.into_iter().map(Into::into).collect(),
+            nodes,
+            next_page_token,
         }))
     }
 
@@ -100,9 +105,28 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
             health: container_health_from_wire(req.health).map_err(invalid)?,
             name_pattern: (!req.name_pattern.is_empty()).then_some(req.name_pattern),
         };
-        let containers = self.fleet.containers(filter).await?;
+        let page = PageRequest::parse(req.page_size, &req.page_token, page::CONTAINERS)?;
+        let after = match page.after {
+            None => None,
+            Some(key) => Some(page::split_container_key(&key).ok_or_else(|| {
+                Status::invalid_argument(
+                    "page_token is not one this server issued; start again without it",
+                )
+            })?),
+        };
+        let found = self.fleet.containers(filter, after, page.size).await?;
+        let containers = found
+            .items
+            .into_iter()
+            .map(v1::NodeContainer::from)
+            .collect();
+        let (containers, next_page_token) = page::finish(containers, found.more, |c| {
+            let name = c.container.as_ref().map_or("", |c| c.name.as_str());
+            page::container_key(&c.node, name)
+        });
         Ok(Response::new(v1::ListContainersResponse {
-            containers: containers.into_iter().map(Into::into).collect(),
+            containers,
+            next_page_token,
         }))
     }
 
@@ -111,13 +135,14 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
         request: Request<v1::FleetSummaryRequest>,
     ) -> Result<Response<v1::FleetSummaryResponse>, Status> {
         peer(&request)?.require(Kind::Operator)?;
-        let threshold = request.into_inner().fs_usage_threshold_percent;
+        let req = request.into_inner();
+        let threshold = req.fs_usage_threshold_percent;
         if threshold > 100 {
             return Err(Status::invalid_argument(
                 "fs_usage_threshold_percent must be 0..=100",
             ));
         }
-        let summary = self.fleet.summary(threshold).await?;
+        let summary = self.fleet.summary(threshold, req.list_limit).await?;
         Ok(Response::new(summary.into()))
     }
 

@@ -52,9 +52,35 @@ const MIGRATIONS: &[&str] = &[
         entry TEXT NOT NULL
     ) STRICT;
     CREATE INDEX audit_campaign ON audit(campaign, seq);",
+    // 4: a node's report as one row per section, each written only when it
+    // changes, so that a node's record (written when it comes and goes) and
+    // a changed container no longer rewrite the whole report. Metrics and
+    // network counters are not kept (they are not durable; the next report
+    // brings them). `data` holds the JSON of the model section.
+    "CREATE TABLE node_sections (
+        node TEXT NOT NULL,
+        section TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (node, section)
+    ) STRICT;
+    INSERT INTO node_sections (node, section, data)
+        SELECT name, key, value FROM nodes, json_each(nodes.report)
+        WHERE nodes.report IS NOT NULL
+          AND key IN ('host', 'containers', 'disks', 'reboot', 'updates')
+          AND type = 'object';
+    ALTER TABLE nodes DROP COLUMN report;",
 ];
 
 pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    apply_up_to(conn, path, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to version `last` (tests build old databases).
+pub(super) fn apply_up_to(
+    conn: &mut Connection,
+    path: &Path,
+    last: usize,
+) -> Result<(), StoreError> {
     let sql = |source| StoreError::Sqlite {
         path: path.to_owned(),
         source,
@@ -70,7 +96,12 @@ pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError
             known,
         });
     }
-    for (i, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, migration) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(last)
+        .skip(current as usize)
+    {
         let tx = conn.transaction().map_err(sql)?;
         tx.execute_batch(migration).map_err(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)

@@ -11,10 +11,13 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
-use rollcall_proto::model::{ActionResult, Node, Report};
+use rollcall_proto::model::{
+    ActionResult, ContainersSection, DisksSection, HostFacts, Node, RebootSection, Report,
+    UpdatesSection,
+};
 
 use crate::campaign::record::{AuditEntry, Campaign, CampaignWrite, NodeRun};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 pub use writer::{Writer, WriterHandle};
 
@@ -48,11 +51,71 @@ pub enum StoreError {
     },
 }
 
-/// One node as stored: its record and its latest report.
+/// One node as stored: its record and the durable sections of its latest
+/// report (no metrics, no network counters: they are not durable).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredNode {
     pub node: Node,
     pub report: Option<Report>,
+}
+
+/// One durable section of a node's report, as the store writes it; `None`
+/// removes it (a full report without that section).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Section {
+    Host(Option<HostFacts>),
+    Containers(Option<ContainersSection>),
+    Disks(Option<DisksSection>),
+    Reboot(Option<RebootSection>),
+    Updates(Option<UpdatesSection>),
+}
+
+impl Section {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Section::Host(_) => "host",
+            Section::Containers(_) => "containers",
+            Section::Disks(_) => "disks",
+            Section::Reboot(_) => "reboot",
+            Section::Updates(_) => "updates",
+        }
+    }
+
+    /// The section's JSON, or `None` when it is to be removed.
+    fn json(&self) -> Option<String> {
+        fn to<T: serde::Serialize>(v: &Option<T>) -> Option<String> {
+            v.as_ref()
+                .map(|v| serde_json::to_string(v).expect("a report section serializes"))
+        }
+        match self {
+            Section::Host(v) => to(v),
+            Section::Containers(v) => to(v),
+            Section::Disks(v) => to(v),
+            Section::Reboot(v) => to(v),
+            Section::Updates(v) => to(v),
+        }
+    }
+
+    /// Puts a stored section's JSON into `report`; unknown sections are
+    /// ignored (a newer server may store more).
+    fn read_into(report: &mut Report, name: &str, json: &str) -> Result<(), serde_json::Error> {
+        match name {
+            "host" => report.host = Some(serde_json::from_str(json)?),
+            "containers" => report.containers = Some(serde_json::from_str(json)?),
+            "disks" => report.disks = Some(serde_json::from_str(json)?),
+            "reboot" => report.reboot = Some(serde_json::from_str(json)?),
+            "updates" => report.updates = Some(serde_json::from_str(json)?),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A change to one node: its record, and the report sections that changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeWrite {
+    pub node: Node,
+    pub sections: Vec<Section>,
 }
 
 /// A campaign as stored, with its node runs and audit log.
@@ -102,74 +165,67 @@ impl Store {
         &self.path
     }
 
-    /// Every stored node, sorted by name.
+    /// Every stored node with its durable report sections, sorted by name.
     pub fn load_nodes(&self) -> Result<Vec<StoredNode>, StoreError> {
-        let sql = |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, node, report FROM nodes ORDER BY name")
-            .map_err(sql)?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Option<String>>(2)?,
-                ))
-            })
-            .map_err(sql)?;
-        let mut nodes = Vec::new();
-        for row in rows {
-            let (name, node, report) = row.map_err(sql)?;
-            let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-                path: self.path.clone(),
-                node: name.clone(),
-                message: e.to_string(),
-            };
-            nodes.push(StoredNode {
-                node: serde_json::from_str(&node).map_err(corrupt)?,
-                report: report
-                    .map(|r| serde_json::from_str(&r))
-                    .transpose()
-                    .map_err(corrupt)?,
-            });
-        }
-        Ok(nodes)
+        self.read_nodes(None)
     }
 
     /// One stored node (tests and tools; the server reads from memory).
     pub fn load_node(&self, name: &str) -> Result<Option<StoredNode>, StoreError> {
+        Ok(self.read_nodes(Some(name))?.pop())
+    }
+
+    fn read_nodes(&self, only: Option<&str>) -> Result<Vec<StoredNode>, StoreError> {
         let sql = |source| StoreError::Sqlite {
             path: self.path.clone(),
             source,
         };
-        let row = self
-            .conn
-            .query_row(
-                "SELECT node, report FROM nodes WHERE name = ?1",
-                [name],
-                |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?)),
-            )
-            .optional()
-            .map_err(sql)?;
-        let Some((node, report)) = row else {
-            return Ok(None);
-        };
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        let corrupt = |name: &str, e: serde_json::Error| StoreError::Corrupt {
             path: self.path.clone(),
             node: name.to_owned(),
             message: e.to_string(),
         };
-        Ok(Some(StoredNode {
-            node: serde_json::from_str(&node).map_err(corrupt)?,
-            report: report
-                .map(|r| serde_json::from_str(&r))
-                .transpose()
-                .map_err(corrupt)?,
-        }))
+        let mut nodes: Vec<StoredNode> = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, node FROM nodes WHERE ?1 IS NULL OR name = ?1 ORDER BY name")
+            .map_err(sql)?;
+        let mut rows = stmt.query([only]).map_err(sql)?;
+        while let Some(row) = rows.next().map_err(sql)? {
+            let name: String = row.get(0).map_err(sql)?;
+            let json: String = row.get(1).map_err(sql)?;
+            let node: Node = serde_json::from_str(&json).map_err(|e| corrupt(&name, e))?;
+            nodes.push(StoredNode { node, report: None });
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT node, section, data FROM node_sections
+                 WHERE ?1 IS NULL OR node = ?1 ORDER BY node",
+            )
+            .map_err(sql)?;
+        let mut rows = stmt.query([only]).map_err(sql)?;
+        let mut at = 0;
+        while let Some(row) = rows.next().map_err(sql)? {
+            let name: String = row.get(0).map_err(sql)?;
+            let section: String = row.get(1).map_err(sql)?;
+            let json: String = row.get(2).map_err(sql)?;
+            // Both queries are sorted by name: walk the nodes alongside.
+            while at < nodes.len() && nodes[at].node.name < name {
+                at += 1;
+            }
+            let Some(stored) = nodes.get_mut(at).filter(|n| n.node.name == name) else {
+                continue; // sections of a node without a record
+            };
+            let report = stored.report.get_or_insert_with(|| Report {
+                seq: stored.node.last_report_seq,
+                collected_at: stored.node.last_report_at.unwrap_or_default(),
+                full: true,
+                ..Default::default()
+            });
+            Section::read_into(report, &section, &json).map_err(|e| corrupt(&name, e))?;
+        }
+        Ok(nodes)
     }
 
     /// Stores an action result at once, in its own transaction.
@@ -363,7 +419,7 @@ impl Store {
     /// Writes a batch of node changes in one transaction.
     pub fn write_nodes<'a>(
         &mut self,
-        batch: impl IntoIterator<Item = &'a StoredNode>,
+        batch: impl IntoIterator<Item = &'a NodeWrite>,
     ) -> Result<usize, StoreError> {
         let path = self.path.clone();
         let sql = |source| StoreError::Sqlite {
@@ -373,31 +429,46 @@ impl Store {
         let tx = self.conn.transaction().map_err(sql)?;
         let mut n = 0;
         {
-            let mut stmt = tx
+            let mut put_node = tx
                 .prepare_cached(
-                    "INSERT INTO nodes (name, role, online, last_seen_ms, node, report)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO nodes (name, role, online, last_seen_ms, node)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(name) DO UPDATE SET
                        role = excluded.role, online = excluded.online,
-                       last_seen_ms = excluded.last_seen_ms, node = excluded.node,
-                       report = COALESCE(excluded.report, nodes.report)",
+                       last_seen_ms = excluded.last_seen_ms, node = excluded.node",
                 )
+                .map_err(sql)?;
+            let mut put_section = tx
+                .prepare_cached(
+                    "INSERT INTO node_sections (node, section, data) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(node, section) DO UPDATE SET data = excluded.data",
+                )
+                .map_err(sql)?;
+            let mut drop_section = tx
+                .prepare_cached("DELETE FROM node_sections WHERE node = ?1 AND section = ?2")
                 .map_err(sql)?;
             for item in batch {
                 let node = serde_json::to_string(&item.node).expect("a Node always serializes");
-                let report = item
-                    .report
-                    .as_ref()
-                    .map(|r| serde_json::to_string(r).expect("a Report always serializes"));
-                stmt.execute(rusqlite::params![
-                    item.node.name,
-                    item.node.role.as_str(),
-                    item.node.online,
-                    item.node.last_seen.unix_millis(),
-                    node,
-                    report,
-                ])
-                .map_err(sql)?;
+                put_node
+                    .execute(rusqlite::params![
+                        item.node.name,
+                        item.node.role.as_str(),
+                        item.node.online,
+                        item.node.last_seen.unix_millis(),
+                        node,
+                    ])
+                    .map_err(sql)?;
+                for section in &item.sections {
+                    match section.json() {
+                        Some(json) => put_section.execute(rusqlite::params![
+                            item.node.name,
+                            section.name(),
+                            json
+                        ]),
+                        None => drop_section.execute([&item.node.name, section.name()]),
+                    }
+                    .map_err(sql)?;
+                }
                 n += 1;
             }
         }
@@ -430,34 +501,105 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn nodes_survive_reopening_and_a_report_is_kept_when_a_change_carries_none() {
+    fn nodes_survive_reopening_and_sections_are_kept_until_replaced_or_removed() {
         let dir = temp_data_dir("reopen");
-        let report = Report {
-            seq: 3,
-            collected_at: Timestamp::from_unix_millis(5_000),
+        let host = HostFacts {
+            hostname: "a".into(),
             ..Default::default()
         };
+        let updates = UpdatesSection {
+            count: 4,
+            ..Default::default()
+        };
+        let mut a = node("a");
+        a.last_report_seq = 3;
+        a.last_report_at = Some(Timestamp::from_unix_millis(5_000));
         {
             let mut store = Store::open(&dir).expect("open");
-            let a = StoredNode {
-                node: node("a"),
-                report: Some(report.clone()),
-            };
-            store.write_nodes([&a]).expect("write");
-            let mut offline = node("a");
-            offline.online = false;
             store
-                .write_nodes([&StoredNode {
-                    node: offline,
-                    report: None,
+                .write_nodes([&NodeWrite {
+                    node: a.clone(),
+                    sections: vec![
+                        Section::Host(Some(host.clone())),
+                        Section::Updates(Some(updates.clone())),
+                        Section::Reboot(Some(RebootSection::default())),
+                    ],
+                }])
+                .expect("write");
+            a.online = false;
+            store
+                .write_nodes([&NodeWrite {
+                    node: a.clone(),
+                    sections: vec![Section::Reboot(None)],
+                }])
+                .expect("write");
+            store
+                .write_nodes([&NodeWrite {
+                    node: node("b"),
+                    sections: vec![],
                 }])
                 .expect("write");
         }
         let store = Store::open(&dir).expect("reopen");
         let loaded = store.load_nodes().expect("load");
-        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded.len(), 2);
         assert!(!loaded[0].node.online);
-        assert_eq!(loaded[0].report, Some(report));
+        let report = loaded[0].report.clone().expect("a report");
+        assert_eq!(report.seq, 3);
+        assert_eq!(report.host, Some(host));
+        assert_eq!(report.updates, Some(updates));
+        assert_eq!(report.reboot, None);
+        assert_eq!(report.metrics, None);
+        assert_eq!(loaded[1].report, None);
+        assert_eq!(
+            store.load_node("b").expect("load").map(|n| n.node.name),
+            Some("b".into())
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_version_3_database_keeps_its_reports_as_sections() {
+        let dir = temp_data_dir("v3");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let report = Report {
+            seq: 9,
+            collected_at: Timestamp::from_unix_millis(5_000),
+            full: true,
+            host: Some(HostFacts {
+                hostname: "old".into(),
+                ..Default::default()
+            }),
+            metrics: Some(Default::default()),
+            updates: Some(UpdatesSection {
+                count: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut old = node("old");
+        old.last_report_seq = 9;
+        old.last_report_at = Some(report.collected_at);
+        {
+            let mut conn = Connection::open(dir.join(DB_FILE)).expect("open");
+            migrations::apply_up_to(&mut conn, &dir, 3).expect("v3");
+            conn.execute(
+                "INSERT INTO nodes (name, role, online, last_seen_ms, node, report)
+                 VALUES ('old', 'compute', 0, 1, ?1, ?2)",
+                [
+                    serde_json::to_string(&old).expect("json"),
+                    serde_json::to_string(&report).expect("json"),
+                ],
+            )
+            .expect("insert");
+        }
+        let store = Store::open(&dir).expect("migrates");
+        let loaded = store.load_node("old").expect("load").expect("old");
+        let got = loaded.report.expect("report");
+        assert_eq!(got.host, report.host);
+        assert_eq!(got.updates, report.updates);
+        assert_eq!(got.metrics, None, "metrics are not durable");
+        assert_eq!(got.seq, 9);
         std::fs::remove_dir_all(&dir).ok();
     }
 

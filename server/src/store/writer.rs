@@ -1,6 +1,7 @@
 //! The store's write path: one thread owns the SQLite connection, collects
-//! node changes from a channel, keeps only the newest change per node, and
-//! commits them together once per flush interval.
+//! node changes from a channel, keeps only the newest record and the newest
+//! of each report section per node, and commits them together once per
+//! flush interval.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -13,10 +14,10 @@ use rollcall_proto::model::ActionResult;
 
 use crate::campaign::record::CampaignWrite;
 
-use super::{Store, StoredNode};
+use super::{NodeWrite, Store};
 
 enum Op {
-    Put(Box<StoredNode>),
+    Put(Box<NodeWrite>),
     Flush(oneshot::Sender<()>),
     /// Committed at once; the answer says whether it is on disk.
     Action(Box<ActionResult>, oneshot::Sender<bool>),
@@ -32,7 +33,7 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Queues a node change; it is committed within one flush interval.
-    pub fn put(&self, node: StoredNode) {
+    pub fn put(&self, node: NodeWrite) {
         if self.tx.send(Op::Put(Box::new(node))).is_err() {
             tracing::error!("Store writer has stopped; a node change was not saved.");
         }
@@ -98,7 +99,7 @@ impl Writer {
 }
 
 fn run(mut store: Store, rx: mpsc::Receiver<Op>, interval: Duration) {
-    let mut pending: HashMap<String, StoredNode> = HashMap::new();
+    let mut pending: HashMap<String, NodeWrite> = HashMap::new();
     let mut waiters = Vec::new();
     let mut deadline = Instant::now() + interval;
     loop {
@@ -151,19 +152,21 @@ fn run(mut store: Store, rx: mpsc::Receiver<Op>, interval: Duration) {
 }
 
 fn absorb(
-    pending: &mut HashMap<String, StoredNode>,
+    pending: &mut HashMap<String, NodeWrite>,
     waiters: &mut Vec<oneshot::Sender<()>>,
     op: Op,
 ) {
     match op {
         Op::Put(change) => match pending.get_mut(&change.node.name) {
-            // A change without a report keeps the report queued before it.
+            // The newer record wins; a section not in the newer change stays
+            // queued as it was.
             Some(queued) => {
-                let report = change.report.or_else(|| queued.report.take());
-                *queued = StoredNode {
-                    node: change.node,
-                    report,
-                };
+                let NodeWrite { node, sections } = *change;
+                queued.node = node;
+                for section in sections {
+                    queued.sections.retain(|s| s.name() != section.name());
+                    queued.sections.push(section);
+                }
             }
             None => {
                 pending.insert(change.node.name.clone(), *change);
@@ -176,7 +179,7 @@ fn absorb(
     }
 }
 
-fn commit(store: &mut Store, pending: &mut HashMap<String, StoredNode>) {
+fn commit(store: &mut Store, pending: &mut HashMap<String, NodeWrite>) {
     if pending.is_empty() {
         return;
     }
@@ -201,34 +204,35 @@ fn commit(store: &mut Store, pending: &mut HashMap<String, StoredNode>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Section;
     use crate::store::tests::{node, temp_data_dir};
-    use rollcall_proto::model::Report;
-    use rollcall_proto::timestamp::Timestamp;
+    use rollcall_proto::model::UpdatesSection;
 
     #[tokio::test]
-    async fn coalesces_changes_per_node_and_keeps_the_last_report() {
+    async fn coalesces_changes_per_node_and_keeps_the_last_of_each_section() {
         let dir = temp_data_dir("writer");
         let store = Store::open(&dir).expect("open");
         let (writer, handle) = Writer::spawn(store, Duration::from_secs(3600));
-        let report = |seq| Report {
-            seq,
-            collected_at: Timestamp::from_unix_millis(1),
-            ..Default::default()
+        let updates = |count| {
+            Section::Updates(Some(UpdatesSection {
+                count,
+                ..Default::default()
+            }))
         };
         for seq in 1..=100 {
             let mut n = node("a");
             n.last_report_seq = seq;
-            handle.put(StoredNode {
+            handle.put(NodeWrite {
                 node: n,
-                report: Some(report(seq)),
+                sections: vec![updates(seq as u32)],
             });
         }
         let mut offline = node("a");
         offline.online = false;
         offline.last_report_seq = 100;
-        handle.put(StoredNode {
+        handle.put(NodeWrite {
             node: offline,
-            report: None,
+            sections: vec![Section::Reboot(Some(Default::default()))],
         });
         handle.flush().await;
         let stored = Store::open(&dir)
@@ -237,7 +241,10 @@ mod tests {
             .expect("load")
             .expect("a");
         assert!(!stored.node.online);
-        assert_eq!(stored.report.map(|r| r.seq), Some(100));
+        let report = stored.report.expect("report");
+        assert_eq!(report.seq, 100);
+        assert_eq!(report.updates.map(|u| u.count), Some(100));
+        assert!(report.reboot.is_some());
         drop(handle);
         writer.join();
         std::fs::remove_dir_all(&dir).ok();

@@ -2,23 +2,44 @@
 //!
 //! One task owns the node table and loops over a command channel and a
 //! ticker; sessions and operator calls hold a cheap [`FleetHandle`]. Every
-//! change goes to the store writer (committed within one flush interval)
-//! and to watchers through a broadcast channel. Reads are answered from
-//! memory, so operators never wait on the disk.
+//! event goes to watchers through a broadcast channel; what must be durable
+//! goes to the store writer (committed within one flush interval), the rest
+//! at a checkpoint ([`CHECKPOINT`]). Reads are answered from memory, so
+//! operators never wait on the disk. Each node's merged report is held
+//! compact ([`held`]); listings page through the table in name order.
+
+mod held;
+mod summary;
+
+pub use held::{Digest, Held, Merged};
+pub use summary::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, summarize};
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rollcall_proto::model::{
-    ActionRequest, ActionResult, ContainerFilter, ContainerHealth, FleetSummary, FullFilesystem,
-    Node, NodeContainer, NodeDetail, NodeEvent, NodeEventKind, NodeFilter, Report, Role,
+    ActionRequest, ActionResult, ContainerFilter, FleetSummary, Node, NodeContainer, NodeDetail,
+    NodeEvent, NodeEventKind, NodeFilter, Report, Role,
 };
 use rollcall_proto::timestamp::Timestamp;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{StoredNode, WriterHandle};
+use crate::store::{NodeWrite, Section, StoredNode, WriterHandle};
+
+/// How stale the durable copy of what changes all the time (a node's last
+/// sign of life, its disk usage) may get: each node's is written again at
+/// most this long after it changed.
+pub const CHECKPOINT: Duration = Duration::from_secs(300);
+
+/// One page of a listing, and whether more follow it.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub more: bool,
+}
 
 /// Identifies one session of a node; a newer session replaces an older one.
 pub type SessionId = u64;
@@ -92,7 +113,9 @@ enum Command {
     },
     List {
         filter: NodeFilter,
-        reply: oneshot::Sender<Vec<Node>>,
+        after: Option<String>,
+        size: usize,
+        reply: oneshot::Sender<Page<Node>>,
     },
     Get {
         name: String,
@@ -103,10 +126,13 @@ enum Command {
     },
     Containers {
         filter: ContainerFilter,
-        reply: oneshot::Sender<Vec<NodeContainer>>,
+        after: Option<(String, String)>,
+        size: usize,
+        reply: oneshot::Sender<Page<NodeContainer>>,
     },
     Summary {
         fs_threshold_percent: u32,
+        list_limit: u32,
         reply: oneshot::Sender<FleetSummary>,
     },
 }
@@ -190,8 +216,26 @@ impl FleetHandle {
         let _ = self.tx.send(cmd).await;
     }
 
+    /// Every node that matches, sorted by name (for the server's own use;
+    /// operators page through [`FleetHandle::list_page`]).
     pub async fn list(&self, filter: NodeFilter) -> Result<Vec<Node>, FleetStopped> {
-        self.call(|reply| Command::List { filter, reply }).await
+        Ok(self.list_page(filter, None, usize::MAX).await?.items)
+    }
+
+    /// Up to `size` nodes that match, sorted by name, after `after`.
+    pub async fn list_page(
+        &self,
+        filter: NodeFilter,
+        after: Option<String>,
+        size: usize,
+    ) -> Result<Page<Node>, FleetStopped> {
+        self.call(|reply| Command::List {
+            filter,
+            after,
+            size,
+            reply,
+        })
+        .await
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<NodeDetail>, FleetStopped> {
@@ -204,19 +248,33 @@ impl FleetHandle {
         self.call(|reply| Command::Watch { reply }).await
     }
 
-    /// Containers across the fleet, sorted by node then name.
+    /// Up to `size` containers that match, sorted by node then name, after
+    /// the container `after` names (node, container).
     pub async fn containers(
         &self,
         filter: ContainerFilter,
-    ) -> Result<Vec<NodeContainer>, FleetStopped> {
-        self.call(|reply| Command::Containers { filter, reply })
-            .await
+        after: Option<(String, String)>,
+        size: usize,
+    ) -> Result<Page<NodeContainer>, FleetStopped> {
+        self.call(|reply| Command::Containers {
+            filter,
+            after,
+            size,
+            reply,
+        })
+        .await
     }
 
-    /// What needs attention, with filesystems above `fs_threshold_percent`.
-    pub async fn summary(&self, fs_threshold_percent: u32) -> Result<FleetSummary, FleetStopped> {
+    /// What needs attention, with filesystems above `fs_threshold_percent`,
+    /// each list cut to `list_limit`.
+    pub async fn summary(
+        &self,
+        fs_threshold_percent: u32,
+        list_limit: u32,
+    ) -> Result<FleetSummary, FleetStopped> {
         self.call(|reply| Command::Summary {
             fs_threshold_percent,
+            list_limit,
             reply,
         })
         .await
@@ -234,12 +292,42 @@ impl FleetHandle {
 
 struct Entry {
     node: Node,
-    report: Option<Report>,
+    held: Option<Held>,
     session: Option<(SessionId, SessionLink)>,
+    /// When the node's record was last given to the store.
+    written_at: Timestamp,
+    /// Changed since then, but not worth a write of its own: its last sign
+    /// of life, its disk usage. Written at the next checkpoint.
+    seen_dirty: bool,
+    disks_dirty: bool,
+}
+
+impl Entry {
+    fn new(node: Node, now: Timestamp) -> Self {
+        Entry {
+            node,
+            held: None,
+            session: None,
+            written_at: now,
+            seen_dirty: false,
+            disks_dirty: false,
+        }
+    }
+}
+
+/// Whether two records of a node differ in more than its liveness (last
+/// seen, last report), which changes at every report and is written only
+/// at checkpoints.
+fn differs_durably(a: &Node, b: &Node) -> bool {
+    let mut a = a.clone();
+    a.last_seen = b.last_seen;
+    a.last_report_at = b.last_report_at;
+    a.last_report_seq = b.last_report_seq;
+    a != *b
 }
 
 pub struct Fleet {
-    nodes: HashMap<String, Entry>,
+    nodes: BTreeMap<String, Entry>,
     actions: HashMap<String, ActionResult>,
     writer: WriterHandle,
     events: broadcast::Sender<NodeEvent>,
@@ -263,6 +351,7 @@ impl Fleet {
         wake: Arc<Notify>,
         shutdown: CancellationToken,
     ) -> (FleetHandle, tokio::task::JoinHandle<()>) {
+        let now = Timestamp::now();
         let nodes = stored
             .into_iter()
             .map(|s| {
@@ -271,11 +360,10 @@ impl Fleet {
                     node.online = false;
                     node.offline_reason = "server restarted".into();
                 }
-                let entry = Entry {
-                    node,
-                    report: s.report,
-                    session: None,
-                };
+                let mut entry = Entry::new(node, now);
+                if let Some(report) = s.report {
+                    entry.held.get_or_insert_default().merge(report);
+                }
                 (entry.node.name.clone(), entry)
             })
             .collect();
@@ -304,9 +392,15 @@ impl Fleet {
                     Some(cmd) => self.handle(cmd),
                     None => break,
                 },
-                _ = tick.tick() => self.expire(Timestamp::now()),
+                _ = tick.tick() => {
+                    let now = Timestamp::now();
+                    self.expire(now);
+                    self.checkpoint(now, CHECKPOINT);
+                }
             }
         }
+        // A clean stop leaves every node's last sign of life on disk.
+        self.checkpoint(Timestamp::now(), Duration::ZERO);
         self.writer.flush().await;
     }
 
@@ -390,56 +484,122 @@ impl Fleet {
                 session,
                 reason,
             } => self.disconnect(&node, session, reason),
-            Command::List { filter, reply } => {
-                let mut nodes: Vec<Node> = self
-                    .nodes
-                    .values()
-                    .filter(|e| filter.matches(&e.node))
-                    .map(|e| e.node.clone())
-                    .collect();
-                nodes.sort_by(|a, b| a.name.cmp(&b.name));
-                let _ = reply.send(nodes);
+            Command::List {
+                filter,
+                after,
+                size,
+                reply,
+            } => {
+                let mut matching = self
+                    .after(after.as_deref())
+                    .map(|e| &e.node)
+                    .filter(|n| filter.matches(n));
+                let items: Vec<Node> = matching.by_ref().take(size).cloned().collect();
+                let more = matching.next().is_some();
+                let _ = reply.send(Page { items, more });
             }
             Command::Get { name, reply } => {
                 let detail = self.nodes.get(&name).map(|e| NodeDetail {
                     node: e.node.clone(),
-                    report: e.report.clone(),
+                    report: e.held.as_ref().map(|h| h.report(&name)),
                 });
                 let _ = reply.send(detail);
             }
-            Command::Containers { filter, reply } => {
-                let mut out: Vec<NodeContainer> = self
-                    .nodes
-                    .values()
-                    .flat_map(|e| {
-                        let name = &e.node.name;
-                        e.report
-                            .iter()
-                            .flat_map(|r| r.containers())
-                            .filter(|c| filter.matches(name, c))
-                            .map(|c| NodeContainer {
-                                node: name.clone(),
-                                container: c.clone(),
-                            })
-                    })
-                    .collect();
-                out.sort_by(|a, b| (&a.node, &a.container.name).cmp(&(&b.node, &b.container.name)));
-                let _ = reply.send(out);
+            Command::Containers {
+                filter,
+                after,
+                size,
+                reply,
+            } => {
+                let _ = reply.send(self.containers(&filter, after, size));
             }
             Command::Summary {
                 fs_threshold_percent,
+                list_limit,
                 reply,
             } => {
                 let _ = reply.send(summarize(
-                    self.nodes.values().map(|e| (&e.node, e.report.as_ref())),
+                    self.nodes.values().map(|e| (&e.node, e.held.as_ref())),
                     fs_threshold_percent,
+                    list_limit,
                 ));
             }
             Command::Watch { reply } => {
-                let mut nodes: Vec<Node> = self.nodes.values().map(|e| e.node.clone()).collect();
-                nodes.sort_by(|a, b| a.name.cmp(&b.name));
+                let nodes: Vec<Node> = self.nodes.values().map(|e| e.node.clone()).collect();
                 let _ = reply.send((nodes, self.events.subscribe()));
             }
+        }
+    }
+
+    /// The entries after `after` (all of them without it), in name order.
+    fn after(&self, after: Option<&str>) -> impl Iterator<Item = &Entry> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.nodes
+            .range::<str, _>((from, Bound::Unbounded))
+            .map(|(_, e)| e)
+    }
+
+    /// One page of containers, in (node, name) order, after `after`.
+    fn containers(
+        &self,
+        filter: &ContainerFilter,
+        after: Option<(String, String)>,
+        size: usize,
+    ) -> Page<NodeContainer> {
+        let (from, after_name) = match &after {
+            Some((node, name)) => (Bound::Included(node.as_str()), Some((node, name))),
+            None => (Bound::Unbounded, None),
+        };
+        let mut items = Vec::new();
+        let entries = self
+            .nodes
+            .range::<str, _>((from, Bound::Unbounded))
+            .filter(|(name, _)| filter.node.as_ref().is_none_or(|n| n == *name));
+        for (name, entry) in entries {
+            let Some(section) = entry.held.as_ref().and_then(|h| h.containers(name)) else {
+                continue;
+            };
+            let mut matching: Vec<_> = section
+                .containers
+                .into_iter()
+                .filter(|c| filter.matches(name, c))
+                .filter(|c| {
+                    after_name
+                        .is_none_or(|(n, after)| n != name || c.name.as_str() > after.as_str())
+                })
+                .collect();
+            matching.sort_by(|a, b| a.name.cmp(&b.name));
+            for container in matching {
+                if items.len() == size {
+                    return Page { items, more: true };
+                }
+                items.push(NodeContainer {
+                    node: name.clone(),
+                    container,
+                });
+            }
+        }
+        Page { items, more: false }
+    }
+
+    /// Writes the records (and disk usage) of nodes whose durable copy is
+    /// older than `max_age` and out of date.
+    fn checkpoint(&mut self, now: Timestamp, max_age: Duration) {
+        for (name, e) in &mut self.nodes {
+            if !(e.seen_dirty || e.disks_dirty) || now.since(e.written_at) < max_age {
+                continue;
+            }
+            let mut sections = Vec::new();
+            if e.disks_dirty {
+                sections.push(Section::Disks(e.held.as_ref().and_then(|h| h.disks(name))));
+            }
+            self.writer.put(NodeWrite {
+                node: e.node.clone(),
+                sections,
+            });
+            e.written_at = now;
+            e.seen_dirty = false;
+            e.disks_dirty = false;
         }
     }
 
@@ -448,11 +608,7 @@ impl Fleet {
         let entry = self
             .nodes
             .entry(hello.node.clone())
-            .or_insert_with(|| Entry {
-                node: Node::new(&hello.node, hello.role, now),
-                report: None,
-                session: None,
-            });
+            .or_insert_with(|| Entry::new(Node::new(&hello.node, hello.role, now), now));
         if let Some((old, old_kick)) = entry.session.take() {
             tracing::info!(node = %hello.node, old_session = old, session = id, "Node opened a new session; ending the old one.");
             old_kick.kick.cancel();
@@ -468,7 +624,7 @@ impl Fleet {
         n.last_seen = now;
         entry.session = Some((id, link));
         tracing::info!(node = %n.name, role = %n.role, session = id, "Node online.");
-        self.publish(&hello.node, NodeEventKind::Online, false);
+        self.publish(&hello.node, NodeEventKind::Online, Vec::new());
     }
 
     fn report(&mut self, name: &str, session: SessionId, report: Report) {
@@ -478,29 +634,32 @@ impl Fleet {
         if entry.session.as_ref().map(|s| s.0) != Some(session) {
             return; // a replaced session's last words
         }
-        // A change-driven report (reboot state, containers) is what a
-        // campaign's gates wait for: let the scheduler look at once. Routine
-        // interval reports carry neither section and wake nobody.
-        let gate_news = !report.full && (report.reboot.is_some() || report.containers.is_some());
-        let merged = match &mut entry.report {
-            Some(stored) => {
-                stored.merge(report);
-                stored
-            }
-            None => entry.report.insert(report),
-        };
+        let held = entry.held.get_or_insert_default();
+        let merged = held.merge(report);
+        let before = entry.node.clone();
         let n = &mut entry.node;
         let came_back = !n.online;
         n.online = true;
         n.offline_reason.clear();
         n.last_seen = Timestamp::now();
-        apply_report(n, merged);
+        apply_report(n, held);
+        entry.disks_dirty |= merged.disks_usage_changed;
+        entry.seen_dirty = true;
+        // A change-driven report (reboot state, containers) is what a
+        // campaign's gates wait for: let the scheduler look at once. Routine
+        // interval reports carry neither change and wake nobody.
+        let wake = merged.gate_news || came_back;
+        let durable = !merged.durable.is_empty() || differs_durably(&before, &entry.node);
         if came_back {
             tracing::info!(node = %name, "Node reporting again; online.");
-            self.publish(name, NodeEventKind::Online, false);
+            self.publish(name, NodeEventKind::Online, Vec::new());
         }
-        self.publish(name, NodeEventKind::Report, true);
-        if gate_news || came_back {
+        if durable {
+            self.publish(name, NodeEventKind::Report, merged.durable);
+        } else {
+            self.announce(name, NodeEventKind::Report);
+        }
+        if wake {
             self.wake.notify_one();
         }
     }
@@ -517,7 +676,7 @@ impl Fleet {
             entry.node.online = false;
             entry.node.offline_reason = format!("session ended: {reason}");
             tracing::info!(node = %name, session, reason = %reason, "Node offline.");
-            self.publish(name, NodeEventKind::Offline, false);
+            self.publish(name, NodeEventKind::Offline, Vec::new());
         }
     }
 
@@ -536,23 +695,31 @@ impl Fleet {
                     now.since(entry.node.last_seen).as_secs()
                 );
                 tracing::warn!(node = %name, "Node missed its reports; offline.");
-                self.publish(&name, NodeEventKind::Offline, false);
+                self.publish(&name, NodeEventKind::Offline, Vec::new());
             }
         }
     }
 
-    fn publish(&mut self, name: &str, kind: NodeEventKind, with_report: bool) {
+    /// Announces an event and gives the store the node's record with the
+    /// report sections that changed.
+    fn publish(&mut self, name: &str, kind: NodeEventKind, sections: Vec<Section>) {
+        let Some(entry) = self.nodes.get_mut(name) else {
+            return;
+        };
+        self.writer.put(NodeWrite {
+            node: entry.node.clone(),
+            sections,
+        });
+        entry.written_at = Timestamp::now();
+        entry.seen_dirty = false;
+        self.announce(name, kind);
+    }
+
+    /// Tells watchers, without writing anything.
+    fn announce(&self, name: &str, kind: NodeEventKind) {
         let Some(entry) = self.nodes.get(name) else {
             return;
         };
-        self.writer.put(StoredNode {
-            node: entry.node.clone(),
-            report: if with_report {
-                entry.report.clone()
-            } else {
-                None
-            },
-        });
         // No receiver is fine: nobody is watching.
         let _ = self.events.send(NodeEvent {
             kind,
@@ -562,98 +729,20 @@ impl Fleet {
 }
 
 /// Copies what a listing shows from the node's merged report.
-fn apply_report(n: &mut Node, r: &Report) {
-    n.last_report_at = Some(r.collected_at);
-    n.last_report_seq = r.seq;
-    if let Some(h) = &r.host {
-        n.hostname.clone_from(&h.hostname);
-        n.boot_id.clone_from(&h.boot_id);
-        n.os_pretty_name.clone_from(&h.os_pretty_name);
-        n.kernel.clone_from(&h.kernel);
+fn apply_report(n: &mut Node, h: &Held) {
+    n.last_report_at = Some(h.collected_at);
+    n.last_report_seq = h.seq;
+    if let Some(host) = &h.host {
+        n.hostname.clone_from(&host.hostname);
+        n.boot_id.clone_from(&host.boot_id);
+        n.os_pretty_name.clone_from(&host.os_pretty_name);
+        n.kernel.clone_from(&host.kernel);
     }
-    n.reboot_required = r.reboot_required();
-    n.containers_total = u32::try_from(r.containers().len()).unwrap_or(u32::MAX);
-    n.containers_unhealthy = u32::try_from(
-        r.containers()
-            .iter()
-            .filter(|c| c.health == ContainerHealth::Unhealthy)
-            .count(),
-    )
-    .unwrap_or(u32::MAX);
-    n.pending_updates = r.updates.as_ref().map_or(0, |u| u.count);
-}
-
-/// The fleet at a glance, from every node and its merged report.
-pub fn summarize<'a>(
-    nodes: impl Iterator<Item = (&'a Node, Option<&'a Report>)>,
-    fs_threshold_percent: u32,
-) -> FleetSummary {
-    let threshold = if fs_threshold_percent == 0 {
-        90
-    } else {
-        fs_threshold_percent.min(100)
-    };
-    let mut s = FleetSummary {
-        fs_usage_threshold_percent: threshold,
-        ..Default::default()
-    };
-    for (node, report) in nodes {
-        s.nodes_total += 1;
-        if node.online {
-            s.nodes_online += 1;
-        } else {
-            s.nodes_offline += 1;
-            s.offline_nodes.push(node.name.clone());
-        }
-        let Some(r) = report else { continue };
-        if r.reboot_required() {
-            s.reboot_required_nodes.push(node.name.clone());
-        }
-        if let Some(section) = &r.containers {
-            if !section.available {
-                s.engine_unavailable_nodes.push(node.name.clone());
-            }
-            for c in &section.containers {
-                s.containers_total += 1;
-                let entry = || NodeContainer {
-                    node: node.name.clone(),
-                    container: c.clone(),
-                };
-                if c.health == ContainerHealth::Unhealthy {
-                    s.unhealthy_containers.push(entry());
-                }
-                if c.is_down() {
-                    s.stopped_containers.push(entry());
-                }
-            }
-        }
-        for fs in r.disks.iter().flat_map(|d| &d.filesystems) {
-            let used = fs.used_percent();
-            if used >= f64::from(threshold) {
-                s.full_filesystems.push(FullFilesystem {
-                    node: node.name.clone(),
-                    mount_point: fs.mount_point.clone(),
-                    used_percent: (used * 10.0).round() / 10.0,
-                    available_bytes: fs.available_bytes,
-                });
-            }
-        }
-        if let Some(u) = &r.updates {
-            s.pending_updates += u.count;
-            s.pending_security_updates += u.security_count;
-        }
-    }
-    s.offline_nodes.sort();
-    s.reboot_required_nodes.sort();
-    s.engine_unavailable_nodes.sort();
-    let by_node_name = |a: &NodeContainer, b: &NodeContainer| {
-        (&a.node, &a.container.name).cmp(&(&b.node, &b.container.name))
-    };
-    s.unhealthy_containers.sort_by(by_node_name);
-    s.stopped_containers.sort_by(by_node_name);
-    s.full_filesystems
-        .sort_by(|a, b| (&a.node, &a.mount_point).cmp(&(&b.node, &b.mount_point)));
-    s
+    let d = &h.digest;
+    n.reboot_required = d.reboot_required;
+    n.containers_total = d.containers_total;
+    n.containers_unhealthy = d.containers_unhealthy;
+    n.pending_updates = d.pending_updates;
 }
 
 /// The online nodes whose last sign of life is older than `offline_after`.
@@ -672,95 +761,6 @@ pub fn stale_nodes<'a>(
 mod tests {
     use super::*;
     use crate::store::tests::node;
-
-    #[test]
-    fn summary_lists_what_needs_attention() {
-        use rollcall_proto::model::{
-            Container, ContainerState, ContainersSection, DisksSection, Filesystem, RebootSection,
-        };
-        let mut a = node("a");
-        a.online = false;
-        let b = node("b");
-        let report = Report {
-            reboot: Some(RebootSection {
-                required: true,
-                ..Default::default()
-            }),
-            containers: Some(ContainersSection {
-                available: true,
-                containers: vec![
-                    Container {
-                        name: "ok".into(),
-                        state: ContainerState::Running,
-                        health: ContainerHealth::Healthy,
-                        ..Default::default()
-                    },
-                    Container {
-                        name: "sick".into(),
-                        state: ContainerState::Running,
-                        health: ContainerHealth::Unhealthy,
-                        ..Default::default()
-                    },
-                    Container {
-                        name: "dead".into(),
-                        state: ContainerState::Exited,
-                        ..Default::default()
-                    },
-                ],
-                ..Default::default()
-            }),
-            disks: Some(DisksSection {
-                filesystems: vec![
-                    Filesystem {
-                        mount_point: "/".into(),
-                        used_bytes: 95,
-                        available_bytes: 5,
-                        ..Default::default()
-                    },
-                    Filesystem {
-                        mount_point: "/var".into(),
-                        used_bytes: 50,
-                        available_bytes: 50,
-                        ..Default::default()
-                    },
-                ],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let down = Report {
-            containers: Some(ContainersSection {
-                available: false,
-                error: "no socket".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let s = summarize([(&a, Some(&down)), (&b, Some(&report))].into_iter(), 0);
-        assert_eq!((s.nodes_total, s.nodes_online, s.nodes_offline), (2, 1, 1));
-        assert_eq!(s.offline_nodes, ["a"]);
-        assert_eq!(s.reboot_required_nodes, ["b"]);
-        assert_eq!(s.engine_unavailable_nodes, ["a"]);
-        assert_eq!(s.containers_total, 3);
-        assert_eq!(
-            s.unhealthy_containers
-                .iter()
-                .map(|c| c.container.name.as_str())
-                .collect::<Vec<_>>(),
-            ["sick"]
-        );
-        assert_eq!(
-            s.stopped_containers
-                .iter()
-                .map(|c| c.container.name.as_str())
-                .collect::<Vec<_>>(),
-            ["dead"]
-        );
-        assert_eq!(s.fs_usage_threshold_percent, 90);
-        assert_eq!(s.full_filesystems.len(), 1);
-        assert_eq!(s.full_filesystems[0].mount_point, "/");
-        assert_eq!(s.full_filesystems[0].used_percent, 95.0);
-    }
 
     #[test]
     fn only_online_nodes_past_the_deadline_are_stale() {

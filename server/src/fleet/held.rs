@@ -1,0 +1,379 @@
+//! What the fleet holds of one node's reports: the merge of every report
+//! the node sent ([`Report::merge`]'s rule), kept compact. The sections
+//! that are large and rarely read (containers, disks, updates, network,
+//! reboot) stay packed ([`rollcall_proto::pack`]); what listings and the
+//! fleet summary need from them is kept beside them as a [`Digest`].
+//!
+//! Merging also says which sections changed and which of those must be
+//! durable ([`Merged`]): the store writes a section only when it changed,
+//! and never writes metrics or network counters (see ARCHITECTURE.md,
+//! "what is durable").
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use rollcall_proto::model::{
+    ContainerHealth, ContainersSection, DisksSection, HostFacts, HostMetrics, NetworkSection,
+    RebootSection, Report, UpdatesSection,
+};
+use rollcall_proto::pack::{Pack, Packed};
+use rollcall_proto::timestamp::Timestamp;
+
+use crate::store::Section;
+
+/// What listings and the summary need from the packed sections.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Digest {
+    pub reboot_required: bool,
+    /// The report has a containers section saying the engine is unreachable.
+    pub engine_unavailable: bool,
+    pub containers_total: u32,
+    pub containers_unhealthy: u32,
+    /// Should run but do not (exited, dead, restarting).
+    pub containers_down: u32,
+    /// The fullest filesystem, in percent (0 without disks).
+    pub max_fs_used_percent: f64,
+    pub pending_updates: u32,
+    pub pending_security_updates: u32,
+}
+
+/// One node's merged report, compact.
+#[derive(Clone, Debug, Default)]
+pub struct Held {
+    pub seq: u64,
+    pub collected_at: Timestamp,
+    pub host: Option<HostFacts>,
+    pub metrics: Option<HostMetrics>,
+    containers: Option<Packed<ContainersSection>>,
+    disks: Option<Packed<DisksSection>>,
+    /// What identifies the disks section apart from its usage figures: a
+    /// new or removed filesystem, a remount read-only, an error.
+    disks_shape: u64,
+    reboot: Option<Packed<RebootSection>>,
+    updates: Option<Packed<UpdatesSection>>,
+    network: Option<Packed<NetworkSection>>,
+    pub digest: Digest,
+}
+
+/// What a merge changed.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// Sections to write to the store now: new content of host, containers,
+    /// reboot or updates, or disks whose shape changed.
+    pub durable: Vec<Section>,
+    /// Disk usage changed without a change of shape: written at the next
+    /// checkpoint, not at once.
+    pub disks_usage_changed: bool,
+    /// The reboot state or the containers changed: what campaign gates wait for.
+    pub gate_news: bool,
+}
+
+fn replace<T: Pack + PartialEq>(slot: &mut Option<Packed<T>>, new: Option<T>) -> Option<Option<T>> {
+    let packed = new.as_ref().map(Pack::pack);
+    if *slot == packed {
+        return None;
+    }
+    *slot = packed;
+    Some(new)
+}
+
+fn disks_shape(d: Option<&DisksSection>) -> u64 {
+    let mut h = DefaultHasher::new();
+    if let Some(d) = d {
+        d.error.hash(&mut h);
+        for fs in &d.filesystems {
+            (&fs.mount_point, &fs.device, &fs.fs_type, fs.read_only).hash(&mut h);
+            fs.total_bytes.hash(&mut h);
+        }
+    } else {
+        0u8.hash(&mut h);
+    }
+    h.finish()
+}
+
+impl Held {
+    /// Applies a report: a full one replaces every section, a partial one
+    /// only the sections it carries.
+    pub fn merge(&mut self, r: Report) -> Merged {
+        let mut out = Merged::default();
+        self.seq = r.seq;
+        self.collected_at = r.collected_at;
+        let full = r.full;
+        // A full report replaces a section it lacks with nothing.
+        let carried = |present: bool| full || present;
+
+        if carried(r.host.is_some()) && self.host != r.host {
+            self.host.clone_from(&r.host);
+            out.durable.push(Section::Host(r.host));
+        }
+        if carried(r.metrics.is_some()) {
+            self.metrics = r.metrics;
+        }
+        if carried(r.network.is_some()) {
+            self.network = r.network.as_ref().map(Pack::pack);
+        }
+        if carried(r.containers.is_some()) {
+            self.digest_containers(r.containers.as_ref());
+            if let Some(new) = replace(&mut self.containers, r.containers) {
+                out.gate_news = true;
+                out.durable.push(Section::Containers(new));
+            }
+        }
+        if carried(r.reboot.is_some()) {
+            self.digest.reboot_required = r.reboot.as_ref().is_some_and(|s| s.required);
+            if let Some(new) = replace(&mut self.reboot, r.reboot) {
+                out.gate_news = true;
+                out.durable.push(Section::Reboot(new));
+            }
+        }
+        if carried(r.updates.is_some()) {
+            let u = r.updates.as_ref();
+            self.digest.pending_updates = u.map_or(0, |u| u.count);
+            self.digest.pending_security_updates = u.map_or(0, |u| u.security_count);
+            if let Some(new) = replace(&mut self.updates, r.updates) {
+                out.durable.push(Section::Updates(new));
+            }
+        }
+        if carried(r.disks.is_some()) {
+            let shape = disks_shape(r.disks.as_ref());
+            self.digest.max_fs_used_percent = r.disks.as_ref().map_or(0.0, |d| {
+                d.filesystems
+                    .iter()
+                    .map(|fs| fs.used_percent())
+                    .fold(0.0, f64::max)
+            });
+            let reshaped = shape != self.disks_shape || self.disks.is_none() != r.disks.is_none();
+            self.disks_shape = shape;
+            if let Some(new) = replace(&mut self.disks, r.disks) {
+                if reshaped {
+                    out.durable.push(Section::Disks(new));
+                } else {
+                    out.disks_usage_changed = true;
+                }
+            }
+        }
+        out
+    }
+
+    fn digest_containers(&mut self, section: Option<&ContainersSection>) {
+        let d = &mut self.digest;
+        d.engine_unavailable = section.is_some_and(|s| !s.available);
+        let all = section.map_or(&[][..], |s| &s.containers);
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        d.containers_total = count(all.len());
+        d.containers_unhealthy = count(
+            all.iter()
+                .filter(|c| c.health == ContainerHealth::Unhealthy)
+                .count(),
+        );
+        d.containers_down = count(all.iter().filter(|c| c.is_down()).count());
+    }
+
+    /// Unpacks a section. A section this process packed always unpacks; if
+    /// one ever does not, it is reported as absent and logged.
+    fn open<T: Pack>(node: &str, what: &str, p: &Option<Packed<T>>) -> Option<T> {
+        p.as_ref()
+            .and_then(|p| match p.unpack() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(node = %node, section = what, error = %e, "A held report section cannot be read; showing it as absent.");
+                    None
+                }
+            })
+    }
+
+    pub fn containers(&self, node: &str) -> Option<ContainersSection> {
+        Self::open(node, "containers", &self.containers)
+    }
+
+    pub fn disks(&self, node: &str) -> Option<DisksSection> {
+        Self::open(node, "disks", &self.disks)
+    }
+
+    /// The whole merged report, unpacked.
+    pub fn report(&self, node: &str) -> Report {
+        Report {
+            seq: self.seq,
+            collected_at: self.collected_at,
+            full: true,
+            host: self.host.clone(),
+            metrics: self.metrics.clone(),
+            containers: self.containers(node),
+            disks: self.disks(node),
+            reboot: Self::open(node, "reboot", &self.reboot),
+            updates: Self::open(node, "updates", &self.updates),
+            network: Self::open(node, "network", &self.network),
+        }
+    }
+
+    /// Bytes held in packed form (for the memory figures in BENCHMARKS.md).
+    pub fn packed_bytes(&self) -> usize {
+        self.containers.as_ref().map_or(0, Packed::len)
+            + self.disks.as_ref().map_or(0, Packed::len)
+            + self.reboot.as_ref().map_or(0, Packed::len)
+            + self.updates.as_ref().map_or(0, Packed::len)
+            + self.network.as_ref().map_or(0, Packed::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcall_proto::model::{
+        Container, ContainerState, Filesystem, NetInterface, NetworkSection,
+    };
+
+    fn container(name: &str, health: ContainerHealth, restarts: u32) -> Container {
+        Container {
+            name: name.into(),
+            state: ContainerState::Running,
+            health,
+            restart_count: restarts,
+            labels: [("kolla_version".to_owned(), "18.1.0".to_owned())].into(),
+            ..Default::default()
+        }
+    }
+
+    fn full() -> Report {
+        Report {
+            seq: 1,
+            full: true,
+            host: Some(HostFacts {
+                hostname: "cmp-1".into(),
+                ..Default::default()
+            }),
+            metrics: Some(HostMetrics::default()),
+            containers: Some(ContainersSection {
+                available: true,
+                containers: vec![
+                    container("nova_compute", ContainerHealth::Healthy, 0),
+                    container("nova_libvirt", ContainerHealth::Unhealthy, 0),
+                ],
+                ..Default::default()
+            }),
+            disks: Some(DisksSection {
+                filesystems: vec![Filesystem {
+                    mount_point: "/".into(),
+                    used_bytes: 50,
+                    available_bytes: 50,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            reboot: Some(RebootSection::default()),
+            updates: Some(UpdatesSection {
+                count: 3,
+                security_count: 1,
+                ..Default::default()
+            }),
+            network: Some(NetworkSection {
+                interfaces: vec![NetInterface {
+                    name: "eth0".into(),
+                    rx_bytes: 1,
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn names(m: &Merged) -> Vec<&'static str> {
+        m.durable.iter().map(Section::name).collect()
+    }
+
+    #[test]
+    fn the_first_full_report_is_durable_and_digested() {
+        let mut h = Held::default();
+        let m = h.merge(full());
+        assert_eq!(
+            names(&m),
+            ["host", "containers", "reboot", "updates", "disks"]
+        );
+        assert_eq!(h.digest.containers_total, 2);
+        assert_eq!(h.digest.containers_unhealthy, 1);
+        assert_eq!(h.digest.pending_updates, 3);
+        assert_eq!(h.digest.max_fs_used_percent, 50.0);
+        assert_eq!(h.report("cmp-1"), Report { ..full() });
+    }
+
+    #[test]
+    fn an_unchanged_full_report_and_routine_partials_write_nothing() {
+        let mut h = Held::default();
+        h.merge(full());
+        let again = h.merge(Report { seq: 2, ..full() });
+        assert!(again.durable.is_empty() && !again.gate_news);
+        let mut partial = Report {
+            seq: 3,
+            metrics: Some(HostMetrics {
+                load1: 2.0,
+                ..Default::default()
+            }),
+            network: full().network,
+            ..Default::default()
+        };
+        partial.network.as_mut().expect("network").interfaces[0].rx_bytes = 99;
+        let m = h.merge(partial);
+        assert!(m.durable.is_empty() && !m.disks_usage_changed && !m.gate_news);
+        let r = h.report("cmp-1");
+        assert_eq!(r.seq, 3);
+        assert_eq!(r.network.expect("network").interfaces[0].rx_bytes, 99);
+        assert_eq!(r.containers, full().containers, "untouched by a partial");
+    }
+
+    #[test]
+    fn a_container_change_is_durable_gate_news_and_redigested() {
+        let mut h = Held::default();
+        h.merge(full());
+        let mut containers = full().containers.expect("containers");
+        containers.containers[1].health = ContainerHealth::Healthy;
+        containers.containers[0].restart_count = 1;
+        let m = h.merge(Report {
+            seq: 2,
+            containers: Some(containers),
+            ..Default::default()
+        });
+        assert_eq!(names(&m), ["containers"]);
+        assert!(m.gate_news);
+        assert_eq!(h.digest.containers_unhealthy, 0);
+    }
+
+    #[test]
+    fn disk_usage_waits_for_the_checkpoint_but_a_new_filesystem_does_not() {
+        let mut h = Held::default();
+        h.merge(full());
+        let mut disks = full().disks.expect("disks");
+        disks.filesystems[0].used_bytes = 60;
+        disks.filesystems[0].available_bytes = 40;
+        let m = h.merge(Report {
+            seq: 2,
+            disks: Some(disks.clone()),
+            ..Default::default()
+        });
+        assert!(m.durable.is_empty() && m.disks_usage_changed);
+        assert_eq!(h.digest.max_fs_used_percent, 60.0);
+        disks.filesystems.push(Filesystem {
+            mount_point: "/var/lib/docker".into(),
+            ..Default::default()
+        });
+        let m = h.merge(Report {
+            seq: 3,
+            disks: Some(disks),
+            ..Default::default()
+        });
+        assert_eq!(names(&m), ["disks"]);
+    }
+
+    #[test]
+    fn a_full_report_without_a_section_removes_it() {
+        let mut h = Held::default();
+        h.merge(full());
+        let m = h.merge(Report {
+            seq: 2,
+            containers: None,
+            ..full()
+        });
+        assert_eq!(names(&m), ["containers"]);
+        assert!(matches!(m.durable[0], Section::Containers(None)));
+        assert_eq!(h.digest.containers_total, 0);
+        assert!(h.report("cmp-1").containers.is_none());
+    }
+}
