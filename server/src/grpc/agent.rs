@@ -6,6 +6,8 @@
 //! agent goes away, sends something invalid, or a newer session replaces it.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rollcall_proto::convert::role_from_wire;
@@ -13,11 +15,13 @@ use rollcall_proto::identity::Kind;
 use rollcall_proto::model::Report;
 use rollcall_proto::v1::{self, agent_message, server_message};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
+use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
+use tonic::server::NamedService;
 
-use super::tls::peer;
+use super::session_stream::{self, Inbound};
+use super::tls::Peer;
 use crate::fleet::{FleetHandle, Hello, SessionId, SessionLink, UpdateVerdict};
 use crate::store::WriterHandle;
 
@@ -31,21 +35,61 @@ pub struct AgentApi {
     pub store: WriterHandle,
     pub report_interval: Duration,
     pub hello_timeout: Duration,
+    pub max_message_bytes: usize,
     pub shutdown: CancellationToken,
 }
 
 type Outbound = Result<v1::ServerMessage, Status>;
 
-#[tonic::async_trait]
-impl v1::agent_service_server::AgentService for AgentApi {
-    type SessionStream = ReceiverStream<Outbound>;
+/// `rollcall.v1.AgentService` as a service of the gRPC server. Its one
+/// method is framed by hand ([`session_stream`]) to keep a session's
+/// memory small; everything else about it is ordinary gRPC.
+#[derive(Clone)]
+pub struct AgentService(pub Arc<AgentApi>);
 
+impl NamedService for AgentService {
+    const NAME: &'static str = "rollcall.v1.AgentService";
+}
+
+const SESSION_PATH: &str = "/rollcall.v1.AgentService/Session";
+
+impl Service<http::Request<tonic::body::Body>> for AgentService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move {
+            if req.uri().path() != SESSION_PATH {
+                return Ok(Status::unimplemented(format!(
+                    "no method {} in rollcall.v1.AgentService",
+                    req.uri().path()
+                ))
+                .into_http());
+            }
+            let peer = req.extensions().get::<Peer>().cloned();
+            let inbound = Inbound::new(req.into_body(), api.max_message_bytes);
+            Ok(match api.session(peer, inbound).await {
+                Ok(rx) => session_stream::Outbound::response(rx),
+                Err(status) => status.into_http(),
+            })
+        })
+    }
+}
+
+impl AgentApi {
     async fn session(
         &self,
-        request: Request<Streaming<v1::AgentMessage>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
-        let identity = peer(&request)?.require(Kind::Agent)?.clone();
-        let mut inbound = request.into_inner();
+        peer: Option<Peer>,
+        mut inbound: Inbound,
+    ) -> Result<mpsc::Receiver<Outbound>, Status> {
+        let peer = peer.ok_or_else(|| Status::unauthenticated("no TLS peer information"))?;
+        let identity = peer.require(Kind::Agent)?.clone();
         let first = tokio::time::timeout(self.hello_timeout, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
@@ -93,7 +137,7 @@ impl v1::agent_service_server::AgentService for AgentApi {
             tx,
         };
         tokio::spawn(task.run(inbound, kick, actions_rx, self.shutdown.clone()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(rx)
     }
 }
 
@@ -147,7 +191,7 @@ struct SessionTask {
 impl SessionTask {
     async fn run(
         self,
-        mut inbound: Streaming<v1::AgentMessage>,
+        mut inbound: Inbound,
         kick: CancellationToken,
         mut actions: mpsc::Receiver<rollcall_proto::model::ActionRequest>,
         shutdown: CancellationToken,

@@ -6,12 +6,12 @@ mod agent;
 mod campaign;
 mod operator;
 pub mod page;
+mod session_stream;
 mod status;
 pub mod tls;
 
 use std::time::Duration;
 
-use rollcall_proto::v1::agent_service_server::AgentServiceServer;
 use rollcall_proto::v1::campaign_service_server::CampaignServiceServer;
 use rollcall_proto::v1::operator_service_server::OperatorServiceServer;
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,7 +22,7 @@ use crate::campaign::CampaignHandle;
 use crate::config::ServerConfig;
 use crate::fleet::FleetHandle;
 
-pub use agent::AgentApi;
+pub use agent::{AgentApi, AgentService};
 pub use campaign::CampaignApi;
 pub use operator::OperatorApi;
 
@@ -46,7 +46,7 @@ pub async fn serve(
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    health.set_serving::<AgentService>().await;
     health
         .set_serving::<OperatorServiceServer<OperatorApi>>()
         .await;
@@ -67,16 +67,17 @@ pub async fn serve(
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid (checked by tests)");
 
-    let agent = AgentApi {
+    let max = limits.max_message_bytes;
+    let agent = AgentService(std::sync::Arc::new(AgentApi {
         fleet: fleet.clone(),
         store,
         report_interval: config.report_interval(),
         hello_timeout: Duration::from_secs(config.agents.hello_timeout_secs.into()),
+        max_message_bytes: max,
         shutdown: shutdown.clone(),
-    };
+    }));
     let operator = OperatorApi { fleet };
     let campaign = CampaignApi { campaigns };
-    let max = limits.max_message_bytes;
 
     Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(
@@ -89,11 +90,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            AgentServiceServer::new(agent)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
+        .add_service(agent)
         .add_service(
             OperatorServiceServer::new(operator)
                 .max_decoding_message_size(max)
