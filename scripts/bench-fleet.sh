@@ -2,15 +2,30 @@
 # Fleet-scale benchmark of rollcall-server (see BENCHMARKS.md).
 #
 # Builds release binaries, makes a CA, starts rollcall-server on 127.0.0.1
-# with a fresh SQLite file, and runs rollcall-loadgen (a separate process:
-# N simulated agents, one mutual-TLS connection and one certificate each)
-# for every N given. Prints one result line per N.
+# with a fresh SQLite file (under a small supervisor loop that writes its pid
+# file and starts it again when it exits), and runs rollcall-loadgen (a
+# separate process: N simulated agents, one mutual-TLS connection and one
+# certificate each) for every N given. Each agent sends what the real agent
+# sends, made from a report captured from a real agent on a kolla node
+# (tests/data/report-kolla-node.json, see tests/data/README.md): a full
+# report on connect and every FULL_EVERY intervals, metrics and network in
+# between, and change-driven container reports. Prints one result line per N
+# (and one JSON object).
 #
 #   scripts/bench-fleet.sh                 # N = 1000 and 10000
 #   scripts/bench-fleet.sh 1000 5000 10000
+#   STORM=1 scripts/bench-fleet.sh 1000    # then restart the server: reconnect storm
 #
 # DURATION (default 60) and WARMUP (default 15) set the measured window
-# and the settling time in seconds; INTERVAL (default 10) the report interval.
+# and the settling time in seconds; INTERVAL (default 10) the report
+# interval; FULL_EVERY (default 30, the agent's default) how often a report
+# is full; CHANGES (default 2) the percent of agents per minute with a
+# container restart or health change; TEMPLATE another report template
+# (`rollcall-agent once --json` output). STORM=1: after the window the
+# server gets SIGTERM, its supervisor starts it again on the same data, and
+# the load generator measures how long until every agent, on the agent's
+# backoff (500 ms doubling to 60 s, full jitter), is connected and has
+# reported again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNTS=("$@")
@@ -18,20 +33,53 @@ COUNTS=("$@")
 DURATION="${DURATION:-60}"
 WARMUP="${WARMUP:-15}"
 INTERVAL="${INTERVAL:-10}"
+FULL_EVERY="${FULL_EVERY:-30}"
+CHANGES="${CHANGES:-2}"
+TEMPLATE="${TEMPLATE:-tests/data/report-kolla-node.json}"
+STORM="${STORM:-0}"
 PORT="${PORT:-17643}"
+TARGET="${CARGO_TARGET_DIR:-target}"
 
 cargo build --release --quiet -p rollcall-server -p rollcall-tests --bin rollcall-server --bin rollcall-loadgen
+# The server and the load generator each hold one descriptor per agent.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+for n in "${COUNTS[@]}"; do
+    if [ $((n + 200)) -gt "$(ulimit -n)" ]; then
+        echo "error: $n agents need about $((n + 200)) file descriptors per process, but ulimit -n is $(ulimit -n) (hard limit $(ulimit -Hn))" >&2
+        exit 2
+    fi
+done
 
 WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
+SUPERVISOR=""
+stop_server() {
+    [ -n "$SUPERVISOR" ] || return 0
+    touch "$WORK/stop"
+    [ -s "$WORK/server.pid" ] && kill "$(cat "$WORK/server.pid")" 2>/dev/null
+    wait "$SUPERVISOR" 2>/dev/null || true
+    SUPERVISOR=""
+}
+cleanup() { stop_server; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-target/release/rollcall-server certs init --pki "$WORK/pki" >/dev/null
-echo "# $(date -u +%FT%TZ) $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), interval ${INTERVAL}s, window ${DURATION}s"
+# Runs the server until $WORK/stop exists, starting it again whenever it
+# exits; its current pid is in $WORK/server.pid.
+supervise() {
+    local log=$1
+    while [ ! -e "$WORK/stop" ]; do
+        ROLLCALL_LOG=warn "$TARGET/release/rollcall-server" serve --config "$WORK/server.toml" 2>>"$log" &
+        echo $! > "$WORK/server.pid.new"
+        mv "$WORK/server.pid.new" "$WORK/server.pid"
+        wait $! || true
+    done
+}
+
+"$TARGET/release/rollcall-server" certs init --pki "$WORK/pki" >/dev/null
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), interval ${INTERVAL}s, window ${DURATION}s, full every $FULL_EVERY, $CHANGES% container changes/min, template $TEMPLATE"
+storm=()
+[ "$STORM" = 1 ] && storm=(--storm)
 for n in "${COUNTS[@]}"; do
-    rm -rf "$WORK/data"
+    rm -rf "$WORK/data" "$WORK/stop" "$WORK/server.pid"
     cat > "$WORK/server.toml" <<TOML
 listen = "127.0.0.1:$PORT"
 data_dir = "$WORK/data"
@@ -44,18 +92,18 @@ report_interval_secs = $INTERVAL
 [limits]
 max_connections = $((n + 100))
 TOML
-    ROLLCALL_LOG=warn target/release/rollcall-server serve --config "$WORK/server.toml" 2>"$WORK/server-$n.log" &
-    SERVER_PID=$!
+    supervise "$WORK/server-$n.log" &
+    SUPERVISOR=$!
     sleep 1
-    target/release/rollcall-loadgen --server "https://localhost:$PORT" --pki "$WORK/pki" \
+    "$TARGET/release/rollcall-loadgen" --server "https://localhost:$PORT" --pki "$WORK/pki" \
         --agents "$n" --interval-secs "$INTERVAL" --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
-        --server-pid "$SERVER_PID" --json
-    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-    # Streams that fail as the load generator exits are expected; anything
-    # else the server warned about is shown.
-    if grep -v "Session stream failed" "$WORK/server-$n.log" | grep -q -E "WARN|ERROR"; then
+        --report-template "$TEMPLATE" --full-every "$FULL_EVERY" --container-changes-per-min "$CHANGES" \
+        --server-pid-file "$WORK/server.pid" "${storm[@]}" --json
+    stop_server
+    # Streams that fail as the load generator exits are expected, and so is
+    # the shutdown of a storm; anything else the server warned about is shown.
+    if grep -v -E "Session stream failed|Shutting down" "$WORK/server-$n.log" | grep -q -E "WARN|ERROR"; then
         echo "server warnings for N=$n:"
-        grep -v "Session stream failed" "$WORK/server-$n.log" | grep -E "WARN|ERROR" | head -5
+        grep -v -E "Session stream failed|Shutting down" "$WORK/server-$n.log" | grep -E "WARN|ERROR" | head -5
     fi
 done

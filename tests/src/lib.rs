@@ -13,6 +13,7 @@
 
 pub mod fleet;
 pub mod nodes;
+pub mod sim;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
