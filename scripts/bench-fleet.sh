@@ -40,7 +40,7 @@ STORM="${STORM:-0}"
 PORT="${PORT:-17643}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 
-cargo build --release --quiet -p rollcall-server -p rollcall-tests --bin rollcall-server --bin rollcall-loadgen
+[ "${BUILD:-1}" = 0 ] || cargo build --release --quiet -p rollcall-server -p rollcall-tests --bin rollcall-server --bin rollcall-loadgen
 # The server and the load generator each hold one descriptor per agent.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 for n in "${COUNTS[@]}"; do

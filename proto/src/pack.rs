@@ -16,11 +16,29 @@ use crate::model;
 use crate::v1;
 
 /// One section in its packed form.
-#[derive(Clone, PartialEq, Eq)]
 pub struct Packed<T> {
     bytes: Box<[u8]>,
     kind: std::marker::PhantomData<fn() -> T>,
 }
+
+// Not derived: the derives would ask the same of `T`, which a packed
+// section does not need.
+impl<T> Clone for Packed<T> {
+    fn clone(&self) -> Self {
+        Self {
+            bytes: self.bytes.clone(),
+            kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> PartialEq for Packed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl<T> Eq for Packed<T> {}
 
 impl<T> std::fmt::Debug for Packed<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -47,7 +47,7 @@ pub struct Held {
     disks: Option<Packed<DisksSection>>,
     /// What identifies the disks section apart from its usage figures: a
     /// new or removed filesystem, a remount read-only, an error.
-    disks_shape: u64,
+    disks_shape: Option<u64>,
     reboot: Option<Packed<RebootSection>>,
     updates: Option<Packed<UpdatesSection>>,
     network: Option<Packed<NetworkSection>>,
@@ -67,25 +67,94 @@ pub struct Merged {
     pub gate_news: bool,
 }
 
-fn replace<T: Pack + PartialEq>(slot: &mut Option<Packed<T>>, new: Option<T>) -> Option<Option<T>> {
-    let packed = new.as_ref().map(Pack::pack);
-    if *slot == packed {
+/// A report made ready to hold: its sections packed and digested. Built
+/// where the report arrives (the session's task), so the fleet's queue holds
+/// a few kilobytes per report instead of the decoded report, and the work
+/// of packing is spread over the runtime's threads.
+#[derive(Debug)]
+pub struct Update {
+    seq: u64,
+    collected_at: Timestamp,
+    full: bool,
+    host: Option<HostFacts>,
+    metrics: Option<HostMetrics>,
+    containers: Option<(Packed<ContainersSection>, ContainerCounts)>,
+    disks: Option<(Packed<DisksSection>, DiskFacts)>,
+    reboot: Option<(Packed<RebootSection>, bool)>,
+    updates: Option<(Packed<UpdatesSection>, (u32, u32))>,
+    network: Option<Packed<NetworkSection>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct ContainerCounts {
+    engine_unavailable: bool,
+    total: u32,
+    unhealthy: u32,
+    down: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct DiskFacts {
+    shape: u64,
+    max_used_percent: f64,
+}
+
+impl From<Report> for Update {
+    fn from(r: Report) -> Self {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Update {
+            seq: r.seq,
+            collected_at: r.collected_at,
+            full: r.full,
+            containers: r.containers.map(|s| {
+                let counts = ContainerCounts {
+                    engine_unavailable: !s.available,
+                    total: count(s.containers.len()),
+                    unhealthy: count(
+                        s.containers
+                            .iter()
+                            .filter(|c| c.health == ContainerHealth::Unhealthy)
+                            .count(),
+                    ),
+                    down: count(s.containers.iter().filter(|c| c.is_down()).count()),
+                };
+                (s.pack(), counts)
+            }),
+            disks: r.disks.map(|d| {
+                let facts = DiskFacts {
+                    shape: disks_shape(&d),
+                    max_used_percent: d
+                        .filesystems
+                        .iter()
+                        .map(|fs| fs.used_percent())
+                        .fold(0.0, f64::max),
+                };
+                (d.pack(), facts)
+            }),
+            reboot: r.reboot.map(|s| (s.pack(), s.required)),
+            updates: r.updates.map(|u| (u.pack(), (u.count, u.security_count))),
+            network: r.network.as_ref().map(Pack::pack),
+            host: r.host,
+            metrics: r.metrics,
+        }
+    }
+}
+
+/// Replaces a packed section; returns the new one if it differs.
+fn replace<T>(slot: &mut Option<Packed<T>>, new: Option<Packed<T>>) -> Option<Option<Packed<T>>> {
+    if *slot == new {
         return None;
     }
-    *slot = packed;
+    slot.clone_from(&new);
     Some(new)
 }
 
-fn disks_shape(d: Option<&DisksSection>) -> u64 {
+fn disks_shape(d: &DisksSection) -> u64 {
     let mut h = DefaultHasher::new();
-    if let Some(d) = d {
-        d.error.hash(&mut h);
-        for fs in &d.filesystems {
-            (&fs.mount_point, &fs.device, &fs.fs_type, fs.read_only).hash(&mut h);
-            fs.total_bytes.hash(&mut h);
-        }
-    } else {
-        0u8.hash(&mut h);
+    d.error.hash(&mut h);
+    for fs in &d.filesystems {
+        (&fs.mount_point, &fs.device, &fs.fs_type, fs.read_only).hash(&mut h);
+        fs.total_bytes.hash(&mut h);
     }
     h.finish()
 }
@@ -94,56 +163,65 @@ impl Held {
     /// Applies a report: a full one replaces every section, a partial one
     /// only the sections it carries.
     pub fn merge(&mut self, r: Report) -> Merged {
+        self.apply(Update::from(r))
+    }
+
+    /// [`Held::merge`] for a report already made ready.
+    pub fn apply(&mut self, u: Update) -> Merged {
         let mut out = Merged::default();
-        self.seq = r.seq;
-        self.collected_at = r.collected_at;
-        let full = r.full;
+        self.seq = u.seq;
+        self.collected_at = u.collected_at;
         // A full report replaces a section it lacks with nothing.
+        let full = u.full;
         let carried = |present: bool| full || present;
 
-        if carried(r.host.is_some()) && self.host != r.host {
-            self.host.clone_from(&r.host);
-            out.durable.push(Section::Host(r.host));
+        if carried(u.host.is_some()) && self.host != u.host {
+            self.host.clone_from(&u.host);
+            out.durable.push(Section::Host(u.host));
         }
-        if carried(r.metrics.is_some()) {
-            self.metrics = r.metrics;
+        if carried(u.metrics.is_some()) {
+            self.metrics = u.metrics;
         }
-        if carried(r.network.is_some()) {
-            self.network = r.network.as_ref().map(Pack::pack);
+        if carried(u.network.is_some()) {
+            self.network = u.network;
         }
-        if carried(r.containers.is_some()) {
-            self.digest_containers(r.containers.as_ref());
-            if let Some(new) = replace(&mut self.containers, r.containers) {
+        if carried(u.containers.is_some()) {
+            let (packed, counts) = u.containers.unzip();
+            let counts = counts.unwrap_or_default();
+            let d = &mut self.digest;
+            d.engine_unavailable = counts.engine_unavailable;
+            d.containers_total = counts.total;
+            d.containers_unhealthy = counts.unhealthy;
+            d.containers_down = counts.down;
+            if let Some(new) = replace(&mut self.containers, packed) {
                 out.gate_news = true;
                 out.durable.push(Section::Containers(new));
             }
         }
-        if carried(r.reboot.is_some()) {
-            self.digest.reboot_required = r.reboot.as_ref().is_some_and(|s| s.required);
-            if let Some(new) = replace(&mut self.reboot, r.reboot) {
+        if carried(u.reboot.is_some()) {
+            let (packed, required) = u.reboot.unzip();
+            self.digest.reboot_required = required.unwrap_or(false);
+            if let Some(new) = replace(&mut self.reboot, packed) {
                 out.gate_news = true;
                 out.durable.push(Section::Reboot(new));
             }
         }
-        if carried(r.updates.is_some()) {
-            let u = r.updates.as_ref();
-            self.digest.pending_updates = u.map_or(0, |u| u.count);
-            self.digest.pending_security_updates = u.map_or(0, |u| u.security_count);
-            if let Some(new) = replace(&mut self.updates, r.updates) {
+        if carried(u.updates.is_some()) {
+            let (packed, counts) = u.updates.unzip();
+            (
+                self.digest.pending_updates,
+                self.digest.pending_security_updates,
+            ) = counts.unwrap_or_default();
+            if let Some(new) = replace(&mut self.updates, packed) {
                 out.durable.push(Section::Updates(new));
             }
         }
-        if carried(r.disks.is_some()) {
-            let shape = disks_shape(r.disks.as_ref());
-            self.digest.max_fs_used_percent = r.disks.as_ref().map_or(0.0, |d| {
-                d.filesystems
-                    .iter()
-                    .map(|fs| fs.used_percent())
-                    .fold(0.0, f64::max)
-            });
-            let reshaped = shape != self.disks_shape || self.disks.is_none() != r.disks.is_none();
-            self.disks_shape = shape;
-            if let Some(new) = replace(&mut self.disks, r.disks) {
+        if carried(u.disks.is_some()) {
+            let (packed, facts) = u.disks.unzip();
+            let reshaped = facts.map(|f| f.shape) != self.disks_shape;
+            self.disks_shape = facts.map(|f| f.shape);
+            self.digest.max_fs_used_percent = facts.map_or(0.0, |f| f.max_used_percent);
+            if let Some(new) = replace(&mut self.disks, packed) {
                 if reshaped {
                     out.durable.push(Section::Disks(new));
                 } else {
@@ -154,18 +232,9 @@ impl Held {
         out
     }
 
-    fn digest_containers(&mut self, section: Option<&ContainersSection>) {
-        let d = &mut self.digest;
-        d.engine_unavailable = section.is_some_and(|s| !s.available);
-        let all = section.map_or(&[][..], |s| &s.containers);
-        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        d.containers_total = count(all.len());
-        d.containers_unhealthy = count(
-            all.iter()
-                .filter(|c| c.health == ContainerHealth::Unhealthy)
-                .count(),
-        );
-        d.containers_down = count(all.iter().filter(|c| c.is_down()).count());
+    /// The disks section as the store keeps it (for checkpoints).
+    pub fn packed_disks(&self) -> Option<Packed<DisksSection>> {
+        self.disks.clone()
     }
 
     /// Unpacks a section. A section this process packed always unpacks; if

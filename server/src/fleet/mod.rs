@@ -11,7 +11,7 @@
 mod held;
 mod summary;
 
-pub use held::{Digest, Held, Merged};
+pub use held::{Digest, Held, Merged, Update};
 pub use summary::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, summarize};
 
 use std::collections::{BTreeMap, HashMap};
@@ -104,7 +104,7 @@ enum Command {
     Report {
         node: String,
         session: SessionId,
-        report: Box<Report>,
+        update: Box<Update>,
     },
     Disconnect {
         node: String,
@@ -199,10 +199,12 @@ impl FleetHandle {
         session: SessionId,
         report: Report,
     ) -> Result<(), FleetStopped> {
+        // Packed here, in the caller's task: the fleet's queue then holds
+        // a few kilobytes per report, and the fleet's one task does less.
         let cmd = Command::Report {
             node: node.to_owned(),
             session,
-            report: Box::new(report),
+            update: Box::new(Update::from(report)),
         };
         self.tx.send(cmd).await.map_err(|_| FleetStopped)
     }
@@ -477,8 +479,8 @@ impl Fleet {
             Command::Report {
                 node,
                 session,
-                report,
-            } => self.report(&node, session, *report),
+                update,
+            } => self.report(&node, session, *update),
             Command::Disconnect {
                 node,
                 session,
@@ -585,13 +587,13 @@ impl Fleet {
     /// Writes the records (and disk usage) of nodes whose durable copy is
     /// older than `max_age` and out of date.
     fn checkpoint(&mut self, now: Timestamp, max_age: Duration) {
-        for (name, e) in &mut self.nodes {
+        for e in self.nodes.values_mut() {
             if !(e.seen_dirty || e.disks_dirty) || now.since(e.written_at) < max_age {
                 continue;
             }
             let mut sections = Vec::new();
             if e.disks_dirty {
-                sections.push(Section::Disks(e.held.as_ref().and_then(|h| h.disks(name))));
+                sections.push(Section::Disks(e.held.as_ref().and_then(Held::packed_disks)));
             }
             self.writer.put(NodeWrite {
                 node: e.node.clone(),
@@ -627,7 +629,7 @@ impl Fleet {
         self.publish(&hello.node, NodeEventKind::Online, Vec::new());
     }
 
-    fn report(&mut self, name: &str, session: SessionId, report: Report) {
+    fn report(&mut self, name: &str, session: SessionId, update: Update) {
         let Some(entry) = self.nodes.get_mut(name) else {
             return;
         };
@@ -635,7 +637,7 @@ impl Fleet {
             return; // a replaced session's last words
         }
         let held = entry.held.get_or_insert_default();
-        let merged = held.merge(report);
+        let merged = held.apply(update);
         let before = entry.node.clone();
         let n = &mut entry.node;
         let came_back = !n.online;

@@ -15,6 +15,7 @@ use rollcall_proto::model::{
     ActionResult, ContainersSection, DisksSection, HostFacts, Node, RebootSection, Report,
     UpdatesSection,
 };
+use rollcall_proto::pack::{Pack, Packed, UnpackError};
 
 use crate::campaign::record::{AuditEntry, Campaign, CampaignWrite, NodeRun};
 use rusqlite::Connection;
@@ -60,14 +61,16 @@ pub struct StoredNode {
 }
 
 /// One durable section of a node's report, as the store writes it; `None`
-/// removes it (a full report without that section).
+/// removes it (a full report without that section). The large sections
+/// travel packed, as the fleet holds them; the writer thread unpacks them
+/// to write their JSON.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Section {
     Host(Option<HostFacts>),
-    Containers(Option<ContainersSection>),
-    Disks(Option<DisksSection>),
-    Reboot(Option<RebootSection>),
-    Updates(Option<UpdatesSection>),
+    Containers(Option<Packed<ContainersSection>>),
+    Disks(Option<Packed<DisksSection>>),
+    Reboot(Option<Packed<RebootSection>>),
+    Updates(Option<Packed<UpdatesSection>>),
 }
 
 impl Section {
@@ -81,18 +84,22 @@ impl Section {
         }
     }
 
-    /// The section's JSON, or `None` when it is to be removed.
-    fn json(&self) -> Option<String> {
-        fn to<T: serde::Serialize>(v: &Option<T>) -> Option<String> {
-            v.as_ref()
-                .map(|v| serde_json::to_string(v).expect("a report section serializes"))
+    /// The section's JSON, `Ok(None)` when it is to be removed.
+    fn json(&self) -> Result<Option<String>, UnpackError> {
+        fn to<T: serde::Serialize>(v: &T) -> String {
+            serde_json::to_string(v).expect("a report section serializes")
+        }
+        fn packed<T: Pack + serde::Serialize>(
+            p: &Option<Packed<T>>,
+        ) -> Result<Option<String>, UnpackError> {
+            p.as_ref().map(|p| Ok(to(&p.unpack()?))).transpose()
         }
         match self {
-            Section::Host(v) => to(v),
-            Section::Containers(v) => to(v),
-            Section::Disks(v) => to(v),
-            Section::Reboot(v) => to(v),
-            Section::Updates(v) => to(v),
+            Section::Host(v) => Ok(v.as_ref().map(to)),
+            Section::Containers(v) => packed(v),
+            Section::Disks(v) => packed(v),
+            Section::Reboot(v) => packed(v),
+            Section::Updates(v) => packed(v),
         }
     }
 
@@ -459,7 +466,16 @@ impl Store {
                     ])
                     .map_err(sql)?;
                 for section in &item.sections {
-                    match section.json() {
+                    let json = match section.json() {
+                        Ok(json) => json,
+                        Err(e) => {
+                            // Cannot happen for what this process packed;
+                            // keep the stored section rather than lose it.
+                            tracing::error!(node = %item.node.name, section = section.name(), error = %e, "A report section cannot be written.");
+                            continue;
+                        }
+                    };
+                    match json {
                         Some(json) => put_section.execute(rusqlite::params![
                             item.node.name,
                             section.name(),
@@ -521,8 +537,8 @@ pub(crate) mod tests {
                     node: a.clone(),
                     sections: vec![
                         Section::Host(Some(host.clone())),
-                        Section::Updates(Some(updates.clone())),
-                        Section::Reboot(Some(RebootSection::default())),
+                        Section::Updates(Some(updates.pack())),
+                        Section::Reboot(Some(RebootSection::default().pack())),
                     ],
                 }])
                 .expect("write");

@@ -206,7 +206,8 @@ mod tests {
     use super::*;
     use crate::store::Section;
     use crate::store::tests::{node, temp_data_dir};
-    use rollcall_proto::model::UpdatesSection;
+    use rollcall_proto::model::{RebootSection, UpdatesSection};
+    use rollcall_proto::pack::Pack;
 
     #[tokio::test]
     async fn coalesces_changes_per_node_and_keeps_the_last_of_each_section() {
@@ -214,10 +215,13 @@ mod tests {
         let store = Store::open(&dir).expect("open");
         let (writer, handle) = Writer::spawn(store, Duration::from_secs(3600));
         let updates = |count| {
-            Section::Updates(Some(UpdatesSection {
-                count,
-                ..Default::default()
-            }))
+            Section::Updates(Some(
+                UpdatesSection {
+                    count,
+                    ..Default::default()
+                }
+                .pack(),
+            ))
         };
         for seq in 1..=100 {
             let mut n = node("a");
@@ -232,7 +236,7 @@ mod tests {
         offline.last_report_seq = 100;
         handle.put(NodeWrite {
             node: offline,
-            sections: vec![Section::Reboot(Some(Default::default()))],
+            sections: vec![Section::Reboot(Some(RebootSection::default().pack()))],
         });
         handle.flush().await;
         let stored = Store::open(&dir)
