@@ -63,14 +63,21 @@ cleanup() { stop_server; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 # Runs the server until $WORK/stop exists, starting it again whenever it
-# exits; its current pid is in $WORK/server.pid.
+# stops cleanly (SIGTERM); its current pid is in $WORK/server.pid. A server
+# that fails is not restarted: that ends the benchmark.
 supervise() {
-    local log=$1
+    local log=$1 status
     while [ ! -e "$WORK/stop" ]; do
         ROLLCALL_LOG=warn "$TARGET/release/rollcall-server" serve --config "$WORK/server.toml" 2>>"$log" &
         echo $! > "$WORK/server.pid.new"
         mv "$WORK/server.pid.new" "$WORK/server.pid"
-        wait $! || true
+        status=0
+        wait $! || status=$?
+        if [ "$status" -ne 0 ] && [ ! -e "$WORK/stop" ]; then
+            echo "error: rollcall-server exited with status $status; not starting it again:" >&2
+            tail -3 "$log" >&2
+            return 1
+        fi
     done
 }
 
@@ -92,9 +99,18 @@ report_interval_secs = $INTERVAL
 [limits]
 max_connections = $((n + 100))
 TOML
+    # Another benchmark on this port would answer in our server's place.
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+        echo "error: port $PORT is in use (another benchmark running?); set PORT=..." >&2
+        exit 1
+    fi
     supervise "$WORK/server-$n.log" &
     SUPERVISOR=$!
     sleep 1
+    if ! kill -0 "$(cat "$WORK/server.pid")" 2>/dev/null; then
+        echo "error: rollcall-server did not start; see above" >&2
+        exit 1
+    fi
     "$TARGET/release/rollcall-loadgen" --server "https://localhost:$PORT" --pki "$WORK/pki" \
         --agents "$n" --interval-secs "$INTERVAL" --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
         --report-template "$TEMPLATE" --full-every "$FULL_EVERY" --container-changes-per-min "$CHANGES" \

@@ -31,7 +31,7 @@
 # 51 network interfaces (docker0, eth0, ifb0, ifb1 and 47 veths), 1
 # filesystem, 137 pending updates. The JSON is 73,641 bytes; one simulated
 # node's full report, encoded as the agent sends it (an AgentMessage), is
-# 39,685 bytes, an interval report (metrics and network) 1,641 bytes, a
+# 39,685 bytes (± a few: the counters vary), an interval report (metrics and network) 1,641 bytes, a
 # change-driven report (the containers section) 36,578 bytes.
 #
 #   scripts/capture-report-template.sh            # writes tests/data/report-kolla-node.json

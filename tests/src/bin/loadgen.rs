@@ -363,13 +363,17 @@ struct Storm {
     failed_attempts: u64,
     server_rss_kib: u64,
     server_peak_rss_kib: u64,
+    /// CPU time of the new server from its start to the end of the storm.
     server_cpu_secs: f64,
+    /// CPU time of this load generator over the storm (every agent's
+    /// reconnect and TLS handshake is on this side too).
+    loadgen_cpu_secs: f64,
 }
 
 impl Storm {
     fn line(&self) -> String {
         format!(
-            "storm: {} agents reconnected and reported {:.1}s after SIGTERM, all visible at {:.1}s (old server gone at {:.1}s, new one started at {:.1}s; {} failed attempts) | new server: rss={:.0} MiB (peak {:.0}), {:.1} cpu-s{}",
+            "storm: {} agents reconnected and reported {:.1}s after SIGTERM, all visible at {:.1}s (old server gone at {:.1}s, new one started at {:.1}s; {} failed attempts) | new server: rss={:.0} MiB (peak {:.0}), {:.1} cpu-s | loadgen {:.1} cpu-s{}",
             self.agents,
             self.reconnected_secs,
             self.visible_secs,
@@ -379,6 +383,7 @@ impl Storm {
             mib(self.server_rss_kib),
             mib(self.server_peak_rss_kib),
             self.server_cpu_secs,
+            self.loadgen_cpu_secs,
             if self.complete { "" } else { " [INCOMPLETE]" }
         )
     }
@@ -394,6 +399,7 @@ impl Storm {
             "server_rss_mib": mib(self.server_rss_kib),
             "server_peak_rss_mib": mib(self.server_peak_rss_kib),
             "server_cpu_secs": self.server_cpu_secs,
+            "loadgen_cpu_secs": self.loadgen_cpu_secs,
         })
     }
 }
@@ -409,6 +415,7 @@ async fn storm(args: &Args, old_pid: u32, fleet: &SimFleet, visibility: &Visibil
     let failures0 = fleet.totals().connect_failures;
     eprintln!("Storm: SIGTERM to the server (pid {old_pid})...");
     let t0 = Instant::now();
+    let self0 = procfs::cpu_secs(std::process::id()).unwrap_or(0.0);
     visibility.track_reports_since(Timestamp::now());
     let sent = rustix::process::Pid::from_raw(old_pid as i32)
         .context("not a pid")
@@ -458,6 +465,7 @@ async fn storm(args: &Args, old_pid: u32, fleet: &SimFleet, visibility: &Visibil
     s.reconnected_secs = reconnected.unwrap_or(f64::NAN);
     s.visible_secs = visible.unwrap_or(f64::NAN);
     s.failed_attempts = fleet.totals().connect_failures - failures0;
+    s.loadgen_cpu_secs = procfs::cpu_secs(std::process::id()).unwrap_or(0.0) - self0;
     if let Some(sample) = new_pid.and_then(|p| ProcSample::read(p).ok()) {
         s.server_rss_kib = sample.rss_kib;
         s.server_peak_rss_kib = sample.peak_rss_kib;
