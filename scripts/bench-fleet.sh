@@ -68,7 +68,9 @@ trap cleanup EXIT
 supervise() {
     local log=$1 status
     while [ ! -e "$WORK/stop" ]; do
-        ROLLCALL_LOG=warn "$TARGET/release/rollcall-server" serve --config "$WORK/server.toml" 2>>"$log" &
+        # The allocator setting of the shipped systemd unit.
+        GLIBC_TUNABLES="${SERVER_GLIBC_TUNABLES-glibc.malloc.mmap_threshold=16384}" \
+            ROLLCALL_LOG=warn "$TARGET/release/rollcall-server" serve --config "$WORK/server.toml" 2>>"$log" &
         echo $! > "$WORK/server.pid.new"
         mv "$WORK/server.pid.new" "$WORK/server.pid"
         status=0

@@ -6,8 +6,17 @@
 //! several times larger again. The server keeps sections packed and
 //! unpacks one only when someone reads it.
 //!
+//! Each kind of section is compressed against a dictionary: the first
+//! section of its kind this process packs. Nodes of one cloud run the same
+//! images with the same labels and wait for the same packages, so what one
+//! node's section shares with another's costs almost nothing. The
+//! dictionary lives as long as the process and packed bytes never leave it
+//! (the store writes JSON).
+//!
 //! Maps are generated as sorted maps, so equal sections pack to equal
 //! bytes: comparing two packed sections tells whether anything changed.
+
+use std::sync::OnceLock;
 
 use prost::Message;
 
@@ -71,15 +80,19 @@ impl<T> Packed<T> {
         self.bytes.is_empty()
     }
 
-    fn new(encoded: &[u8]) -> Self {
+    fn new(encoded: &[u8], dictionary: &[u8]) -> Self {
         Self {
-            bytes: lz4_flex::block::compress_prepend_size(encoded).into_boxed_slice(),
+            bytes: lz4_flex::block::compress_prepend_size_with_dict(encoded, dictionary)
+                .into_boxed_slice(),
             kind: std::marker::PhantomData,
         }
     }
 
-    fn encoded(&self) -> Result<Vec<u8>, UnpackError> {
-        Ok(lz4_flex::block::decompress_size_prepended(&self.bytes)?)
+    fn encoded(&self, dictionary: &[u8]) -> Result<Vec<u8>, UnpackError> {
+        Ok(lz4_flex::block::decompress_size_prepended_with_dict(
+            &self.bytes,
+            dictionary,
+        )?)
     }
 }
 
@@ -89,30 +102,46 @@ impl<T: Pack> Packed<T> {
     }
 }
 
-macro_rules! pack_via {
-    ($domain:ty, $wire:ty, infallible) => {
-        impl Pack for $domain {
-            fn pack(&self) -> Packed<Self> {
-                Packed::new(&<$wire>::from(self.clone()).encode_to_vec())
-            }
-            fn unpack(packed: &Packed<Self>) -> Result<Self, UnpackError> {
-                Ok(<$wire>::decode(&*packed.encoded()?)?.into())
-            }
-        }
-    };
-    ($domain:ty, $wire:ty) => {
-        impl Pack for $domain {
-            fn pack(&self) -> Packed<Self> {
-                Packed::new(&<$wire>::from(self.clone()).encode_to_vec())
-            }
-            fn unpack(packed: &Packed<Self>) -> Result<Self, UnpackError> {
-                Ok(<$wire>::decode(&*packed.encoded()?)?.try_into()?)
-            }
-        }
-    };
+/// The largest dictionary kept per kind of section (LZ4 looks back 64 KiB).
+const MAX_DICTIONARY: usize = 64 * 1024;
+
+/// The dictionary of one kind of section: set from `first` the first time.
+fn dictionary(slot: &'static OnceLock<Box<[u8]>>, first: &[u8]) -> &'static [u8] {
+    slot.get_or_init(|| first[..first.len().min(MAX_DICTIONARY)].into())
 }
 
-pack_via!(model::ContainersSection, v1::ContainersSection);
+macro_rules! pack_via {
+    ($domain:ty, $wire:ty, $convert:ident) => {
+        impl Pack for $domain {
+            fn pack(&self) -> Packed<Self> {
+                let encoded = <$wire>::from(self.clone()).encode_to_vec();
+                let dict = dictionary(Self::dictionary_slot(), &encoded);
+                Packed::new(&encoded, dict)
+            }
+            fn unpack(packed: &Packed<Self>) -> Result<Self, UnpackError> {
+                // Nothing is packed before the dictionary is set.
+                let dict = Self::dictionary_slot().get().map_or(&[][..], |d| &d[..]);
+                let wire = <$wire>::decode(&*packed.encoded(dict)?)?;
+                pack_via!(@$convert wire)
+            }
+        }
+        impl DictionarySlot for $domain {
+            fn dictionary_slot() -> &'static OnceLock<Box<[u8]>> {
+                static SLOT: OnceLock<Box<[u8]>> = OnceLock::new();
+                &SLOT
+            }
+        }
+    };
+    (@infallible $wire:ident) => { Ok($wire.into()) };
+    (@fallible $wire:ident) => { Ok($wire.try_into()?) };
+}
+
+/// Where a kind of section keeps its dictionary.
+trait DictionarySlot {
+    fn dictionary_slot() -> &'static OnceLock<Box<[u8]>>;
+}
+
+pack_via!(model::ContainersSection, v1::ContainersSection, fallible);
 pack_via!(model::DisksSection, v1::DisksSection, infallible);
 pack_via!(model::UpdatesSection, v1::UpdatesSection, infallible);
 pack_via!(model::NetworkSection, v1::NetworkSection, infallible);

@@ -75,7 +75,9 @@ pub enum UpdateVerdict {
 #[derive(Clone, Debug)]
 pub struct SessionLink {
     pub kick: CancellationToken,
-    pub actions: mpsc::Sender<ActionRequest>,
+    /// Boxed: a channel allocates room for 32 items up front, for every
+    /// session, and requests are rare.
+    pub actions: mpsc::Sender<Box<ActionRequest>>,
 }
 
 enum Command {
@@ -339,8 +341,14 @@ pub struct Fleet {
     wake: Arc<Notify>,
 }
 
-/// Events a slow watcher may fall behind by before it is told it lagged.
-const EVENT_BUFFER: usize = 16_384;
+/// Events a slow watcher may fall behind by before it is told it lagged
+/// (8 s of reports from 10,000 agents). The channel keeps this many events
+/// at all times, so it is also memory: about 1 KiB each.
+const EVENT_BUFFER: usize = 8_192;
+/// Commands that may wait for the fleet. When 10,000 agents connect at
+/// once, each waiting report is a packed full report (~10 KiB): a longer
+/// queue only holds more of them, while a full one makes sessions wait.
+const COMMAND_QUEUE: usize = 1_024;
 
 impl Fleet {
     /// Starts the fleet task from the stored nodes. Every node starts
@@ -379,7 +387,7 @@ impl Fleet {
             next_session: 1,
             wake,
         };
-        let (tx, rx) = mpsc::channel(4_096);
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let task = tokio::spawn(fleet.run(rx, shutdown));
         (FleetHandle { tx }, task)
     }
@@ -443,7 +451,7 @@ impl Fleet {
                     }
                     Some((_, link)) => link
                         .actions
-                        .try_send(request)
+                        .try_send(Box::new(request))
                         .map_err(|e| format!("node {node}'s session cannot take the request: {e}")),
                 };
                 if sent.is_ok() && !self.actions.contains_key(&issued.id) {

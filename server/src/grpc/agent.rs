@@ -39,7 +39,9 @@ pub struct AgentApi {
     pub shutdown: CancellationToken,
 }
 
-type Outbound = Result<v1::ServerMessage, Status>;
+/// Boxed: a channel allocates room for 32 items up front, for every
+/// session, and the channel is empty most of the time.
+type Outbound = Result<Box<v1::ServerMessage>, Status>;
 
 /// `rollcall.v1.AgentService` as a service of the gRPC server. Its one
 /// method is framed by hand ([`session_stream`]) to keep a session's
@@ -95,7 +97,7 @@ impl AgentApi {
             .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
         let Some(v1::AgentMessage {
             msg: Some(agent_message::Msg::Hello(hello)),
-        }) = first
+        }) = first.map(|m| *m)
         else {
             return Err(Status::invalid_argument(
                 "the first message of a session must be Hello",
@@ -127,7 +129,7 @@ impl AgentApi {
                 node: node.clone(),
             })),
         };
-        tx.try_send(Ok(welcome))
+        tx.try_send(Ok(Box::new(welcome)))
             .expect("a new channel has room for one message");
         let task = SessionTask {
             fleet: self.fleet.clone(),
@@ -193,7 +195,7 @@ impl SessionTask {
         self,
         mut inbound: Inbound,
         kick: CancellationToken,
-        mut actions: mpsc::Receiver<rollcall_proto::model::ActionRequest>,
+        mut actions: mpsc::Receiver<Box<rollcall_proto::model::ActionRequest>>,
         shutdown: CancellationToken,
     ) {
         let reason = loop {
@@ -202,9 +204,9 @@ impl SessionTask {
                 Some(request) = actions.recv() => {
                     tracing::info!(node = %self.node, action_id = %request.id, kind = ?request.kind, "Asking the agent for an action.");
                     let msg = v1::ServerMessage {
-                        msg: Some(server_message::Msg::ActionRequest(request.into())),
+                        msg: Some(server_message::Msg::ActionRequest((*request).into())),
                     };
-                    if self.tx.send(Ok(msg)).await.is_err() {
+                    if self.tx.send(Ok(Box::new(msg))).await.is_err() {
                         break "agent stopped reading".to_owned();
                     }
                     continue;
@@ -214,7 +216,9 @@ impl SessionTask {
             };
             match msg {
                 Ok(Some(msg)) => {
-                    if let Err(status) = self.handle(msg).await {
+                    // Boxed: the task lives as long as the session and
+                    // would otherwise carry this future's room all along.
+                    if let Err(status) = Box::pin(self.handle(msg)).await {
                         let reason = status.message().to_owned();
                         let _ = self.tx.send(Err(status)).await;
                         break reason;
@@ -235,7 +239,7 @@ impl SessionTask {
             .await;
     }
 
-    async fn handle(&self, msg: v1::AgentMessage) -> Result<(), Status> {
+    async fn handle(&self, msg: Box<v1::AgentMessage>) -> Result<(), Status> {
         match msg.msg {
             Some(agent_message::Msg::Report(report)) => {
                 let report = Report::try_from(report)
@@ -258,20 +262,20 @@ impl SessionTask {
                         // Stored first, acknowledged second: until the ack
                         // the agent keeps the result and sends it again.
                         if self.store.put_action(result.clone()).await && result.state.is_final() {
-                            let _ = self.tx.send(Ok(ack(result.id.clone()))).await;
+                            let _ = self.tx.send(Ok(Box::new(ack(result.id.clone())))).await;
                         }
                         self.fleet.action_result(result).await;
                     }
                     UpdateVerdict::AlreadyFinal => {
                         if result.state.is_final() {
-                            let _ = self.tx.send(Ok(ack(result.id))).await;
+                            let _ = self.tx.send(Ok(Box::new(ack(result.id)))).await;
                         }
                     }
                     UpdateVerdict::Foreign(why) => {
                         tracing::warn!(node = %self.node, action_id = %result.id, reason = %why, "Ignored an action update.");
                         // Let the agent forget it rather than send it forever.
                         if result.state.is_final() {
-                            let _ = self.tx.send(Ok(ack(result.id))).await;
+                            let _ = self.tx.send(Ok(Box::new(ack(result.id)))).await;
                         }
                     }
                 }

@@ -26,6 +26,11 @@ pub use agent::{AgentApi, AgentService};
 pub use campaign::CampaignApi;
 pub use operator::OperatorApi;
 
+/// HTTP/2 flow-control windows: how much a client may send before the
+/// server has read it.
+const STREAM_WINDOW: u32 = 7 * 1024;
+const CONNECTION_WINDOW: u32 = 128 * 1024;
+
 /// Serves every service on an already bound listener until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -87,6 +92,11 @@ pub async fn serve(
             limits.keepalive_timeout_secs.into(),
         )))
         .max_concurrent_streams(Some(128))
+        // What one connection may have in flight, unread: a full report
+        // and then some. hyper's default (1 MiB each) would let 10,000
+        // agents park 10 GiB in the server's buffers if it fell behind.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -54,10 +54,13 @@ impl Inbound {
     ///
     /// Cancel-safe: everything read is kept in `self`, and the only await
     /// is for the next frame, so `select!` may drop this future at any time.
-    pub async fn message<M: Message + Default>(&mut self) -> Result<Option<M>, Status> {
+    ///
+    /// Boxed, so that a session's task, which waits here all its life, does
+    /// not carry room for a whole decoded message in its state.
+    pub async fn message<M: Message + Default>(&mut self) -> Result<Option<Box<M>>, Status> {
         loop {
             if let Some(bytes) = self.take_message()? {
-                return M::decode(bytes).map(Some).map_err(|e| {
+                return M::decode(bytes).map(|m| Some(Box::new(m))).map_err(|e| {
                     Status::invalid_argument(format!("cannot decode a message: {e}"))
                 });
             }
@@ -87,6 +90,17 @@ impl Inbound {
     /// Moves what `pending` holds into the header or the message; returns a
     /// whole message's bytes once there is one.
     fn take_message(&mut self) -> Result<Option<Bytes>, Status> {
+        let taken = self.take_message_inner();
+        // An empty slice still holds on to the HTTP/2 read buffer it was
+        // cut from, and a read buffer that is not uniquely owned cannot be
+        // reused: let go of it, or every session keeps two.
+        if self.pending.is_empty() {
+            self.pending = Bytes::new();
+        }
+        taken
+    }
+
+    fn take_message_inner(&mut self) -> Result<Option<Bytes>, Status> {
         loop {
             if let Some((buf, len)) = &mut self.partial {
                 let want = (*len - buf.len()).min(self.pending.len());
@@ -138,14 +152,14 @@ impl Inbound {
 
 /// The server's side of a session: messages from a channel, then trailers.
 pub struct Outbound {
-    rx: mpsc::Receiver<Result<rollcall_proto::v1::ServerMessage, Status>>,
+    rx: mpsc::Receiver<Result<Box<rollcall_proto::v1::ServerMessage>, Status>>,
     done: bool,
 }
 
 impl Outbound {
     /// The HTTP response for a session whose messages come from `rx`.
     pub fn response(
-        rx: mpsc::Receiver<Result<rollcall_proto::v1::ServerMessage, Status>>,
+        rx: mpsc::Receiver<Result<Box<rollcall_proto::v1::ServerMessage>, Status>>,
     ) -> http::Response<tonic::body::Body> {
         let mut response =
             http::Response::new(tonic::body::Body::new(Outbound { rx, done: false }));
@@ -252,10 +266,17 @@ mod tests {
             let chunks = wire.chunks(size).map(Bytes::copy_from_slice).collect();
             let mut inbound = Inbound::new(body(chunks), 1 << 20);
             for n in ["a", "b", "c"] {
-                let got: v1::AgentMessage = inbound.message().await.expect("ok").expect("one");
-                assert_eq!(got, hello(n), "chunks of {size}");
+                let got = inbound.message::<v1::AgentMessage>().await;
+                assert_eq!(
+                    *got.expect("ok").expect("one"),
+                    hello(n),
+                    "chunks of {size}"
+                );
             }
-            let end: Option<v1::AgentMessage> = inbound.message().await.expect("clean end");
+            let end = inbound
+                .message::<v1::AgentMessage>()
+                .await
+                .expect("clean end");
             assert!(end.is_none());
         }
     }
@@ -291,7 +312,7 @@ mod tests {
     #[tokio::test]
     async fn the_answer_is_framed_messages_then_ok_or_error_trailers() {
         let (tx, rx) = mpsc::channel(4);
-        tx.try_send(Ok(v1::ServerMessage::default())).expect("room");
+        tx.try_send(Ok(Box::default())).expect("room");
         tx.try_send(Err(Status::invalid_argument("bad report")))
             .expect("room");
         let mut body = Outbound { rx, done: false };

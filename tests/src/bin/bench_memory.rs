@@ -2,7 +2,8 @@
 //! server, measured as the growth of this process's RSS (allocator overhead
 //! included, as the server pays it) while it holds `--nodes` copies of a
 //! report template, each made unique as a real node's would be (hostname,
-//! boot id, container ids).
+//! boot id, container ids, container start times, health-check timings,
+//! metrics and network counters).
 //!
 //! Run each form in its own process, so one form's freed memory cannot
 //! hide another's cost:
@@ -19,8 +20,10 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use prost::Message;
 use rollcall_proto::model::Report;
+use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 use rollcall_server::fleet::Held;
+use rollcall_tests::sim::template::{NodeKey, Template};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Form {
@@ -53,15 +56,21 @@ fn rss_kib() -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
-/// The template as node `i` would send it.
-fn node_report(template: &Report, i: usize) -> Report {
-    let mut r = template.clone();
-    if let Some(h) = &mut r.host {
-        h.hostname = format!("cmp-{i:05}");
-        h.boot_id = format!("{i:08x}-{}", &h.boot_id.get(9..).unwrap_or_default());
-    }
+/// The template as node `i` sends it: the load generator's own node (its
+/// hostname, boot id, container ids, metrics and network counters), and
+/// beyond that what differs between real nodes running the same images:
+/// when each container started, and the timings in health-check output.
+fn node_report(template: &Template, i: usize) -> Report {
+    let node = NodeKey::new(i, &format!("cmp-{i:05}"));
+    let mut r = template.full_report(&node, &[], 1, 600);
     for c in r.containers.iter_mut().flat_map(|s| &mut s.containers) {
-        c.id = format!("{i:08x}{}", c.id.get(8..).unwrap_or_default());
+        if let Some(at) = &mut c.started_at {
+            *at = Timestamp::from_unix_millis(at.unix_millis() - fastrand::i64(0..30 * 86_400_000));
+        }
+        // "200 10.0.0.11:9292 0.01234 seconds": a timing of this node's own.
+        c.last_health_output = c
+            .last_health_output
+            .replace("0.0", &format!("0.0{}", fastrand::u32(0..10)));
     }
     r
 }
@@ -70,8 +79,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let json = std::fs::read_to_string(&args.report_template)
         .with_context(|| format!("read {}", args.report_template.display()))?;
-    let template: Report = serde_json::from_str(&json).context("parse the template")?;
-    let encoded = v1::Report::from(template.clone()).encoded_len();
+    let template = Template::from_json(&json).context("parse the template")?;
+    let encoded = v1::Report::from(template.report().clone()).encoded_len();
     let before = rss_kib()?;
     let mut reports = Vec::new();
     let mut wires = Vec::new();
@@ -90,7 +99,8 @@ fn main() -> anyhow::Result<()> {
     }
     let after = rss_kib()?;
     let per_node = (after.saturating_sub(before)) as f64 * 1024.0 / args.nodes as f64;
-    let packed = helds.first().map_or(0, Held::packed_bytes);
+    // The first node's sections are the dictionaries; show a later one.
+    let packed = helds.last().map_or(0, Held::packed_bytes);
     println!(
         "form={:?} nodes={} rss_growth={:.1} MiB per_node={:.1} KiB (report encoded {:.1} KiB{})",
         args.form,
