@@ -116,7 +116,7 @@ TOML
     "$TARGET/release/rollcall-loadgen" --server "https://localhost:$PORT" --pki "$WORK/pki" \
         --agents "$n" --interval-secs "$INTERVAL" --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
         --report-template "$TEMPLATE" --full-every "$FULL_EVERY" --container-changes-per-min "$CHANGES" \
-        --server-pid-file "$WORK/server.pid" "${storm[@]}" --json
+        --server-pid-file "$WORK/server.pid" --time-cli "$TARGET/release/rollcall-server" "${storm[@]}" --json
     stop_server
     # Streams that fail as the load generator exits are expected, and so is
     # the shutdown of a storm; anything else the server warned about is shown.

@@ -87,6 +87,12 @@ struct Args {
     /// Give up on the storm after this many seconds.
     #[arg(long, default_value_t = 600)]
     storm_timeout_secs: u64,
+    /// After the window, time the operator CLI (this rollcall-server binary)
+    /// against the loaded server: `nodes list --json` (and check it returns
+    /// every agent), `fleet status --json`, `containers list --name
+    /// nova_compute --json`.
+    #[arg(long)]
+    time_cli: Option<PathBuf>,
     /// TLS handshakes in flight at once while first connecting.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
@@ -209,7 +215,7 @@ async fn main() -> anyhow::Result<()> {
         backoff_initial: Duration::from_millis(args.backoff_initial_ms),
         backoff_max: Duration::from_secs(args.backoff_max_secs),
         connect_concurrency: args.connect_concurrency,
-        ..SimConfig::new(&args.server, ca_pem)
+        ..SimConfig::new(&args.server, ca_pem.clone())
     };
     let fleet = SimFleet::start(config, agents);
     let (mut last, mut last_progress) = (0, Instant::now());
@@ -324,6 +330,15 @@ async fn main() -> anyhow::Result<()> {
         (self1 - self0) / elapsed
     );
     let mut outcome = Ok(());
+    if let Some(bin) = &args.time_cli {
+        match time_cli(bin, &args.server, &ca_pem, &operator, args.agents).await {
+            Ok(timed) => {
+                println!("{}", timed.line);
+                result["cli"] = timed.json;
+            }
+            Err(e) => outcome = Err(e.context("timing the operator CLI")),
+        }
+    }
     if args.storm {
         let storm = storm(&args, pid, &fleet, &visibility).await;
         println!("{}", storm.line());
@@ -472,4 +487,79 @@ async fn storm(args: &Args, old_pid: u32, fleet: &SimFleet, visibility: &Visibil
         s.server_cpu_secs = sample.cpu_secs;
     }
     s
+}
+
+struct TimedCli {
+    line: String,
+    json: serde_json::Value,
+}
+
+/// Runs the operator CLI's fleet-wide views against the loaded server and
+/// times each (wall time of the whole command: connect, every page, print).
+async fn time_cli(
+    bin: &std::path::Path,
+    server: &str,
+    ca_pem: &[u8],
+    operator: &rollcall_server::pki::Issued,
+    agents: usize,
+) -> anyhow::Result<TimedCli> {
+    let dir = std::env::temp_dir().join(format!("rollcall-loadgen-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (ca, cert, key) = (dir.join("ca.crt"), dir.join("op.crt"), dir.join("op.key"));
+    std::fs::write(&ca, ca_pem)?;
+    std::fs::write(&cert, &operator.cert_pem)?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key)?;
+        f.write_all(operator.key_pem.as_bytes())?;
+    }
+    let run = |args: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(args)
+            .env("ROLLCALL_SERVER", server)
+            .env("ROLLCALL_CA", &ca)
+            .env("ROLLCALL_CERT", &cert)
+            .env("ROLLCALL_KEY", &key);
+        async move {
+            let started = Instant::now();
+            let out = cmd.output().await?;
+            let secs = started.elapsed().as_secs_f64();
+            if !out.status.success() {
+                bail!(
+                    "{args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            anyhow::Ok((secs, json))
+        }
+    };
+    let (nodes_secs, nodes) = run(&["nodes", "list", "--json"]).await?;
+    let listed = nodes.as_array().map_or(0, Vec::len);
+    if listed != agents {
+        bail!("nodes list --json returned {listed} nodes, not {agents}");
+    }
+    let (status_secs, _) = run(&["fleet", "status", "--json"]).await?;
+    let (containers_secs, nova) =
+        run(&["containers", "list", "--name", "nova_compute", "--json"]).await?;
+    let nova = nova.as_array().map_or(0, Vec::len);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(TimedCli {
+        line: format!(
+            "cli: nodes list --json {nodes_secs:.2}s ({listed} nodes) | fleet status --json {status_secs:.2}s | containers list --name nova_compute --json {containers_secs:.2}s ({nova} containers)"
+        ),
+        json: json!({
+            "nodes_list_secs": nodes_secs,
+            "nodes_listed": listed,
+            "fleet_status_secs": status_secs,
+            "containers_list_name_secs": containers_secs,
+            "containers_listed": nova,
+        }),
+    })
 }
