@@ -136,6 +136,23 @@ macro_rules! pack_via {
     (@fallible $wire:ident) => { Ok($wire.try_into()?) };
 }
 
+impl Packed<model::ContainersSection> {
+    /// Unpacks only the containers whose name `keep` accepts; the others
+    /// are dropped as soon as they are decoded, before any conversion (a
+    /// fleet-wide search by name reads every node's section).
+    pub fn unpack_where(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<model::ContainersSection, UnpackError> {
+        let dict = <model::ContainersSection as DictionarySlot>::dictionary_slot()
+            .get()
+            .map_or(&[][..], |d| &d[..]);
+        let mut wire = v1::ContainersSection::decode(&*self.encoded(dict)?)?;
+        wire.containers.retain(|c| keep(&c.name));
+        Ok(wire.try_into()?)
+    }
+}
+
 /// Where a kind of section keeps its dictionary.
 trait DictionarySlot {
     fn dictionary_slot() -> &'static OnceLock<Box<[u8]>>;
@@ -190,6 +207,14 @@ mod tests {
             "{} of {encoded}",
             s.pack().len()
         );
+    }
+
+    #[test]
+    fn unpacking_by_name_keeps_only_the_matches() {
+        let s = section();
+        let some = s.pack().unpack_where(|n| n == "nova_1").expect("unpacks");
+        assert_eq!(some.containers, vec![s.containers[1].clone()]);
+        assert_eq!(some.engine, s.engine);
     }
 
     #[test]

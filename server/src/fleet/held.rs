@@ -254,6 +254,23 @@ impl Held {
         Self::open(node, "containers", &self.containers)
     }
 
+    /// The containers section with only the containers whose name `keep`
+    /// accepts.
+    pub fn containers_where(
+        &self,
+        node: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> Option<ContainersSection> {
+        let packed = self.containers.as_ref()?;
+        match packed.unpack_where(keep) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(node = %node, section = "containers", error = %e, "A held report section cannot be read; showing it as absent.");
+                None
+            }
+        }
+    }
+
     pub fn disks(&self, node: &str) -> Option<DisksSection> {
         Self::open(node, "disks", &self.disks)
     }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use rollcall_proto::model::{
     ActionRequest, ActionResult, ContainerFilter, FleetSummary, Node, NodeContainer, NodeDetail,
-    NodeEvent, NodeEventKind, NodeFilter, Report, Role,
+    NodeEvent, NodeEventKind, NodeFilter, Report, Role, glob_match,
 };
 use rollcall_proto::timestamp::Timestamp;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
@@ -566,7 +566,14 @@ impl Fleet {
             .range::<str, _>((from, Bound::Unbounded))
             .filter(|(name, _)| filter.node.as_ref().is_none_or(|n| n == *name));
         for (name, entry) in entries {
-            let Some(section) = entry.held.as_ref().and_then(|h| h.containers(name)) else {
+            let section = entry
+                .held
+                .as_ref()
+                .and_then(|h| match &filter.name_pattern {
+                    Some(p) => h.containers_where(name, |n| glob_match(p, n)),
+                    None => h.containers(name),
+                });
+            let Some(section) = section else {
                 continue;
             };
             let mut matching: Vec<_> = section

@@ -20,7 +20,7 @@ use tonic::Status;
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use tonic::server::NamedService;
 
-use super::session_stream::{self, Inbound};
+use super::session_stream::{self, Assembly, Inbound};
 use super::tls::Peer;
 use crate::fleet::{FleetHandle, Hello, SessionId, SessionLink, UpdateVerdict};
 use crate::store::WriterHandle;
@@ -36,6 +36,7 @@ pub struct AgentApi {
     pub report_interval: Duration,
     pub hello_timeout: Duration,
     pub max_message_bytes: usize,
+    pub assembly: Arc<Assembly>,
     pub shutdown: CancellationToken,
 }
 
@@ -75,7 +76,8 @@ impl Service<http::Request<tonic::body::Body>> for AgentService {
                 .into_http());
             }
             let peer = req.extensions().get::<Peer>().cloned();
-            let inbound = Inbound::new(req.into_body(), api.max_message_bytes);
+            let inbound =
+                Inbound::new(req.into_body(), api.max_message_bytes, api.assembly.clone());
             Ok(match api.session(peer, inbound).await {
                 Ok(rx) => session_stream::Outbound::response(rx),
                 Err(status) => status.into_http(),

@@ -30,6 +30,10 @@ pub use operator::OperatorApi;
 /// server has read it.
 const STREAM_WINDOW: u32 = 7 * 1024;
 const CONNECTION_WINDOW: u32 = 128 * 1024;
+/// Sessions that may assemble a message that came in pieces at once, and
+/// how long one may take (see `session_stream::Assembly`).
+const ASSEMBLING_SESSIONS: usize = 64;
+const ASSEMBLY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Serves every service on an already bound listener until `shutdown`.
 pub async fn serve(
@@ -79,6 +83,7 @@ pub async fn serve(
         report_interval: config.report_interval(),
         hello_timeout: Duration::from_secs(config.agents.hello_timeout_secs.into()),
         max_message_bytes: max,
+        assembly: session_stream::Assembly::new(ASSEMBLING_SESSIONS, ASSEMBLY_DEADLINE),
         shutdown: shutdown.clone(),
     }));
     let operator = OperatorApi { fleet };

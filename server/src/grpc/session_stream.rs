@@ -16,13 +16,36 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use http_body::Frame;
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 use tonic::Status;
 use tonic::codegen::{Body, Bytes, http};
 
 const HEADER: usize = 5;
+
+/// How many sessions may assemble a message that came in pieces at once,
+/// and how long one may take. When 10,000 agents reconnect together, each
+/// sends its 40 KB full report at once; without a bound every session holds
+/// a half-assembled report at the same moment. A session that waits for a
+/// permit stops reading, and HTTP/2 flow control makes its agent wait.
+pub struct Assembly {
+    permits: Arc<Semaphore>,
+    deadline: Duration,
+}
+
+impl Assembly {
+    pub fn new(concurrent: usize, deadline: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(concurrent)),
+            deadline,
+        })
+    }
+}
 
 /// The messages an agent sends, read from the request body.
 pub struct Inbound {
@@ -33,12 +56,22 @@ pub struct Inbound {
     header: [u8; HEADER],
     header_len: usize,
     /// The message being assembled across frames, and its full length.
+    /// Its buffer is allocated once `permit` is held.
     partial: Option<(Vec<u8>, usize)>,
+    assembly: Arc<Assembly>,
+    permit: Option<(OwnedSemaphorePermit, Instant)>,
     ended: bool,
 }
 
+/// What `pending` gave.
+enum Taken {
+    Message(Bytes),
+    NeedData,
+    NeedPermit,
+}
+
 impl Inbound {
-    pub fn new(body: tonic::body::Body, max_message_bytes: usize) -> Self {
+    pub fn new(body: tonic::body::Body, max_message_bytes: usize, assembly: Arc<Assembly>) -> Self {
         Self {
             body,
             max_message_bytes,
@@ -46,23 +79,41 @@ impl Inbound {
             header: [0; HEADER],
             header_len: 0,
             partial: None,
+            assembly,
+            permit: None,
             ended: false,
         }
     }
 
     /// The next message, or `None` when the agent closed its side cleanly.
     ///
-    /// Cancel-safe: everything read is kept in `self`, and the only await
-    /// is for the next frame, so `select!` may drop this future at any time.
+    /// Cancel-safe: everything read is kept in `self`, and the only awaits
+    /// are for the next frame and for an assembly permit, so `select!` may
+    /// drop this future at any time.
     ///
     /// Boxed, so that a session's task, which waits here all its life, does
     /// not carry room for a whole decoded message in its state.
     pub async fn message<M: Message + Default>(&mut self) -> Result<Option<Box<M>>, Status> {
         loop {
-            if let Some(bytes) = self.take_message()? {
-                return M::decode(bytes).map(|m| Some(Box::new(m))).map_err(|e| {
-                    Status::invalid_argument(format!("cannot decode a message: {e}"))
-                });
+            match self.take_message()? {
+                Taken::Message(bytes) => {
+                    self.permit = None;
+                    return M::decode(bytes).map(|m| Some(Box::new(m))).map_err(|e| {
+                        Status::invalid_argument(format!("cannot decode a message: {e}"))
+                    });
+                }
+                Taken::NeedPermit => {
+                    let permit = self
+                        .assembly
+                        .permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| Status::unavailable("the server is shutting down"))?;
+                    self.permit = Some((permit, Instant::now() + self.assembly.deadline));
+                    continue;
+                }
+                Taken::NeedData => {}
             }
             if self.ended {
                 let mid_message = self.header_len > 0 || self.partial.is_some();
@@ -74,7 +125,25 @@ impl Inbound {
                     Ok(None)
                 };
             }
-            match poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await {
+            let next = poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx));
+            let frame = match self.permit.as_ref().map(|(_, deadline)| *deadline) {
+                // A sender that holds a permit must finish its message in time.
+                Some(deadline) => match tokio::time::timeout_at(deadline, next).await {
+                    Ok(frame) => frame,
+                    Err(_) => {
+                        // Give the permit and the buffer back at once: the
+                        // session ends with this error.
+                        self.permit = None;
+                        self.partial = None;
+                        return Err(Status::deadline_exceeded(format!(
+                            "a message was not complete within {}s",
+                            self.assembly.deadline.as_secs()
+                        )));
+                    }
+                },
+                None => next.await,
+            };
+            match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => self.pending = data,
                     Err(_trailers) => self.ended = true,
@@ -89,7 +158,7 @@ impl Inbound {
 
     /// Moves what `pending` holds into the header or the message; returns a
     /// whole message's bytes once there is one.
-    fn take_message(&mut self) -> Result<Option<Bytes>, Status> {
+    fn take_message(&mut self) -> Result<Taken, Status> {
         let taken = self.take_message_inner();
         // An empty slice still holds on to the HTTP/2 read buffer it was
         // cut from, and a read buffer that is not uniquely owned cannot be
@@ -100,19 +169,25 @@ impl Inbound {
         taken
     }
 
-    fn take_message_inner(&mut self) -> Result<Option<Bytes>, Status> {
+    fn take_message_inner(&mut self) -> Result<Taken, Status> {
         loop {
             if let Some((buf, len)) = &mut self.partial {
+                if buf.capacity() < *len {
+                    if self.permit.is_none() {
+                        return Ok(Taken::NeedPermit);
+                    }
+                    buf.reserve_exact(*len);
+                }
                 let want = (*len - buf.len()).min(self.pending.len());
                 buf.extend_from_slice(&self.pending.split_to(want));
                 if buf.len() < *len {
-                    return Ok(None);
+                    return Ok(Taken::NeedData);
                 }
                 let (buf, _) = self.partial.take().expect("checked above");
-                return Ok(Some(Bytes::from(buf)));
+                return Ok(Taken::Message(Bytes::from(buf)));
             }
             if self.pending.is_empty() {
-                return Ok(None);
+                return Ok(Taken::NeedData);
             }
             if self.header_len < HEADER {
                 let want = (HEADER - self.header_len).min(self.pending.len());
@@ -120,7 +195,7 @@ impl Inbound {
                 self.header[self.header_len..self.header_len + want].copy_from_slice(&got);
                 self.header_len += want;
                 if self.header_len < HEADER {
-                    return Ok(None);
+                    return Ok(Taken::NeedData);
                 }
             }
             self.header_len = 0;
@@ -143,9 +218,10 @@ impl Inbound {
             }
             if self.pending.len() >= len {
                 // Whole in this frame: decode in place, no copy.
-                return Ok(Some(self.pending.split_to(len)));
+                return Ok(Taken::Message(self.pending.split_to(len)));
             }
-            self.partial = Some((Vec::with_capacity(len), len));
+            // Its buffer comes with a permit (see `Assembly`).
+            self.partial = Some((Vec::new(), len));
         }
     }
 }
@@ -246,6 +322,10 @@ mod tests {
         }
     }
 
+    fn assembly() -> Arc<Assembly> {
+        Assembly::new(1, Duration::from_secs(5))
+    }
+
     fn hello(node: &str) -> v1::AgentMessage {
         v1::AgentMessage {
             msg: Some(v1::agent_message::Msg::Hello(v1::Hello {
@@ -264,7 +344,7 @@ mod tests {
         }
         for size in [1, 3, 5, 7, 100, wire.len()] {
             let chunks = wire.chunks(size).map(Bytes::copy_from_slice).collect();
-            let mut inbound = Inbound::new(body(chunks), 1 << 20);
+            let mut inbound = Inbound::new(body(chunks), 1 << 20, assembly());
             for n in ["a", "b", "c"] {
                 let got = inbound.message::<v1::AgentMessage>().await;
                 assert_eq!(
@@ -284,7 +364,7 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_or_compressed_or_cut_message_is_an_error() {
         let big = frame(&hello("a"));
-        let mut inbound = Inbound::new(body(vec![big.clone()]), 10);
+        let mut inbound = Inbound::new(body(vec![big.clone()]), 10, assembly());
         let err = inbound
             .message::<v1::AgentMessage>()
             .await
@@ -294,19 +374,46 @@ mod tests {
 
         let mut compressed = big.to_vec();
         compressed[0] = 1;
-        let mut inbound = Inbound::new(body(vec![compressed.into()]), 1 << 20);
+        let mut inbound = Inbound::new(body(vec![compressed.into()]), 1 << 20, assembly());
         let err = inbound
             .message::<v1::AgentMessage>()
             .await
             .expect_err("compressed");
         assert_eq!(err.code(), tonic::Code::Unimplemented);
 
-        let mut inbound = Inbound::new(body(vec![big.slice(..big.len() - 1)]), 1 << 20);
+        let mut inbound = Inbound::new(body(vec![big.slice(..big.len() - 1)]), 1 << 20, assembly());
         let err = inbound
             .message::<v1::AgentMessage>()
             .await
             .expect_err("cut");
         assert_eq!(err.code(), tonic::Code::Internal);
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_stalls_mid_message_holds_others_back_only_until_its_deadline() {
+        let assembly = Assembly::new(1, Duration::from_millis(300));
+        let big = frame(&hello("a"));
+        let (stall_tx, stall_rx) = mpsc::channel(4);
+        stall_tx
+            .try_send(Ok(Frame::data(big.slice(..20))))
+            .expect("room");
+        let mut stalled = Inbound::new(
+            tonic::body::Body::new(ChannelBody(stall_rx)),
+            1 << 20,
+            assembly.clone(),
+        );
+        let chunks = big.chunks(7).map(Bytes::copy_from_slice).collect();
+        let mut waiting = Inbound::new(body(chunks), 1 << 20, assembly);
+        let started = std::time::Instant::now();
+        let (stalled, waited) = tokio::join!(
+            stalled.message::<v1::AgentMessage>(),
+            waiting.message::<v1::AgentMessage>()
+        );
+        let err = stalled.expect_err("stalled past its deadline");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(*waited.expect("ok").expect("one"), hello("a"));
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        drop(stall_tx);
     }
 
     #[tokio::test]

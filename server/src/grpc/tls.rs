@@ -185,8 +185,15 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::Serve
     Ok(config)
 }
 
+/// TLS handshakes in progress at once. When every agent of a large fleet
+/// reconnects at the same moment (a server restart), the others wait their
+/// turn instead of all holding handshake state together; a handshake takes
+/// about a millisecond of CPU, so the queue moves at thousands a second.
+const MAX_HANDSHAKES: usize = 128;
+
 /// Accepts TCP connections, handshakes each in its own task under
-/// `handshake_timeout`, and sends the finished ones to tonic.
+/// `handshake_timeout`, at most [`MAX_HANDSHAKES`] at once, and sends the
+/// finished ones to tonic.
 pub fn spawn_acceptor(
     listener: TcpListener,
     config: rustls::ServerConfig,
@@ -197,6 +204,7 @@ pub fn spawn_acceptor(
     let (tx, rx) = mpsc::channel(1_024);
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let slots = Arc::new(Semaphore::new(max_connections));
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -218,8 +226,13 @@ pub fn spawn_acceptor(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (acceptor, tx, handshakes) = (acceptor.clone(), tx.clone(), handshakes.clone());
             tokio::spawn(async move {
+                // A socket waiting here costs a descriptor and a small task;
+                // a handshake in progress costs tens of kilobytes.
+                let Ok(_handshaking) = handshakes.acquire_owned().await else {
+                    return;
+                };
                 let stream =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => stream,
