@@ -69,7 +69,8 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServeError> {
         config.tls.key.as_deref().expect("validated"),
     )?;
     let store = Store::open(&config.data_dir)?;
-    let stored = store.load_nodes()?;
+    let mut stored = Vec::new();
+    store.each_node(|node| stored.push(fleet::Loaded::from(node)))?;
     let actions = store.load_actions()?;
     let campaigns = store.load_campaigns()?;
     tracing::info!(db = %store.path().display(), nodes = stored.len(), "Store opened.");

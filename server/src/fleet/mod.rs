@@ -34,6 +34,25 @@ use crate::store::{NodeWrite, Section, StoredNode, WriterHandle};
 /// most this long after it changed.
 pub const CHECKPOINT: Duration = Duration::from_secs(300);
 
+/// A stored node as the fleet starts with it: its report already compact.
+pub struct Loaded {
+    node: Node,
+    held: Option<Held>,
+}
+
+impl From<StoredNode> for Loaded {
+    fn from(s: StoredNode) -> Self {
+        Loaded {
+            held: s.report.map(|r| {
+                let mut held = Held::default();
+                held.merge(r);
+                held
+            }),
+            node: s.node,
+        }
+    }
+}
+
 /// One page of a listing, and whether more follow it.
 #[derive(Debug)]
 pub struct Page<T> {
@@ -354,7 +373,7 @@ impl Fleet {
     /// Starts the fleet task from the stored nodes. Every node starts
     /// offline: none has a session with this process yet.
     pub fn spawn(
-        stored: Vec<StoredNode>,
+        stored: Vec<Loaded>,
         actions: Vec<ActionResult>,
         writer: WriterHandle,
         offline_after: Duration,
@@ -364,16 +383,13 @@ impl Fleet {
         let now = Timestamp::now();
         let nodes = stored
             .into_iter()
-            .map(|s| {
-                let mut node = s.node;
+            .map(|Loaded { mut node, held }| {
                 if node.online {
                     node.online = false;
                     node.offline_reason = "server restarted".into();
                 }
                 let mut entry = Entry::new(node, now);
-                if let Some(report) = s.report {
-                    entry.held.get_or_insert_default().merge(report);
-                }
+                entry.held = held;
                 (entry.node.name.clone(), entry)
             })
             .collect();

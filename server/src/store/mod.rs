@@ -174,15 +174,30 @@ impl Store {
 
     /// Every stored node with its durable report sections, sorted by name.
     pub fn load_nodes(&self) -> Result<Vec<StoredNode>, StoreError> {
-        self.read_nodes(None)
+        let mut nodes = Vec::new();
+        self.read_nodes(None, |n| nodes.push(n))?;
+        Ok(nodes)
+    }
+
+    /// Hands every stored node to `each`, one at a time and sorted by name,
+    /// so that a caller that keeps them compact never holds every decoded
+    /// report at once (10,000 kolla nodes decoded are about 1 GB).
+    pub fn each_node(&self, each: impl FnMut(StoredNode)) -> Result<(), StoreError> {
+        self.read_nodes(None, each)
     }
 
     /// One stored node (tests and tools; the server reads from memory).
     pub fn load_node(&self, name: &str) -> Result<Option<StoredNode>, StoreError> {
-        Ok(self.read_nodes(Some(name))?.pop())
+        let mut found = None;
+        self.read_nodes(Some(name), |n| found = Some(n))?;
+        Ok(found)
     }
 
-    fn read_nodes(&self, only: Option<&str>) -> Result<Vec<StoredNode>, StoreError> {
+    fn read_nodes(
+        &self,
+        only: Option<&str>,
+        mut each: impl FnMut(StoredNode),
+    ) -> Result<(), StoreError> {
         let sql = |source| StoreError::Sqlite {
             path: self.path.clone(),
             source,
@@ -192,7 +207,9 @@ impl Store {
             node: name.to_owned(),
             message: e.to_string(),
         };
-        let mut nodes: Vec<StoredNode> = Vec::new();
+        // The records are small: read them all, then walk the sections
+        // (sorted by node too) alongside, finishing one node at a time.
+        let mut records: Vec<Node> = Vec::new();
         let mut stmt = self
             .conn
             .prepare("SELECT name, node FROM nodes WHERE ?1 IS NULL OR name = ?1 ORDER BY name")
@@ -201,9 +218,10 @@ impl Store {
         while let Some(row) = rows.next().map_err(sql)? {
             let name: String = row.get(0).map_err(sql)?;
             let json: String = row.get(1).map_err(sql)?;
-            let node: Node = serde_json::from_str(&json).map_err(|e| corrupt(&name, e))?;
-            nodes.push(StoredNode { node, report: None });
+            records.push(serde_json::from_str(&json).map_err(|e| corrupt(&name, e))?);
         }
+        let mut records = records.into_iter().peekable();
+        let mut current: Option<StoredNode> = None;
         let mut stmt = self
             .conn
             .prepare(
@@ -212,16 +230,25 @@ impl Store {
             )
             .map_err(sql)?;
         let mut rows = stmt.query([only]).map_err(sql)?;
-        let mut at = 0;
         while let Some(row) = rows.next().map_err(sql)? {
             let name: String = row.get(0).map_err(sql)?;
             let section: String = row.get(1).map_err(sql)?;
             let json: String = row.get(2).map_err(sql)?;
-            // Both queries are sorted by name: walk the nodes alongside.
-            while at < nodes.len() && nodes[at].node.name < name {
-                at += 1;
+            if current.as_ref().is_none_or(|c| c.node.name != name) {
+                if let Some(done) = current.take() {
+                    each(done);
+                }
+                // Nodes before this one have no sections.
+                while records.peek().is_some_and(|n| n.name < name) {
+                    let node = records.next().expect("peeked");
+                    each(StoredNode { node, report: None });
+                }
+                if records.peek().is_some_and(|n| n.name == name) {
+                    let node = records.next().expect("peeked");
+                    current = Some(StoredNode { node, report: None });
+                }
             }
-            let Some(stored) = nodes.get_mut(at).filter(|n| n.node.name == name) else {
+            let Some(stored) = current.as_mut().filter(|c| c.node.name == name) else {
                 continue; // sections of a node without a record
             };
             let report = stored.report.get_or_insert_with(|| Report {
@@ -232,7 +259,13 @@ impl Store {
             });
             Section::read_into(report, &section, &json).map_err(|e| corrupt(&name, e))?;
         }
-        Ok(nodes)
+        if let Some(done) = current.take() {
+            each(done);
+        }
+        for node in records {
+            each(StoredNode { node, report: None });
+        }
+        Ok(())
     }
 
     /// Stores an action result at once, in its own transaction.
@@ -550,15 +583,27 @@ pub(crate) mod tests {
                 }])
                 .expect("write");
             store
-                .write_nodes([&NodeWrite {
-                    node: node("b"),
-                    sections: vec![],
-                }])
+                .write_nodes([
+                    &NodeWrite {
+                        node: node("b"),
+                        sections: vec![],
+                    },
+                    &NodeWrite {
+                        node: node("c"),
+                        sections: vec![Section::Host(Some(host.clone()))],
+                    },
+                    &NodeWrite {
+                        node: node("d"),
+                        sections: vec![],
+                    },
+                ])
                 .expect("write");
         }
         let store = Store::open(&dir).expect("reopen");
         let loaded = store.load_nodes().expect("load");
-        assert_eq!(loaded.len(), 2);
+        let names: Vec<_> = loaded.iter().map(|n| n.node.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        assert!(loaded[2].report.is_some() && loaded[3].report.is_none());
         assert!(!loaded[0].node.online);
         let report = loaded[0].report.clone().expect("a report");
         assert_eq!(report.seq, 3);
