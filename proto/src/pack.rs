@@ -57,6 +57,8 @@ impl<T> std::fmt::Debug for Packed<T> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
+    #[error("a packed section is cut short")]
+    Truncated,
     #[error("cannot decompress a packed section: {0}")]
     Decompress(#[from] lz4_flex::block::DecompressError),
     #[error("cannot decode a packed section: {0}")]
@@ -80,19 +82,88 @@ impl<T> Packed<T> {
         self.bytes.is_empty()
     }
 
-    fn new(encoded: &[u8], dictionary: &[u8]) -> Self {
+    /// `side` is kept as it is, ahead of the compressed `encoded`.
+    fn new(side: &[u8], encoded: &[u8], dictionary: &[u8]) -> Self {
+        let compressed = lz4_flex::block::compress_prepend_size_with_dict(encoded, dictionary);
+        let mut bytes = Vec::with_capacity(4 + side.len() + compressed.len());
+        bytes.extend_from_slice(&u32::try_from(side.len()).unwrap_or(u32::MAX).to_le_bytes());
+        bytes.extend_from_slice(side);
+        bytes.extend_from_slice(&compressed);
         Self {
-            bytes: lz4_flex::block::compress_prepend_size_with_dict(encoded, dictionary)
-                .into_boxed_slice(),
+            bytes: bytes.into_boxed_slice(),
             kind: std::marker::PhantomData,
         }
     }
 
-    fn encoded(&self, dictionary: &[u8]) -> Result<Vec<u8>, UnpackError> {
-        Ok(lz4_flex::block::decompress_size_prepended_with_dict(
-            &self.bytes,
-            dictionary,
-        )?)
+    /// The side part and the decompressed encoding.
+    fn encoded(&self, dictionary: &[u8]) -> Result<(&[u8], Vec<u8>), UnpackError> {
+        let (len, rest) = self
+            .bytes
+            .split_first_chunk::<4>()
+            .ok_or(UnpackError::Truncated)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(UnpackError::Truncated);
+        }
+        let (side, compressed) = rest.split_at(len);
+        let encoded = lz4_flex::block::decompress_size_prepended_with_dict(compressed, dictionary)?;
+        Ok((side, encoded))
+    }
+}
+
+/// A wire section that packs part of itself better than LZ4 can: taken out
+/// before encoding (`take_side`), put back after decoding (`put_side`).
+trait SidePart: Message + Default {
+    fn take_side(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn put_side(&mut self, _side: &[u8]) -> Result<(), UnpackError> {
+        Ok(())
+    }
+}
+
+impl SidePart for v1::DisksSection {}
+impl SidePart for v1::UpdatesSection {}
+impl SidePart for v1::NetworkSection {}
+impl SidePart for v1::RebootSection {}
+
+/// Container ids are 64 hex digits, unique to the node: LZ4 cannot shrink
+/// them, but as the 32 bytes they spell they take half the room (1.5 KB of
+/// a kolla node's 46 containers). Only when every id is such an id.
+impl SidePart for v1::ContainersSection {
+    fn take_side(&mut self) -> Vec<u8> {
+        let hex_id =
+            |id: &str| id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if self.containers.is_empty() || !self.containers.iter().all(|c| hex_id(&c.id)) {
+            return Vec::new();
+        }
+        let mut side = Vec::with_capacity(32 * self.containers.len());
+        for c in &mut self.containers {
+            for pair in c.id.as_bytes().chunks(2) {
+                let digit = |b: u8| if b <= b'9' { b - b'0' } else { b - b'a' + 10 };
+                side.push(digit(pair[0]) << 4 | digit(pair[1]));
+            }
+            c.id.clear();
+        }
+        side
+    }
+
+    fn put_side(&mut self, side: &[u8]) -> Result<(), UnpackError> {
+        if side.is_empty() {
+            return Ok(());
+        }
+        if side.len() != 32 * self.containers.len() {
+            return Err(UnpackError::Truncated);
+        }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (c, raw) in self.containers.iter_mut().zip(side.chunks(32)) {
+            c.id = raw
+                .iter()
+                .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+                .map(char::from)
+                .collect();
+        }
+        Ok(())
     }
 }
 
@@ -114,14 +185,18 @@ macro_rules! pack_via {
     ($domain:ty, $wire:ty, $convert:ident) => {
         impl Pack for $domain {
             fn pack(&self) -> Packed<Self> {
-                let encoded = <$wire>::from(self.clone()).encode_to_vec();
+                let mut wire = <$wire>::from(self.clone());
+                let side = wire.take_side();
+                let encoded = wire.encode_to_vec();
                 let dict = dictionary(Self::dictionary_slot(), &encoded);
-                Packed::new(&encoded, dict)
+                Packed::new(&side, &encoded, dict)
             }
             fn unpack(packed: &Packed<Self>) -> Result<Self, UnpackError> {
                 // Nothing is packed before the dictionary is set.
                 let dict = Self::dictionary_slot().get().map_or(&[][..], |d| &d[..]);
-                let wire = <$wire>::decode(&*packed.encoded(dict)?)?;
+                let (side, encoded) = packed.encoded(dict)?;
+                let mut wire = <$wire>::decode(&*encoded)?;
+                wire.put_side(side)?;
                 pack_via!(@$convert wire)
             }
         }
@@ -147,7 +222,9 @@ impl Packed<model::ContainersSection> {
         let dict = <model::ContainersSection as DictionarySlot>::dictionary_slot()
             .get()
             .map_or(&[][..], |d| &d[..]);
-        let mut wire = v1::ContainersSection::decode(&*self.encoded(dict)?)?;
+        let (side, encoded) = self.encoded(dict)?;
+        let mut wire = v1::ContainersSection::decode(&*encoded)?;
+        wire.put_side(side)?;
         wire.containers.retain(|c| keep(&c.name));
         Ok(wire.try_into()?)
     }
@@ -199,6 +276,20 @@ mod tests {
     }
 
     #[test]
+    fn hex_ids_go_in_binary_and_other_ids_as_they_are() {
+        let s = section();
+        let packed = s.pack();
+        assert_eq!(packed.unpack().expect("unpacks"), s);
+        let side = u32::from_le_bytes(packed.bytes[..4].try_into().expect("4 bytes"));
+        assert_eq!(side as usize, 32 * s.containers.len());
+        let mut odd = section();
+        odd.containers[0].id = "podman-7".into();
+        odd.containers[1].id = "F".repeat(64);
+        let packed = odd.pack();
+        assert_eq!(packed.unpack().expect("unpacks"), odd);
+    }
+
+    #[test]
     fn repeated_labels_pack_small() {
         let s = section();
         let encoded = v1::ContainersSection::from(s.clone()).encoded_len();
@@ -220,7 +311,7 @@ mod tests {
     #[test]
     fn garbage_does_not_unpack() {
         let garbage = Packed::<ContainersSection> {
-            bytes: vec![200, 0, 0, 0, 1, 2, 3].into_boxed_slice(),
+            bytes: vec![0, 0, 0, 0, 200, 0, 0, 0, 1, 2, 3].into_boxed_slice(),
             kind: std::marker::PhantomData,
         };
         assert!(garbage.unpack().is_err());

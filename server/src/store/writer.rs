@@ -187,6 +187,11 @@ fn commit(store: &mut Store, pending: &mut HashMap<String, NodeWrite>) {
     match store.write_nodes(pending.values()) {
         Ok(n) => {
             pending.clear();
+            // A checkpoint or a reconnect storm queues every node at once;
+            // do not keep room for that between bursts.
+            if pending.capacity() > 4_096 {
+                pending.shrink_to(1_024);
+            }
             tracing::debug!(
                 nodes = n,
                 elapsed_ms = started.elapsed().as_millis() as u64,
