@@ -70,6 +70,8 @@ pub enum UnpackError {
 /// A report section that has a packed form.
 pub trait Pack: Sized {
     fn pack(&self) -> Packed<Self>;
+    /// [`Pack::pack`] without a copy, for a section that is not needed after.
+    fn pack_owned(self) -> Packed<Self>;
     fn unpack(packed: &Packed<Self>) -> Result<Self, UnpackError>;
 }
 
@@ -185,7 +187,10 @@ macro_rules! pack_via {
     ($domain:ty, $wire:ty, $convert:ident) => {
         impl Pack for $domain {
             fn pack(&self) -> Packed<Self> {
-                let mut wire = <$wire>::from(self.clone());
+                self.clone().pack_owned()
+            }
+            fn pack_owned(self) -> Packed<Self> {
+                let mut wire = <$wire>::from(self);
                 let side = wire.take_side();
                 let encoded = wire.encode_to_vec();
                 let dict = dictionary(Self::dictionary_slot(), &encoded);

@@ -118,7 +118,7 @@ impl From<Report> for Update {
                     ),
                     down: count(s.containers.iter().filter(|c| c.is_down()).count()),
                 };
-                (s.pack(), counts)
+                (s.pack_owned(), counts)
             }),
             disks: r.disks.map(|d| {
                 let facts = DiskFacts {
