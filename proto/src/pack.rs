@@ -157,16 +157,22 @@ impl SidePart for v1::ContainersSection {
         if side.len() != 32 * self.containers.len() {
             return Err(UnpackError::Truncated);
         }
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         for (c, raw) in self.containers.iter_mut().zip(side.chunks(32)) {
-            c.id = raw
-                .iter()
-                .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
-                .map(char::from)
-                .collect();
+            c.id = hex(raw);
         }
         Ok(())
     }
+}
+
+/// Lowercase hex, as Docker spells ids.
+fn hex(raw: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * raw.len());
+    for b in raw {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
 }
 
 impl<T: Pack> Packed<T> {
@@ -229,8 +235,19 @@ impl Packed<model::ContainersSection> {
             .map_or(&[][..], |d| &d[..]);
         let (side, encoded) = self.encoded(dict)?;
         let mut wire = v1::ContainersSection::decode(&*encoded)?;
-        wire.put_side(side)?;
-        wire.containers.retain(|c| keep(&c.name));
+        if !side.is_empty() && side.len() != 32 * wire.containers.len() {
+            return Err(UnpackError::Truncated);
+        }
+        // Only the containers kept get their id spelled out again.
+        let all = std::mem::take(&mut wire.containers);
+        for (i, mut c) in all.into_iter().enumerate() {
+            if keep(&c.name) {
+                if let Some(raw) = side.get(32 * i..32 * i + 32) {
+                    c.id = hex(raw);
+                }
+                wire.containers.push(c);
+            }
+        }
         Ok(wire.try_into()?)
     }
 }
@@ -310,6 +327,10 @@ mod tests {
         let s = section();
         let some = s.pack().unpack_where(|n| n == "nova_1").expect("unpacks");
         assert_eq!(some.containers, vec![s.containers[1].clone()]);
+        let mut odd = section();
+        odd.containers[1].id = "podman-7".into();
+        let some = odd.pack().unpack_where(|n| n != "nova_0").expect("unpacks");
+        assert_eq!(some.containers, odd.containers[1..]);
         assert_eq!(some.engine, s.engine);
     }
 
