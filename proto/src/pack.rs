@@ -151,17 +151,30 @@ impl SidePart for v1::ContainersSection {
     }
 
     fn put_side(&mut self, side: &[u8]) -> Result<(), UnpackError> {
-        if side.is_empty() {
-            return Ok(());
-        }
-        if side.len() != 32 * self.containers.len() {
-            return Err(UnpackError::Truncated);
-        }
-        for (c, raw) in self.containers.iter_mut().zip(side.chunks(32)) {
-            c.id = hex(raw);
-        }
-        Ok(())
+        keep_containers(self, side, |_| true)
     }
+}
+
+/// Keeps the containers whose name `keep` accepts and spells out their ids
+/// from `side` again; the others are dropped before that work.
+fn keep_containers(
+    wire: &mut v1::ContainersSection,
+    side: &[u8],
+    keep: impl Fn(&str) -> bool,
+) -> Result<(), UnpackError> {
+    if !side.is_empty() && side.len() != 32 * wire.containers.len() {
+        return Err(UnpackError::Truncated);
+    }
+    let all = std::mem::take(&mut wire.containers);
+    for (i, mut c) in all.into_iter().enumerate() {
+        if keep(&c.name) {
+            if let Some(raw) = side.get(32 * i..32 * i + 32) {
+                c.id = hex(raw);
+            }
+            wire.containers.push(c);
+        }
+    }
+    Ok(())
 }
 
 /// Lowercase hex, as Docker spells ids.
@@ -203,10 +216,7 @@ macro_rules! pack_via {
                 Packed::new(&side, &encoded, dict)
             }
             fn unpack(packed: &Packed<Self>) -> Result<Self, UnpackError> {
-                // Nothing is packed before the dictionary is set.
-                let dict = Self::dictionary_slot().get().map_or(&[][..], |d| &d[..]);
-                let (side, encoded) = packed.encoded(dict)?;
-                let mut wire = <$wire>::decode(&*encoded)?;
+                let (mut wire, side) = open::<Self, $wire>(packed)?;
                 wire.put_side(side)?;
                 pack_via!(@$convert wire)
             }
@@ -230,26 +240,21 @@ impl Packed<model::ContainersSection> {
         &self,
         keep: impl Fn(&str) -> bool,
     ) -> Result<model::ContainersSection, UnpackError> {
-        let dict = <model::ContainersSection as DictionarySlot>::dictionary_slot()
-            .get()
-            .map_or(&[][..], |d| &d[..]);
-        let (side, encoded) = self.encoded(dict)?;
-        let mut wire = v1::ContainersSection::decode(&*encoded)?;
-        if !side.is_empty() && side.len() != 32 * wire.containers.len() {
-            return Err(UnpackError::Truncated);
-        }
-        // Only the containers kept get their id spelled out again.
-        let all = std::mem::take(&mut wire.containers);
-        for (i, mut c) in all.into_iter().enumerate() {
-            if keep(&c.name) {
-                if let Some(raw) = side.get(32 * i..32 * i + 32) {
-                    c.id = hex(raw);
-                }
-                wire.containers.push(c);
-            }
-        }
+        let (mut wire, side) = open::<_, v1::ContainersSection>(self)?;
+        keep_containers(&mut wire, side, keep)?;
         Ok(wire.try_into()?)
     }
+}
+
+/// A packed section's wire form, decoded, and the side part still to be
+/// put back.
+fn open<T: DictionarySlot, W: Message + Default>(
+    packed: &Packed<T>,
+) -> Result<(W, &[u8]), UnpackError> {
+    // Nothing is packed before the dictionary is set.
+    let dict = T::dictionary_slot().get().map_or(&[][..], |d| &d[..]);
+    let (side, encoded) = packed.encoded(dict)?;
+    Ok((W::decode(&*encoded)?, side))
 }
 
 /// Where a kind of section keeps its dictionary.

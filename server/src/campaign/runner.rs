@@ -384,13 +384,11 @@ impl Scheduler {
             }
             Command::List { after, size, reply } => {
                 let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-                let mut rest = self
+                let rest = self
                     .campaigns
                     .range::<String, _>((from, Bound::Unbounded))
                     .map(|(_, live)| live);
-                let items = rest.by_ref().take(size).map(Live::summary).collect();
-                let more = rest.next().is_some();
-                let _ = reply.send(Ok(Page { items, more }));
+                let _ = reply.send(Ok(Page::take(rest, size).map(Live::summary)));
             }
             Command::Control {
                 id,

@@ -15,7 +15,7 @@ use rollcall_proto::model::{
     ContainerHealth, ContainersSection, DisksSection, HostFacts, HostMetrics, NetworkSection,
     RebootSection, Report, UpdatesSection,
 };
-use rollcall_proto::pack::{Pack, Packed};
+use rollcall_proto::pack::{Pack, Packed, UnpackError};
 use rollcall_proto::timestamp::Timestamp;
 
 use crate::store::Section;
@@ -237,17 +237,9 @@ impl Held {
         self.disks.clone()
     }
 
-    /// Unpacks a section. A section this process packed always unpacks; if
-    /// one ever does not, it is reported as absent and logged.
+    /// Unpacks a section.
     fn open<T: Pack>(node: &str, what: &str, p: &Option<Packed<T>>) -> Option<T> {
-        p.as_ref()
-            .and_then(|p| match p.unpack() {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::error!(node = %node, section = what, error = %e, "A held report section cannot be read; showing it as absent.");
-                    None
-                }
-            })
+        p.as_ref().and_then(|p| readable(node, what, p.unpack()))
     }
 
     pub fn containers(&self, node: &str) -> Option<ContainersSection> {
@@ -261,14 +253,8 @@ impl Held {
         node: &str,
         keep: impl Fn(&str) -> bool,
     ) -> Option<ContainersSection> {
-        let packed = self.containers.as_ref()?;
-        match packed.unpack_where(keep) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(node = %node, section = "containers", error = %e, "A held report section cannot be read; showing it as absent.");
-                None
-            }
-        }
+        let unpacked = self.containers.as_ref()?.unpack_where(keep);
+        readable(node, "containers", unpacked)
     }
 
     pub fn disks(&self, node: &str) -> Option<DisksSection> {
@@ -299,6 +285,14 @@ impl Held {
             + self.updates.as_ref().map_or(0, Packed::len)
             + self.network.as_ref().map_or(0, Packed::len)
     }
+}
+
+/// A section this process packed always unpacks; if one ever does not, it
+/// is reported as absent and logged.
+fn readable<T>(node: &str, what: &str, unpacked: Result<T, UnpackError>) -> Option<T> {
+    unpacked
+        .inspect_err(|e| tracing::error!(node = %node, section = what, error = %e, "A held report section cannot be read; showing it as absent."))
+        .ok()
 }
 
 #[cfg(test)]

@@ -60,6 +60,25 @@ pub struct Page<T> {
     pub more: bool,
 }
 
+impl<T> Page<T> {
+    /// The first `size` items, and whether there is another after them.
+    pub fn take(items: impl Iterator<Item = T>, size: usize) -> Self {
+        let mut items = items.peekable();
+        let page = items.by_ref().take(size).collect();
+        Page {
+            items: page,
+            more: items.peek().is_some(),
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            more: self.more,
+        }
+    }
+}
+
 /// Identifies one session of a node; a newer session replaces an older one.
 pub type SessionId = u64;
 
@@ -338,17 +357,6 @@ impl Entry {
     }
 }
 
-/// Whether two records of a node differ in more than its liveness (last
-/// seen, last report), which changes at every report and is written only
-/// at checkpoints.
-fn differs_durably(a: &Node, b: &Node) -> bool {
-    let mut a = a.clone();
-    a.last_seen = b.last_seen;
-    a.last_report_at = b.last_report_at;
-    a.last_report_seq = b.last_report_seq;
-    a != *b
-}
-
 pub struct Fleet {
     nodes: BTreeMap<String, Entry>,
     actions: HashMap<String, ActionResult>,
@@ -516,13 +524,11 @@ impl Fleet {
                 size,
                 reply,
             } => {
-                let mut matching = self
+                let matching = self
                     .after(after.as_deref())
                     .map(|e| &e.node)
                     .filter(|n| filter.matches(n));
-                let items: Vec<Node> = matching.by_ref().take(size).cloned().collect();
-                let more = matching.next().is_some();
-                let _ = reply.send(Page { items, more });
+                let _ = reply.send(Page::take(matching, size).map(Node::clone));
             }
             Command::Get { name, reply } => {
                 let detail = self.nodes.get(&name).map(|e| NodeDetail {
@@ -669,20 +675,20 @@ impl Fleet {
         }
         let held = entry.held.get_or_insert_default();
         let merged = held.apply(update);
-        let before = entry.node.clone();
         let n = &mut entry.node;
         let came_back = !n.online;
         n.online = true;
         n.offline_reason.clear();
         n.last_seen = Timestamp::now();
-        apply_report(n, held);
+        let record_changed = apply_report(n, held);
         entry.disks_dirty |= merged.disks_usage_changed;
         entry.seen_dirty = true;
         // A change-driven report (reboot state, containers) is what a
         // campaign's gates wait for: let the scheduler look at once. Routine
         // interval reports carry neither change and wake nobody.
         let wake = merged.gate_news || came_back;
-        let durable = !merged.durable.is_empty() || differs_durably(&before, &entry.node);
+        // A node that came back is written by its Online event below.
+        let durable = !merged.durable.is_empty() || record_changed;
         if came_back {
             tracing::info!(node = %name, "Node reporting again; online.");
             self.publish(name, NodeEventKind::Online, Vec::new());
@@ -761,21 +767,48 @@ impl Fleet {
     }
 }
 
-/// Copies what a listing shows from the node's merged report.
-fn apply_report(n: &mut Node, h: &Held) {
+/// Copies what a listing shows from the node's merged report; says whether
+/// the record changed in more than its liveness (last report), which
+/// changes at every report and is written only at checkpoints.
+fn apply_report(n: &mut Node, h: &Held) -> bool {
     n.last_report_at = Some(h.collected_at);
     n.last_report_seq = h.seq;
+    let mut changed = false;
+    let mut set = |field: &mut String, value: &str| {
+        if field != value {
+            value.clone_into(field);
+            changed = true;
+        }
+    };
     if let Some(host) = &h.host {
-        n.hostname.clone_from(&host.hostname);
-        n.boot_id.clone_from(&host.boot_id);
-        n.os_pretty_name.clone_from(&host.os_pretty_name);
-        n.kernel.clone_from(&host.kernel);
+        set(&mut n.hostname, &host.hostname);
+        set(&mut n.boot_id, &host.boot_id);
+        set(&mut n.os_pretty_name, &host.os_pretty_name);
+        set(&mut n.kernel, &host.kernel);
     }
     let d = &h.digest;
-    n.reboot_required = d.reboot_required;
-    n.containers_total = d.containers_total;
-    n.containers_unhealthy = d.containers_unhealthy;
-    n.pending_updates = d.pending_updates;
+    let digest = (
+        d.reboot_required,
+        d.containers_total,
+        d.containers_unhealthy,
+        d.pending_updates,
+    );
+    let listed = (
+        n.reboot_required,
+        n.containers_total,
+        n.containers_unhealthy,
+        n.pending_updates,
+    );
+    if digest != listed {
+        (
+            n.reboot_required,
+            n.containers_total,
+            n.containers_unhealthy,
+            n.pending_updates,
+        ) = digest;
+        changed = true;
+    }
+    changed
 }
 
 /// The online nodes whose last sign of life is older than `offline_after`.

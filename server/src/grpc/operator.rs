@@ -106,14 +106,7 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
             name_pattern: (!req.name_pattern.is_empty()).then_some(req.name_pattern),
         };
         let page = PageRequest::parse(req.page_size, &req.page_token, page::CONTAINERS)?;
-        let after = match page.after {
-            None => None,
-            Some(key) => Some(page::split_container_key(&key).ok_or_else(|| {
-                Status::invalid_argument(
-                    "page_token is not one this server issued; start again without it",
-                )
-            })?),
-        };
+        let after = page::container_after(page.after)?;
         let found = self.fleet.containers(filter, after, page.size).await?;
         let containers = found
             .items

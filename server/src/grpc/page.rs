@@ -52,11 +52,7 @@ impl PageRequest {
         let after = if page_token.is_empty() {
             None
         } else {
-            Some(decode_token(page_token).ok_or_else(|| {
-                Status::invalid_argument(
-                    "page_token is not one this server issued; start again without it",
-                )
-            })?)
+            Some(decode_token(page_token).ok_or_else(foreign_token)?)
         };
         Ok(Self { size, after })
     }
@@ -109,8 +105,19 @@ pub fn container_key(node: &str, name: &str) -> String {
     format!("{}:{node}{name}", node.len())
 }
 
+fn foreign_token() -> Status {
+    Status::invalid_argument("page_token is not one this server issued; start again without it")
+}
+
+/// Where a container listing goes on: the (node, name) a page token names.
+pub fn container_after(after: Option<String>) -> Result<Option<(String, String)>, Status> {
+    after
+        .map(|key| split_container_key(&key).ok_or_else(foreign_token))
+        .transpose()
+}
+
 /// Splits a [`container_key`] back into node and name.
-pub fn split_container_key(key: &str) -> Option<(String, String)> {
+fn split_container_key(key: &str) -> Option<(String, String)> {
     let (len, rest) = key.split_once(':')?;
     let len: usize = len.parse().ok()?;
     let node = rest.get(..len)?;
