@@ -433,6 +433,16 @@ impl Session {
                 }
                 None
             }
+            Some(server_message::Msg::Notice(notice)) => {
+                // The server sends at most one a minute; its text is the
+                // server's, about what this agent sent.
+                tracing::warn!(
+                    report_seq = notice.report_seq,
+                    problems = ?notice.problems,
+                    "The server cut or refused part of what this agent sent."
+                );
+                None
+            }
             None => None,
         }
     }

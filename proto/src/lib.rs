@@ -5,12 +5,14 @@
 //! - [`pack`]: a compact binary form of report sections, for holding many.
 //! - [`connect`]: the client side of mutual TLS.
 //! - [`convert`]: the one place that maps between the two.
+//! - [`admit`]: the limits every message from an agent must keep.
 //! - [`diag`]: one-line error messages for configuration files.
 //! - [`identity`]: how a certificate names an agent or an operator.
 //! - [`timestamp`]: the wall-clock type used everywhere, RFC 3339 in JSON.
 
 #![forbid(unsafe_code)]
 
+pub mod admit;
 pub mod connect;
 pub mod convert;
 pub mod diag;

@@ -58,6 +58,12 @@ pub struct AgentsConfig {
     pub offline_after_missed_reports: u32,
     /// How long a new session may take to send its Hello.
     pub hello_timeout_secs: u32,
+    /// A session's rate limit: messages (reports and action updates) a
+    /// second, sustained. An agent sends one report an interval plus one
+    /// per change; what goes over is dropped and counted.
+    pub messages_per_sec: u32,
+    /// Messages a session may send at once above the sustained rate.
+    pub message_burst: u32,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -103,6 +109,8 @@ impl Default for AgentsConfig {
             report_interval_secs: 10,
             offline_after_missed_reports: 3,
             hello_timeout_secs: 10,
+            messages_per_sec: 5,
+            message_burst: 50,
         }
     }
 }
@@ -151,6 +159,9 @@ impl ServerConfig {
         }
         if self.agents.hello_timeout_secs == 0 {
             return bad("agents.hello_timeout_secs must be at least 1");
+        }
+        if self.agents.messages_per_sec == 0 || self.agents.message_burst == 0 {
+            return bad("agents.messages_per_sec and agents.message_burst must be at least 1");
         }
         if self.limits.max_message_bytes < 16 * 1024 {
             return bad("limits.max_message_bytes must be at least 16384");

@@ -8,11 +8,12 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rollcall_proto::admit;
 use rollcall_proto::convert::role_from_wire;
 use rollcall_proto::identity::Kind;
-use rollcall_proto::model::Report;
+use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1::{self, agent_message, server_message};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,7 @@ use tonic::Status;
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use tonic::server::NamedService;
 
+use super::session_guard::{Complaints, TokenBucket};
 use super::session_stream::{self, Assembly, Inbound};
 use super::tls::Peer;
 use crate::fleet::{FleetHandle, Hello, SessionId, SessionLink, UpdateVerdict};
@@ -36,6 +38,9 @@ pub struct AgentApi {
     pub report_interval: Duration,
     pub hello_timeout: Duration,
     pub max_message_bytes: usize,
+    /// The session rate limit: messages a second, and at once.
+    pub messages_per_sec: u32,
+    pub message_burst: u32,
     pub assembly: Arc<Assembly>,
     pub shutdown: CancellationToken,
 }
@@ -139,9 +144,19 @@ impl AgentApi {
             node,
             session,
             tx,
+            bucket: TokenBucket::new(self.messages_per_sec, self.message_burst, Instant::now()),
+            complaints: Complaints::default(),
         };
         tokio::spawn(task.run(inbound, kick, actions_rx, self.shutdown.clone()));
         Ok(rx)
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -190,11 +205,13 @@ struct SessionTask {
     node: String,
     session: SessionId,
     tx: mpsc::Sender<Outbound>,
+    bucket: TokenBucket,
+    complaints: Complaints,
 }
 
 impl SessionTask {
     async fn run(
-        self,
+        mut self,
         mut inbound: Inbound,
         kick: CancellationToken,
         mut actions: mpsc::Receiver<Box<rollcall_proto::model::ActionRequest>>,
@@ -214,9 +231,18 @@ impl SessionTask {
                     continue;
                 }
                 _ = shutdown.cancelled() => break "server shutting down".to_owned(),
+                _ = sleep_until(self.complaints.due()), if self.complaints.pending() => {
+                    self.complain(Instant::now());
+                    continue;
+                }
                 msg = inbound.message() => msg,
             };
             match msg {
+                Ok(Some(_)) if !self.bucket.take(Instant::now()) => {
+                    // Dropped unread: a flood costs its decoding and no more.
+                    self.complaints.dropped();
+                    self.complain(Instant::now());
+                }
                 Ok(Some(msg)) => {
                     // Boxed: the task lives as long as the session and
                     // would otherwise carry this future's room all along.
@@ -241,18 +267,56 @@ impl SessionTask {
             .await;
     }
 
-    async fn handle(&self, msg: Box<v1::AgentMessage>) -> Result<(), Status> {
+    /// Logs and tells the agent what it did wrong, if a notice is due.
+    fn complain(&mut self, now: Instant) {
+        if let Some(notice) = self.complaints.take(now) {
+            notice.log(&self.node);
+            let msg = v1::ServerMessage {
+                msg: Some(server_message::Msg::Notice(notice.to_wire())),
+            };
+            // Never waits: an agent that does not read its notices loses them.
+            let _ = self.tx.try_send(Ok(Box::new(msg)));
+        }
+    }
+
+    /// Content the server cannot hold is cut or refused by the rules of
+    /// [`admit`] and complained about; only a broken protocol (a second
+    /// Hello, an empty message) ends the session.
+    async fn handle(&mut self, msg: Box<v1::AgentMessage>) -> Result<(), Status> {
         match msg.msg {
             Some(agent_message::Msg::Report(report)) => {
-                let report = Report::try_from(report)
-                    .map_err(|e| Status::invalid_argument(format!("invalid report: {e}")))?;
-                self.fleet.report(&self.node, self.session, report).await?;
+                let seq = report.seq;
+                let admitted = match admit::report(report, Timestamp::now()) {
+                    Ok(admitted) => admitted,
+                    Err(refused) => {
+                        self.complaints.problems(seq, vec![refused.to_string()]);
+                        self.complain(Instant::now());
+                        return Ok(());
+                    }
+                };
+                if !admitted.notes.is_empty() {
+                    self.complaints.problems(seq, admitted.notes);
+                    self.complain(Instant::now());
+                }
+                self.fleet
+                    .report(&self.node, self.session, admitted.value)
+                    .await?;
             }
             Some(agent_message::Msg::ActionUpdate(update)) => {
-                let result = rollcall_proto::convert::action_result_from_wire(&self.node, update)
-                    .map_err(|e| {
-                    Status::invalid_argument(format!("invalid action update: {e}"))
-                })?;
+                let result = match admit::action_update(&self.node, update) {
+                    Ok(admitted) => {
+                        if !admitted.notes.is_empty() {
+                            self.complaints.problems(0, admitted.notes);
+                            self.complain(Instant::now());
+                        }
+                        admitted.value
+                    }
+                    Err(refused) => {
+                        self.complaints.problems(0, vec![refused.to_string()]);
+                        self.complain(Instant::now());
+                        return Ok(());
+                    }
+                };
                 let ack = |id: String| v1::ServerMessage {
                     msg: Some(server_message::Msg::Ack(v1::Ack {
                         report_seq: 0,

@@ -6,6 +6,7 @@ mod agent;
 mod campaign;
 mod operator;
 pub mod page;
+mod session_guard;
 mod session_stream;
 mod status;
 pub mod tls;
@@ -83,6 +84,8 @@ pub async fn serve(
         report_interval: config.report_interval(),
         hello_timeout: Duration::from_secs(config.agents.hello_timeout_secs.into()),
         max_message_bytes: max,
+        messages_per_sec: config.agents.messages_per_sec,
+        message_burst: config.agents.message_burst,
         assembly: session_stream::Assembly::new(ASSEMBLING_SESSIONS, ASSEMBLY_DEADLINE),
         shutdown: shutdown.clone(),
     }));
