@@ -219,11 +219,12 @@ pub struct Filesystem {
 impl Filesystem {
     /// Used space as `df` shows it: used / (used + available), in percent.
     pub fn used_percent(&self) -> f64 {
-        let denominator = self.used_bytes + self.available_bytes;
-        if denominator == 0 {
+        // In floats: an agent's u64 figures may add up past u64::MAX.
+        let denominator = self.used_bytes as f64 + self.available_bytes as f64;
+        if denominator == 0.0 {
             0.0
         } else {
-            self.used_bytes as f64 * 100.0 / denominator as f64
+            self.used_bytes as f64 * 100.0 / denominator
         }
     }
 }
