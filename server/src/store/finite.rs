@@ -57,7 +57,7 @@ macro_rules! accept {
     };
 }
 
-impl<'a> ser::Serializer for &'a mut Walk {
+impl ser::Serializer for &mut Walk {
     type Ok = ();
     type Error = NonFinite;
     type SerializeSeq = Self;
