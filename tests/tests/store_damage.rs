@@ -325,3 +325,60 @@ fn one_unreadable_row_is_set_aside_and_the_server_serves_the_rest() {
         ]
     );
 }
+
+fn stored_campaign(id: &str, spec_toml: &str) -> rollcall_server::campaign::record::CampaignWrite {
+    use rollcall_server::campaign::record::{Campaign, CampaignWrite};
+    let now = Timestamp::from_unix_millis(1_000);
+    CampaignWrite {
+        campaign: Some(Campaign {
+            id: id.into(),
+            name: id.into(),
+            spec_toml: spec_toml.into(),
+            phase: rollcall_server::campaign::schedule::Phase::Completed,
+            reason: String::new(),
+            started_by: "alice".into(),
+            created_at: now,
+            updated_at: now,
+            finished_at: Some(now),
+            held: false,
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_campaigns_are_not_resumed_and_the_server_starts() {
+    rollcall_tests::init();
+    let pki = Pki::new();
+    let data = TempDir::new("bad-campaigns");
+    {
+        let mut store = Store::open(data.path()).expect("store");
+        store
+            .write_campaign(&stored_campaign("c-ok", "name = \"ok\"\n"))
+            .expect("write");
+        // A spec this binary no longer accepts, and a row that is not JSON.
+        store
+            .write_campaign(&stored_campaign("c-spec", "no_such_key = 1\n"))
+            .expect("write");
+        store
+            .write_campaign(&stored_campaign("c-row", "name = \"row\"\n"))
+            .expect("write");
+    }
+    sql(
+        data.path(),
+        "UPDATE campaigns SET campaign = 'null' WHERE id = 'c-row';",
+    );
+    let dir = data.path().to_owned();
+    let mut server = rollcall_tests::TestServer::start(&pki, move |c| c.data_dir = dir).await;
+    let running = server.server.as_ref().expect("running");
+    let page = running.campaigns.list(None, 10).await.expect("list");
+    let ids: Vec<_> = page.items.iter().map(|c| c.campaign.id.as_str()).collect();
+    assert_eq!(ids, ["c-ok"], "only what can be read whole is resumed");
+    server.stop().await;
+    // An operator's campaign is never moved away: it can be repaired.
+    let conn = rusqlite::Connection::open(data.path().join(DB_FILE)).expect("open");
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM campaigns", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(n, 3);
+}
