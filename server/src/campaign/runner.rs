@@ -302,8 +302,15 @@ impl Scheduler {
     ) -> Result<(CampaignHandle, tokio::task::JoinHandle<()>), String> {
         let mut campaigns = BTreeMap::new();
         for s in stored {
-            let spec = CampaignSpec::parse(&s.campaign.spec_toml)
-                .map_err(|e| format!("stored campaign {}: {e}", s.campaign.id))?;
+            // Like an unreadable campaign row (see store/load.rs): not
+            // resumed, named at every start, and the server still starts.
+            let spec = match CampaignSpec::parse(&s.campaign.spec_toml) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::error!(campaign = %s.campaign.id.escape_debug(), error = %e, "A stored campaign's spec cannot be read; it is not resumed.");
+                    continue;
+                }
+            };
             let runs = s.runs.into_iter().map(|r| (r.node.clone(), r)).collect();
             campaigns.insert(
                 s.campaign.id.clone(),

@@ -239,6 +239,8 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let config = args.load()?;
     let server = crate::start(&config).await.map_err(|e| match e {
         ServeError::Config(_) | ServeError::Tls(_) => CliError::Usage(e.to_string()),
+        // A database this binary must not open: a restart cannot fix it.
+        ServeError::Store(ref s) if s.is_refusal() => CliError::Usage(e.to_string()),
         _ => CliError::Runtime(e.to_string()),
     })?;
     let token = server.shutdown_token();

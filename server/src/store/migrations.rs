@@ -1,6 +1,10 @@
 //! Versioned schema migrations, kept in code. `PRAGMA user_version` holds
 //! the number of migrations applied; each runs once, in its own transaction.
 //! Never edit a shipped migration: append a new one.
+//!
+//! `PRAGMA application_id` says the file is rollcall's: it is stamped on a
+//! new database and on an older one in the transaction of its next
+//! migration, and a database stamped by something else is never touched.
 
 use std::path::Path;
 
@@ -69,7 +73,84 @@ const MIGRATIONS: &[&str] = &[
           AND key IN ('host', 'containers', 'disks', 'reboot', 'updates')
           AND type = 'object';
     ALTER TABLE nodes DROP COLUMN report;",
+    // 5: rows that could not be read at startup, moved aside so that one
+    // bad row never stops the server and an operator can still look at it.
+    // `source` is the table, `key` the node or action id, `data` the value
+    // exactly as it was (any type: it may not even be text).
+    "CREATE TABLE quarantine (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        key TEXT NOT NULL,
+        section TEXT NOT NULL,
+        data ANY,
+        error TEXT NOT NULL
+    ) STRICT;",
 ];
+
+/// `PRAGMA application_id` of a rollcall database: "RCLL".
+pub(super) const APPLICATION_ID: i32 = i32::from_be_bytes(*b"RCLL");
+
+/// The schema versions this binary can open: 0 (new) to the last migration.
+pub(super) fn known() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Refuses, before anything is written to it, a database that is not
+/// rollcall's or that this binary does not know how to read.
+pub(super) fn check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let sql = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(sql)?;
+    if app_id != 0 && app_id != APPLICATION_ID {
+        return Err(StoreError::Foreign {
+            path: path.to_owned(),
+            why: format!("its application_id is {app_id:#010x}, not rollcall's"),
+        });
+    }
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sql)?;
+    if !(0..=known()).contains(&version) {
+        return Err(StoreError::Version {
+            path: path.to_owned(),
+            found: version,
+            known: known(),
+        });
+    }
+    if app_id == APPLICATION_ID {
+        return Ok(());
+    }
+    // Not stamped: a new file, or one from before the stamp (which has the
+    // nodes table of migration 1). Anything else was made by someone else.
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
+        .map_err(sql)?;
+    let ours = match version {
+        0 => tables.is_empty(),
+        _ => tables.iter().any(|t| t == "nodes"),
+    };
+    if ours {
+        Ok(())
+    } else {
+        Err(StoreError::Foreign {
+            path: path.to_owned(),
+            why: format!(
+                "it has schema version {version} and tables {} but no rollcall schema",
+                if tables.is_empty() {
+                    "none".to_owned()
+                } else {
+                    tables.join(", ")
+                }
+            ),
+        })
+    }
+}
 
 pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     apply_up_to(conn, path, MIGRATIONS.len())
@@ -85,15 +166,14 @@ pub(super) fn apply_up_to(
         path: path.to_owned(),
         source,
     };
-    let known = MIGRATIONS.len() as i64;
     let current: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(sql)?;
-    if current > known {
-        return Err(StoreError::TooNew {
+    if !(0..=known()).contains(&current) {
+        return Err(StoreError::Version {
             path: path.to_owned(),
             found: current,
-            known,
+            known: known(),
         });
     }
     for (i, migration) in MIGRATIONS
@@ -105,6 +185,8 @@ pub(super) fn apply_up_to(
         let tx = conn.transaction().map_err(sql)?;
         tx.execute_batch(migration).map_err(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(sql)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(sql)?;
         tx.commit().map_err(sql)?;
     }
