@@ -111,7 +111,7 @@ impl AgentApi {
             ));
         };
         if hello.node != identity.name {
-            tracing::warn!(certificate = %identity.name, claimed = %hello.node, "Agent claimed another node's name; refused.");
+            tracing::warn!(certificate = %identity.name, claimed = ?hello.node, "Agent claimed another node's name; refused.");
             return Err(Status::permission_denied(format!(
                 "this certificate is for node {:?}, but Hello claims {:?}",
                 identity.name, hello.node
