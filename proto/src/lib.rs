@@ -8,6 +8,7 @@
 //! - [`admit`]: the limits every message from an agent must keep.
 //! - [`diag`]: one-line error messages for configuration files.
 //! - [`identity`]: how a certificate names an agent or an operator.
+//! - [`text`]: untrusted strings made safe for terminals and log lines.
 //! - [`timestamp`]: the wall-clock type used everywhere, RFC 3339 in JSON.
 
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod diag;
 pub mod identity;
 pub mod model;
 pub mod pack;
+pub mod text;
 pub mod timestamp;
 
 /// Generated from `proto/rollcall/v1/*.proto`.

@@ -29,7 +29,11 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // A message may quote what the server or an agent sent.
+            eprintln!(
+                "error: {}",
+                rollcall_proto::text::for_terminal(&e.to_string())
+            );
             ExitCode::from(e.exit_code())
         }
     }

@@ -86,6 +86,12 @@ impl FakeNode {
         }
     }
 
+    /// FakePatch fails here from now on, printing `output` first (what a
+    /// broken package's maintainer script might print).
+    pub fn fail_patch_saying(&self, output: &str) {
+        std::fs::write(self.work.join("fail-patch"), output).expect("write marker");
+    }
+
     /// FakePatch takes this long here from now on.
     pub fn slow_patch(&self, secs: f32) {
         std::fs::write(self.work.join("patch-delay"), secs.to_string()).expect("write delay");
@@ -116,7 +122,7 @@ impl FakeNode {
                 "FakePatch",
                 r#"echo "$(date +%s%N)" >> "$1/patch-runs"
 if [ -e "$1/patch-delay" ]; then sleep "$(cat "$1/patch-delay")"; fi
-if [ -e "$1/fail-patch" ]; then echo "E: FakePatch was told to fail"; exit 100; fi
+if [ -e "$1/fail-patch" ]; then cat "$1/fail-patch"; echo "E: FakePatch was told to fail"; exit 100; fi
 mkdir -p "$1/root/var/run" && echo "*** System restart required ***" > "$1/root/var/run/reboot-required"
 echo "FakePatch: 1 upgraded""#,
             ),

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rollcall_proto::model::{Node, NodeFilter, Role};
+use rollcall_proto::text::Untrusted;
 use rollcall_proto::timestamp::Timestamp;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -569,7 +570,7 @@ impl Scheduler {
         if !self.writer.put_campaign(write.clone()).await {
             return Err(CampaignError::Store);
         }
-        tracing::info!(campaign = %id, operator, nodes = members.len(), skipped = skipped.len(), "Campaign started.");
+        tracing::info!(campaign = %id, operator = %Untrusted(operator), nodes = members.len(), skipped = skipped.len(), "Campaign started.");
         let live = Live {
             campaign,
             spec,
@@ -680,7 +681,7 @@ impl Scheduler {
         if !self.writer.put_campaign(write).await {
             return Err(CampaignError::Store);
         }
-        tracing::info!(campaign = %id, operator, event, "Campaign {event}.");
+        tracing::info!(campaign = %id, operator = %Untrusted(operator), event, "Campaign {event}.");
         live.campaign = c;
         for run in changed_runs {
             live.runs.insert(run.node.clone(), run);
@@ -876,7 +877,7 @@ impl Scheduler {
                 Advance::Failed => {
                     let (exit_code, tail) = action_outcome(action.as_ref());
                     let detail = run.note.clone();
-                    tracing::warn!(campaign = %id, node, reason = %detail, "Node failed.");
+                    tracing::warn!(campaign = %id, node, reason = %Untrusted(&detail), "Node failed.");
                     self.commit_run(id, run, "failed", detail, exit_code, tail)
                         .await?;
                     return Ok(());
@@ -908,7 +909,8 @@ impl Scheduler {
         if !self.writer.put_campaign(write).await {
             return Err(CampaignError::Store);
         }
-        tracing::info!(campaign = %id, node = %run.node, step = %run.step, "{detail}");
+        // The detail may quote an agent's error, so it is a field, not the message.
+        tracing::info!(campaign = %id, node = %run.node, step = %run.step, detail = %Untrusted(&detail), "Node step recorded.");
         let (node, step) = (run.node.clone(), run.step);
         let live = self.campaigns.get_mut(id).expect("the campaign exists");
         live.runs.insert(node.clone(), run);
@@ -947,7 +949,7 @@ impl Scheduler {
         if !self.writer.put_campaign(write).await {
             return Err(CampaignError::Store);
         }
-        tracing::info!(campaign = %id, phase = %phase, reason = %reason, "Campaign {event}.");
+        tracing::info!(campaign = %id, phase = %phase, reason = %Untrusted(&reason), "Campaign {event}.");
         live.campaign = c;
         live.audit.push(entry);
         self.emit(id, "", None, format!("{event}: {reason}"));

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use rollcall_proto::model::Role;
+use rollcall_proto::text::for_terminal as safe;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 
@@ -246,7 +247,7 @@ pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
             if json {
                 println!("{}", json_line(&v));
             } else {
-                println!("{}", v.campaign.id);
+                println!("{}", safe(&v.campaign.id));
             }
         }
         CampaignCommand::Status { id, json, connect } => {
@@ -366,10 +367,11 @@ fn print_control(
     answer: Result<tonic::Response<v1::CampaignStatus>, tonic::Status>,
 ) -> Result<(), CliError> {
     let s = answer.map_err(status_error)?.into_inner();
+    let (id, phase) = (safe(&s.id), safe(&s.phase));
     if s.reason.is_empty() {
-        println!("{} {}", s.id, s.phase);
+        println!("{id} {phase}");
     } else {
-        println!("{} {}: {}", s.id, s.phase, s.reason);
+        println!("{id} {phase}: {}", safe(&s.reason));
     }
     Ok(())
 }
@@ -401,7 +403,9 @@ async fn watch(id: String, json: bool, connect: ConnectArgs) -> Result<(), CliEr
             if !json {
                 println!(
                     "campaign {} ({}) is {}",
-                    v.campaign.id, v.campaign.name, v.campaign.phase
+                    safe(&v.campaign.id),
+                    safe(&v.campaign.name),
+                    v.campaign.phase
                 );
                 println!("{}", progress(&steps));
             }
@@ -427,11 +431,11 @@ async fn watch(id: String, json: bool, connect: ConnectArgs) -> Result<(), CliEr
                 .unwrap_or_default();
             let clock = at.trim_matches('"').get(11..19).unwrap_or("").to_owned();
             let who = if event.node.is_empty() {
-                "campaign"
+                "campaign".into()
             } else {
-                event.node.as_str()
+                safe(&event.node)
             };
-            println!("{clock}  {who:<12}  {}", event.message);
+            println!("{clock}  {who:<12}  {}", safe(&event.message));
             if event.node.is_empty() || Step::from_name(&event.step).is_some_and(Step::is_terminal)
             {
                 println!("{}", progress(&steps));
@@ -489,23 +493,24 @@ fn plan_json(p: &v1::PlanCampaignResponse) -> serde_json::Value {
 
 fn render_plan(p: &v1::PlanCampaignResponse) -> String {
     let mut out = format!(
-        "plan {:?}: nothing is done until `campaign start`\n",
-        p.name
+        "plan \"{}\": nothing is done until `campaign start`\n",
+        safe(&p.name)
     );
     for (i, w) in p.waves.iter().enumerate() {
+        let nodes: Vec<_> = w.nodes.iter().map(|n| safe(n)).collect();
         let _ = writeln!(
             out,
             "wave {:>3}  {:<10}  {}",
             i + 1,
-            w.role,
-            w.nodes.join(" ")
+            safe(&w.role),
+            nodes.join(" ")
         );
     }
     if p.waves.is_empty() {
         out.push_str("no node would be patched\n");
     }
     for s in &p.skipped {
-        let _ = writeln!(out, "skip      {:<10}  {}", s.node, s.reason);
+        let _ = writeln!(out, "skip      {:<10}  {}", safe(&s.node), safe(&s.reason));
     }
     out
 }
@@ -514,17 +519,17 @@ fn render_status(v: &CampaignView, now: Timestamp) -> String {
     let c = &v.campaign;
     let mut out = format!(
         "campaign {} ({}) is {}, started by {} {} ago\n",
-        c.id,
-        c.name,
+        safe(&c.id),
+        safe(&c.name),
         c.phase,
-        c.started_by,
+        safe(&c.started_by),
         ago(now, c.created_at)
     );
     if !c.reason.is_empty() {
-        let _ = writeln!(out, "reason: {}", c.reason);
+        let _ = writeln!(out, "reason: {}", safe(&c.reason));
     }
     if !v.waiting.is_empty() {
-        let _ = writeln!(out, "waiting: {}", v.waiting);
+        let _ = writeln!(out, "waiting: {}", safe(&v.waiting));
     }
     let steps = v
         .nodes
@@ -559,9 +564,9 @@ fn render_audit(entries: &[AuditEntry]) -> String {
     for e in entries {
         let at = serde_json::to_string(&e.at).unwrap_or_default();
         let node = if e.node.is_empty() {
-            "-"
+            "-".into()
         } else {
-            e.node.as_str()
+            safe(&e.node)
         };
         let code = e
             .exit_code
@@ -571,10 +576,10 @@ fn render_audit(entries: &[AuditEntry]) -> String {
             out,
             "{}  {:<18}  {:<10}  {:<9}  {}{code}",
             at.trim_matches('"'),
-            e.actor,
+            safe(&e.actor),
             node,
-            e.event,
-            e.detail
+            safe(&e.event),
+            safe(&e.detail)
         );
         for line in e
             .output_tail
@@ -585,7 +590,7 @@ fn render_audit(entries: &[AuditEntry]) -> String {
             .into_iter()
             .rev()
         {
-            let _ = writeln!(out, "    | {line}");
+            let _ = writeln!(out, "    | {}", safe(line));
         }
     }
     out

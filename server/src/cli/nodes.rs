@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 use rollcall_proto::model::{self, Node, NodeDetail, NodeEvent, Role};
+use rollcall_proto::text::for_terminal;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 
@@ -168,12 +169,12 @@ pub async fn run(cmd: NodesCommand) -> Result<(), CliError> {
                         "{}  {:<8} {:<24} {:<10} {}",
                         Timestamp::now(),
                         format!("{:?}", event.kind).to_lowercase(),
-                        n.name,
+                        for_terminal(&n.name),
                         n.role,
                         if n.online {
                             "online".to_owned()
                         } else {
-                            format!("offline ({})", n.offline_reason)
+                            format!("offline ({})", for_terminal(&n.offline_reason))
                         }
                     );
                 }

@@ -1,11 +1,13 @@
 //! How the CLI shows things to people. `--json` output does not come
 //! through here: it is the serde form of the domain types.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use rollcall_proto::model::{
     ContainerHealth, FleetSummary, Node, NodeContainer, NodeDetail, Report,
 };
+use rollcall_proto::text::for_terminal;
 use rollcall_proto::timestamp::Timestamp;
 
 /// "3s", "5m", "2h", "4d": how long ago, for people.
@@ -38,19 +40,80 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// Left-aligned columns separated by two spaces.
+/// The widest a table cell is shown, in characters after escaping: a longer
+/// value is cut to this width, its last character an ellipsis (`…`). Wide
+/// enough for a kolla image reference; `nodes show` and `--json` show the
+/// whole value.
+pub const MAX_CELL_CHARS: usize = 80;
+
+/// A value as a table cell shows it: escaped (see [`for_terminal`]), so that
+/// it stays on its row, and at most [`MAX_CELL_CHARS`] characters.
+pub fn cell(value: &str) -> Cow<'_, str> {
+    let shown = for_terminal(value);
+    match shown.char_indices().nth(MAX_CELL_CHARS) {
+        None => shown,
+        Some(_) => {
+            let mut cut: String = shown.chars().take(MAX_CELL_CHARS - 1).collect();
+            cut.push('…');
+            Cow::Owned(cut)
+        }
+    }
+}
+
+/// Left-aligned columns separated by two spaces. Every cell is escaped and
+/// cut to [`MAX_CELL_CHARS`], so no value can break a row or widen a column
+/// beyond reason.
 pub fn table(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+    layout(rows, true)
+}
+
+/// A table whose last column is shown whole (escaped, on its row): the
+/// `Key:  value` lines of a detail view, where nothing follows the value.
+fn detail_table(rows: &[Vec<String>]) -> String {
+    layout(rows, false)
+}
+
+fn layout(rows: &[Vec<String>], bound_last: bool) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let cells: Vec<Vec<(Cow<'_, str>, usize)>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .map(|(i, value)| {
+                    let shown = if bound_last || i + 1 < columns {
+                        cell(value)
+                    } else {
+                        for_terminal(value)
+                    };
+                    let width = shown.chars().count();
+                    (shown, width)
+                })
+                .collect()
+        })
         .collect();
+    let mut widths = vec![0; columns];
+    for row in &cells {
+        for (w, (_, width)) in widths.iter_mut().zip(row) {
+            *w = (*w).max(*width);
+        }
+    }
     let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
+    for row in &cells {
+        let start = out.len();
+        for (i, ((shown, width), w)) in row.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            out.push_str(shown);
+            // Padded by hand: a `{:<w$}` width past u16::MAX panics, and
+            // the last column needs no padding at all.
+            if i + 1 < row.len() {
+                out.extend(std::iter::repeat_n(' ', w - width));
+            }
+        }
+        let end = out[start..].trim_end().len();
+        out.truncate(start + end);
         out.push('\n');
     }
     out
@@ -172,7 +235,7 @@ pub fn render_detail(d: &NodeDetail, now: Timestamp) -> String {
     kv("Agent", n.agent_version.clone());
     let Some(r) = &d.report else {
         kv("Report", "none yet".into());
-        return table(&rows);
+        return detail_table(&rows);
     };
     kv(
         "Report",
@@ -256,7 +319,7 @@ pub fn render_detail(d: &NodeDetail, now: Timestamp) -> String {
         };
         kv("Updates", text);
     }
-    let mut out = table(&rows);
+    let mut out = detail_table(&rows);
     if let Some(disks) = &r.disks {
         out.push_str("\nFilesystems:\n");
         let mut rows = vec![header(&[
@@ -289,7 +352,7 @@ pub fn render_detail(d: &NodeDetail, now: Timestamp) -> String {
         }
         out.push_str(&indent(&table(&rows)));
         if !disks.error.is_empty() {
-            let _ = writeln!(out, "  (error: {})", disks.error);
+            let _ = writeln!(out, "  (error: {})", for_terminal(&disks.error));
         }
     }
     out.push_str(&render_node_containers(&d.node.name, r, now));
@@ -303,13 +366,17 @@ fn render_node_containers(node: &str, r: &Report, now: Timestamp) -> String {
     let mut out = format!(
         "\nContainers ({}):\n",
         if section.engine.is_empty() {
-            "engine"
+            "engine".into()
         } else {
-            &section.engine
+            for_terminal(&section.engine)
         }
     );
     if !section.available {
-        let _ = writeln!(out, "  engine unavailable: {}", section.error);
+        let _ = writeln!(
+            out,
+            "  engine unavailable: {}",
+            for_terminal(&section.error)
+        );
         return out;
     }
     let list: Vec<NodeContainer> = section
@@ -329,9 +396,9 @@ fn render_node_containers(node: &str, r: &Report, now: Timestamp) -> String {
         let _ = writeln!(
             out,
             "  {} unhealthy ({} failed checks): {}",
-            c.name,
+            for_terminal(&c.name),
             c.failing_streak,
-            c.last_health_output.trim()
+            for_terminal(c.last_health_output.trim())
         );
     }
     out
@@ -351,12 +418,17 @@ pub fn render_summary(s: &FleetSummary, now: Timestamp) -> String {
     // The server cuts every list to `list_limit`; say so where it did.
     let list = |v: &[String], total: u32| {
         let total = total.max(u32::try_from(v.len()).unwrap_or(u32::MAX));
+        let names = v
+            .iter()
+            .map(|name| cell(name))
+            .collect::<Vec<_>>()
+            .join(", ");
         if v.is_empty() {
             "none".to_owned()
         } else if total as usize > v.len() {
-            format!("{} (first {} of {total})", v.join(", "), v.len())
+            format!("{names} (first {} of {total})", v.len())
         } else {
-            v.join(", ")
+            names
         }
     };
     let _ = writeln!(
@@ -518,6 +590,195 @@ mod tests {
             "nova_api unhealthy (3 failed checks): curl: (7) refused",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    /// Every byte a terminal might obey: C0 other than the newline that
+    /// ends each line, ESC, DEL, C1, and the bidi controls.
+    fn assert_inert(text: &str) {
+        for c in text.chars() {
+            let raw = matches!(
+                c,
+                '\0'..='\x09' | '\x0b'..='\x1f' | '\x7f'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            );
+            assert!(!raw, "raw {c:?} in:\n{text}");
+        }
+    }
+
+    fn hostile_container(name: &str, image: &str) -> NodeContainer {
+        use rollcall_proto::model::*;
+        NodeContainer {
+            node: "cmp1".into(),
+            container: Container {
+                name: name.into(),
+                image: image.into(),
+                state: ContainerState::Running,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn hostile_cells_are_escaped_and_keep_to_their_row() {
+        let now = Timestamp::from_unix_millis(1_795_421_138_000);
+        let containers = [
+            hostile_container("nova_api\ncmp9  evil  running", "\x1b]0;pwned\x07kolla/x"),
+            hostile_container("\x1b[2Jclear", "\u{9b}31m\u{202e}gpj.exe"),
+            hostile_container("tab\there", "a\\x1b"),
+        ];
+        let text = render_containers(&containers, now, true);
+        assert_eq!(
+            text,
+            concat!(
+                "NODE  NAME                           STATE    HEALTH  RESTARTS  SINCE  IMAGE\n",
+                r"cmp1  nova_api\ncmp9  evil  running  running  -       0         -      \x1b]0;pwned\x07kolla/x",
+                "\n",
+                r"cmp1  \x1b[2Jclear                   running  -       0         -      \u{9b}31m\u{202e}gpj.exe",
+                "\n",
+                r"cmp1  tab\there                      running  -       0         -      a\\x1b",
+                "\n",
+            )
+        );
+        assert_eq!(text.lines().count(), 1 + containers.len());
+        assert_inert(&text);
+    }
+
+    #[test]
+    fn a_long_cell_is_cut_with_an_ellipsis_at_the_bound() {
+        let long = format!("{}tail", "x".repeat(MAX_CELL_CHARS));
+        let t = table(&[header(&["A", "B"]), vec![long.clone(), "b".into()]]);
+        let cut = format!("{}…", "x".repeat(MAX_CELL_CHARS - 1));
+        assert_eq!(
+            t,
+            format!("A{}  B\n{cut}  b\n", " ".repeat(MAX_CELL_CHARS - 1))
+        );
+        // Exactly the bound is shown whole.
+        let exact = "y".repeat(MAX_CELL_CHARS);
+        assert_eq!(cell(&exact), exact.as_str());
+    }
+
+    #[test]
+    fn node_detail_shows_hostile_text_whole_but_escaped() {
+        use rollcall_proto::model::*;
+        let now = Timestamp::from_unix_millis(1_795_421_138_000);
+        let mut node = Node::new("ctl1", Role::Controller, now);
+        node.online = true;
+        node.labels = [("rack".to_owned(), "r1\x1b]52;c;cm0gLXJm\x07".to_owned())].into();
+        let report = Report {
+            seq: 1,
+            collected_at: now,
+            host: Some(HostFacts {
+                hostname: "ctl1\r\nRole:        admin".into(),
+                os_pretty_name: format!("Debian {}", "\u{202e}".repeat(40)),
+                kernel: "6.1\x7f".into(),
+                arch: "x86_64".into(),
+                ..Default::default()
+            }),
+            containers: Some(ContainersSection {
+                available: true,
+                engine: "Docker\x1b[2J".into(),
+                containers: vec![Container {
+                    name: "mariadb\nfake".into(),
+                    state: ContainerState::Running,
+                    health: ContainerHealth::Unhealthy,
+                    failing_streak: 2,
+                    last_health_output: "line one\n\x1b[31mline two\n".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = render_detail(
+            &NodeDetail {
+                node,
+                report: Some(report),
+            },
+            now,
+        );
+        assert_inert(&text);
+        for line in [
+            r"Labels:      rack=r1\x1b]52;c;cm0gLXJm\x07",
+            r"Hostname:    ctl1\r\nRole:        admin",
+            &format!(r"OS:          Debian {}", r"\u{202e}".repeat(40)),
+            r"Kernel:      6.1\x7f (x86_64)",
+            r"Containers (Docker\x1b[2J):",
+            r"  mariadb\nfake unhealthy (2 failed checks): line one\n\x1b[31mline two",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in:\n{text}"
+            );
+        }
+        // The forged "Role:" stayed inside the hostname's line.
+        assert_eq!(text.lines().filter(|l| l.contains("Role:")).count(), 2);
+    }
+
+    #[test]
+    fn huge_strings_never_panic_and_stay_on_their_line() {
+        use rollcall_proto::model::*;
+        let now = Timestamp::from_unix_millis(1_795_421_138_000);
+        for len in [65_536, 500_000] {
+            let huge = "k\n".repeat(len / 2);
+            let mut node = Node::new("cmp1", Role::Compute, now);
+            node.kernel = huge.clone();
+            node.os_pretty_name = huge.clone();
+            let list = render_table(std::slice::from_ref(&node), now);
+            assert_eq!(list.lines().count(), 3, "header, row, total");
+            assert!(
+                list.lines().all(|l| l.chars().count() < 400),
+                "cells are bounded"
+            );
+
+            let containers = [hostile_container(&huge, &huge)];
+            let text = render_containers(&containers, now, true);
+            assert_eq!(text.lines().count(), 2);
+
+            let report = Report {
+                host: Some(HostFacts {
+                    hostname: huge.clone(),
+                    ..Default::default()
+                }),
+                containers: Some(ContainersSection {
+                    available: true,
+                    containers: vec![Container {
+                        name: huge.clone(),
+                        health: ContainerHealth::Unhealthy,
+                        last_health_output: huge.clone(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let detail = render_detail(
+                &NodeDetail {
+                    node,
+                    report: Some(report),
+                },
+                now,
+            );
+            let escaped = r"k\n".repeat(len / 2);
+            assert!(
+                detail
+                    .lines()
+                    .any(|l| l == format!("Hostname:    {escaped}"))
+            );
+            assert_inert(&detail);
+
+            let summary = FleetSummary {
+                offline_nodes: vec![huge.clone()],
+                nodes_offline: 1,
+                unhealthy_containers: containers.to_vec(),
+                ..Default::default()
+            };
+            let text = render_summary(&summary, now);
+            assert_inert(&text);
+            assert!(
+                text.lines().all(|l| l.chars().count() < 400),
+                "{}",
+                text.len()
+            );
         }
     }
 

@@ -23,6 +23,7 @@ use rollcall_proto::model::{
     ActionRequest, ActionResult, ContainerFilter, FleetSummary, Node, NodeContainer, NodeDetail,
     NodeEvent, NodeEventKind, NodeFilter, Report, Role, glob_match,
 };
+use rollcall_proto::text::Untrusted;
 use rollcall_proto::timestamp::Timestamp;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -501,7 +502,7 @@ impl Fleet {
                 let _ = reply.send(verdict);
             }
             Command::ActionResult { result } => {
-                tracing::info!(node = %result.node, action_id = %result.id, state = ?result.state, "Action update.");
+                tracing::info!(node = %result.node, action_id = %Untrusted(&result.id), state = ?result.state, "Action update.");
                 self.actions.insert(result.id.clone(), *result);
                 self.wake.notify_one();
             }
@@ -714,7 +715,7 @@ impl Fleet {
         if entry.node.online {
             entry.node.online = false;
             entry.node.offline_reason = format!("session ended: {reason}");
-            tracing::info!(node = %name, session, reason = %reason, "Node offline.");
+            tracing::info!(node = %name, session, reason = %Untrusted(&reason), "Node offline.");
             self.publish(name, NodeEventKind::Offline, Vec::new());
         }
     }
