@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rollcall_proto::admit;
 use rollcall_proto::convert::role_from_wire;
 use rollcall_proto::identity::Kind;
+use rollcall_proto::text::Untrusted;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1::{self, agent_message, server_message};
 use tokio::sync::mpsc;
@@ -111,7 +112,7 @@ impl AgentApi {
             ));
         };
         if hello.node != identity.name {
-            tracing::warn!(certificate = %identity.name, claimed = ?hello.node, "Agent claimed another node's name; refused.");
+            tracing::warn!(certificate = %identity.name, claimed = %Untrusted(&hello.node), "Agent claimed another node's name; refused.");
             return Err(Status::permission_denied(format!(
                 "this certificate is for node {:?}, but Hello claims {:?}",
                 identity.name, hello.node
@@ -254,7 +255,7 @@ impl SessionTask {
                 }
                 Ok(None) => break "agent closed the session".to_owned(),
                 Err(status) => {
-                    tracing::warn!(node = %self.node, code = ?status.code(), error = %status.message(), "Session stream failed.");
+                    tracing::warn!(node = %self.node, code = ?status.code(), error = %Untrusted(status.message()), "Session stream failed.");
                     let reason = format!("stream error: {}", status.message());
                     // Tell the agent why (an oversized message, say), if it still listens.
                     let _ = self.tx.try_send(Err(status));
@@ -338,7 +339,7 @@ impl SessionTask {
                         }
                     }
                     UpdateVerdict::Foreign(why) => {
-                        tracing::warn!(node = %self.node, action_id = %result.id, reason = %why, "Ignored an action update.");
+                        tracing::warn!(node = %self.node, action_id = %result.id, reason = %Untrusted(&why), "Ignored an action update.");
                         // Let the agent forget it rather than send it forever.
                         if result.state.is_final() {
                             let _ = self.tx.send(Ok(Box::new(ack(result.id)))).await;

@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use rollcall_proto::text::Untrusted;
+
 /// How often a misbehaving session is logged and told.
 pub const NOTICE_EVERY: Duration = Duration::from_secs(60);
 /// Problem lines kept between two notices (the first ones: later ones are
@@ -126,7 +128,7 @@ impl Notice {
             node = %node,
             messages = self.messages,
             dropped = self.dropped,
-            problems = ?problems,
+            problems = %Untrusted(&problems),
             "Agent sent what the server cuts or refuses; told the agent (at most once a minute per node)."
         );
     }
