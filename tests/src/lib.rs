@@ -37,12 +37,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 /// Installs the crypto provider and a test log writer; call at the top of
-/// every test (repeated calls are harmless).
+/// every test (repeated calls are harmless). What is logged is also kept
+/// for [`logs`].
 pub fn init() {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = std::env::var("ROLLCALL_LOG").unwrap_or_else(|_| "warn".into());
     let _ = tracing_subscriber::fmt()
-        .with_test_writer()
+        .with_writer(tracing_subscriber::fmt::TestWriter::new.and(|| LogCapture))
+        .with_ansi(false)
         .with_target(false)
         .with_max_level(
             filter
@@ -50,6 +53,31 @@ pub fn init() {
                 .unwrap_or(tracing::Level::WARN),
         )
         .try_init();
+}
+
+/// Everything this process logged (at `ROLLCALL_LOG`'s level, warn by
+/// default) since it started, up to 64 MiB. nextest runs each test in a
+/// process of its own, so this is one test's log.
+pub fn logs() -> String {
+    let log = LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    String::from_utf8_lossy(&log).into_owned()
+}
+
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogCapture;
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut log = LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if log.len() + buf.len() <= 64 << 20 {
+            log.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A directory removed when dropped.

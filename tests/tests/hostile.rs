@@ -10,7 +10,7 @@ use rollcall_proto::convert::timestamp_to_wire;
 use rollcall_proto::model::Role;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1::{self, agent_message, server_message};
-use rollcall_tests::{Pki, RawSession, TestServer, hello, init};
+use rollcall_tests::{Pki, RawSession, TestServer, hello, init, logs};
 
 fn msg(report: v1::Report) -> v1::AgentMessage {
     v1::AgentMessage {
@@ -182,6 +182,8 @@ async fn a_report_without_a_time_and_a_forged_action_id_are_refused_not_fatal() 
         n.problems
     );
     // A newline in an action id would forge a line in the server's log.
+    // (Another node: a session's second complaint waits a minute.)
+    let mut s = session(&server, &pki, "odd2").await;
     s.tx.send(v1::AgentMessage {
         msg: Some(agent_message::Msg::ActionUpdate(v1::ActionUpdate {
             action_id: "x\n2026-11-29T00:00:00Z INFO forged line".into(),
@@ -193,11 +195,25 @@ async fn a_report_without_a_time_and_a_forged_action_id_are_refused_not_fatal() 
     .expect("send");
     s.tx.send(msg(full(2, "still-here"))).await.expect("send");
     let d = server
-        .wait_node("odd1", "still reporting", |d| {
+        .wait_node("odd2", "still reporting", |d| {
             d.node.hostname == "still-here"
         })
         .await;
     assert!(d.node.online);
+    let n = notice(&mut s).await;
+    assert!(
+        n.problems
+            .iter()
+            .any(|p| p.starts_with("action update refused: action_id must be")),
+        "{:?}",
+        n.problems
+    );
+    let log = logs();
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-11-29T00:00:00Z")),
+        "a forged line reached the log:\n{log}"
+    );
+    assert!(log.contains("missing field report.collected_at"), "{log}");
 }
 
 #[tokio::test]
@@ -264,4 +280,10 @@ async fn a_flooding_session_is_held_to_its_rate_and_told() {
         "{:?}",
         n.problems
     );
+    // Thousands of drops, one log line (the next is due in a minute).
+    let complaints = logs()
+        .lines()
+        .filter(|l| l.contains("Agent sent what the server cuts or refuses"))
+        .count();
+    assert_eq!(complaints, 1, "{}", logs());
 }
