@@ -6,6 +6,7 @@
 //! - [`connect`]: the client side of mutual TLS.
 //! - [`convert`]: the one place that maps between the two.
 //! - [`diag`]: one-line error messages for configuration files.
+//! - [`files`]: the checks of key files and directories a config names.
 //! - [`identity`]: how a certificate names an agent or an operator.
 //! - [`timestamp`]: the wall-clock type used everywhere, RFC 3339 in JSON.
 
@@ -14,6 +15,7 @@
 pub mod connect;
 pub mod convert;
 pub mod diag;
+pub mod files;
 pub mod identity;
 pub mod model;
 pub mod pack;
