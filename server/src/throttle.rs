@@ -147,10 +147,7 @@ mod tests {
                 std::thread::spawn(move || (0..250).filter_map(|_| t.hit_at(t0)).count())
             })
             .collect();
-        let lines: usize = handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .sum();
+        let lines: usize = handles.into_iter().map(|h| h.join().expect("thread")).sum();
         assert_eq!(lines, 1, "one line for 1,000 events in one interval");
         assert_eq!(t.hit_at(t0 + Duration::from_secs(3_600)), Some(1_000));
     }

@@ -8,8 +8,8 @@
 //! handshake are bounded apart from established connections, so silent
 //! sockets cannot lock agents out (see [`spawn_acceptor`]).
 
-use std::io;
 use std::collections::HashMap;
+use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
@@ -264,7 +264,9 @@ impl Sources {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         // The map only holds counts that guards give back; a panic while it
         // was held loses nothing worth refusing service for.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn try_take(&self, ip: IpAddr, max: usize) -> Option<SourceSlot> {
@@ -440,7 +442,10 @@ mod tests {
         assert_eq!(source_key(a), source_key(b));
         assert_ne!(source_key(a), source_key(c));
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
-        assert_eq!(source_key(mapped), "10.0.0.1".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            source_key(mapped),
+            "10.0.0.1".parse::<IpAddr>().expect("ip")
+        );
         let v4: IpAddr = "10.0.0.2".parse().expect("ip");
         assert_eq!(source_key(v4), v4);
     }
@@ -453,7 +458,9 @@ mod tests {
         let held: Vec<SourceSlot> = (0..3).filter_map(|_| sources.try_take(ip, 3)).collect();
         assert_eq!(held.len(), 3);
         assert!(sources.try_take(ip, 3).is_none(), "over the cap");
-        let o = sources.try_take(other, 3).expect("another source is not affected");
+        let o = sources
+            .try_take(other, 3)
+            .expect("another source is not affected");
         drop(held);
         drop(o);
         assert_eq!(sources.held(), 0);
