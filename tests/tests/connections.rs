@@ -221,3 +221,71 @@ async fn idle_sockets_from_many_hosts_hold_handshake_slots_only_until_the_deadli
     drop(idle);
     agent.stop().await;
 }
+
+/// Warnings whose text contains every one of `needles`.
+fn lines_with(needles: &[&str]) -> Vec<String> {
+    warnings()
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .cloned()
+        .collect()
+}
+
+/// Opens an agent session with `cert` and returns the status that refused it.
+async fn refused(
+    server: &TestServer,
+    cert: &rollcall_tests::ClientCert,
+    node: &str,
+) -> tonic::Status {
+    match rollcall_tests::RawSession::open(server, cert, rollcall_tests::hello(node, Role::Compute))
+        .await
+    {
+        Err(s) => s,
+        Ok(mut s) => loop {
+            match s.next().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("session ended without a refusal"),
+                Err(s) => break s,
+            }
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_refusals_are_logged_with_the_peer_and_the_reason_rate_limited() {
+    init();
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, |_| {}).await;
+
+    // No usable identity, found when the connection is made. Each refusal
+    // the client sees is the barrier: the line is logged before any
+    // request on the connection is answered.
+    let cert = pki.agent_with_extra_uri("cmp9", "urn:rollcall:whatever");
+    for _ in 0..5 {
+        let status = refused(&server, &cert, "cmp9").await;
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    }
+    let lines = lines_with(&["Client certificate refused", "peer=127.0.0.1:"]);
+    assert_eq!(lines.len(), 1, "five refusals, one line: {lines:#?}");
+    assert!(
+        lines[0].contains("urn:rollcall:whatever") && lines[0].contains("reason="),
+        "the reason names the extra URI: {}",
+        lines[0]
+    );
+
+    // A certificate of the wrong kind, found at request time.
+    let op = pki.operator("alice");
+    for _ in 0..5 {
+        let status = refused(&server, &op, "alice").await;
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    }
+    let lines = lines_with(&["certificate of the wrong kind", "peer=127.0.0.1:"]);
+    assert_eq!(lines.len(), 1, "five refusals, one line: {lines:#?}");
+    assert!(
+        lines[0].contains("identity=operator alice") && lines[0].contains("needed=agent"),
+        "{}",
+        lines[0]
+    );
+}

@@ -259,40 +259,6 @@ async fn an_oversized_message_ends_only_its_own_session() {
     good.stop().await;
 }
 
-/// An agent certificate signed by the test CA that carries `extra` as a
-/// second URI next to its agent identity: what `certs issue` never makes,
-/// made with rcgen from the pki's own CA key.
-fn agent_with_extra_uri(pki: &Pki, node: &str, extra: &str) -> ClientCert {
-    use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
-    let ca_key = std::fs::read_to_string(pki.path().join("ca.key")).expect("ca.key");
-    let ca_pem = String::from_utf8(pki.ca_pem()).expect("pem");
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key).expect("ca key"))
-        .expect("issuer");
-    let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, node);
-    params.subject_alt_names = vec![
-        SanType::URI(
-            format!("urn:rollcall:agent:{node}")
-                .try_into()
-                .expect("uri"),
-        ),
-        SanType::URI(extra.try_into().expect("uri")),
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &issuer).expect("sign");
-    ClientCert {
-        cert: Default::default(),
-        key: Default::default(),
-        cert_pem: cert.pem().into_bytes(),
-        key_pem: key.serialize_pem().into_bytes(),
-    }
-}
-
 #[tokio::test]
 async fn a_certificate_with_any_uri_besides_its_identity_is_refused() {
     init();
@@ -307,7 +273,7 @@ async fn a_certificate_with_any_uri_besides_its_identity_is_refused() {
     .enumerate()
     {
         let node = format!("cmp{i}");
-        let cert = agent_with_extra_uri(&pki, &node, extra);
+        let cert = pki.agent_with_extra_uri(&node, extra);
         let status = match RawSession::open(&server, &cert, hello(&node, Role::Compute)).await {
             Err(s) => s,
             Ok(mut s) => loop {
