@@ -100,6 +100,9 @@ key = "$WORK/pki/server.key"
 report_interval_secs = $INTERVAL
 [limits]
 max_connections = $((n + 100))
+# Every simulated agent connects from this one host: let it use every
+# handshake slot, as a real fleet spread over many addresses would.
+max_handshakes_per_source = 128
 TOML
     # Another benchmark on this port would answer in our server's place.
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then

@@ -321,6 +321,12 @@ impl AgentConfig {
         if self.report.full_every == 0 {
             return bad("report.full_every must be at least 1".into());
         }
+        // What the files named here must be; checked here so that both are
+        // configuration errors (exit 2), not failures once running.
+        rollcall_proto::files::check_private_key(&self.tls.key)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        rollcall_proto::files::check_dir("actions.state_dir", &self.actions.state_dir)
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -400,6 +406,33 @@ mod tests {
             rollcall_proto::diag::undocumented_keys(text),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn a_key_open_to_others_and_a_state_dir_that_is_a_file_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rollcall-agent-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key = dir.join("agent.key");
+        std::fs::write(&key, "k").expect("key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let mut cfg = AgentConfig {
+            role: Some(Role::Compute),
+            ..Default::default()
+        };
+        cfg.tls.key = key.clone();
+        cfg.actions.state_dir = dir.clone();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("chmod 600 {}", key.display())),
+            "{err}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        cfg.validate().expect("0600 key and a directory pass");
+        cfg.actions.state_dir = key.clone();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("actions.state_dir"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

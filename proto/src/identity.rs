@@ -6,6 +6,11 @@
 //! repeats the name for people reading the certificate, but only the signed
 //! URI decides what the holder may do. What a client says about itself (a
 //! node name in Hello, say) is checked against this, never trusted instead.
+//!
+//! A client certificate carries exactly that one URI: any other URI beside
+//! it (a second rollcall identity, an unknown `urn:rollcall:` kind, an
+//! `https://` name) makes the certificate unusable, so that what a
+//! certificate means never depends on which of its URIs a reader looks at.
 
 use std::fmt;
 
@@ -63,9 +68,13 @@ pub enum IdentityError {
         "certificate carries no rollcall identity (no urn:rollcall:agent: or urn:rollcall:operator: URI)"
     )]
     Missing,
-    #[error("certificate carries more than one rollcall identity")]
-    Ambiguous,
-    #[error("certificate names an invalid node or operator name {0:?}")]
+    /// A URI subject alternative name besides the one rollcall identity.
+    /// The URI is escaped and shortened: it is the certificate holder's text.
+    #[error(
+        "certificate carries the URI {0} besides its rollcall identity; a client certificate must carry exactly one URI (urn:rollcall:agent:NODE or urn:rollcall:operator:NAME)"
+    )]
+    ExtraUri(String),
+    #[error("certificate names an invalid node or operator name {0}")]
     InvalidName(String),
 }
 
@@ -78,29 +87,68 @@ pub fn from_der(der: &[u8]) -> Result<Identity, IdentityError> {
     let san = cert
         .subject_alternative_name()
         .map_err(|e| IdentityError::Malformed(e.to_string()))?;
-    let mut found = None;
-    for name in san.iter().flat_map(|ext| ext.value.general_names.iter()) {
-        let GeneralName::URI(uri) = name else {
-            continue;
-        };
-        let parsed = if let Some(n) = uri.strip_prefix(AGENT_URI_PREFIX) {
-            (Kind::Agent, n)
-        } else if let Some(n) = uri.strip_prefix(OPERATOR_URI_PREFIX) {
-            (Kind::Operator, n)
+    let uris: Vec<&str> = san
+        .iter()
+        .flat_map(|ext| ext.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        })
+        .collect();
+    fn parse(uri: &str) -> Option<(Kind, &str)> {
+        if let Some(n) = uri.strip_prefix(AGENT_URI_PREFIX) {
+            Some((Kind::Agent, n))
         } else {
-            continue;
-        };
-        if found.is_some() {
-            return Err(IdentityError::Ambiguous);
+            uri.strip_prefix(OPERATOR_URI_PREFIX)
+                .map(|n| (Kind::Operator, n))
         }
-        found = Some(parsed);
     }
-    let (kind, name) = found.ok_or(IdentityError::Missing)?;
-    validate_name(name).map_err(|_| IdentityError::InvalidName(name.to_owned()))?;
+    let Some((at, (kind, name))) = uris
+        .iter()
+        .enumerate()
+        .find_map(|(i, uri)| parse(uri).map(|p| (i, p)))
+    else {
+        return Err(IdentityError::Missing);
+    };
+    if let Some(extra) = uris
+        .iter()
+        .enumerate()
+        .find_map(|(i, uri)| (i != at).then_some(uri))
+    {
+        return Err(IdentityError::ExtraUri(escape_uri(extra)));
+    }
+    validate_name(name).map_err(|_| IdentityError::InvalidName(escape_uri(name)))?;
     Ok(Identity {
         kind,
         name: name.to_owned(),
     })
+}
+
+/// At most this many characters of a foreign URI are quoted in an error.
+const QUOTED_URI_MAX: usize = 120;
+
+/// A certificate's URI as it may appear in an error and a log line: printable
+/// ASCII as is, everything else (control characters, escapes, bidi
+/// overrides) as `\u{..}`, quotes and backslashes escaped, cut after
+/// [`QUOTED_URI_MAX`] characters, in double quotes.
+fn escape_uri(uri: &str) -> String {
+    let mut out = String::from("\"");
+    for (i, c) in uri.chars().enumerate() {
+        if i == QUOTED_URI_MAX {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Reads the identity from the first certificate of a PEM file's text.
@@ -180,6 +228,18 @@ mod tests {
             Some(&b"hello world"[..])
         );
         assert_eq!(base64_decode("a$b"), None);
+    }
+
+    #[test]
+    fn foreign_uris_are_quoted_escaped_and_cut() {
+        assert_eq!(escape_uri("https://example"), "\"https://example\"");
+        assert_eq!(
+            escape_uri("urn:x\u{1b}]52;c;\u{202e}\"\\"),
+            "\"urn:x\\u{1b}]52;c;\\u{202e}\\\"\\\\\""
+        );
+        let long = escape_uri(&"a".repeat(10_000));
+        assert_eq!(long.len(), QUOTED_URI_MAX + 5, "{long}");
+        assert!(long.ends_with("...\""));
     }
 
     #[test]

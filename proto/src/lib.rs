@@ -7,6 +7,7 @@
 //! - [`convert`]: the one place that maps between the two.
 //! - [`admit`]: the limits every message from an agent must keep.
 //! - [`diag`]: one-line error messages for configuration files.
+//! - [`files`]: the checks of key files and directories a config names.
 //! - [`identity`]: how a certificate names an agent or an operator.
 //! - [`text`]: untrusted strings made safe for terminals and log lines.
 //! - [`timestamp`]: the wall-clock type used everywhere, RFC 3339 in JSON.
@@ -17,6 +18,7 @@ pub mod admit;
 pub mod connect;
 pub mod convert;
 pub mod diag;
+pub mod files;
 pub mod identity;
 pub mod model;
 pub mod pack;

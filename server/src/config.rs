@@ -73,11 +73,21 @@ pub struct LimitsConfig {
     /// stream that sent it.
     pub max_message_bytes: usize,
     /// A client that has not finished its TLS handshake by then is dropped.
+    /// Short, because a socket in its handshake holds a slot of
+    /// `max_handshakes` and of `max_handshakes_per_source`.
     pub handshake_timeout_secs: u32,
+    /// TLS handshakes in progress at once; a socket beyond it is closed at
+    /// once (its client retries) rather than queued behind silent ones.
+    pub max_handshakes: usize,
+    /// Handshakes in progress at once from one source address (an IPv6
+    /// /64 counts as one), so one host's idle sockets cannot take every
+    /// handshake slot.
+    pub max_handshakes_per_source: usize,
     /// HTTP/2 pings find dead peers whose TCP connection never closed.
     pub keepalive_interval_secs: u32,
     pub keepalive_timeout_secs: u32,
-    /// Connections beyond this many are refused until others close.
+    /// Established connections (TLS handshake finished) beyond this many
+    /// are refused until others close. Handshakes in progress do not count.
     pub max_connections: usize,
 }
 
@@ -119,7 +129,9 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_message_bytes: 4 * 1024 * 1024,
-            handshake_timeout_secs: 10,
+            handshake_timeout_secs: 5,
+            max_handshakes: 128,
+            max_handshakes_per_source: 16,
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 20,
             max_connections: 20_000,
@@ -169,6 +181,15 @@ impl ServerConfig {
         if self.limits.handshake_timeout_secs == 0 {
             return bad("limits.handshake_timeout_secs must be at least 1");
         }
+        if self.limits.handshake_timeout_secs > 300 {
+            return bad("limits.handshake_timeout_secs must be at most 300");
+        }
+        if self.limits.max_handshakes == 0 || self.limits.max_handshakes_per_source == 0 {
+            return bad("limits.max_handshakes and max_handshakes_per_source must be at least 1");
+        }
+        if self.limits.max_handshakes_per_source > self.limits.max_handshakes {
+            return bad("limits.max_handshakes_per_source must not exceed max_handshakes");
+        }
         if self.limits.keepalive_interval_secs == 0 || self.limits.keepalive_timeout_secs == 0 {
             return bad(
                 "limits.keepalive_interval_secs and keepalive_timeout_secs must be at least 1",
@@ -177,6 +198,10 @@ impl ServerConfig {
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections must be at least 1");
         }
+        // A data_dir that is a file would fail later as "File exists (os
+        // error 17)", a runtime error; it is a configuration error.
+        rollcall_proto::files::check_dir("data_dir", &self.data_dir)
+            .map_err(ConfigError::Invalid)?;
         if !(10..=60_000).contains(&self.store.flush_interval_ms) {
             return bad("store.flush_interval_ms must be between 10 and 60000");
         }
@@ -248,6 +273,40 @@ mod tests {
         let err = ServerConfig::parse("listen = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
         assert!(!err.contains('\n'), "{err}");
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn handshake_limits_are_checked() {
+        let mut c = ServerConfig::default();
+        c.tls.ca = Some("ca".into());
+        c.tls.cert = Some("c".into());
+        c.tls.key = Some("k".into());
+        c.data_dir = std::env::temp_dir();
+        c.validate().expect("defaults validate");
+        c.limits.max_handshakes_per_source = c.limits.max_handshakes + 1;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("max_handshakes_per_source"), "{err}");
+        c.limits.max_handshakes_per_source = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_data_dir_that_is_a_file_is_a_config_error() {
+        let file = std::env::temp_dir().join(format!("rollcall-cfg-file-{}", std::process::id()));
+        std::fs::write(&file, "").expect("write");
+        let mut c = ServerConfig {
+            data_dir: file.clone(),
+            ..Default::default()
+        };
+        c.tls.ca = Some("ca".into());
+        c.tls.cert = Some("c".into());
+        c.tls.key = Some("k".into());
+        let err = c.validate().unwrap_err().to_string();
+        std::fs::remove_file(&file).ok();
+        assert!(
+            err.contains(&format!("data_dir {} is a file", file.display())),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod grpc;
 pub mod pki;
 pub mod store;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

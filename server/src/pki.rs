@@ -48,6 +48,8 @@ pub enum PkiError {
     InvalidSan(String, String),
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error(transparent)]
+    KeyMode(#[from] rollcall_proto::files::KeyModeError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -92,6 +94,9 @@ impl Ca {
     /// Loads `ca.crt` and `ca.key` from a pki directory.
     pub fn load(pki: &Path) -> Result<Self, PkiError> {
         let (cert_path, key_path) = (pki.join("ca.crt"), pki.join("ca.key"));
+        // The key that signs every identity: if others could read it, every
+        // certificate it signs is in doubt, so refuse rather than sign.
+        rollcall_proto::files::check_private_key(&key_path)?;
         let cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
         let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::BadMaterial {
@@ -307,6 +312,27 @@ mod tests {
             Err(PkiError::LeafExists(_))
         ));
         assert_eq!(fs::read(pki.join("ca.key")).expect("ca"), before);
+        fs::remove_dir_all(&pki).ok();
+    }
+
+    #[test]
+    fn a_ca_key_open_to_others_is_refused_with_the_fix() {
+        let pki = tempdir("camode");
+        init(&pki, &[]).expect("init");
+        let ca_key = pki.join("ca.key");
+        fs::set_permissions(&ca_key, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let who = Identity {
+            kind: Kind::Agent,
+            name: "cmp1".into(),
+        };
+        let err = issue(&pki, &who, false).expect_err("refused");
+        assert!(matches!(err, PkiError::KeyMode(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("chmod 600 {}", ca_key.display())),
+            "{err}"
+        );
+        assert!(!pki.join("agents/cmp1.crt").exists(), "nothing was signed");
         fs::remove_dir_all(&pki).ok();
     }
 

@@ -167,6 +167,40 @@ impl Pki {
     pub fn ca(&self) -> Ca {
         Ca::load(self.path()).expect("load CA")
     }
+
+    /// An agent certificate signed by the test CA that carries `extra` as a
+    /// second URI next to its agent identity: what `certs issue` never makes,
+    /// made with rcgen from the pki's own CA key.
+    pub fn agent_with_extra_uri(&self, node: &str, extra: &str) -> ClientCert {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
+        let ca_key = std::fs::read_to_string(self.path().join("ca.key")).expect("ca.key");
+        let ca_pem = String::from_utf8(self.ca_pem()).expect("pem");
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key).expect("ca key"))
+            .expect("issuer");
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, node);
+        params.subject_alt_names = vec![
+            SanType::URI(
+                format!("urn:rollcall:agent:{node}")
+                    .try_into()
+                    .expect("uri"),
+            ),
+            SanType::URI(extra.try_into().expect("uri")),
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        ClientCert {
+            cert: Default::default(),
+            key: Default::default(),
+            cert_pem: cert.pem().into_bytes(),
+            key_pem: key.serialize_pem().into_bytes(),
+        }
+    }
 }
 
 impl Default for Pki {

@@ -5,7 +5,9 @@ use std::time::Duration;
 use rollcall_proto::model::Role;
 use rollcall_proto::v1;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
-use rollcall_tests::{ClientCert, Pki, RawSession, TestAgent, TestServer, hello, init, report};
+use rollcall_tests::{
+    ClientCert, Pki, RawSession, TempDir, TestAgent, TestServer, hello, init, report,
+};
 use tonic::transport::Endpoint;
 
 /// A call with `endpoint`; Ok only if the server answered the call.
@@ -255,4 +257,261 @@ async fn an_oversized_message_ends_only_its_own_session() {
         .await;
     assert!(after.node.online);
     good.stop().await;
+}
+
+#[tokio::test]
+async fn a_certificate_with_any_uri_besides_its_identity_is_refused() {
+    init();
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, |_| {}).await;
+    for (i, extra) in [
+        "urn:rollcall:operator:x",
+        "urn:rollcall:whatever",
+        "https://example",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let node = format!("cmp{i}");
+        let cert = pki.agent_with_extra_uri(&node, extra);
+        let status = match RawSession::open(&server, &cert, hello(&node, Role::Compute)).await {
+            Err(s) => s,
+            Ok(mut s) => loop {
+                match s.next().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("{extra}: session ended without a refusal"),
+                    Err(s) => break s,
+                }
+            },
+        };
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{extra}: {status:?}"
+        );
+        assert!(
+            status.message().contains(&format!("\"{extra}\"")),
+            "the refusal names the extra URI: {}",
+            status.message()
+        );
+        assert!(server.node(&node).await.is_none(), "{extra}: no node");
+    }
+    // The same node with a proper certificate is served.
+    let agent = TestAgent::start(&server, &pki, "cmp0", Role::Compute);
+    server.wait_online("cmp0").await;
+    agent.stop().await;
+}
+
+/// Runs a workspace binary; returns (exit code, stderr). One that is still
+/// running after 10 s (a server that started despite its configuration) is
+/// killed and reported with no exit code.
+fn run_bin(
+    name: &str,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &std::path::Path)],
+) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut cmd = std::process::Command::new(rollcall_tests::bin(name));
+    cmd.args(args)
+        .env_remove("ROLLCALL_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run binary");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (code, stderr)
+}
+
+/// Exit 2 and exactly one line, `error: ...` containing every needle.
+fn assert_config_error(what: &str, (code, stderr): (Option<i32>, String), needles: &[&str]) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(code, Some(2), "{what}: exit code; stderr: {stderr}");
+    assert_eq!(lines.len(), 1, "{what}: one line expected, got:\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{what}: {stderr}");
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "{what}: no {needle:?} in {stderr}"
+        );
+    }
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The arguments of `serve` with the pki's files and `data_dir`.
+fn serve_args(
+    pki: &Pki,
+    config: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Vec<std::ffi::OsString> {
+    let p = |s: &str| pki.path().join(s).into_os_string();
+    vec![
+        "serve".into(),
+        "--config".into(),
+        config.into(),
+        "--data-dir".into(),
+        data_dir.into(),
+        "--ca".into(),
+        p("ca.crt"),
+        "--cert".into(),
+        p("server.crt"),
+        "--key".into(),
+        p("server.key"),
+    ]
+}
+
+/// The arguments of `rollcall-agent run` with `cert`.
+fn agent_args(pki: &Pki, config: &std::path::Path, cert: &ClientCert) -> Vec<std::ffi::OsString> {
+    vec![
+        "run".into(),
+        "--config".into(),
+        config.into(),
+        "--server".into(),
+        "https://localhost:1".into(),
+        "--role".into(),
+        "compute".into(),
+        "--ca".into(),
+        pki.ca_cert().into(),
+        "--cert".into(),
+        cert.cert.clone().into(),
+        "--key".into(),
+        cert.key.clone().into(),
+    ]
+}
+
+fn os(args: &[std::ffi::OsString]) -> Vec<&std::ffi::OsStr> {
+    args.iter().map(|a| a.as_os_str()).collect()
+}
+
+#[test]
+fn private_keys_open_to_others_are_refused_with_the_chmod_that_fixes_them() {
+    init();
+    let pki = Pki::new();
+    let tmp = TempDir::new("keymode");
+    let server_toml = tmp.path().join("server.toml");
+    std::fs::write(&server_toml, "listen = \"127.0.0.1:0\"\n").expect("server.toml");
+    let agent_toml = tmp.path().join("agent.toml");
+    let state = tmp.path().join("state");
+    std::fs::write(&agent_toml, format!("[actions]\nstate_dir = {:?}\n", state))
+        .expect("agent.toml");
+
+    // rollcall-server serve, its --key.
+    let server_key = pki.path().join("server.key");
+    chmod(&server_key, 0o640);
+    let args = serve_args(&pki, &server_toml, &tmp.path().join("data"));
+    let expected = format!("chmod 600 {}", server_key.display());
+    assert_config_error(
+        "serve",
+        run_bin("rollcall-server", &os(&args), &[]),
+        &["0640", &expected],
+    );
+    assert!(
+        !tmp.path().join("data").exists(),
+        "nothing was started or created"
+    );
+    chmod(&server_key, 0o600);
+
+    // The operator CLI, its ROLLCALL_KEY.
+    let op = pki.operator("alice");
+    chmod(&op.key, 0o604);
+    let ca = pki.ca_cert();
+    let out = run_bin(
+        "rollcall-server",
+        &os(&["nodes".into(), "list".into()]),
+        &[
+            (
+                "ROLLCALL_SERVER",
+                std::path::Path::new("https://localhost:1"),
+            ),
+            ("ROLLCALL_CA", &ca),
+            ("ROLLCALL_CERT", &op.cert),
+            ("ROLLCALL_KEY", &op.key),
+        ],
+    );
+    let expected = format!("chmod 600 {}", op.key.display());
+    assert_config_error("operator CLI", out, &["0604", &expected]);
+
+    // rollcall-agent run, its key.
+    let agent = pki.agent("cmp1");
+    chmod(&agent.key, 0o640);
+    let args = agent_args(&pki, &agent_toml, &agent);
+    let expected = format!("chmod 600 {}", agent.key.display());
+    assert_config_error(
+        "agent run",
+        run_bin("rollcall-agent", &os(&args), &[]),
+        &["0640", &expected],
+    );
+    assert!(!state.exists(), "the agent did not start");
+
+    // certs issue, the CA key.
+    let ca_key = pki.path().join("ca.key");
+    chmod(&ca_key, 0o640);
+    let out = run_bin(
+        "rollcall-server",
+        &os(&[
+            "certs".into(),
+            "issue".into(),
+            "--pki".into(),
+            pki.path().into(),
+            "--agent".into(),
+            "cmp2".into(),
+        ]),
+        &[],
+    );
+    let expected = format!("chmod 600 {}", ca_key.display());
+    assert_config_error("certs issue", out, &["0640", &expected]);
+    assert!(
+        !pki.path().join("agents/cmp2.crt").exists(),
+        "nothing was signed"
+    );
+}
+
+#[test]
+fn a_data_or_state_dir_that_is_a_file_is_a_configuration_error() {
+    init();
+    let pki = Pki::new();
+    let tmp = TempDir::new("dirfile");
+    let file = tmp.path().join("plain-file");
+    std::fs::write(&file, "").expect("file");
+    let server_toml = tmp.path().join("server.toml");
+    std::fs::write(&server_toml, "listen = \"127.0.0.1:0\"\n").expect("server.toml");
+    let args = serve_args(&pki, &server_toml, &file);
+    let expected = format!("data_dir {} is a file", file.display());
+    assert_config_error(
+        "serve",
+        run_bin("rollcall-server", &os(&args), &[]),
+        &[&expected],
+    );
+
+    let agent_toml = tmp.path().join("agent.toml");
+    std::fs::write(&agent_toml, format!("[actions]\nstate_dir = {:?}\n", file))
+        .expect("agent.toml");
+    let agent = pki.agent("cmp1");
+    let args = agent_args(&pki, &agent_toml, &agent);
+    let expected = format!("actions.state_dir {} is a file", file.display());
+    assert_config_error(
+        "agent run",
+        run_bin("rollcall-agent", &os(&args), &[]),
+        &[&expected],
+    );
 }

@@ -61,6 +61,8 @@ impl ConnectArgs {
             .key
             .as_ref()
             .ok_or_else(|| missing("--key", "ROLLCALL_KEY"))?;
+        rollcall_proto::files::check_private_key(key)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         let endpoint = endpoint(
             &self.server,
             &read(ca, "CA certificate")?,

@@ -50,8 +50,12 @@ pub async fn serve(
     let incoming = tls::spawn_acceptor(
         listener,
         tls,
-        Duration::from_secs(limits.handshake_timeout_secs.into()),
-        limits.max_connections,
+        tls::AcceptLimits {
+            handshake_timeout: Duration::from_secs(limits.handshake_timeout_secs.into()),
+            max_handshakes: limits.max_handshakes,
+            max_handshakes_per_source: limits.max_handshakes_per_source,
+            max_connections: limits.max_connections,
+        },
         shutdown.clone(),
     );
 

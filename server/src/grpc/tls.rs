@@ -4,13 +4,16 @@
 //! (a) each handshake runs in its own task under a deadline, so a slow or
 //! silent client never delays anyone else's connection, and (b) the peer's
 //! rollcall identity is read once per connection and handed to every
-//! request on it as a [`Peer`] extension.
+//! request on it as a [`Peer`] extension, and (c) sockets still in their
+//! handshake are bounded apart from established connections, so silent
+//! sockets cannot lock agents out (see [`spawn_acceptor`]).
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,6 +25,8 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::throttle::{SharedThrottle, WARN_EVERY};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +42,8 @@ pub enum TlsError {
     Invalid { path: String, message: String },
     #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error(transparent)]
+    KeyMode(#[from] rollcall_proto::files::KeyModeError),
 }
 
 /// Who is on the other end of a connection. Every request carries one.
@@ -46,6 +53,8 @@ pub struct Peer {
     /// The identity the CA signed into the client certificate, or why there
     /// is none usable.
     pub identity: Result<Identity, IdentityError>,
+    /// Where refusals of this peer's requests are counted and logged.
+    warnings: Arc<Warnings>,
 }
 
 impl Peer {
@@ -54,6 +63,10 @@ impl Peer {
             tonic::Status::unauthenticated(format!("client certificate not usable: {e}"))
         })?;
         if id.kind != kind {
+            if let Some(refused) = self.warnings.wrong_kind.hit() {
+                let peer = self.addr.map(|a| a.to_string()).unwrap_or_default();
+                tracing::warn!(%peer, identity = %id, needed = %kind, refused, "Request refused: certificate of the wrong kind (count since the last such line).");
+            }
             let msg = match kind {
                 Kind::Agent => {
                     format!("{id} cannot open an agent session: an agent certificate is required")
@@ -166,6 +179,7 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::Serve
             what: "certificate",
         });
     }
+    rollcall_proto::files::check_private_key(key)?;
     let key_der = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| TlsError::Invalid {
         path: show(key),
         message: format!("no usable private key: {e}"),
@@ -185,26 +199,134 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::Serve
     Ok(config)
 }
 
-/// TLS handshakes in progress at once. When every agent of a large fleet
-/// reconnects at the same moment (a server restart), the others wait their
-/// turn instead of all holding handshake state together; a handshake takes
-/// about a millisecond of CPU, so the queue moves at thousands a second.
-const MAX_HANDSHAKES: usize = 128;
+/// What the accept loop admits (see `[limits]` in server.toml).
+#[derive(Clone, Copy, Debug)]
+pub struct AcceptLimits {
+    /// A client that has not finished its handshake by then is dropped.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// Handshakes in progress at once from one source (see [`source_key`]).
+    pub max_handshakes_per_source: usize,
+    /// Established connections at once.
+    pub max_connections: usize,
+}
 
-/// Accepts TCP connections, handshakes each in its own task under
-/// `handshake_timeout`, at most [`MAX_HANDSHAKES`] at once, and sends the
-/// finished ones to tonic.
+/// The accept loop's warnings, each rate-limited on its own: a flood of one
+/// kind of refusal gives one line per [`WARN_EVERY`] with a count, and does
+/// not hide the other kinds.
+#[derive(Debug)]
+struct Warnings {
+    connection_limit: SharedThrottle,
+    handshake_limit: SharedThrottle,
+    source_limit: SharedThrottle,
+    handshake_failed: SharedThrottle,
+    no_identity: SharedThrottle,
+    wrong_kind: SharedThrottle,
+}
+
+impl Default for Warnings {
+    fn default() -> Self {
+        let t = || SharedThrottle::new(WARN_EVERY);
+        Self {
+            connection_limit: t(),
+            handshake_limit: t(),
+            source_limit: t(),
+            handshake_failed: t(),
+            no_identity: t(),
+            wrong_kind: t(),
+        }
+    }
+}
+
+/// What the per-source handshake cap counts by: an IPv4 address, or the /64
+/// of an IPv6 address (one host usually holds a whole /64, so counting
+/// single v6 addresses would be no cap at all).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Handshakes in progress per source; a [`SourceSlot`] gives its place
+/// back when dropped.
+#[derive(Clone, Debug, Default)]
+struct Sources(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl Sources {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // The map only holds counts that guards give back; a panic while it
+        // was held loses nothing worth refusing service for.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn try_take(&self, ip: IpAddr, max: usize) -> Option<SourceSlot> {
+        let key = source_key(ip);
+        let mut map = self.lock();
+        let n = map.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            key,
+        })
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.lock().values().sum()
+    }
+}
+
+struct SourceSlot {
+    sources: Sources,
+    key: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.sources.lock();
+        if let Some(n) = map.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Accepts TCP connections and handshakes each in its own task, sending
+/// the finished ones to tonic.
+///
+/// Handshakes in progress are bounded apart from established connections:
+/// at most `max_handshakes` at once, `max_handshakes_per_source` from one
+/// source, each under `handshake_timeout`; `max_connections` counts only
+/// connections whose handshake finished. A socket over any cap is closed at
+/// once, never queued: a queue would put a real agent behind every silent
+/// socket ahead of it, while a closed agent retries within its backoff.
 pub fn spawn_acceptor(
     listener: TcpListener,
     config: rustls::ServerConfig,
-    handshake_timeout: Duration,
-    max_connections: usize,
+    limits: AcceptLimits,
     shutdown: CancellationToken,
 ) -> mpsc::Receiver<Result<PeerConn, io::Error>> {
     let (tx, rx) = mpsc::channel(1_024);
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let established = Arc::new(Semaphore::new(limits.max_connections));
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let sources = Sources::default();
+    let warnings = Arc::new(Warnings::default());
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -221,37 +343,79 @@ pub fn spawn_acceptor(
                     continue;
                 }
             };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(peer = %addr, max_connections, "Connection limit reached; refusing connection.");
+            // No TLS work for a connection that could not be kept.
+            if established.available_permits() == 0 {
+                if let Some(refused) = warnings.connection_limit.hit() {
+                    tracing::warn!(peer = %addr, refused, max_connections = limits.max_connections, "Connection limit reached; refusing connections (count since the last such line).");
+                }
+                continue;
+            }
+            let Ok(handshaking) = handshakes.clone().try_acquire_owned() else {
+                if let Some(refused) = warnings.handshake_limit.hit() {
+                    tracing::warn!(peer = %addr, refused, max_handshakes = limits.max_handshakes, "Handshake limit reached; closing new connections at once (count since the last such line).");
+                }
+                continue;
+            };
+            let Some(source_slot) = sources.try_take(addr.ip(), limits.max_handshakes_per_source)
+            else {
+                if let Some(refused) = warnings.source_limit.hit() {
+                    tracing::warn!(peer = %addr, refused, max_handshakes_per_source = limits.max_handshakes_per_source, "Handshake limit of one source address reached; closing its new connections at once (count since the last such line).");
+                }
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx, handshakes) = (acceptor.clone(), tx.clone(), handshakes.clone());
+            let (acceptor, tx, established, warnings) = (
+                acceptor.clone(),
+                tx.clone(),
+                established.clone(),
+                warnings.clone(),
+            );
             tokio::spawn(async move {
-                // A socket waiting here costs a descriptor and a small task;
-                // a handshake in progress costs tens of kilobytes.
-                let Ok(_handshaking) = handshakes.acquire_owned().await else {
+                let handshake =
+                    tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
+                // The handshake is over either way: its slots go back now,
+                // not when the connection closes.
+                drop(handshaking);
+                drop(source_slot);
+                let stream = match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %addr, error = %e, "TLS handshake refused.");
+                        if let Some(failed) = warnings.handshake_failed.hit() {
+                            tracing::warn!(peer = %addr, error = %e, failed, "TLS handshake failed (count since the last such line).");
+                        }
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %addr, "TLS handshake timed out.");
+                        if let Some(failed) = warnings.handshake_failed.hit() {
+                            tracing::warn!(peer = %addr, error = "timed out", failed, "TLS handshake failed (count since the last such line).");
+                        }
+                        return;
+                    }
+                };
+                let Ok(permit) = established.try_acquire_owned() else {
+                    if let Some(refused) = warnings.connection_limit.hit() {
+                        tracing::warn!(peer = %addr, refused, max_connections = limits.max_connections, "Connection limit reached; refusing connections (count since the last such line).");
+                    }
                     return;
                 };
-                let stream =
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::warn!(peer = %addr, error = %e, "TLS handshake refused.");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::warn!(peer = %addr, "TLS handshake timed out.");
-                            return;
-                        }
-                    };
                 let identity = match stream.get_ref().1.peer_certificates() {
                     Some([leaf, ..]) => identity::from_der(leaf),
                     _ => Err(IdentityError::Missing),
                 };
+                // Kept open so that its requests are refused with the
+                // reason (a client sees why), but logged here, once per
+                // connection and rate-limited.
+                if let Err(reason) = &identity
+                    && let Some(refused) = warnings.no_identity.hit()
+                {
+                    tracing::warn!(peer = %addr, %reason, refused, "Client certificate refused: no usable rollcall identity (count since the last such line).");
+                }
                 let peer = Peer {
                     addr: Some(addr),
                     identity,
+                    warnings,
                 };
                 let _ = tx
                     .send(Ok(PeerConn {
@@ -264,4 +428,43 @@ pub fn spawn_acceptor(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64_and_mapped_v4_as_v4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(source_key(a), source_key(b));
+        assert_ne!(source_key(a), source_key(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        assert_eq!(
+            source_key(mapped),
+            "10.0.0.1".parse::<IpAddr>().expect("ip")
+        );
+        let v4: IpAddr = "10.0.0.2".parse().expect("ip");
+        assert_eq!(source_key(v4), v4);
+    }
+
+    #[test]
+    fn a_source_holds_at_most_its_cap_and_gets_slots_back_on_drop() {
+        let sources = Sources::default();
+        let ip: IpAddr = "127.0.0.2".parse().expect("ip");
+        let other: IpAddr = "127.0.0.3".parse().expect("ip");
+        let held: Vec<SourceSlot> = (0..3).filter_map(|_| sources.try_take(ip, 3)).collect();
+        assert_eq!(held.len(), 3);
+        assert!(sources.try_take(ip, 3).is_none(), "over the cap");
+        let o = sources
+            .try_take(other, 3)
+            .expect("another source is not affected");
+        drop(held);
+        drop(o);
+        assert_eq!(sources.held(), 0);
+        assert!(sources.lock().is_empty(), "no entry stays behind");
+        assert!(sources.try_take(ip, 3).is_some());
+    }
 }
