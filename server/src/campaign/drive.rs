@@ -666,6 +666,24 @@ mod tests {
     }
 
     #[test]
+    fn a_reboot_check_that_arrives_before_the_patch_result_still_counts() {
+        // The order in which the check and the result reach the server does
+        // not matter: the check's time against the patch's end decides.
+        let mut w = World::new();
+        let mut run = run_in(Step::Patch, Role::Compute, 15);
+        run.action_id = "c1.cmp1.1.patch".into();
+        w.report = report(19, Some((false, 19)), healthy());
+        w.action = Some(result(ActionState::Running, None, "", 18));
+        assert!(matches!(w.advance(&mut run), Advance::Wait(_)));
+        w.action = Some(result(ActionState::Succeeded, Some(0), "ok", 18));
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Postcheck);
+        // No reboot: the same check lets postcheck pass.
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Undrain);
+    }
+
+    #[test]
     fn return_is_a_new_boot_id_and_postcheck_wants_the_node_as_it_was() {
         let mut w = World::new();
         let mut run = run_in(Step::WaitReturn, Role::Compute, 15);
