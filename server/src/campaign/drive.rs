@@ -187,9 +187,15 @@ fn send(
     args: Vec<String>,
     on: &str,
 ) -> Advance {
+    // A request the server holds no record of (the node had no session to
+    // take it) is tried at every pass and changes nothing to store; only a
+    // first request, or one handed to a session, starts the wait for an
+    // answer.
+    if run.action_id.is_empty() || ctx.action.is_some() {
+        run.asked_at = Some(ctx.now);
+    }
     run.action_id = run.action_id_for(ctx.campaign, run.step);
     run.action_node = on.to_owned();
-    run.asked_at = Some(ctx.now);
     let timeout = run.step.timeout(&ctx.spec.timeouts).unwrap_or_default();
     Advance::Send {
         node: on.to_owned(),
@@ -692,6 +698,12 @@ mod tests {
             panic!("a hook request")
         };
         assert_eq!(run.asked_at, Some(t(15)));
+        // Not handed to a session yet (ctl1 had none): asked at every pass,
+        // and nothing in the run changes, so nothing is written.
+        w.now = t(16);
+        let before = run.clone();
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        assert_eq!(run, before);
         let mut accepted = result(ActionState::Accepted, None, "", 15);
         accepted.id = request.id.clone();
         accepted.node = node.clone();
