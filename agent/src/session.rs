@@ -98,6 +98,12 @@ pub struct Session {
     action_timeout: Duration,
     seq: u64,
     sent: Sent,
+    /// The select loop took a new reboot check off the watch (`changed`
+    /// marks it seen, so `has_changed` no longer tells): it is news.
+    reboot_news: bool,
+    /// When the last patch or hook finished, until a report at the interval
+    /// has carried a reboot check that ran after it (see [`reboot_due`]).
+    reboot_owed: Option<Timestamp>,
     stats: Stats,
 }
 
@@ -139,6 +145,8 @@ impl Session {
             action_timeout: Duration::from_secs(3_600),
             seq: 0,
             sent: Sent::default(),
+            reboot_news: false,
+            reboot_owed: None,
             stats: Stats::default(),
         })
     }
@@ -213,6 +221,13 @@ impl Session {
         let network = self.sources.host.network();
         let disks = self.sources.disks();
         let mut report = self.changes(full);
+        // The check owed since a patch went out in a report at the interval,
+        // which no burst of change-driven reports can crowd out: settled.
+        if let (Some(owed), Some(r)) = (self.reboot_owed, &report.reboot)
+            && checked_since(r, owed)
+        {
+            self.reboot_owed = None;
+        }
         if full || differs(&self.sent.host, &host) {
             self.sent.host = Some(host.clone());
             report.host = Some(host);
@@ -248,16 +263,9 @@ impl Session {
         if let Some(rx) = &mut self.sources.reboot {
             // The watch only announces news (see `spawn_reboot`): a first
             // check, a check after a patch, or a changed outcome.
-            let news = rx.has_changed().unwrap_or(false);
+            let news = std::mem::take(&mut self.reboot_news) | rx.has_changed().unwrap_or(false);
             let now = rx.borrow_and_update().clone();
-            if full
-                || news
-                || self
-                    .sent
-                    .reboot
-                    .as_ref()
-                    .is_none_or(|s| !same_outcome(s, &now))
-            {
+            if full || reboot_due(news, self.reboot_owed, self.sent.reboot.as_ref(), &now) {
                 self.sent.reboot = Some(now.clone());
                 report.reboot = Some(now);
             }
@@ -371,7 +379,10 @@ impl Session {
                     self.resend_unacknowledged(&tx);
                 }
                 () = changed(&mut self.sources.containers) => self.send_changes(&tx).await?,
-                () = changed(&mut self.sources.reboot) => self.send_changes(&tx).await?,
+                () = changed(&mut self.sources.reboot) => {
+                    self.reboot_news = true;
+                    self.send_changes(&tx).await?;
+                }
                 () = changed(&mut self.sources.updates) => self.send_changes(&tx).await?,
                 Some(record) = self.done_rx.recv() => self.finished(record, &tx),
                 msg = inbound.message() => match msg {
@@ -539,10 +550,13 @@ impl Session {
     /// An action ended: keep its result on disk, then tell the server.
     fn finished(&mut self, record: Record, tx: &mpsc::Sender<v1::AgentMessage>) {
         tracing::info!(action_id = %record.id, state = ?record.state, exit_code = ?record.exit_code, "Action finished.");
-        // A patch may have asked for a reboot: look now, not in a minute.
-        if record.kind == Kind::Patch
+        // A patch (or a hook) may have asked for a reboot: look now, not in
+        // a minute, and owe the server that check whatever it finds: a
+        // campaign waits for a check newer than the action.
+        if matches!(record.kind, Kind::Patch | Kind::Hook)
             && let Some(recheck) = &self.sources.reboot_recheck
         {
+            self.reboot_owed = Some(record.finished_at.unwrap_or_else(Timestamp::now));
             recheck.notify_one();
         }
         if let Some(actions) = &mut self.actions
@@ -552,6 +566,28 @@ impl Session {
         }
         let _ = tx.try_send(update_message(&record));
     }
+}
+
+/// Whether a partial report carries the reboot section `now`: when it is
+/// news (a first check, a check asked for after an action, a changed
+/// outcome), when its outcome differs from what this session sent, and when
+/// it is the first check since a patch or hook finished (`owed`), whatever
+/// it found. The last is the one a campaign waits for; it goes with the
+/// change-driven report and again with the next report at the interval, so
+/// one report lost on the way cannot hold a node until the next full report.
+fn reboot_due(
+    news: bool,
+    owed: Option<Timestamp>,
+    sent: Option<&RebootSection>,
+    now: &RebootSection,
+) -> bool {
+    news || owed.is_some_and(|t| checked_since(now, t))
+        || sent.is_none_or(|s| !same_outcome(s, now))
+}
+
+/// The check ran at or after `t`.
+fn checked_since(r: &RebootSection, t: Timestamp) -> bool {
+    r.checked_at.is_some_and(|c| c >= t)
 }
 
 fn update_message(r: &Record) -> v1::AgentMessage {
@@ -573,5 +609,58 @@ fn update_message(r: &Record) -> v1::AgentMessage {
             finished_at: r.finished_at.map(timestamp_to_wire),
             boot_id: r.boot_id.clone(),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcall_proto::model::RebootReason;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_unix_millis(1_795_000_000_000 + secs * 1_000)
+    }
+
+    fn check(at: i64, required: bool) -> RebootSection {
+        RebootSection {
+            required,
+            reasons: if required {
+                vec![RebootReason {
+                    source: "reboot-required-file".into(),
+                    detail: "/var/run/reboot-required".into(),
+                    packages: vec![],
+                }]
+            } else {
+                vec![]
+            },
+            checked_at: Some(t(at)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_check_after_a_patch_is_due_whatever_it_found() {
+        let sent = check(10, false);
+        // A routine re-check that found the same is not worth a report.
+        assert!(!reboot_due(false, None, Some(&sent), &check(20, false)));
+        // A changed outcome, or news from the watch, is.
+        assert!(reboot_due(false, None, Some(&sent), &check(20, true)));
+        assert!(reboot_due(true, None, Some(&sent), &check(20, false)));
+        // A patch finished at 15: the check from 20 is owed although it
+        // found what the server already has; the one from 12 is not.
+        assert!(reboot_due(
+            false,
+            Some(t(15)),
+            Some(&sent),
+            &check(20, false)
+        ));
+        assert!(!reboot_due(
+            false,
+            Some(t(15)),
+            Some(&sent),
+            &check(12, false)
+        ));
+        // Nothing sent yet in this session: anything goes.
+        assert!(reboot_due(false, None, None, &check(20, false)));
     }
 }

@@ -5,7 +5,7 @@
 //! - `FakePatch` (a shell one-liner) records each run in `patch-runs`,
 //!   fails when the node is told to, and otherwise writes
 //!   `var/run/reboot-required` under the node's root, like a kernel
-//!   package's postinst;
+//!   package's postinst (unless the node is told its patch needs none);
 //! - `FakeReboot` records the request in `fake-reboots`; the harness then
 //!   "boots" the node: it stops the agent, clears the tmpfs-like
 //!   reboot-required file and starts the agent again under a new boot id
@@ -97,6 +97,32 @@ impl FakeNode {
         std::fs::write(self.work.join("patch-delay"), secs.to_string()).expect("write delay");
     }
 
+    /// FakePatch here upgrades nothing that needs a reboot (a patch of
+    /// userland packages only): it leaves the reboot-required file as it was.
+    pub fn patch_needs_no_reboot(&self) {
+        std::fs::write(self.work.join("no-reboot-needed"), "").expect("write marker");
+    }
+
+    /// The node asks for a reboot before any patch (an unattended upgrade
+    /// left the file), as Debian's postinst scripts do.
+    pub fn ask_for_reboot(&self) {
+        let run = self.root().join("var/run");
+        std::fs::create_dir_all(&run).expect("run dir");
+        std::fs::write(
+            run.join("reboot-required"),
+            "*** System restart required ***\n",
+        )
+        .expect("write reboot-required");
+    }
+
+    /// From its next boot on, this node's reboot check takes `secs` (a
+    /// sentinel command that sleeps, then says "no reboot"): its agent's
+    /// first report goes out before its first check has run.
+    pub fn slow_reboot_check(&self, secs: f32) {
+        std::fs::write(self.work.join("reboot-check-delay"), secs.to_string())
+            .expect("write delay");
+    }
+
     /// After its next FakeReboot this node stays down.
     pub fn never_return(&self) {
         std::fs::write(self.work.join("stay-down"), "").expect("write marker");
@@ -123,7 +149,9 @@ impl FakeNode {
                 r#"echo "$(date +%s%N)" >> "$1/patch-runs"
 if [ -e "$1/patch-delay" ]; then sleep "$(cat "$1/patch-delay")"; fi
 if [ -e "$1/fail-patch" ]; then cat "$1/fail-patch"; echo "E: FakePatch was told to fail"; exit 100; fi
-mkdir -p "$1/root/var/run" && echo "*** System restart required ***" > "$1/root/var/run/reboot-required"
+if [ ! -e "$1/no-reboot-needed" ]; then
+  mkdir -p "$1/root/var/run" && echo "*** System restart required ***" > "$1/root/var/run/reboot-required"
+fi
 echo "FakePatch: 1 upgraded""#,
             ),
             reboot: sh("FakeReboot", r#"echo "$(date +%s%N)" >> "$1/fake-reboots""#),
@@ -156,6 +184,9 @@ echo "FakePatch: 1 upgraded""#,
         let actions = Actions::load(self.definitions(), &self.work.join("actions"), &boot_id)
             .expect("load actions");
         let root = self.root();
+        let sentinel = std::fs::read_to_string(self.work.join("reboot-check-delay"))
+            .map(|secs| vec!["sh".into(), "-c".into(), format!("sleep {secs}; exit 1")])
+            .unwrap_or_default();
         let agent = TestAgent::start_full(
             url,
             pki,
@@ -167,7 +198,7 @@ echo "FakePatch: 1 upgraded""#,
                 let checks = RebootChecks {
                     root,
                     needs_restarting: false,
-                    sentinel: vec![],
+                    sentinel,
                     timeout: Duration::from_secs(5),
                 };
                 let reboot = spawn_reboot(

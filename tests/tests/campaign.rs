@@ -407,3 +407,114 @@ concurrency = { compute = 2 }
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     fleet.stop().await;
 }
+
+/// A patch that leaves the node's reboot state as it was (nothing in it
+/// needs a reboot, or a reboot was asked for before it) still gets its
+/// answer at once: the agent sends the check it ran after the patch even
+/// though the outcome did not change. It used to go only with the agent's
+/// next full report (30 s here, minutes with the shipped defaults), and the
+/// node sat in "waiting for a reboot check after the patch" until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_that_leaves_the_reboot_state_unchanged_moves_on_without_a_full_report() {
+    init();
+    let fleet = Fleet::start(&[(Role::Compute, 2), (Role::Controller, 1)]).await;
+    fleet.node("cmp01").patch_needs_no_reboot();
+    fleet.node("cmp02").ask_for_reboot();
+    // The server must know cmp02 asks for a reboot before the patch, or its
+    // post-patch check would be a changed outcome and go out anyway.
+    fleet
+        .server
+        .wait_node("cmp02", "asking for a reboot", |d| {
+            d.report.as_ref().is_some_and(|r| r.reboot_required())
+        })
+        .await;
+    let spec = r#"
+name = "no news"
+select = { roles = ["compute"] }
+concurrency = { compute = 2 }
+reboot = "if-required"
+"#;
+    let c = fleet.start_campaign(spec).await;
+    let id = c.campaign.id.clone();
+    // Well inside the 30 s between the agents' full reports.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let v = fleet.status(&id).await;
+        if v.ended {
+            break v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the campaign did not end within 10 s: {:#?}",
+            v.nodes
+                .iter()
+                .map(|n| (n.node.as_str(), n.step, n.note.as_str()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done.campaign.phase, Phase::Completed, "{done:#?}");
+    for n in &done.nodes {
+        assert_eq!(n.step, Step::Done, "{}: {}", n.node, n.note);
+    }
+    // Nothing asked cmp01 for a reboot; cmp02 still did after its patch.
+    assert_eq!(
+        (
+            fleet.node("cmp01").patch_runs(),
+            fleet.node("cmp01").reboots()
+        ),
+        (1, 0)
+    );
+    assert_eq!(
+        (
+            fleet.node("cmp02").patch_runs(),
+            fleet.node("cmp02").reboots()
+        ),
+        (1, 1)
+    );
+    fleet.stop().await;
+}
+
+/// After the reboot, the agent's first report goes out before its first
+/// reboot check has finished (a slow `needs-restarting` or sentinel): the
+/// check that follows a moment later is news and goes out at once, though
+/// it found what the never-checked section already said (no reboot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_reboot_check_after_the_boot_that_ends_late_still_goes_out_at_once() {
+    init();
+    let fleet = Fleet::start(&[(Role::Compute, 1), (Role::Controller, 1)]).await;
+    fleet.node("cmp01").slow_reboot_check(1.5);
+    let spec = r#"
+name = "slow check"
+select = { roles = ["compute"] }
+reboot = "if-required"
+"#;
+    let c = fleet.start_campaign(spec).await;
+    let id = c.campaign.id.clone();
+    fleet
+        .wait_for(&id, "cmp01 back from its reboot", LONG, |v| {
+            step_of(v, "cmp01") == Step::Postcheck
+        })
+        .await;
+    // Well inside the 30 s between the agent's full reports.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let done = loop {
+        let v = fleet.status(&id).await;
+        if v.ended {
+            break v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the campaign did not end within 8 s of the return: {:?}",
+            v.nodes
+                .iter()
+                .map(|n| (n.node.as_str(), n.step, n.note.as_str()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done.campaign.phase, Phase::Completed, "{done:#?}");
+    assert_eq!(step_of(&done, "cmp01"), Step::Done);
+    assert_eq!(fleet.node("cmp01").reboots(), 1);
+    fleet.stop().await;
+}

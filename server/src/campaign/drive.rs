@@ -16,6 +16,14 @@ use super::record::NodeRun;
 use super::schedule::Health;
 use super::spec::{CampaignSpec, RebootPolicy, RunOn};
 
+/// How long a request may go unanswered (the server handed it to the
+/// node's session, and the agent said nothing of it since) before it is
+/// asked again under the same id. A request queued in a session that ended,
+/// or in a server that restarted, is lost without a word, and the agent,
+/// which never heard of it, cannot say so. Asking again is harmless: an
+/// agent that has it answers with its state and never runs it twice.
+pub const RESEND_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the fleet knows about a node right now.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct View<'a> {
@@ -99,7 +107,8 @@ pub fn advance(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
                 .view
                 .node
                 .is_none_or(|n| !n.online || n.boot_id != run.boot_id_before);
-            if run.action_id.is_empty() || (ctx.action.is_none() && !gone) {
+            let silent = ctx.action.is_none() || unanswered(run, ctx);
+            if run.action_id.is_empty() || (silent && !gone) {
                 let target = run.node.clone();
                 return send(run, ctx, ActionKind::Reboot, "", Vec::new(), &target);
             }
@@ -178,6 +187,13 @@ fn send(
     args: Vec<String>,
     on: &str,
 ) -> Advance {
+    // A request the server holds no record of (the node had no session to
+    // take it) is tried at every pass and changes nothing to store; only a
+    // first request, or one handed to a session, starts the wait for an
+    // answer.
+    if run.action_id.is_empty() || ctx.action.is_some() {
+        run.asked_at = Some(ctx.now);
+    }
     run.action_id = run.action_id_for(ctx.campaign, run.step);
     run.action_node = on.to_owned();
     let timeout = run.step.timeout(&ctx.spec.timeouts).unwrap_or_default();
@@ -205,6 +221,10 @@ fn action_state<'a>(
         let target = run.node.clone();
         return Err(send(run, ctx, kind, name, Vec::new(), &target));
     }
+    if unanswered(run, ctx) {
+        let (on, args) = (run.action_node.clone(), resend_args(run, name));
+        return Err(send(run, ctx, kind, name, args, &on));
+    }
     match ctx.action {
         Some(a) if a.state == ActionState::Succeeded => Ok(a),
         Some(a) if a.state.is_final() => {
@@ -229,6 +249,15 @@ fn action_state<'a>(
             Err(send(run, ctx, kind, name, args, &on))
         }
     }
+}
+
+/// Asked for at least [`RESEND_AFTER`] ago (or before a restart that lost
+/// when), and the agent has not said a word about it since.
+fn unanswered(run: &NodeRun, ctx: &Ctx<'_>) -> bool {
+    ctx.action.is_some_and(|a| a.state == ActionState::Accepted)
+        && run
+            .asked_at
+            .is_none_or(|t| ctx.now.since(t) >= RESEND_AFTER)
 }
 
 fn resend_args(run: &NodeRun, name: &str) -> Vec<String> {
@@ -651,6 +680,75 @@ mod tests {
     }
 
     #[test]
+    fn a_request_the_agent_never_answered_is_asked_again_after_a_while() {
+        // The server handed the drain to ctl1's session at 15, then
+        // restarted: the request was lost and ctl1 never heard of it.
+        let mut w = World::new();
+        w.spec.hooks.insert(
+            Role::Compute,
+            RoleHooks {
+                drain: Some("nova-drain".into()),
+                undrain: None,
+                run_on: RunOn::Role(Role::Controller),
+            },
+        );
+        let mut run = run_in(Step::Drain, Role::Compute, 15);
+        w.now = t(15);
+        let Advance::Send { node, request } = w.advance(&mut run) else {
+            panic!("a hook request")
+        };
+        assert_eq!(run.asked_at, Some(t(15)));
+        // Not handed to a session yet (ctl1 had none): asked at every pass,
+        // and nothing in the run changes, so nothing is written.
+        w.now = t(16);
+        let before = run.clone();
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        assert_eq!(run, before);
+        let mut accepted = result(ActionState::Accepted, None, "", 15);
+        accepted.id = request.id.clone();
+        accepted.node = node.clone();
+        (accepted.started_at, accepted.finished_at) = (None, None);
+        w.action = Some(accepted);
+        w.now = t(20);
+        assert_eq!(
+            w.advance(&mut run),
+            Advance::Wait("drain accepted on ctl1".into())
+        );
+        // Silent for RESEND_AFTER: the same request again, to the same node.
+        w.now = t(25);
+        assert_eq!(
+            w.advance(&mut run),
+            Advance::Send {
+                node: node.clone(),
+                request: request.clone()
+            }
+        );
+        assert_eq!(run.asked_at, Some(t(25)));
+        // Once the agent speaks of it, nothing is asked again.
+        w.action = w.action.take().map(|a| ActionResult {
+            state: ActionState::Running,
+            ..a
+        });
+        w.now = t(60);
+        assert!(matches!(w.advance(&mut run), Advance::Wait(_)));
+        // The same holds for the reboot, which the node would never do.
+        let mut reboot = run_in(Step::Reboot, Role::Compute, 30);
+        let Advance::Send { request, .. } = w.advance(&mut reboot) else {
+            panic!("a reboot request")
+        };
+        let mut accepted = result(ActionState::Accepted, None, "", 30);
+        accepted.id = request.id.clone();
+        w.action = Some(accepted);
+        w.now = t(65);
+        assert_eq!(
+            w.advance(&mut reboot),
+            Advance::Wait("reboot asked for".into())
+        );
+        w.now = t(70);
+        assert!(matches!(w.advance(&mut reboot), Advance::Send { .. }));
+    }
+
+    #[test]
     fn after_the_patch_a_fresh_reboot_check_decides_the_reboot() {
         let mut w = World::new();
         let mut run = run_in(Step::Patch, Role::Compute, 15);
@@ -663,6 +761,24 @@ mod tests {
         assert_eq!(w.advance(&mut run), Advance::Moved);
         assert_eq!(run.step, Step::Reboot);
         assert_eq!(run.patched_at, Some(t(18)));
+    }
+
+    #[test]
+    fn a_reboot_check_that_arrives_before_the_patch_result_still_counts() {
+        // The order in which the check and the result reach the server does
+        // not matter: the check's time against the patch's end decides.
+        let mut w = World::new();
+        let mut run = run_in(Step::Patch, Role::Compute, 15);
+        run.action_id = "c1.cmp1.1.patch".into();
+        w.report = report(19, Some((false, 19)), healthy());
+        w.action = Some(result(ActionState::Running, None, "", 18));
+        assert!(matches!(w.advance(&mut run), Advance::Wait(_)));
+        w.action = Some(result(ActionState::Succeeded, Some(0), "ok", 18));
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Postcheck);
+        // No reboot: the same check lets postcheck pass.
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Undrain);
     }
 
     #[test]

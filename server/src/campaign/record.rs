@@ -61,6 +61,10 @@ pub struct NodeRun {
     pub action_node: String,
     /// The action of the current step, once it was asked for.
     pub action_id: String,
+    /// When `action_id` was last asked for: a request the agent never
+    /// answered is asked again a while after (see `drive::RESEND_AFTER`).
+    #[serde(default)]
+    pub asked_at: Option<Timestamp>,
     /// When the patch finished (agent clock): later reports tell whether
     /// it asks for a reboot.
     pub patched_at: Option<Timestamp>,
@@ -85,6 +89,7 @@ impl NodeRun {
             containers: Vec::new(),
             action_node: String::new(),
             action_id: String::new(),
+            asked_at: None,
             patched_at: None,
             failure_accepted: false,
         }
@@ -96,6 +101,7 @@ impl NodeRun {
         self.since = now;
         self.action_id.clear();
         self.action_node.clear();
+        self.asked_at = None;
         if step == Step::Precheck {
             self.started_at = Some(now);
         }

@@ -73,6 +73,7 @@ pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, String> {
             containers: Vec::new(),
             action_node: n.action_node,
             action_id: n.action_id,
+            asked_at: None,
             patched_at: None,
             failure_accepted: n.failure_accepted,
             node: n.node,
