@@ -59,7 +59,9 @@ pub fn init() {
 /// default) since it started, up to 64 MiB. nextest runs each test in a
 /// process of its own, so this is one test's log.
 pub fn logs() -> String {
-    let log = LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let log = LOG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     String::from_utf8_lossy(&log).into_owned()
 }
 
@@ -69,7 +71,9 @@ struct LogCapture;
 
 impl std::io::Write for LogCapture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut log = LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut log = LOG
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if log.len() + buf.len() <= 64 << 20 {
             log.extend_from_slice(buf);
         }

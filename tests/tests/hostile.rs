@@ -237,19 +237,13 @@ async fn a_flooding_session_is_held_to_its_rate_and_told() {
 
     let started = Instant::now();
     for seq in 1..=3_000 {
-        let mut r = full(seq, "flood");
+        let mut r = full(seq, &format!("flood-{seq}"));
         r.full = false;
         r.containers = None;
         s.tx.send(msg(r)).await.expect("send");
     }
-    // After a pause that refills a few tokens, one last report proves the
-    // session read everything before it (a session reads in order).
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    s.tx.send(msg(full(3_001, "flood-done")))
-        .await
-        .expect("send");
-    let elapsed = started.elapsed().as_secs_f64();
-
+    // Reports over the limit are merged, not lost: the last one's state
+    // arrives at the next token, with nothing sent after it.
     let mut reports = 0u32;
     loop {
         let event = tokio::time::timeout(Duration::from_secs(15), watch.message())
@@ -262,10 +256,11 @@ async fn a_flooding_session_is_held_to_its_rate_and_told() {
             continue;
         }
         reports += 1;
-        if node.hostname == "flood-done" {
+        if node.hostname == "flood-3000" {
             break;
         }
     }
+    let elapsed = started.elapsed().as_secs_f64();
     let allowed = burst + rate * elapsed + 1.0;
     assert!(
         f64::from(reports) <= allowed,
@@ -276,7 +271,7 @@ async fn a_flooding_session_is_held_to_its_rate_and_told() {
     assert!(
         n.problems
             .iter()
-            .any(|p| p.ends_with("messages dropped over the session rate limit")),
+            .any(|p| p.contains("messages over the session rate limit: reports merged")),
         "{:?}",
         n.problems
     );

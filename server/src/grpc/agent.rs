@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rollcall_proto::admit;
 use rollcall_proto::convert::role_from_wire;
 use rollcall_proto::identity::Kind;
+use rollcall_proto::model::Report;
 use rollcall_proto::text::Untrusted;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1::{self, agent_message, server_message};
@@ -147,6 +148,7 @@ impl AgentApi {
             tx,
             bucket: TokenBucket::new(self.messages_per_sec, self.message_burst, Instant::now()),
             complaints: Complaints::default(),
+            held_back: None,
         };
         tokio::spawn(task.run(inbound, kick, actions_rx, self.shutdown.clone()));
         Ok(rx)
@@ -208,6 +210,10 @@ struct SessionTask {
     tx: mpsc::Sender<Outbound>,
     bucket: TokenBucket,
     complaints: Complaints,
+    /// Reports that came over the rate limit, merged: applied at the next
+    /// token, so a flood costs the fleet one report per token and the
+    /// latest state of every section still arrives.
+    held_back: Option<Box<Report>>,
 }
 
 impl SessionTask {
@@ -236,14 +242,15 @@ impl SessionTask {
                     self.complain(Instant::now());
                     continue;
                 }
+                _ = sleep_until(self.held_back_due()), if self.held_back.is_some() => {
+                    if let Err(status) = Box::pin(self.release_held_back()).await {
+                        break status.message().to_owned();
+                    }
+                    continue;
+                }
                 msg = inbound.message() => msg,
             };
             match msg {
-                Ok(Some(_)) if !self.bucket.take(Instant::now()) => {
-                    // Dropped unread: a flood costs its decoding and no more.
-                    self.complaints.dropped();
-                    self.complain(Instant::now());
-                }
                 Ok(Some(msg)) => {
                     // Boxed: the task lives as long as the session and
                     // would otherwise carry this future's room all along.
@@ -266,6 +273,22 @@ impl SessionTask {
         self.fleet
             .disconnect(&self.node, self.session, reason)
             .await;
+    }
+
+    fn held_back_due(&self) -> Option<Instant> {
+        let now = Instant::now();
+        Some(now + self.bucket.wait(now))
+    }
+
+    /// Applies the reports held back over the rate limit, if a token is there.
+    async fn release_held_back(&mut self) -> Result<(), Status> {
+        if !self.bucket.take(Instant::now()) {
+            return Ok(());
+        }
+        if let Some(report) = self.held_back.take() {
+            self.fleet.report(&self.node, self.session, *report).await?;
+        }
+        Ok(())
     }
 
     /// Logs and tells the agent what it did wrong, if a notice is due.
@@ -299,9 +322,26 @@ impl SessionTask {
                     self.complaints.problems(seq, admitted.notes);
                     self.complain(Instant::now());
                 }
-                self.fleet
-                    .report(&self.node, self.session, admitted.value)
-                    .await?;
+                let report = match self.held_back.take() {
+                    Some(mut older) => {
+                        older.merge(admitted.value);
+                        older
+                    }
+                    None => Box::new(admitted.value),
+                };
+                if self.bucket.take(Instant::now()) {
+                    self.fleet.report(&self.node, self.session, *report).await?;
+                } else {
+                    self.held_back = Some(report);
+                    self.complaints.dropped();
+                    self.complain(Instant::now());
+                }
+            }
+            Some(agent_message::Msg::ActionUpdate(_)) if !self.bucket.take(Instant::now()) => {
+                // Not acknowledged, so the agent keeps it and sends it
+                // again; a campaign asks again for what it waits on.
+                self.complaints.dropped();
+                self.complain(Instant::now());
             }
             Some(agent_message::Msg::ActionUpdate(update)) => {
                 let result = match admit::action_update(&self.node, update) {

@@ -2,7 +2,10 @@
 //! complaint per interval about what it sent wrong.
 //!
 //! A session that sends faster than its bucket refills has the excess
-//! dropped and counted. What [`rollcall_proto::admit`] cut or refused, and
+//! counted: reports over the limit are merged and applied at the next
+//! token (the fleet sees one report per token, and the newest state of
+//! every section), action updates are dropped (the agent sends them again
+//! until acknowledged). What [`rollcall_proto::admit`] cut or refused, and
 //! what was dropped, is gathered and told once per [`NOTICE_EVERY`]: one
 //! log line for the operator and one `Notice` for the agent, however many
 //! messages it was about.
@@ -35,6 +38,13 @@ impl TokenBucket {
             tokens: burst,
             at: now,
         }
+    }
+
+    /// How long until the next token (zero if there is one).
+    pub fn wait(&self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        let tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        Duration::from_secs_f64(((1.0 - tokens) / self.rate).max(0.0))
     }
 
     /// Takes one token if there is one.
@@ -107,7 +117,8 @@ impl Complaints {
         let mut problems = std::mem::take(&mut self.lines);
         if self.dropped > 0 {
             problems.push(format!(
-                "{} messages dropped over the session rate limit",
+                "{} messages over the session rate limit: reports merged into the next one \
+                 applied, action updates dropped (sent again until acknowledged)",
                 self.dropped
             ));
         }
@@ -150,6 +161,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(5, 10, t0);
         assert_eq!((0..100).filter(|_| b.take(t0)).count(), 10);
+        assert_eq!(b.wait(t0), Duration::from_millis(200));
         let t1 = t0 + Duration::from_secs(2);
         assert_eq!((0..100).filter(|_| b.take(t1)).count(), 10);
         let t2 = t1 + Duration::from_millis(200);
@@ -179,7 +191,8 @@ mod tests {
             second.problems,
             [
                 "metrics section refused: load1 is NaN",
-                "998 messages dropped over the session rate limit"
+                "998 messages over the session rate limit: reports merged into the next one \
+                 applied, action updates dropped (sent again until acknowledged)"
             ]
         );
         assert_eq!(c.take(t0 + 3 * NOTICE_EVERY), None);
