@@ -99,6 +99,23 @@ impl Notes {
         ));
     }
 
+    /// `section` if its `count` items are within `max`, else refused.
+    fn within<T>(
+        &mut self,
+        section: &str,
+        count: usize,
+        max: usize,
+        items: &str,
+        value: T,
+    ) -> Option<T> {
+        if count > max {
+            self.refuse(section, format_args!("{count} {items}, at most {max}"));
+            None
+        } else {
+            Some(value)
+        }
+    }
+
     fn head(&mut self, s: &mut String, max: usize, field: &'static str) {
         if s.len() > max {
             let mut end = max;
@@ -163,18 +180,13 @@ pub fn report(wire: v1::Report, now: Timestamp) -> Result<Admitted<model::Report
         ));
         collected_at = now;
     }
-    let containers = match wire.containers {
-        Some(s) if s.containers.len() > MAX_CONTAINERS => {
-            notes.refuse(
-                "containers",
-                format_args!(
-                    "{} containers, at most {MAX_CONTAINERS}",
-                    s.containers.len()
-                ),
-            );
-            None
-        }
-        Some(s) => match model::ContainersSection::try_from(s) {
+    let containers = wire
+        .containers
+        .and_then(|s| {
+            let n = s.containers.len();
+            notes.within("containers", n, MAX_CONTAINERS, "containers", s)
+        })
+        .and_then(|s| match model::ContainersSection::try_from(s) {
             Ok(mut s) => {
                 containers_section(&mut s, &mut notes);
                 Some(s)
@@ -183,21 +195,14 @@ pub fn report(wire: v1::Report, now: Timestamp) -> Result<Admitted<model::Report
                 notes.refuse("containers", e);
                 None
             }
-        },
-        None => None,
-    };
-    let disks = match wire.disks {
-        Some(d) if d.filesystems.len() > MAX_FILESYSTEMS => {
-            notes.refuse(
-                "disks",
-                format_args!(
-                    "{} filesystems, at most {MAX_FILESYSTEMS}",
-                    d.filesystems.len()
-                ),
-            );
-            None
-        }
-        Some(d) => {
+        });
+    let disks = wire
+        .disks
+        .and_then(|d| {
+            let n = d.filesystems.len();
+            notes.within("disks", n, MAX_FILESYSTEMS, "filesystems", d)
+        })
+        .map(|d| {
             let mut d = model::DisksSection::from(d);
             for fs in &mut d.filesystems {
                 notes.head(&mut fs.mount_point, NAME_BYTES, "filesystem.mount_point");
@@ -205,30 +210,21 @@ pub fn report(wire: v1::Report, now: Timestamp) -> Result<Admitted<model::Report
                 notes.head(&mut fs.fs_type, NAME_BYTES, "filesystem.fs_type");
             }
             notes.head(&mut d.error, TEXT_BYTES, "disks.error");
-            Some(d)
-        }
-        None => None,
-    };
-    let network = match wire.network {
-        Some(n) if n.interfaces.len() > MAX_INTERFACES => {
-            notes.refuse(
-                "network",
-                format_args!(
-                    "{} interfaces, at most {MAX_INTERFACES}",
-                    n.interfaces.len()
-                ),
-            );
-            None
-        }
-        Some(n) => {
+            d
+        });
+    let network = wire
+        .network
+        .and_then(|n| {
+            let count = n.interfaces.len();
+            notes.within("network", count, MAX_INTERFACES, "interfaces", n)
+        })
+        .map(|n| {
             let mut n = model::NetworkSection::from(n);
             for i in &mut n.interfaces {
                 notes.head(&mut i.name, NAME_BYTES, "interface.name");
             }
-            Some(n)
-        }
-        None => None,
-    };
+            n
+        });
     let metrics = match wire.metrics.map(model::HostMetrics::from) {
         Some(m) => match insane_metric(&m) {
             Some((field, value)) => {

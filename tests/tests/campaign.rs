@@ -29,6 +29,27 @@ fn step_of(v: &CampaignView, node: &str) -> Step {
         .unwrap_or_else(|| panic!("{node} is not in the campaign"))
 }
 
+/// Waits for the campaign to end within `within` (well inside the 30 s
+/// between the agents' full reports), naming where each node stood if not.
+async fn ended_within(fleet: &Fleet, id: &str, within: Duration) -> CampaignView {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let v = fleet.status(id).await;
+        if v.ended {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the campaign did not end within {within:?}: {:?}",
+            v.nodes
+                .iter()
+                .map(|n| (n.node.as_str(), n.step, n.note.as_str()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn finished(
     v: &CampaignView,
     role: Role,
@@ -436,23 +457,7 @@ reboot = "if-required"
 "#;
     let c = fleet.start_campaign(spec).await;
     let id = c.campaign.id.clone();
-    // Well inside the 30 s between the agents' full reports.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let done = loop {
-        let v = fleet.status(&id).await;
-        if v.ended {
-            break v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the campaign did not end within 10 s: {:#?}",
-            v.nodes
-                .iter()
-                .map(|n| (n.node.as_str(), n.step, n.note.as_str()))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let done = ended_within(&fleet, &id, Duration::from_secs(10)).await;
     assert_eq!(done.campaign.phase, Phase::Completed, "{done:#?}");
     for n in &done.nodes {
         assert_eq!(n.step, Step::Done, "{}: {}", n.node, n.note);
@@ -496,23 +501,7 @@ reboot = "if-required"
             step_of(v, "cmp01") == Step::Postcheck
         })
         .await;
-    // Well inside the 30 s between the agent's full reports.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
-    let done = loop {
-        let v = fleet.status(&id).await;
-        if v.ended {
-            break v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the campaign did not end within 8 s of the return: {:?}",
-            v.nodes
-                .iter()
-                .map(|n| (n.node.as_str(), n.step, n.note.as_str()))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let done = ended_within(&fleet, &id, Duration::from_secs(8)).await;
     assert_eq!(done.campaign.phase, Phase::Completed, "{done:#?}");
     assert_eq!(step_of(&done, "cmp01"), Step::Done);
     assert_eq!(fleet.node("cmp01").reboots(), 1);
