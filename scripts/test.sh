@@ -27,7 +27,7 @@ if [ ! -x .venv/bin/grpcurl ] || [ ! -x .venv/bin/ansible-playbook ] || [ ! -x .
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 grpcurl --version 2>&1
-ansible-playbook --version | head -1
+ansible-playbook --version | sed -n 1p  # sed reads it all: head would break the pipe (exit 250)
 
 step "Building the packages (.deb with cargo-deb, .rpm with cargo-generate-rpm)"
 scripts/package.sh
