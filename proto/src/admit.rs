@@ -79,6 +79,20 @@ pub enum Refused {
     ActionUpdate(String),
 }
 
+/// Cuts `s` to at most `max` bytes on a character boundary, keeping its
+/// head; says whether it cut.
+pub fn cut_head(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    true
+}
+
 /// Collects what was cut: per field, how many strings or entries.
 #[derive(Default)]
 struct Notes {
@@ -117,12 +131,7 @@ impl Notes {
     }
 
     fn head(&mut self, s: &mut String, max: usize, field: &'static str) {
-        if s.len() > max {
-            let mut end = max;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.truncate(end);
+        if cut_head(s, max) {
             self.cut(field);
         }
     }
@@ -317,9 +326,8 @@ fn containers_section(s: &mut model::ContainersSection, notes: &mut Notes) {
                 .into_iter()
                 .take(MAX_LABELS)
                 .map(|(mut k, mut v)| {
-                    let mut quiet = Notes::default();
-                    quiet.head(&mut k, NAME_BYTES, "");
-                    quiet.head(&mut v, TEXT_BYTES, "");
+                    cut_head(&mut k, NAME_BYTES);
+                    cut_head(&mut v, TEXT_BYTES);
                     (k, v)
                 })
                 .collect();

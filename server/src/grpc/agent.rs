@@ -192,13 +192,7 @@ fn check_hello(h: v1::Hello) -> Result<Hello, Status> {
 }
 
 fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    admit::cut_head(&mut s, max);
     s
 }
 
