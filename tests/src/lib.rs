@@ -238,6 +238,11 @@ impl TestServer {
         config.agents.report_interval_secs = 1;
         config.agents.offline_after_missed_reports = 3;
         config.store.flush_interval_ms = 100;
+        // Every test client dials from 127.0.0.1, as if a whole fleet sat
+        // behind one NAT address: twenty agents reconnecting after a restart
+        // would otherwise fill the per-source handshake cap and have the
+        // operator's connection closed. Tests of that cap set it back.
+        config.limits.max_handshakes_per_source = config.limits.max_handshakes;
         tweak(&mut config);
         let server = rollcall_server::start(&config)
             .await

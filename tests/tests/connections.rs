@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rollcall_proto::model::Role;
 use rollcall_proto::v1;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
+use rollcall_server::config::ServerConfig;
 use rollcall_tests::{Pki, TestAgent, TestServer};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -141,7 +142,12 @@ async fn node_appears(server: &TestServer, name: &str, timeout: Duration) -> boo
 async fn idle_sockets_from_one_host_do_not_lock_a_real_agent_out() {
     init();
     let pki = Pki::new();
-    let server = TestServer::start(&pki, |c| c.limits.max_connections = 300).await;
+    let server = TestServer::start(&pki, |c| {
+        c.limits.max_connections = 300;
+        c.limits.max_handshakes_per_source =
+            ServerConfig::default().limits.max_handshakes_per_source;
+    })
+    .await;
     assert_eq!(
         server.config.limits.max_handshakes_per_source, 16,
         "default"

@@ -48,9 +48,6 @@ async fn five_hundred_real_size_agents_lose_no_report_and_every_list_pages_throu
         c.agents.report_interval_secs = 2;
         c.agents.offline_after_missed_reports = 10;
         c.limits.max_connections = AGENTS + 50;
-        // Every simulated agent connects from 127.0.0.1; in a fleet each
-        // node is a source of its own.
-        c.limits.max_handshakes_per_source = c.limits.max_handshakes;
     })
     .await;
     let mut operator = server.operator_client().await;
