@@ -490,6 +490,7 @@ impl From<model::FleetSummary> for v1::FleetSummaryResponse {
             full_filesystems_total: s.full_filesystems_total,
             engine_unavailable_total: s.engine_unavailable_total,
             list_limit: s.list_limit,
+            store_failing: s.store_failing,
         }
     }
 }
@@ -522,6 +523,7 @@ impl TryFrom<v1::FleetSummaryResponse> for model::FleetSummary {
             full_filesystems_total: s.full_filesystems_total,
             engine_unavailable_total: s.engine_unavailable_total,
             list_limit: s.list_limit,
+            store_failing: s.store_failing,
         })
     }
 }

@@ -361,6 +361,10 @@ pub struct FleetSummary {
     pub engine_unavailable_total: u32,
     #[serde(default)]
     pub list_limit: u32,
+    /// "store failing: REASON" while the server cannot write its store;
+    /// empty otherwise.
+    #[serde(default)]
+    pub store_failing: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -546,6 +550,23 @@ pub struct ActionResult {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub boot_id: String,
+}
+
+impl ActionResult {
+    /// An action as the server issues it: asked of `node`, no word yet.
+    pub fn issued(id: &str, node: &str) -> Self {
+        ActionResult {
+            id: id.to_owned(),
+            node: node.to_owned(),
+            state: ActionState::Accepted,
+            exit_code: None,
+            output_tail: String::new(),
+            error: String::new(),
+            started_at: None,
+            finished_at: None,
+            boot_id: String::new(),
+        }
+    }
 }
 
 /// A node listing filter.

@@ -60,9 +60,25 @@ pub struct RunningServer {
     writer: Writer,
 }
 
+/// How a server is started beyond its configuration: what tests inject.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Put the store behind a [`store::Faulty`] adapter that fails every
+    /// write while this switch says so (a full disk, without one).
+    pub store_faults: Option<store::FaultSwitch>,
+}
+
 /// Opens the store, starts the fleet and serves gRPC. Returns once the
 /// listener is bound.
 pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServeError> {
+    start_with(config, Options::default()).await
+}
+
+/// [`start`], with what tests inject.
+pub async fn start_with(
+    config: &ServerConfig,
+    options: Options,
+) -> Result<RunningServer, ServeError> {
     config.validate()?;
     let tls = grpc::tls::server_config(
         config.tls.ca.as_deref().expect("validated"),
@@ -87,8 +103,11 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServeError> {
     })?;
 
     let shutdown = CancellationToken::new();
-    let (writer, writer_handle) =
-        Writer::spawn(store, Duration::from_millis(config.store.flush_interval_ms));
+    let flush = Duration::from_millis(config.store.flush_interval_ms);
+    let (writer, writer_handle) = match options.store_faults {
+        Some(switch) => Writer::spawn(store::Faulty::new(store, switch), flush),
+        None => Writer::spawn(store, flush),
+    };
     let wake = Arc::new(Notify::new());
     let (fleet, fleet_task) = Fleet::spawn(
         stored,

@@ -123,6 +123,29 @@ impl FakeNode {
             .expect("write delay");
     }
 
+    /// Stops this node's agent (as kill -9 would: its records stay).
+    pub async fn stop_agent(&self) {
+        let agent = self.agent.lock().expect("lock").take();
+        if let Some(agent) = agent {
+            agent.stop().await;
+        }
+    }
+
+    /// Starts this node's agent again, same boot, same state dir.
+    pub fn start_agent(&self, url: &str, pki: &Pki) {
+        self.boot(url, pki);
+    }
+
+    /// Forgets every action record the agent keeps (a new state dir).
+    pub fn wipe_actions(&self) {
+        let _ = std::fs::remove_dir_all(self.work.join("actions"));
+    }
+
+    /// The agent's record of action `id`, as it keeps it on disk.
+    pub fn action_record(&self, id: &str) -> Option<String> {
+        std::fs::read_to_string(self.work.join("actions").join(format!("{id}.json"))).ok()
+    }
+
     /// After its next FakeReboot this node stays down.
     pub fn never_return(&self) {
         std::fs::write(self.work.join("stay-down"), "").expect("write marker");

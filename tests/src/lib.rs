@@ -220,6 +220,9 @@ pub struct TestServer {
     pub data: TempDir,
     pub ca_pem: Vec<u8>,
     pub operator: ClientCert,
+    /// Fails every store write while set (`faults.fail("disk full")`), as
+    /// a full disk would; the server's store sits behind it.
+    pub faults: rollcall_server::store::FaultSwitch,
 }
 
 impl TestServer {
@@ -244,7 +247,8 @@ impl TestServer {
         // operator's connection closed. Tests of that cap set it back.
         config.limits.max_handshakes_per_source = config.limits.max_handshakes;
         tweak(&mut config);
-        let server = rollcall_server::start(&config)
+        let faults = rollcall_server::store::FaultSwitch::default();
+        let server = rollcall_server::start_with(&config, Self::options(&faults))
             .await
             .expect("server starts");
         config.listen = server.addr;
@@ -254,6 +258,13 @@ impl TestServer {
             data,
             ca_pem: pki.ca_pem(),
             operator: pki.operator("test-operator"),
+            faults,
+        }
+    }
+
+    fn options(faults: &rollcall_server::store::FaultSwitch) -> rollcall_server::Options {
+        rollcall_server::Options {
+            store_faults: Some(faults.clone()),
         }
     }
 
@@ -278,7 +289,7 @@ impl TestServer {
     /// Starts the server again on the same address and data dir.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let server = rollcall_server::start(&self.config)
+        let server = rollcall_server::start_with(&self.config, Self::options(&self.faults))
             .await
             .expect("server restarts");
         self.server = Some(server);

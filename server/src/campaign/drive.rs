@@ -251,13 +251,19 @@ fn action_state<'a>(
     }
 }
 
-/// Asked for at least [`RESEND_AFTER`] ago (or before a restart that lost
-/// when), and the agent has not said a word about it since.
+/// Worth asking again: asked for at least [`RESEND_AFTER`] ago (or before
+/// a restart that lost when) with no word from the agent since; or still
+/// running when something cleared `asked_at` to ask at once (the store
+/// failed meanwhile, and the agent's result may be waiting on the agent:
+/// asking by the same id makes it answer with what it holds).
 fn unanswered(run: &NodeRun, ctx: &Ctx<'_>) -> bool {
-    ctx.action.is_some_and(|a| a.state == ActionState::Accepted)
-        && run
+    match ctx.action.map(|a| a.state) {
+        Some(ActionState::Accepted) => run
             .asked_at
-            .is_none_or(|t| ctx.now.since(t) >= RESEND_AFTER)
+            .is_none_or(|t| ctx.now.since(t) >= RESEND_AFTER),
+        Some(ActionState::Running) => run.asked_at.is_none(),
+        _ => false,
+    }
 }
 
 fn resend_args(run: &NodeRun, name: &str) -> Vec<String> {
@@ -764,12 +770,37 @@ mod tests {
     }
 
     #[test]
+    fn a_running_action_is_asked_again_only_when_its_ask_time_was_cleared() {
+        // After a store outage the runner clears `asked_at`: the agent may
+        // hold a result the store refused, and a request by the same id
+        // makes it answer with it.
+        let mut w = World::new();
+        let mut run = run_in(Step::Patch, Role::Compute, 15);
+        run.action_id = "c1.cmp1.1.patch".into();
+        run.action_node = "cmp1".into();
+        run.asked_at = Some(t(15));
+        w.action = Some(result(ActionState::Running, None, "", 16));
+        w.now = t(100);
+        assert!(
+            matches!(w.advance(&mut run), Advance::Wait(_)),
+            "running: wait"
+        );
+        run.asked_at = None;
+        assert!(
+            matches!(w.advance(&mut run), Advance::Send { .. }),
+            "cleared: ask"
+        );
+        assert_eq!(run.asked_at, Some(t(100)), "and the wait starts again");
+    }
+
+    #[test]
     fn a_reboot_check_that_arrives_before_the_patch_result_still_counts() {
         // The order in which the check and the result reach the server does
         // not matter: the check's time against the patch's end decides.
         let mut w = World::new();
         let mut run = run_in(Step::Patch, Role::Compute, 15);
         run.action_id = "c1.cmp1.1.patch".into();
+        run.asked_at = Some(t(15));
         w.report = report(19, Some((false, 19)), healthy());
         w.action = Some(result(ActionState::Running, None, "", 18));
         assert!(matches!(w.advance(&mut run), Advance::Wait(_)));

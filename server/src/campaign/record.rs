@@ -144,5 +144,9 @@ pub struct AuditEntry {
 pub struct CampaignWrite {
     pub campaign: Option<Campaign>,
     pub nodes: Vec<(String, NodeRun)>,
+    /// Actions this change asks for, as issued (`accepted`): stored with
+    /// the run that names them, so a request is on record before it is
+    /// sent, and only its node may answer it, across restarts too.
+    pub actions: Vec<rollcall_proto::model::ActionResult>,
     pub audit: Vec<AuditEntry>,
 }

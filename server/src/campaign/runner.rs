@@ -14,10 +14,10 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rollcall_proto::model::{Node, NodeFilter, Role};
+use rollcall_proto::model::{ActionResult, Node, NodeFilter, Role};
 use rollcall_proto::text::Untrusted;
 use rollcall_proto::timestamp::Timestamp;
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::drive::{self, Advance, Ctx, View};
@@ -26,7 +26,7 @@ use super::record::{AuditEntry, Campaign, CampaignWrite, NodeRun};
 use super::schedule::{self, Decision, Health, Member, Phase};
 use super::spec::{CampaignSpec, RebootPolicy};
 use crate::fleet::{FleetHandle, FleetStopped, Page};
-use crate::store::{StoredCampaign, WriterHandle};
+use crate::store::{StoreHealth, StoredCampaign, WriterHandle};
 
 /// Why an operator's request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +280,11 @@ pub struct Scheduler {
     fleet: FleetHandle,
     writer: WriterHandle,
     events: broadcast::Sender<CampaignEvent>,
+    /// Whether the store takes writes: nothing moves while it does not.
+    store: watch::Receiver<StoreHealth>,
+    /// Since when campaigns are held for a failing store: the step clocks
+    /// stopped then, and get that time back when it writes again.
+    held_since: Option<Timestamp>,
 }
 
 const EVENT_BUFFER: usize = 4_096;
@@ -325,11 +330,14 @@ impl Scheduler {
             );
         }
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let store = writer.health();
         let scheduler = Scheduler {
             campaigns,
             fleet,
             writer,
             events,
+            store,
+            held_since: None,
         };
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(scheduler.run(rx, wake, tick, shutdown));
@@ -361,6 +369,7 @@ impl Scheduler {
                     None => break,
                 },
                 _ = ticker.tick() => self.pass().await,
+                Ok(()) = self.store.changed() => self.pass().await,
                 _ = wake.notified() => {
                     // Many wake-ups in a burst (a fleet reconnecting) make
                     // one pass, at most one per MIN_PASS_GAP.
@@ -676,6 +685,7 @@ impl Scheduler {
                 .iter()
                 .map(|r| (id.to_owned(), r.clone()))
                 .collect(),
+            actions: Vec::new(),
             audit: vec![entry.clone()],
         };
         if !self.writer.put_campaign(write).await {
@@ -694,6 +704,9 @@ impl Scheduler {
 
     /// One look at every campaign that can move.
     async fn pass(&mut self) {
+        if !self.store_writes().await {
+            return;
+        }
         let ids: Vec<String> = self
             .campaigns
             .iter()
@@ -732,6 +745,87 @@ impl Scheduler {
                 tracing::error!(campaign = %id, error = %e, "Campaign pass stopped.");
             }
         }
+    }
+
+    /// Whether campaigns may move: not while the store fails (nothing could
+    /// be recorded before it is acted on). The hold is shown as every open
+    /// campaign's `waiting`, and the step clocks stop: when the store writes
+    /// again, every step in flight gets the time of the outage back, so no
+    /// node fails because the disk was full.
+    async fn store_writes(&mut self) -> bool {
+        let health = self.store.borrow_and_update().clone();
+        if let Some(failure) = &health.failing {
+            let why = health.describe();
+            let newly = self.held_since.is_none();
+            self.held_since.get_or_insert(failure.since);
+            let open: Vec<String> = self
+                .campaigns
+                .iter_mut()
+                .filter(|(_, l)| !ended(&l.campaign, l.runs.values()))
+                .map(|(id, l)| {
+                    l.waiting.clone_from(&why);
+                    id.clone()
+                })
+                .collect();
+            if newly {
+                for id in &open {
+                    tracing::warn!(campaign = %id, reason = %failure.reason, "Campaign held: the store cannot write.");
+                    self.emit(id, "", None, format!("held: {why}"));
+                }
+            }
+            return false;
+        }
+        let Some(since) = self.held_since else {
+            return true;
+        };
+        let now = Timestamp::now();
+        let lost = now.since(since);
+        let ids: Vec<String> = self.campaigns.keys().cloned().collect();
+        for id in ids {
+            let live = &self.campaigns[&id];
+            if ended(&live.campaign, live.runs.values()) {
+                continue;
+            }
+            let shifted: Vec<NodeRun> = live
+                .runs
+                .values()
+                .filter(|r| r.step.is_active())
+                .map(|r| {
+                    let mut r = r.clone();
+                    r.since = r.since.saturating_add(lost);
+                    // Results that came while the store failed are held by
+                    // their agents (not acknowledged): ask at once.
+                    r.asked_at = None;
+                    r
+                })
+                .collect();
+            let detail = format!(
+                "the store failed for {}s; campaign held, and the {} step(s) in flight get that time back",
+                lost.as_secs(),
+                shifted.len()
+            );
+            let entry = audit(&id, now, "scheduler", "", "store-recovered", detail.clone());
+            let write = CampaignWrite {
+                campaign: None,
+                nodes: shifted.iter().map(|r| (id.clone(), r.clone())).collect(),
+                actions: Vec::new(),
+                audit: vec![entry.clone()],
+            };
+            if !self.writer.put_campaign(write).await {
+                // Failing again: stay held, from the same moment.
+                return false;
+            }
+            let live = self.campaigns.get_mut(&id).expect("the campaign exists");
+            for r in shifted {
+                live.runs.insert(r.node.clone(), r);
+            }
+            live.audit.push(entry);
+            live.waiting.clear();
+            tracing::info!(campaign = %id, held_secs = lost.as_secs(), "Campaign goes on: the store writes again.");
+            self.emit(&id, "", None, detail);
+        }
+        self.held_since = None;
+        true
     }
 
     async fn pass_one(
@@ -852,8 +946,16 @@ impl Scheduler {
                     if run != before {
                         let detail =
                             format!("{} asked of {on} ({})", request_name(&request), request.id);
-                        self.commit_run(id, run, "action", detail, None, String::new())
-                            .await?;
+                        let issued = ActionResult::issued(&request.id, &on);
+                        self.commit(
+                            id,
+                            run,
+                            "action",
+                            detail,
+                            (None, String::new()),
+                            vec![issued],
+                        )
+                        .await?;
                     }
                     let note = match self.fleet.send_action(&on, request).await? {
                         Ok(()) => format!("{} asked of {on}", before.step),
@@ -897,6 +999,21 @@ impl Scheduler {
         exit_code: Option<i32>,
         output_tail: String,
     ) -> Result<(), CampaignError> {
+        self.commit(id, run, event, detail, (exit_code, output_tail), Vec::new())
+            .await
+    }
+
+    /// Stores a node's new state with its audit line and the actions it
+    /// asks for (as issued), then takes it.
+    async fn commit(
+        &mut self,
+        id: &str,
+        run: NodeRun,
+        event: &str,
+        detail: String,
+        (exit_code, output_tail): (Option<i32>, String),
+        actions: Vec<ActionResult>,
+    ) -> Result<(), CampaignError> {
         let now = Timestamp::now();
         let mut entry = audit(id, now, "scheduler", &run.node, event, detail.clone());
         entry.exit_code = exit_code;
@@ -904,6 +1021,7 @@ impl Scheduler {
         let write = CampaignWrite {
             campaign: None,
             nodes: vec![(id.to_owned(), run.clone())],
+            actions,
             audit: vec![entry.clone()],
         };
         if !self.writer.put_campaign(write).await {
@@ -944,6 +1062,7 @@ impl Scheduler {
         let write = CampaignWrite {
             campaign: Some(c.clone()),
             nodes: Vec::new(),
+            actions: Vec::new(),
             audit: vec![entry.clone()],
         };
         if !self.writer.put_campaign(write).await {

@@ -410,6 +410,13 @@ fn indent(text: &str) -> String {
 
 pub fn render_summary(s: &FleetSummary, now: Timestamp) -> String {
     let mut out = String::new();
+    if !s.store_failing.is_empty() {
+        let _ = writeln!(
+            out,
+            "SERVER:      {} (campaigns held)",
+            cell(&s.store_failing)
+        );
+    }
     let _ = writeln!(
         out,
         "Nodes:       {} total, {} online, {} offline",

@@ -9,12 +9,14 @@
 //! compact ([`held`]); listings page through the table in name order.
 
 mod held;
+mod ledger;
 mod summary;
 
 pub use held::{Digest, Held, Merged, Update};
+pub use ledger::{Ledger, Reconciled, UpdateVerdict};
 pub use summary::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, summarize};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,22 +95,14 @@ pub struct Hello {
     pub agent_version: String,
     pub boot_id: String,
     pub hostname: String,
+    /// Every action the agent keeps a record of; `None` when it sent more
+    /// than the server reads (nothing can be concluded from a cut list).
+    pub held_actions: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("the fleet service has stopped")]
 pub struct FleetStopped;
-
-/// What to do with an agent's update about an action.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UpdateVerdict {
-    /// Asked of this node and not finished: store it.
-    Store,
-    /// Already final here: nothing to store; the agent may forget it.
-    AlreadyFinal,
-    /// Never asked of this node: ignore it (and log why).
-    Foreign(String),
-}
 
 /// How the fleet reaches a session: end it, or hand it action requests.
 #[derive(Clone, Debug)]
@@ -218,7 +212,7 @@ impl FleetHandle {
             .await
     }
 
-    /// Records an agent's (already stored) word about an action.
+    /// Records an agent's word about an action, once the store holds it.
     pub async fn action_result(&self, result: ActionResult) {
         let _ = self
             .tx
@@ -228,7 +222,8 @@ impl FleetHandle {
             .await;
     }
 
-    /// The latest result of an action, by id.
+    /// The latest result of an action, by id; `None` if it was never asked,
+    /// or its request never reached the agent (ask again).
     pub async fn action(&self, id: &str) -> Result<Option<ActionResult>, FleetStopped> {
         let id = id.to_owned();
         self.call(|reply| Command::Action { id, reply }).await
@@ -360,7 +355,7 @@ impl Entry {
 
 pub struct Fleet {
     nodes: BTreeMap<String, Entry>,
-    actions: HashMap<String, ActionResult>,
+    actions: Ledger,
     writer: WriterHandle,
     events: broadcast::Sender<NodeEvent>,
     offline_after: Duration,
@@ -405,7 +400,7 @@ impl Fleet {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let fleet = Fleet {
             nodes,
-            actions: actions.into_iter().map(|a| (a.id.clone(), a)).collect(),
+            actions: Ledger::new(actions),
             writer,
             events,
             offline_after,
@@ -453,61 +448,38 @@ impl Fleet {
                 request,
                 reply,
             } => {
-                let issued = ActionResult {
-                    id: request.id.clone(),
-                    node: node.clone(),
-                    state: rollcall_proto::model::ActionState::Accepted,
-                    exit_code: None,
-                    output_tail: String::new(),
-                    error: String::new(),
-                    started_at: None,
-                    finished_at: None,
-                    boot_id: String::new(),
-                };
                 let sent = match self.nodes.get(&node).and_then(|e| e.session.as_ref()) {
                     None => Err(format!("node {node} has no session (offline)")),
-                    Some(_)
-                        if self
-                            .actions
-                            .get(&request.id)
-                            .is_some_and(|a| a.node != node) =>
-                    {
-                        Err(format!("action id {} belongs to another node", request.id))
-                    }
-                    Some((_, link)) => link
-                        .actions
-                        .try_send(Box::new(request))
-                        .map_err(|e| format!("node {node}'s session cannot take the request: {e}")),
+                    Some((_, link)) => self.actions.may_ask(&node, &request.id).and_then(|()| {
+                        let id = request.id.clone();
+                        link.actions
+                            .try_send(Box::new(request))
+                            .map(|()| id)
+                            .map_err(|e| {
+                                format!("node {node}'s session cannot take the request: {e}")
+                            })
+                    }),
                 };
-                if sent.is_ok() && !self.actions.contains_key(&issued.id) {
-                    // Remember whom it was asked of, so only that node may
-                    // answer, across restarts too.
-                    self.writer.queue_action(issued.clone());
-                    self.actions.insert(issued.id.clone(), issued);
-                }
+                let sent = sent.map(|id| {
+                    // A campaign stored the request with its run before it
+                    // asked; a request from elsewhere is stored here, so
+                    // only this node may answer it, across restarts too.
+                    if let Some(issued) = self.actions.asked(&node, &id) {
+                        self.writer.queue_action(issued);
+                    }
+                });
                 let _ = reply.send(sent);
             }
             Command::CheckUpdate { node, id, reply } => {
-                let verdict = match self.actions.get(&id) {
-                    None => {
-                        UpdateVerdict::Foreign(format!("action {id} was never asked of {node}"))
-                    }
-                    Some(a) if a.node != node => UpdateVerdict::Foreign(format!(
-                        "action {id} was asked of {}, not {node}",
-                        a.node
-                    )),
-                    Some(a) if a.state.is_final() => UpdateVerdict::AlreadyFinal,
-                    Some(_) => UpdateVerdict::Store,
-                };
-                let _ = reply.send(verdict);
+                let _ = reply.send(self.actions.verdict(&node, &id));
             }
             Command::ActionResult { result } => {
                 tracing::info!(node = %result.node, action_id = %Untrusted(&result.id), state = ?result.state, "Action update.");
-                self.actions.insert(result.id.clone(), *result);
+                self.actions.stored(*result);
                 self.wake.notify_one();
             }
             Command::Action { id, reply } => {
-                let _ = reply.send(self.actions.get(&id).cloned());
+                let _ = reply.send(self.actions.current(&id).cloned());
             }
             Command::Report {
                 node,
@@ -659,6 +631,16 @@ impl Fleet {
         n.agent_version = hello.agent_version;
         n.boot_id = hello.boot_id;
         n.hostname = hello.hostname;
+        if let Some(held) = &hello.held_actions {
+            let found = self.actions.reconcile(&hello.node, held);
+            if !found.lost.is_empty() {
+                tracing::warn!(node = %hello.node, actions = ?found.lost, "The agent does not hold requests it was sent; they were lost on the way and are asked again.");
+            }
+            if !found.vanished.is_empty() {
+                tracing::warn!(node = %hello.node, actions = ?found.vanished, "The agent no longer holds actions it said were running (was its state directory lost?); their steps time out.");
+            }
+        }
+        let n = &mut entry.node;
         n.online = true;
         n.offline_reason.clear();
         n.last_seen = now;

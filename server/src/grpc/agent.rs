@@ -33,6 +33,10 @@ use crate::store::WriterHandle;
 /// hostile agent cannot bloat the store.
 const MAX_LABELS: usize = 64;
 const MAX_LABEL_LEN: usize = 256;
+/// Action ids a Hello may list; an agent keeps a record per action until
+/// the server stored its result, a handful at a time. A longer list is
+/// not read (and nothing concluded from it).
+const MAX_HELD_ACTIONS: usize = 1_024;
 
 pub struct AgentApi {
     pub fleet: FleetHandle,
@@ -188,6 +192,13 @@ fn check_hello(h: v1::Hello) -> Result<Hello, Status> {
         agent_version: truncate(h.agent_version, 64),
         boot_id: truncate(h.boot_id, 64),
         hostname: truncate(h.hostname, 253),
+        held_actions: (h.pending_action_ids.len() <= MAX_HELD_ACTIONS).then(|| {
+            // An id no action of ours can have is no action of ours.
+            h.pending_action_ids
+                .into_iter()
+                .filter(|id| admit::is_action_id(id))
+                .collect()
+        }),
     })
 }
 
@@ -360,12 +371,18 @@ impl SessionTask {
                 };
                 match self.fleet.check_update(&self.node, &result.id).await? {
                     UpdateVerdict::Store => {
-                        // Stored first, acknowledged second: until the ack
-                        // the agent keeps the result and sends it again.
-                        if self.store.put_action(result.clone()).await && result.state.is_final() {
-                            let _ = self.tx.send(Ok(Box::new(ack(result.id.clone())))).await;
+                        // Stored first, taken and acknowledged second: a
+                        // result the store refused is neither, so the agent
+                        // keeps it and sends it again, and "already final"
+                        // below only ever means "stored".
+                        if self.store.put_action(result.clone()).await {
+                            let id = result.id.clone();
+                            let fin = result.state.is_final();
+                            self.fleet.action_result(result).await;
+                            if fin {
+                                let _ = self.tx.send(Ok(Box::new(ack(id)))).await;
+                            }
                         }
-                        self.fleet.action_result(result).await;
                     }
                     UpdateVerdict::AlreadyFinal => {
                         if result.state.is_final() {
@@ -374,7 +391,10 @@ impl SessionTask {
                     }
                     UpdateVerdict::Foreign(why) => {
                         tracing::warn!(node = %self.node, action_id = %result.id, reason = %Untrusted(&why), "Ignored an action update.");
-                        // Let the agent forget it rather than send it forever.
+                        // Let the agent forget it rather than send it
+                        // forever: every request is on record before it is
+                        // sent, so one the ledger does not know was never
+                        // asked of this node.
                         if result.state.is_final() {
                             let _ = self.tx.send(Ok(Box::new(ack(result.id)))).await;
                         }

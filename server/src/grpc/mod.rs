@@ -82,6 +82,7 @@ pub async fn serve(
         .expect("the embedded descriptor sets are valid (checked by tests)");
 
     let max = limits.max_message_bytes;
+    let store_health = store.health();
     let agent = AgentService(std::sync::Arc::new(AgentApi {
         fleet: fleet.clone(),
         store,
@@ -93,7 +94,15 @@ pub async fn serve(
         assembly: session_stream::Assembly::new(ASSEMBLING_SESSIONS, ASSEMBLY_DEADLINE),
         shutdown: shutdown.clone(),
     }));
-    let operator = OperatorApi { fleet };
+    let operator = OperatorApi {
+        fleet,
+        store: store_health.clone(),
+    };
+    tokio::spawn(report_store_health(
+        health.clone(),
+        store_health,
+        shutdown.clone(),
+    ));
     let campaign = CampaignApi { campaigns };
 
     Server::builder()
@@ -125,4 +134,34 @@ pub async fn serve(
         )
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown.cancelled_owned())
         .await
+}
+
+/// Keeps `grpc.health.v1` true to the store: while it cannot write, the
+/// server as a whole (service "") and the campaign service are NOT_SERVING
+/// (monitoring sees it; the reason is in `fleet status` and campaign
+/// status); agents and operator reads go on being served.
+async fn report_store_health(
+    health: tonic_health::server::HealthReporter,
+    mut store: tokio::sync::watch::Receiver<crate::store::StoreHealth>,
+    shutdown: CancellationToken,
+) {
+    use tonic_health::ServingStatus;
+    loop {
+        let status = if store.borrow_and_update().failing.is_some() {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        health.set_service_status("", status).await;
+        health
+            .set_service_status(
+                <CampaignServiceServer<CampaignApi> as tonic::server::NamedService>::NAME,
+                status,
+            )
+            .await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = store.changed() => if changed.is_err() { return },
+        }
+    }
 }

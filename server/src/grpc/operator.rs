@@ -18,6 +18,8 @@ use crate::fleet::FleetHandle;
 
 pub struct OperatorApi {
     pub fleet: FleetHandle,
+    /// Whether the store takes writes, for the fleet summary.
+    pub store: tokio::sync::watch::Receiver<crate::store::StoreHealth>,
 }
 
 fn role_filter(raw: i32) -> Result<Option<rollcall_proto::model::Role>, Status> {
@@ -135,7 +137,8 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
                 "fs_usage_threshold_percent must be 0..=100",
             ));
         }
-        let summary = self.fleet.summary(threshold, req.list_limit).await?;
+        let mut summary = self.fleet.summary(threshold, req.list_limit).await?;
+        summary.store_failing = self.store.borrow().describe();
         Ok(Response::new(summary.into()))
     }
 

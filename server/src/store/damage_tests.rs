@@ -386,6 +386,7 @@ fn campaign(id: &str, at: i64) -> CampaignWrite {
             held: false,
         }),
         nodes: vec![(id.into(), NodeRun::new("a".into(), Role::Compute, now))],
+        actions: Vec::new(),
         audit: vec![AuditEntry {
             at: now,
             campaign: id.into(),

@@ -86,6 +86,12 @@ const MIGRATIONS: &[&str] = &[
         data ANY,
         error TEXT NOT NULL
     ) STRICT;",
+    // 6: one row the writer rewrites while the store fails, to learn when
+    // writes succeed again (a full disk) with nothing else to write.
+    "CREATE TABLE probe (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        at_ms INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// `PRAGMA application_id` of a rollcall database: "RCLL".

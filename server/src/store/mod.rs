@@ -6,9 +6,11 @@
 //! node and commits them in one transaction per flush interval, so 10,000
 //! agents reporting every 10 s cost one commit a second, not a thousand.
 
+mod backend;
 #[cfg(test)]
 mod damage_tests;
 mod finite;
+mod health;
 mod load;
 mod migrations;
 mod writer;
@@ -24,6 +26,8 @@ use rollcall_proto::pack::{Pack, Packed, UnpackError};
 use crate::campaign::record::{AuditEntry, Campaign, CampaignWrite, NodeRun};
 use rusqlite::Connection;
 
+pub use backend::{Backend, FaultSwitch, Faulty};
+pub use health::{Failure, StoreHealth};
 pub use writer::{Writer, WriterHandle};
 
 pub const DB_FILE: &str = "rollcall.db";
@@ -81,6 +85,9 @@ pub enum StoreError {
         what: String,
         source: finite::NonFinite,
     },
+    /// A write a [`Faulty`] backend was told to fail.
+    #[error("{0}")]
+    Injected(String),
 }
 
 fn wal_note(wal: bool) -> &'static str {
@@ -320,6 +327,25 @@ impl Store {
             })
             .map_err(sql)?;
         }
+        for issued in &w.actions {
+            let json = encode(|| format!("action {}", issued.id), issued)?;
+            // Issued only: a result the agent already sent is never
+            // replaced by the record of the request.
+            tx.prepare_cached(
+                "INSERT INTO actions (id, node, state, updated_ms, result) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    issued.id,
+                    issued.node,
+                    issued.state.as_str(),
+                    rollcall_proto::timestamp::Timestamp::now().unix_millis(),
+                    json
+                ])
+            })
+            .map_err(sql)?;
+        }
         for entry in &w.audit {
             let json = encode(
                 || format!("an audit entry of campaign {}", entry.campaign),
@@ -336,6 +362,26 @@ impl Store {
                 .map_err(sql)?;
         }
         tx.commit().map_err(sql)
+    }
+
+    /// A one-row write that succeeds only if the database takes writes
+    /// (a full disk fails it), to learn when a failing store recovers.
+    pub fn probe(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO probe (id, at_ms) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms",
+            )
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    rollcall_proto::timestamp::Timestamp::now().unix_millis()
+                ])
+            })
+            .map(|_| ())
+            .map_err(|source| StoreError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Writes a batch of node changes in one transaction.

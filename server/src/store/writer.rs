@@ -2,19 +2,29 @@
 //! node changes from a channel, keeps only the newest record and the newest
 //! of each report section per node, and commits them together once per
 //! flush interval.
+//!
+//! Every write's outcome goes to the store's health ([`StoreHealth`]): the
+//! first failure says the store is failing, the next success that it is
+//! not. While it fails, queued node changes are kept and tried again each
+//! interval, and with nothing queued a probe write finds out when the disk
+//! takes writes again; errors are logged once per [`WARN_EVERY`] with a
+//! count, not once per write.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use rollcall_proto::model::ActionResult;
 
 use crate::campaign::record::CampaignWrite;
+use crate::throttle::{Throttle, WARN_EVERY};
 
-use super::{NodeWrite, Store};
+use super::backend::Backend;
+use super::health::{Reporter, StoreHealth};
+use super::{NodeWrite, StoreError};
 
 enum Op {
     Put(Box<NodeWrite>),
@@ -29,6 +39,7 @@ enum Op {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Op>,
+    health: watch::Receiver<StoreHealth>,
 }
 
 impl WriterHandle {
@@ -66,6 +77,11 @@ impl WriterHandle {
         rx.await.unwrap_or(false)
     }
 
+    /// Whether the store takes writes, now and from now on.
+    pub fn health(&self) -> watch::Receiver<StoreHealth> {
+        self.health.clone()
+    }
+
     /// Commits everything queued so far, and waits for it.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -82,13 +98,21 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(store: Store, interval: Duration) -> (Writer, WriterHandle) {
+    pub fn spawn(store: impl Backend, interval: Duration) -> (Writer, WriterHandle) {
         let (tx, rx) = mpsc::channel();
+        let (reporter, health) = Reporter::new();
         let thread = thread::Builder::new()
             .name("rollcall-store".into())
-            .spawn(move || run(store, rx, interval))
+            .spawn(move || {
+                let mut state = State {
+                    store: Box::new(store),
+                    health: reporter,
+                    errors: Throttle::new(WARN_EVERY),
+                };
+                run(&mut state, rx, interval);
+            })
             .expect("spawning a thread only fails when the OS is out of resources");
-        (Writer { thread }, WriterHandle { tx })
+        (Writer { thread }, WriterHandle { tx, health })
     }
 
     pub fn join(self) {
@@ -98,7 +122,35 @@ impl Writer {
     }
 }
 
-fn run(mut store: Store, rx: mpsc::Receiver<Op>, interval: Duration) {
+/// The writer thread's own state.
+struct State {
+    store: Box<dyn Backend>,
+    health: Reporter,
+    /// Write errors, logged once per [`WARN_EVERY`] with a count.
+    errors: Throttle,
+}
+
+impl State {
+    /// Notes a write's outcome in the store's health (and the log).
+    fn outcome<T>(&mut self, what: &str, result: Result<T, StoreError>) -> Option<T> {
+        match result {
+            Ok(v) => {
+                self.health.succeeded();
+                Some(v)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if let Some(count) = self.errors.hit(Instant::now()) {
+                    tracing::error!(error = %reason, count, "Cannot store {what} (count since the last such line).");
+                }
+                self.health.failed(reason);
+                None
+            }
+        }
+    }
+}
+
+fn run(state: &mut State, rx: mpsc::Receiver<Op>, interval: Duration) {
     let mut pending: HashMap<String, NodeWrite> = HashMap::new();
     let mut waiters = Vec::new();
     let mut deadline = Instant::now() + interval;
@@ -111,23 +163,13 @@ fn run(mut store: Store, rx: mpsc::Receiver<Op>, interval: Duration) {
                 while let Some(op) = next.take().or_else(|| rx.try_recv().ok()) {
                     match op {
                         Op::Action(result, reply) => {
-                            let stored = match store.put_action(&result) {
-                                Ok(()) => true,
-                                Err(e) => {
-                                    tracing::error!(action_id = %result.id, error = %e, "Cannot store an action result.");
-                                    false
-                                }
-                            };
+                            let put = state.store.put_action(&result);
+                            let stored = state.outcome("an action result", put).is_some();
                             let _ = reply.send(stored);
                         }
                         Op::Campaign(write, reply) => {
-                            let stored = match store.write_campaign(&write) {
-                                Ok(()) => true,
-                                Err(e) => {
-                                    tracing::error!(error = %e, "Cannot store a campaign change.");
-                                    false
-                                }
-                            };
+                            let put = state.store.write_campaign(&write);
+                            let stored = state.outcome("a campaign change", put).is_some();
                             let _ = reply.send(stored);
                         }
                         other => absorb(&mut pending, &mut waiters, other),
@@ -139,7 +181,7 @@ fn run(mut store: Store, rx: mpsc::Receiver<Op>, interval: Duration) {
             Err(mpsc::RecvTimeoutError::Disconnected) => true,
         };
         if closed || !waiters.is_empty() || Instant::now() >= deadline {
-            commit(&mut store, &mut pending);
+            commit(state, &mut pending);
             for w in waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -179,38 +221,40 @@ fn absorb(
     }
 }
 
-fn commit(store: &mut Store, pending: &mut HashMap<String, NodeWrite>) {
+fn commit(state: &mut State, pending: &mut HashMap<String, NodeWrite>) {
     if pending.is_empty() {
+        // Nothing to write, but a failing store must learn when it can
+        // write again: the scheduler holds every campaign until then.
+        if state.health.is_failing() {
+            let probe = state.store.probe();
+            state.outcome("the probe row", probe);
+        }
         return;
     }
     let started = Instant::now();
-    match store.write_nodes(pending.values()) {
-        Ok(n) => {
-            pending.clear();
-            // A checkpoint or a reconnect storm queues every node at once;
-            // do not keep room for that between bursts.
-            if pending.capacity() > 4_096 {
-                pending.shrink_to(1_024);
-            }
-            tracing::debug!(
-                nodes = n,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "Store committed."
-            );
+    let written = state.store.write_nodes(&mut pending.values());
+    // Kept on failure and tried again at the next interval: a full disk or
+    // a locked file must not lose the fleet's state.
+    if let Some(n) = state.outcome("node changes", written) {
+        pending.clear();
+        // A checkpoint or a reconnect storm queues every node at once;
+        // do not keep room for that between bursts.
+        if pending.capacity() > 4_096 {
+            pending.shrink_to(1_024);
         }
-        // Keep the changes and try again at the next interval: a full disk
-        // or a locked file must not lose the fleet's state.
-        Err(e) => {
-            tracing::error!(error = %e, pending = pending.len(), "Store commit failed; will retry.")
-        }
+        tracing::debug!(
+            nodes = n,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Store committed."
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Section;
     use crate::store::tests::{node, temp_data_dir};
+    use crate::store::{FaultSwitch, Faulty, Section, Store};
     use rollcall_proto::model::{RebootSection, UpdatesSection};
     use rollcall_proto::pack::Pack;
 
@@ -254,6 +298,59 @@ mod tests {
         assert_eq!(report.seq, 100);
         assert_eq!(report.updates.map(|u| u.count), Some(100));
         assert!(report.reboot.is_some());
+        drop(handle);
+        writer.join();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_says_so_keeps_node_changes_and_recovers_by_itself() {
+        let dir = temp_data_dir("writer-faults");
+        let store = Store::open(&dir).expect("open");
+        let switch = FaultSwitch::default();
+        let (writer, handle) = Writer::spawn(
+            Faulty::new(store, switch.clone()),
+            Duration::from_millis(50),
+        );
+        let mut health = handle.health();
+        assert!(health.borrow().failing.is_none());
+        switch.fail("disk full");
+        let result = rollcall_proto::model::ActionResult::issued("a1", "a");
+        assert!(!handle.put_action(result.clone()).await, "not stored");
+        assert_eq!(
+            health.borrow_and_update().describe(),
+            "store failing: disk full"
+        );
+        handle.put(NodeWrite {
+            node: node("a"),
+            sections: vec![],
+        });
+        handle.flush().await;
+        assert!(
+            Store::open(&dir)
+                .expect("open")
+                .load_node("a")
+                .expect("load")
+                .is_none(),
+            "nothing written while failing"
+        );
+        // Space returns: the probe (or the kept node change) finds out
+        // without anyone writing anything new.
+        switch.heal();
+        tokio::time::timeout(Duration::from_secs(5), health.changed())
+            .await
+            .expect("recovers within a few intervals")
+            .expect("writer alive");
+        assert!(health.borrow().failing.is_none());
+        handle.flush().await;
+        assert!(
+            Store::open(&dir)
+                .expect("open")
+                .load_node("a")
+                .expect("load")
+                .is_some(),
+            "the kept node change is written once the store recovers"
+        );
         drop(handle);
         writer.join();
         std::fs::remove_dir_all(&dir).ok();

@@ -1,0 +1,131 @@
+//! The store's interface as the writer thread sees it: the few writes the
+//! server makes, each durable when it returns `Ok`. SQLite ([`Store`]) is the
+//! one backend today; [`Faulty`] wraps any backend and fails its writes on
+//! demand, so tests can show what the server does while its disk is full
+//! without filling one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rollcall_proto::model::ActionResult;
+
+use super::{NodeWrite, Store, StoreError};
+use crate::campaign::record::CampaignWrite;
+
+/// What the writer thread needs of a store. Every method commits before it
+/// returns `Ok`, or changes nothing.
+pub trait Backend: Send + 'static {
+    /// One action's latest state, in its own transaction.
+    fn put_action(&mut self, result: &ActionResult) -> Result<(), StoreError>;
+    /// A campaign change (campaign, node runs, the actions it asks for,
+    /// audit lines), in one transaction.
+    fn write_campaign(&mut self, write: &CampaignWrite) -> Result<(), StoreError>;
+    /// A batch of node changes, in one transaction. Returns how many nodes.
+    fn write_nodes(
+        &mut self,
+        batch: &mut dyn Iterator<Item = &NodeWrite>,
+    ) -> Result<usize, StoreError>;
+    /// A small durable write that proves the store takes writes again.
+    fn probe(&mut self) -> Result<(), StoreError>;
+}
+
+impl Backend for Store {
+    fn put_action(&mut self, result: &ActionResult) -> Result<(), StoreError> {
+        Store::put_action(self, result)
+    }
+
+    fn write_campaign(&mut self, write: &CampaignWrite) -> Result<(), StoreError> {
+        Store::write_campaign(self, write)
+    }
+
+    fn write_nodes(
+        &mut self,
+        batch: &mut dyn Iterator<Item = &NodeWrite>,
+    ) -> Result<usize, StoreError> {
+        Store::write_nodes(self, batch)
+    }
+
+    fn probe(&mut self) -> Result<(), StoreError> {
+        Store::probe(self)
+    }
+}
+
+/// Switches a [`Faulty`] backend's writes off and on. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct FaultSwitch(Arc<Mutex<Option<String>>>, Arc<AtomicU64>);
+
+impl FaultSwitch {
+    /// How many action writes were refused so far: a test's proof that
+    /// the server tried to store what it was sent.
+    pub fn refused_actions(&self) -> u64 {
+        self.1.load(Ordering::SeqCst)
+    }
+
+    /// From now on every write fails with `reason`.
+    pub fn fail(&self, reason: &str) {
+        *self.lock() = Some(reason.to_owned());
+    }
+
+    /// Writes go through again.
+    pub fn heal(&self) {
+        *self.lock() = None;
+    }
+
+    fn failing(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A backend whose writes fail while its [`FaultSwitch`] says so, as a
+/// full disk makes them fail: nothing is written, an error comes back.
+/// For tests; production never builds one.
+pub struct Faulty<B> {
+    inner: B,
+    switch: FaultSwitch,
+}
+
+impl<B: Backend> Faulty<B> {
+    pub fn new(inner: B, switch: FaultSwitch) -> Self {
+        Self { inner, switch }
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match self.switch.failing() {
+            Some(reason) => Err(StoreError::Injected(reason)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<B: Backend> Backend for Faulty<B> {
+    fn put_action(&mut self, result: &ActionResult) -> Result<(), StoreError> {
+        self.check().inspect_err(|_| {
+            self.switch.1.fetch_add(1, Ordering::SeqCst);
+        })?;
+        self.inner.put_action(result)
+    }
+
+    fn write_campaign(&mut self, write: &CampaignWrite) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.write_campaign(write)
+    }
+
+    fn write_nodes(
+        &mut self,
+        batch: &mut dyn Iterator<Item = &NodeWrite>,
+    ) -> Result<usize, StoreError> {
+        self.check()?;
+        self.inner.write_nodes(batch)
+    }
+
+    fn probe(&mut self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.probe()
+    }
+}

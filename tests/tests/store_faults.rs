@@ -1,0 +1,207 @@
+//! Every fault leaves the truth (issue 11): a result the store refused is
+//! never acknowledged, a failing store holds every campaign and gives the
+//! steps in flight their time back, and a request lost on the way is asked
+//! again as soon as the agent's Hello shows it never got it.
+//!
+//! The store's writes fail through the `Faulty` adapter behind the store's
+//! interface (`TestServer::faults`), as a full disk makes SQLite's fail;
+//! everything else is real: mTLS, agents with their action stores, SQLite.
+
+use std::time::Duration;
+
+use rollcall_proto::model::{ActionKind, ActionRequest, ActionState, Role};
+use rollcall_proto::v1;
+use rollcall_server::campaign::lifecycle::Step;
+use rollcall_server::campaign::schedule::Phase;
+use rollcall_tests::fleet::Fleet;
+use rollcall_tests::{RawSession, eventually, hello, init};
+
+const LONG: Duration = Duration::from_secs(90);
+const DISK_FULL: &str = "database or disk is full (injected)";
+
+fn patch(id: &str) -> ActionRequest {
+    ActionRequest {
+        id: id.into(),
+        kind: ActionKind::Patch,
+        name: String::new(),
+        args: Vec::new(),
+        timeout_secs: 60,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_store_refused_is_never_acknowledged_and_is_stored_when_it_can() {
+    init();
+    let mut fleet = Fleet::start(&[(Role::Compute, 1)]).await;
+    let node = fleet.nodes["cmp01"].clone();
+    let faults = fleet.server.faults.clone();
+    let id = "manual.cmp01.1.patch";
+    let server = fleet.server.server.as_ref().expect("running").fleet.clone();
+    faults.fail(DISK_FULL);
+    server
+        .send_action("cmp01", patch(id))
+        .await
+        .expect("fleet")
+        .expect("sent");
+    // Barrier: the agent finished, and the server tried to store both of
+    // its updates (running, then succeeded) and could not.
+    eventually(LONG, "the patch to finish on the agent", || async {
+        node.action_record(id)
+            .filter(|r| r.contains("\"succeeded\""))
+            .map(|_| ())
+    })
+    .await;
+    eventually(LONG, "the server to try to store both updates", || async {
+        (faults.refused_actions() >= 2).then_some(())
+    })
+    .await;
+    let seen = server.action(id).await.expect("fleet").map(|a| a.state);
+    assert_ne!(
+        seen,
+        Some(ActionState::Succeeded),
+        "a result the store refused is not taken as known"
+    );
+    // The agent sends it again (a reconnect sends every unacknowledged
+    // result at once): refused again, and still not acknowledged.
+    node.stop_agent().await;
+    node.start_agent(&fleet.server.url(), &fleet.pki);
+    eventually(LONG, "the re-sent result to be refused", || async {
+        (faults.refused_actions() >= 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        node.action_record(id).is_some(),
+        "the agent still holds the result: nothing acknowledged that was not stored"
+    );
+    // Space returns: the next time the agent sends it, it is stored, and
+    // only then acknowledged.
+    faults.heal();
+    node.stop_agent().await;
+    node.start_agent(&fleet.server.url(), &fleet.pki);
+    eventually(LONG, "the agent to forget the stored result", || async {
+        node.action_record(id).is_none().then_some(())
+    })
+    .await;
+    fleet.server.restart().await;
+    let server = fleet.server.server.as_ref().expect("running").fleet.clone();
+    let stored = server.action(id).await.expect("fleet").expect("stored");
+    assert_eq!(
+        (stored.state, stored.exit_code),
+        (ActionState::Succeeded, Some(0)),
+        "the store says what the agent did"
+    );
+    assert_eq!(node.patch_runs(), 1, "ran once");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_holds_the_campaign_and_gives_the_steps_their_time_back() {
+    init();
+    let fleet = Fleet::start(&[(Role::Compute, 2), (Role::Controller, 1)]).await;
+    for node in fleet.nodes.values() {
+        node.slow_patch(1.0);
+    }
+    let spec = r#"
+name = "disk full"
+concurrency = { compute = 1 }
+[timeouts]
+patch_secs = 4
+"#;
+    let c = fleet.start_campaign(spec).await;
+    let id = c.campaign.id.clone();
+    fleet
+        .wait_for(&id, "a node patching", LONG, |v| {
+            v.nodes.iter().any(|n| n.step == Step::Patch)
+        })
+        .await;
+    fleet.server.faults.fail(DISK_FULL);
+    let held = fleet
+        .wait_for(&id, "the campaign to say it is held", LONG, |v| {
+            v.waiting.contains("store failing")
+        })
+        .await;
+    assert!(held.waiting.contains(DISK_FULL), "{}", held.waiting);
+    let summary = fleet
+        .server
+        .operator_client()
+        .await
+        .fleet_summary(v1::FleetSummaryRequest::default())
+        .await
+        .expect("summary")
+        .into_inner();
+    assert!(
+        summary.store_failing.contains(DISK_FULL),
+        "fleet status says it: {:?}",
+        summary.store_failing
+    );
+    // Longer than the patch step may take: the clock is stopped.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let during = fleet.status(&id).await;
+    assert!(
+        during.nodes.iter().all(|n| n.step != Step::Failed),
+        "nothing fails while the store cannot record it: {:?}",
+        during.nodes
+    );
+    fleet.server.faults.heal();
+    let done = fleet.wait_ended(&id, LONG).await;
+    assert_eq!(done.campaign.phase, Phase::Completed, "{done:#?}");
+    for n in &done.nodes {
+        assert_eq!(n.step, Step::Done, "{}: {}", n.node, n.note);
+        assert_eq!(
+            fleet.node(&n.node).patch_runs(),
+            1,
+            "{} patched once",
+            n.node
+        );
+    }
+    let audit = fleet.audit(&id).await;
+    assert!(
+        audit.iter().any(|e| e.event == "store-recovered"),
+        "the outage is in the audit"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_lost_on_the_way_is_asked_again_when_the_agent_says_it_never_got_it() {
+    init();
+    let fleet = Fleet::start(&[(Role::Compute, 1)]).await;
+    let node = fleet.node("cmp01");
+    // The patch step is shorter than the server's own re-ask interval, so
+    // only the Hello can save it.
+    let spec = r#"
+name = "lost request"
+[timeouts]
+patch_secs = 8
+"#;
+    // The request goes to a session that drops it on the floor: an agent
+    // killed before it recorded the request.
+    node.stop_agent().await;
+    fleet.server.wait_offline("cmp01").await;
+    let pki_cert = fleet.pki.agent("cmp01");
+    let mut raw = RawSession::open(&fleet.server, &pki_cert, hello("cmp01", Role::Compute))
+        .await
+        .expect("raw session");
+    let c = fleet.start_campaign(spec).await;
+    let id = c.campaign.id.clone();
+    let asked = loop {
+        match raw.next().await.expect("server message") {
+            Some(v1::ServerMessage {
+                msg: Some(v1::server_message::Msg::ActionRequest(r)),
+            }) => break r,
+            Some(_) => continue,
+            None => panic!("the server ended the session before asking"),
+        }
+    };
+    assert_eq!(asked.kind, i32::from(v1::ActionKind::Patch));
+    drop(raw);
+    // The real agent comes back; it never heard of the request.
+    fleet.server.wait_offline("cmp01").await;
+    node.start_agent(&fleet.server.url(), &fleet.pki);
+    let done = fleet.wait_ended(&id, LONG).await;
+    let run = &done.nodes[0];
+    assert_eq!(run.step, Step::Done, "{}", run.note);
+    assert_eq!(node.patch_runs(), 1, "patched once");
+    fleet.stop().await;
+}
