@@ -205,3 +205,144 @@ patch_secs = 8
     assert_eq!(node.patch_runs(), 1, "patched once");
     fleet.stop().await;
 }
+
+/// A tmpfs of `size`, mounted for the test and unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Result<Self, String> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Self(dir.to_owned()))
+    }
+
+    /// Writes a file until the filesystem is full; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_really_full_disk_is_reported_holds_results_and_recovers_when_space_returns() {
+    init();
+    let dir = rollcall_tests::TempDir::new("full-disk");
+    let disk = match Tmpfs::mount(dir.path(), "6m") {
+        Ok(disk) => disk,
+        Err(e) if !rollcall_tests::in_ci() => {
+            eprintln!("SKIPPED outside CI: cannot mount a tmpfs here ({e}); run as root");
+            return;
+        }
+        Err(e) => panic!("CI runs as root and must mount a tmpfs: {e}"),
+    };
+    let data = dir.path().to_owned();
+    let fleet = Fleet::start_with(&[(Role::Compute, 1)], move |c| {
+        c.data_dir = data;
+        c.campaigns.tick_ms = 100;
+    })
+    .await;
+    let node = fleet.nodes["cmp01"].clone();
+    let server = fleet.server.server.as_ref().expect("running").fleet.clone();
+    let filler = disk.fill();
+    // Every write from now on needs room the disk does not have; keep
+    // asking (each request is a write) until the store says it is full.
+    let mut n = 0;
+    let failing = eventually(LONG, "the store to report the full disk", || {
+        n += 1;
+        let server = server.clone();
+        let id = format!("full.cmp01.{n}.hook");
+        let fleet = &fleet;
+        async move {
+            let _ = server
+                .send_action(
+                    "cmp01",
+                    ActionRequest {
+                        id,
+                        kind: ActionKind::Hook,
+                        name: "nova-drain".into(),
+                        args: vec!["cmp01".into()],
+                        timeout_secs: 10,
+                    },
+                )
+                .await;
+            let s = fleet
+                .server
+                .operator_client()
+                .await
+                .fleet_summary(v1::FleetSummaryRequest::default())
+                .await
+                .expect("summary")
+                .into_inner()
+                .store_failing;
+            (!s.is_empty()).then_some(s)
+        }
+    })
+    .await;
+    assert!(failing.contains("full"), "{failing}");
+    // A patch asked now runs, but its result cannot be stored: the agent
+    // keeps it.
+    let id = "full.cmp01.patch";
+    server
+        .send_action("cmp01", patch(id))
+        .await
+        .expect("fleet")
+        .expect("sent");
+    eventually(LONG, "the patch to finish on the agent", || async {
+        node.action_record(id)
+            .filter(|r| r.contains("\"succeeded\""))
+            .map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        node.action_record(id).is_some(),
+        "not stored, so not acknowledged"
+    );
+    // Space returns: the store finds out by itself, and the re-sent result
+    // is stored and acknowledged.
+    std::fs::remove_file(filler).expect("free the disk");
+    eventually(LONG, "the store to recover", || async {
+        let s = fleet
+            .server
+            .operator_client()
+            .await
+            .fleet_summary(v1::FleetSummaryRequest::default())
+            .await
+            .expect("summary")
+            .into_inner()
+            .store_failing;
+        s.is_empty().then_some(())
+    })
+    .await;
+    node.stop_agent().await;
+    node.start_agent(&fleet.server.url(), &fleet.pki);
+    eventually(LONG, "the agent to forget the stored result", || async {
+        node.action_record(id).is_none().then_some(())
+    })
+    .await;
+    let stored = server.action(id).await.expect("fleet").expect("stored");
+    assert_eq!(stored.state, ActionState::Succeeded);
+    assert_eq!(node.patch_runs(), 1);
+    fleet.stop().await;
+    drop(disk);
+}
