@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use crate::actions::{self, Actions, Kind, Outcome, Record, State};
+use crate::actions::{Actions, Kind, Launched, Outcome, Record, Running, State};
 use crate::backoff::Backoff;
 use crate::collect::{Sources, same_outcome};
 
@@ -94,6 +94,9 @@ pub struct Session {
     /// Finished actions come back here from the tasks that ran them.
     done_tx: mpsc::UnboundedSender<Record>,
     done_rx: mpsc::UnboundedReceiver<Record>,
+    /// The tasks that watch running actions. Dropped with the session (the
+    /// agent stops): the actions run on, and the next agent re-adopts them.
+    watchers: tokio::task::JoinSet<()>,
     /// How long an action may run when the request names no timeout.
     action_timeout: Duration,
     seq: u64,
@@ -142,6 +145,7 @@ impl Session {
             actions: None,
             done_tx,
             done_rx,
+            watchers: tokio::task::JoinSet::new(),
             action_timeout: Duration::from_secs(3_600),
             seq: 0,
             sent: Sent::default(),
@@ -166,6 +170,16 @@ impl Session {
     /// Runs sessions until `shutdown`, reconnecting with backoff; returns
     /// what it sent.
     pub async fn run(mut self, shutdown: CancellationToken) -> Stats {
+        // Actions that ran when the last agent stopped: watch them to their
+        // end, which is reported like that of any action.
+        for running in self
+            .actions
+            .as_mut()
+            .map(Actions::take_adopted)
+            .unwrap_or_default()
+        {
+            self.watch(running);
+        }
         let mut backoff = Backoff::new(self.settings.backoff_initial, self.settings.backoff_max);
         loop {
             match self.once(&shutdown, &mut backoff).await {
@@ -507,7 +521,6 @@ impl Session {
             }
             Outcome::Start(record, argv) => {
                 tracing::info!(action_id = %record.id, kind = ?record.kind, name = %record.name, "Running action.");
-                let _ = tx.try_send(update_message(&record));
                 let env = if kind == Kind::Patch {
                     actions.definitions().patch_env.clone()
                 } else {
@@ -517,13 +530,26 @@ impl Session {
                     0 => self.action_timeout,
                     n => Duration::from_secs(n.into()),
                 };
-                let done = self.done_tx.clone();
-                let log = actions.log_path(&record.id);
-                tokio::spawn(async move {
-                    let _ = done.send(actions::run(record, argv, env, timeout, log).await);
-                });
+                match actions.launch(record, &argv, &env, timeout) {
+                    Launched::Running(running) => {
+                        let _ = tx.try_send(update_message(running.record()));
+                        self.watch(running);
+                    }
+                    Launched::Failed(record) => self.finished(record, tx),
+                }
             }
         }
+    }
+
+    /// Watches a running action to its end; its result comes back through
+    /// `done_rx` to [`Self::finished`].
+    fn watch(&mut self, running: Running) {
+        // Watchers that ended are done with: keep the set small.
+        while self.watchers.try_join_next().is_some() {}
+        let done = self.done_tx.clone();
+        self.watchers.spawn(async move {
+            let _ = done.send(running.wait().await);
+        });
     }
 
     /// Results the server has not acknowledged 30 s after they were sent

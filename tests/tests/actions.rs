@@ -1,7 +1,8 @@
 //! The server names an action, the agent runs what its own configuration
 //! defines, over real mTLS: results are stored before they are
 //! acknowledged, ids never run twice, and a reboot completes when the agent
-//! returns under a new boot id. The reboot here is a fake (this machine
+//! returns under a new boot id, and a patch that outlives its agent is
+//! re-adopted by the next one. The reboot here is a fake (this machine
 //! cannot reboot): `FakeReboot` records the request and "boots" the agent
 //! again under a new boot id.
 
@@ -51,6 +52,16 @@ struct Node {
 
 impl Node {
     fn start(&self, server: &TestServer, pki: &Pki, boot_id: &str) -> TestAgent {
+        self.start_defined(server, pki, boot_id, definitions(&self.work))
+    }
+
+    fn start_defined(
+        &self,
+        server: &TestServer,
+        pki: &Pki,
+        boot_id: &str,
+        defs: Definitions,
+    ) -> TestAgent {
         // The boot id the collector reports, as /proc/sys/kernel/random/boot_id would.
         let boot_file = self.work.join("boot_id");
         std::fs::write(&boot_file, boot_id).expect("write boot id");
@@ -58,8 +69,7 @@ impl Node {
             boot_id_path: boot_file,
             ..HostConfig::default()
         };
-        let actions =
-            Actions::load(definitions(&self.work), &self.store, boot_id).expect("load actions");
+        let actions = Actions::load(defs, &self.store, boot_id).expect("load actions");
         TestAgent::start_full(
             &server.url(),
             pki,
@@ -271,5 +281,102 @@ async fn an_offline_node_cannot_be_asked_and_an_agent_without_actions_refuses() 
         Some(("plain1".to_owned(), ActionState::Rejected))
     );
     assert_eq!(fleet.action("made-up-1").await.expect("fleet"), None);
+    agent.stop().await;
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+#[tokio::test]
+async fn an_agent_restarted_during_its_patch_readopts_it_and_reports_the_real_outcome() {
+    init();
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, |_| {}).await;
+    let dir = TempDir::new("readopt");
+    let node = Node {
+        work: dir.path().to_owned(),
+        store: dir.path().join("store"),
+    };
+    let (starts, runs) = (node.work.join("patch-starts"), node.work.join("patch-runs"));
+    let mut defs = definitions(&node.work);
+    defs.patch = vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "echo start >> {}; sleep 3; echo run >> {}; echo patched",
+            starts.display(),
+            runs.display()
+        ),
+    ];
+    let agent = node.start_defined(&server, &pki, "boot-1", defs.clone());
+    server.wait_online("cmp1").await;
+    let fleet = server.server.as_ref().expect("running").fleet.clone();
+    let ask = || request("c1-cmp1-patch", ActionKind::Patch, "", &[]);
+    fleet
+        .send_action("cmp1", ask())
+        .await
+        .expect("fleet")
+        .expect("sent");
+    result(&server, "c1-cmp1-patch", "patch running", |r| {
+        r.state == ActionState::Running
+    })
+    .await;
+
+    // The agent stops under its patch (kill -9, or systemd restarting it
+    // with KillMode=process): the patch, in its own process group, runs on.
+    agent.stop().await;
+    server.wait_offline("cmp1").await;
+    assert_eq!(
+        (lines(&starts), lines(&runs)),
+        (1, 0),
+        "the agent stopped while the patch ran"
+    );
+    let agent = node.start_defined(&server, &pki, "boot-1", defs);
+    server.wait_online("cmp1").await;
+    // Asked again while it runs (a server that re-asks what it believes
+    // lost): answered from the running record, never started again.
+    fleet
+        .send_action("cmp1", ask())
+        .await
+        .expect("fleet")
+        .expect("sent");
+    let meanwhile = fleet.action("c1-cmp1-patch").await.expect("fleet");
+    assert_eq!(
+        meanwhile.map(|r| (r.state, r.error)),
+        Some((ActionState::Running, String::new())),
+        "still running when asked again"
+    );
+
+    let done = result(&server, "c1-cmp1-patch", "the real outcome", |r| {
+        r.state.is_final()
+    })
+    .await;
+    assert_eq!(
+        (done.state, done.exit_code, done.output_tail.trim()),
+        (ActionState::Succeeded, Some(0), "patched"),
+        "{}",
+        done.error
+    );
+    // The request asked again went down the stream before the patch ended,
+    // so the agent had handled it before it sent this result.
+    assert_eq!(
+        (lines(&starts), lines(&runs)),
+        (1, 1),
+        "the patch ran exactly once"
+    );
+    // Stored, so acknowledged: the agent forgets it, files and all.
+    eventually(
+        Duration::from_secs(5),
+        "the agent to forget the acknowledged record",
+        || async {
+            let gone = ["json", "log", "exit"]
+                .iter()
+                .all(|ext| !node.store.join(format!("c1-cmp1-patch.{ext}")).exists());
+            gone.then_some(())
+        },
+    )
+    .await;
+    assert_eq!(lines(&starts), 1, "the patch ran exactly once");
     agent.stop().await;
 }
