@@ -202,7 +202,7 @@ impl Actions {
                         continue;
                     }
                     Found::Ended(ended) => {
-                        tracing::info!(action_id = %ended.id, state = ?ended.state, "Settled an action that was running when the agent stopped.");
+                        tracing::info!(action_id = %ended.id, state = ?ended.state, error = %ended.error, "Settled an action that was running when the agent stopped.");
                         actions.save(&ended)?;
                         record = ended;
                     }
@@ -535,13 +535,13 @@ impl Running {
             Waited::TimedOut => Ending::TimedOut,
             Waited::Ended(status) => match command::read_exit(&self.exit_file) {
                 Some(exit) => Ending::Exit(exit),
-                // The wrapper itself was killed before it could write.
-                None => {
-                    match status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)) {
-                        Some(signal) => Ending::Exit(Exit::Signal(signal)),
-                        None => Ending::Lost("the action ended and left no exit status".into()),
-                    }
-                }
+                // No file: the wrapper was killed before it could write it
+                // (or the disk is full). Its own status, when it is our
+                // child, still tells.
+                None => match status.and_then(command::Exit::from_status) {
+                    Some(exit) => Ending::Exit(exit),
+                    None => Ending::Lost("the action ended and left no exit status".into()),
+                },
             },
         };
         conclude(self.record, ending, &self.program, &self.log)
@@ -846,6 +846,21 @@ mod tests {
             "{}",
             timeout.error
         );
+        // Killed by a signal is not an exit code, whether the command or
+        // its wrapper (which then writes no status file) was killed.
+        for (id, script) in [("p3", "kill -TERM $$"), ("p4", "kill -TERM $PPID")] {
+            let Outcome::Start(r, _) = actions.request(id, Kind::Patch, "", &[]).expect("request")
+            else {
+                panic!()
+            };
+            let argv = ["sh", "-c", script].map(String::from).to_vec();
+            let killed = run(&mut actions, r, argv, Duration::from_secs(10)).await;
+            assert_eq!(
+                (killed.state, killed.exit_code, killed.error.as_str()),
+                (State::Failed, None, "sh was killed by signal 15"),
+                "{script}"
+            );
+        }
     }
 
     /// Starts patch `id` running `script` and lets go of it as an agent

@@ -124,6 +124,17 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// The wrapper's own exit status: its command's, passed on, or the
+    /// signal that killed the wrapper itself.
+    pub fn from_status(status: std::process::ExitStatus) -> Option<Self> {
+        use std::os::unix::process::ExitStatusExt as _;
+        match (status.signal(), status.code()) {
+            (Some(signal), _) => Some(Exit::Signal(signal)),
+            (None, Some(code)) => Some(Self::from_shell_status(code)),
+            (None, None) => None,
+        }
+    }
+
     fn from_shell_status(status: i32) -> Self {
         match status {
             129..=192 => Exit::Signal(status - 128),
