@@ -537,11 +537,47 @@ async fn a_node_that_fails_after_its_drain_is_left_drained_until_an_operator_und
     );
     let c = fleet.start_campaign(&spec).await;
     let id = c.campaign.id.clone();
+    let mut events = fleet
+        .campaigns()
+        .await
+        .watch_campaign(v1::CampaignRef { id: id.clone() })
+        .await
+        .expect("watch")
+        .into_inner();
     let paused = fleet
         .wait_for(&id, "the campaign to pause at its budget", LONG, |v| {
             v.campaign.phase == Phase::Paused && v.nodes.iter().all(|n| !n.step.is_active())
         })
         .await;
+    // Watchers hear it with the failure.
+    let failed_event = tokio::time::timeout(LONG, async {
+        while let Some(e) = events.message().await.expect("event") {
+            if e.node == "cmp02" && e.step == "failed" {
+                return e.message;
+            }
+        }
+        panic!("the watch ended before cmp02 failed")
+    })
+    .await
+    .expect("cmp02's failure is watched");
+    assert!(
+        failed_event.contains("left drained: run hook nova-undrain to undo"),
+        "{failed_event}"
+    );
+    // So does `fleet status`, which knows nothing of campaigns otherwise.
+    let out = fleet.cli(&["fleet", "status"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "Left drained: cmp02 (campaign {id}), cmp03 (campaign {id})"
+        )),
+        "{text}"
+    );
     let ctl = fleet.node("ctl01");
     for node in ["cmp02", "cmp03"] {
         let run = run_of(&paused, node);

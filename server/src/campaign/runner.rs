@@ -55,6 +55,10 @@ pub struct CampaignView {
     pub waiting: String,
     /// Finished: nothing will happen any more.
     pub ended: bool,
+    /// The nodes that failed and stay drained (see `NodeRun::left_drained`),
+    /// in listings too, so `fleet status` can name them.
+    #[serde(default)]
+    pub left_drained: Vec<String>,
 }
 
 fn ended<'a>(c: &Campaign, runs: impl IntoIterator<Item = &'a NodeRun>) -> bool {
@@ -304,6 +308,12 @@ impl Live {
             nodes_by_step,
             waiting: self.waiting.clone(),
             ended: ended(&self.campaign, self.runs.values()),
+            left_drained: self
+                .runs
+                .values()
+                .filter(|r| r.left_drained.is_some())
+                .map(|r| r.node.clone())
+                .collect(),
         }
     }
 }

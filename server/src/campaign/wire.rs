@@ -34,6 +34,7 @@ impl From<CampaignView> for v1::CampaignStatus {
             ended,
             nodes: v.nodes.into_iter().map(Into::into).collect(),
             nodes_by_step: v.nodes_by_step.into_iter().collect(),
+            left_drained: v.left_drained,
         }
     }
 }
@@ -121,6 +122,7 @@ pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, String> {
         nodes_by_step: s.nodes_by_step.into_iter().collect(),
         waiting: s.waiting,
         ended: s.ended,
+        left_drained: s.left_drained,
     })
 }
 
@@ -231,6 +233,7 @@ mod tests {
             nodes_by_step: [("wait-return".to_owned(), 1)].into(),
             waiting: "campaign is paused".into(),
             ended: false,
+            left_drained: vec!["cmp2".into()],
         };
         let back = view_from_wire(view.clone().into()).expect("back");
         assert_eq!(back, view);

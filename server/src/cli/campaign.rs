@@ -411,6 +411,56 @@ pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The `Left drained:` line of `fleet status`: every node that failed in a
+/// campaign and stays drained, across all campaigns. The fleet view does
+/// not know campaigns, so this asks the campaign API; a failure to ask is
+/// said on the line rather than failing the whole status.
+pub async fn left_drained_line(connect: &ConnectArgs) -> String {
+    let listed = async {
+        let client = connect.campaigns().await?;
+        all_pages(|page_token| {
+            let mut client = client.clone();
+            async move {
+                let resp = client
+                    .list_campaigns(v1::ListCampaignsRequest {
+                        page_size: 0,
+                        page_token,
+                    })
+                    .await?
+                    .into_inner();
+                Ok((resp.campaigns, resp.next_page_token))
+            }
+        })
+        .await
+    };
+    match listed.await {
+        Ok(campaigns) => render_left_drained(&campaigns),
+        Err(e) => format!(
+            "Left drained: unknown (campaigns could not be listed: {})\n",
+            safe(&e.to_string())
+        ),
+    }
+}
+
+fn render_left_drained(campaigns: &[v1::CampaignStatus]) -> String {
+    let nodes: Vec<String> = campaigns
+        .iter()
+        .flat_map(|c| {
+            c.left_drained
+                .iter()
+                .map(move |n| format!("{} (campaign {})", safe(n), safe(&c.id)))
+        })
+        .collect();
+    if nodes.is_empty() {
+        "Left drained: none\n".to_owned()
+    } else {
+        format!(
+            "Left drained: {} (`campaign status ID` says how to undo it)\n",
+            nodes.join(", ")
+        )
+    }
+}
+
 /// `ID PHASE[: REASON]` after a pause, resume or cancel.
 fn print_control(
     answer: Result<tonic::Response<v1::CampaignStatus>, tonic::Status>,
@@ -702,6 +752,7 @@ mod tests {
             nodes_by_step: BTreeMap::new(),
             waiting: String::new(),
             ended: false,
+            left_drained: vec!["cmp03".into()],
         };
         let text = render_status(&view, now);
         assert!(
@@ -713,6 +764,23 @@ mod tests {
                 "left drained: cmp03: run hook nova-undrain to undo, or `campaign undrain c1 cmp03`"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn fleet_status_names_left_drained_nodes_of_every_campaign() {
+        let c = |id: &str, nodes: &[&str]| v1::CampaignStatus {
+            id: id.into(),
+            left_drained: nodes.iter().map(|n| (*n).to_owned()).collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            render_left_drained(&[c("c1", &[]), c("c2", &[])]),
+            "Left drained: none\n"
+        );
+        assert_eq!(
+            render_left_drained(&[c("c1", &["cmp03"]), c("c2", &["cmp07\x1b[2J"])]),
+            "Left drained: cmp03 (campaign c1), cmp07\\x1b[2J (campaign c2) (`campaign status ID` says how to undo it)\n"
         );
     }
 }
