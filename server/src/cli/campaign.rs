@@ -451,8 +451,10 @@ fn render_left_drained(campaigns: &[v1::CampaignStatus]) -> String {
                 .map(move |n| format!("{} (campaign {})", safe(n), safe(&c.id)))
         })
         .collect();
+    // Said only when there is something to undo: the status of a fleet
+    // that never failed a node reads as it always did.
     if nodes.is_empty() {
-        "Left drained: none\n".to_owned()
+        String::new()
     } else {
         format!(
             "Left drained: {} (`campaign status ID` says how to undo it)\n",
@@ -774,10 +776,7 @@ mod tests {
             left_drained: nodes.iter().map(|n| (*n).to_owned()).collect(),
             ..Default::default()
         };
-        assert_eq!(
-            render_left_drained(&[c("c1", &[]), c("c2", &[])]),
-            "Left drained: none\n"
-        );
+        assert_eq!(render_left_drained(&[c("c1", &[]), c("c2", &[])]), "");
         assert_eq!(
             render_left_drained(&[c("c1", &["cmp03"]), c("c2", &["cmp07\x1b[2J"])]),
             "Left drained: cmp03 (campaign c1), cmp07\\x1b[2J (campaign c2) (`campaign status ID` says how to undo it)\n"
