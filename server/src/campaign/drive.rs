@@ -400,11 +400,16 @@ fn hook_step(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
     }
     match action_state(run, ctx, ActionKind::Hook, &name) {
         // Undrained after a failure (undrain_on_failure): the node ends
-        // failed, with the failure's own reason.
-        Ok(_) => match run.failure.take() {
-            Some(why) => fail(run, ctx.now, why),
-            None => move_to(run, after, ctx.now),
-        },
+        // failed, with the failure's own reason. An undrain that succeeded
+        // also undoes a drain an earlier attempt left behind.
+        Ok(_) if run.step == Step::Undrain => {
+            run.left_drained = None;
+            match run.failure.take() {
+                Some(why) => fail(run, ctx.now, why),
+                None => move_to(run, after, ctx.now),
+            }
+        }
+        Ok(_) => move_to(run, after, ctx.now),
         Err(advance) => advance,
     }
 }
@@ -1332,5 +1337,28 @@ mod tests {
             follow_undrain(&mut lost, &w.spec, None, late),
             Undrain::Failed(why) if why.contains("did not finish within 600s")
         ));
+    }
+
+    #[test]
+    fn a_retried_node_stays_left_drained_until_an_undrain_of_it_succeeds() {
+        let mut w = World::new();
+        with_compute_hooks(&mut w);
+        // Attempt 1 failed after its drain; an operator retries it.
+        let mut run = run_in(Step::Precheck, Role::Compute, 15);
+        run.attempt = 2;
+        run.left_drained = Some("nova-undrain".into());
+        // Precheck fails (the disk filled up): it is still drained from
+        // attempt 1, and says so.
+        w.now = t(15 + 121);
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(run.left_drained.as_deref(), Some("nova-undrain"));
+        // Its undrain step succeeds on a later attempt: the mark goes.
+        let mut run = run_in(Step::Undrain, Role::Compute, 15);
+        run.left_drained = Some("nova-undrain".into());
+        run.action_id = "c1.cmp1.2.undrain".into();
+        w.now = t(20);
+        w.action = Some(result(ActionState::Succeeded, Some(0), "", 19));
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!((run.step, run.left_drained.clone()), (Step::Done, None));
     }
 }

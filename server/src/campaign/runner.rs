@@ -57,7 +57,6 @@ pub struct CampaignView {
     pub ended: bool,
     /// The nodes that failed and stay drained (see `NodeRun::left_drained`),
     /// in listings too, so `fleet status` can name them.
-    #[serde(default)]
     pub left_drained: Vec<String>,
 }
 
@@ -778,8 +777,7 @@ impl Scheduler {
             &format!("hook {hook} asked of {on} ({}) by {operator}", request.id),
             reason,
         );
-        let mut entry = audit(id, now, &actor, node, "undrain", detail.clone());
-        entry.actor.clone_from(&actor);
+        let entry = audit(id, now, &actor, node, "undrain", detail.clone());
         let write = CampaignWrite {
             campaign: None,
             nodes: vec![(id.to_owned(), run.clone())],
