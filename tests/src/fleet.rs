@@ -406,6 +406,31 @@ impl Fleet {
             .collect()
     }
 
+    /// Stops a node's agent for good (a node powered off): the server
+    /// sees it offline.
+    pub async fn power_off(&self, name: &str) {
+        let agent = self.node(name).agent.lock().expect("lock").take();
+        if let Some(agent) = agent {
+            agent.stop().await;
+        }
+        self.server.wait_offline(name).await;
+    }
+
+    /// Runs the real `rollcall-server` binary with `args` as the test
+    /// operator against this fleet's server.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let op = &self.server.operator;
+        let mut cmd = std::process::Command::new(crate::bin("rollcall-server"));
+        cmd.args(args)
+            .env("ROLLCALL_SERVER", self.server.url())
+            .env("ROLLCALL_CA", self.pki.ca_cert())
+            .env("ROLLCALL_CERT", &op.cert)
+            .env("ROLLCALL_KEY", &op.key);
+        tokio::task::spawn_blocking(move || cmd.output().expect("the CLI runs"))
+            .await
+            .expect("join")
+    }
+
     /// Stops every agent and the server.
     pub async fn stop(mut self) {
         self.boots.abort();

@@ -507,3 +507,322 @@ reboot = "if-required"
     assert_eq!(fleet.node("cmp01").reboots(), 1);
     fleet.stop().await;
 }
+
+fn run_of<'a>(v: &'a CampaignView, node: &str) -> &'a rollcall_server::campaign::record::NodeRun {
+    v.nodes
+        .iter()
+        .find(|n| n.node == node)
+        .unwrap_or_else(|| panic!("{node} is not in the campaign"))
+}
+
+const COMPUTE_HOOKS: &str = r#"
+[hooks.compute]
+drain = "nova-drain"
+undrain = "nova-undrain"
+run_on = "controller"
+"#;
+
+/// A compute node whose patch fails after its drain ran stays drained
+/// (nova-compute disabled, in a real cloud). Status and the audit log say
+/// so, with the hook that undoes it, and `campaign undrain` runs that hook
+/// on the controller, once through the RPC and once through the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_fails_after_its_drain_is_left_drained_until_an_operator_undrains_it() {
+    init();
+    let fleet = Fleet::start(&[(Role::Compute, 3), (Role::Controller, 1)]).await;
+    fleet.node("cmp02").fail_patch(true);
+    fleet.node("cmp03").fail_patch(true);
+    let spec = format!(
+        "name = \"left drained\"\nselect = {{ roles = [\"compute\"] }}\nerror_budget = 1\n{COMPUTE_HOOKS}"
+    );
+    let c = fleet.start_campaign(&spec).await;
+    let id = c.campaign.id.clone();
+    let mut events = fleet
+        .campaigns()
+        .await
+        .watch_campaign(v1::CampaignRef { id: id.clone() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let paused = fleet
+        .wait_for(&id, "the campaign to pause at its budget", LONG, |v| {
+            v.campaign.phase == Phase::Paused && v.nodes.iter().all(|n| !n.step.is_active())
+        })
+        .await;
+    // Watchers hear it with the failure.
+    let failed_event = tokio::time::timeout(LONG, async {
+        while let Some(e) = events.message().await.expect("event") {
+            if e.node == "cmp02" && e.step == "failed" {
+                return e.message;
+            }
+        }
+        panic!("the watch ended before cmp02 failed")
+    })
+    .await
+    .expect("cmp02's failure is watched");
+    assert!(
+        failed_event.contains("left drained: run hook nova-undrain to undo"),
+        "{failed_event}"
+    );
+    // So does `fleet status`, which knows nothing of campaigns otherwise.
+    let out = fleet.cli(&["fleet", "status"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "Left drained: cmp02 (campaign {id}), cmp03 (campaign {id})"
+        )),
+        "{text}"
+    );
+    let ctl = fleet.node("ctl01");
+    for node in ["cmp02", "cmp03"] {
+        let run = run_of(&paused, node);
+        assert_eq!(run.step, Step::Failed);
+        assert_eq!(run.left_drained.as_deref(), Some("nova-undrain"), "{node}");
+        assert!(ctl.hooks().contains(&format!("nova-drain {node}")));
+        assert!(!ctl.hooks().contains(&format!("nova-undrain {node}")));
+    }
+    assert_eq!(run_of(&paused, "cmp01").left_drained, None);
+    let audit = fleet.audit(&id).await;
+    let failure = audit
+        .iter()
+        .find(|e| e.node == "cmp02" && e.event == "failed")
+        .expect("cmp02's failure in the audit log");
+    assert!(
+        failure.detail.ends_with(&format!(
+            "; left drained: run hook nova-undrain to undo, or `campaign undrain {id} cmp02`"
+        )),
+        "{}",
+        failure.detail
+    );
+
+    // Refused for a node that is not failed, and for an unknown campaign.
+    let mut client = fleet.campaigns().await;
+    let undrain = |node: &str| v1::UndrainRequest {
+        campaign_id: id.clone(),
+        node: node.into(),
+        reason: "tenant needs the capacity".into(),
+    };
+    let err = client
+        .undrain(undrain("cmp01"))
+        .await
+        .expect_err("cmp01 is done");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("not failed"), "{}", err.message());
+    let err = client
+        .undrain(v1::UndrainRequest {
+            campaign_id: "20000101-000000-9".into(),
+            ..undrain("cmp02")
+        })
+        .await
+        .expect_err("no such campaign");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    // Through the RPC: the hook runs on the controller for cmp02.
+    let asked = client.undrain(undrain("cmp02")).await.expect("undrain");
+    let asked = rollcall_server::campaign::wire::view_from_wire(asked.into_inner()).expect("view");
+    let u = run_of(&asked, "cmp02")
+        .undrain
+        .clone()
+        .expect("an undrain runs");
+    assert_eq!(
+        (u.action_node.as_str(), u.action_id.as_str()),
+        ("ctl01", format!("{id}.cmp02.1.undrain-1").as_str())
+    );
+    let undone = fleet
+        .wait_for(&id, "cmp02 no longer left drained", LONG, |v| {
+            run_of(v, "cmp02").left_drained.is_none()
+        })
+        .await;
+    assert_eq!(
+        run_of(&undone, "cmp02").step,
+        Step::Failed,
+        "it stays failed"
+    );
+    assert!(run_of(&undone, "cmp02").undrain.is_none());
+    assert!(ctl.hooks().contains(&"nova-undrain cmp02".to_owned()));
+    let err = client
+        .undrain(undrain("cmp02"))
+        .await
+        .expect_err("nothing left to undo");
+    assert!(
+        err.message().contains("not left drained"),
+        "{}",
+        err.message()
+    );
+
+    // Through the CLI: status says it, undrain runs it.
+    let out = fleet.cli(&["campaign", "status", &id]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "left drained: cmp03: run hook nova-undrain to undo, or `campaign undrain {id} cmp03`"
+        )) && !text.contains("left drained: cmp02"),
+        "{text}"
+    );
+    let out = fleet
+        .cli(&[
+            "campaign",
+            "undrain",
+            &id,
+            "cmp03",
+            "--reason",
+            "checked by hand",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hook nova-undrain asked of ctl01"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    fleet
+        .wait_for(&id, "cmp03 no longer left drained", LONG, |v| {
+            run_of(v, "cmp03").left_drained.is_none()
+        })
+        .await;
+    assert!(ctl.hooks().contains(&"nova-undrain cmp03".to_owned()));
+    let audit = fleet.audit(&id).await;
+    for node in ["cmp02", "cmp03"] {
+        let events: Vec<&str> = audit
+            .iter()
+            .filter(|e| e.node == node && e.event.starts_with("undrain"))
+            .map(|e| e.event.as_str())
+            .collect();
+        assert_eq!(events, ["undrain", "undrained"], "{node}");
+    }
+    assert!(audit.iter().any(|e| e.node == "cmp03"
+        && e.event == "undrain"
+        && e.actor == "operator:test-operator"
+        && e.detail.contains("checked by hand")));
+    fleet.stop().await;
+}
+
+/// With `undrain_on_failure`, the undrain runs by itself after the failure
+/// and the node ends failed with its patch's reason, not left drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undrain_on_failure_undrains_a_failed_node_by_itself() {
+    init();
+    let fleet = Fleet::start(&[(Role::Compute, 2), (Role::Controller, 1)]).await;
+    fleet.node("cmp01").fail_patch(true);
+    let spec = format!(
+        "name = \"undrain on failure\"\nselect = {{ roles = [\"compute\"] }}\nundrain_on_failure = true\n{COMPUTE_HOOKS}"
+    );
+    let c = fleet.start_campaign(&spec).await;
+    let id = c.campaign.id.clone();
+    let paused = fleet
+        .wait_for(&id, "the campaign to pause at its budget", LONG, |v| {
+            v.campaign.phase == Phase::Paused && v.nodes.iter().all(|n| !n.step.is_active())
+        })
+        .await;
+    let cmp01 = run_of(&paused, "cmp01");
+    assert_eq!(cmp01.step, Step::Failed);
+    assert!(cmp01.note.contains("told to fail"), "{}", cmp01.note);
+    assert_eq!(cmp01.left_drained, None);
+    assert_eq!(
+        fleet.node("ctl01").hooks(),
+        ["nova-drain cmp01", "nova-undrain cmp01"]
+    );
+    let audit = fleet.audit(&id).await;
+    let failed: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.node == "cmp01" && e.event == "failed")
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed[0].contains("undrain_on_failure"), "{}", failed[0]);
+    assert!(
+        failed[1].starts_with("undrain done, the node ends failed: patch on cmp01 failed"),
+        "{}",
+        failed[1]
+    );
+    fleet.stop().await;
+}
+
+/// A controller that never comes back fails at its return timeout; the
+/// next controller's quorum guard could never be met, so the campaign
+/// pauses and names it. It used to stay running, waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_never_returns_pauses_the_campaign_instead_of_an_endless_wait() {
+    init();
+    let fleet = Fleet::start(&[(Role::Controller, 3)]).await;
+    fleet.node("ctl01").never_return();
+    let spec = r#"
+name = "lost controller"
+error_budget = 1
+timeouts = { return_secs = 3 }
+"#;
+    let c = fleet.start_campaign(spec).await;
+    let id = c.campaign.id.clone();
+    let paused = fleet
+        .wait_for(&id, "the campaign to pause", Duration::from_secs(30), |v| {
+            v.campaign.phase == Phase::Paused
+        })
+        .await;
+    assert_eq!(
+        paused.campaign.reason,
+        "controller quorum guard cannot be met: ctl01 failed in this campaign and is offline or unhealthy"
+    );
+    let ctl01 = run_of(&paused, "ctl01");
+    assert_eq!(ctl01.step, Step::Failed);
+    assert!(
+        ctl01.note.contains("wait-return did not finish within 3s"),
+        "{}",
+        ctl01.note
+    );
+    for n in ["ctl02", "ctl03"] {
+        assert_eq!(step_of(&paused, n), Step::Pending, "{n}");
+        assert_eq!(fleet.node(n).patch_runs(), 0, "{n} untouched");
+    }
+    fleet.stop().await;
+}
+
+/// A quorum guard that waits on a controller outside the campaign waits
+/// at most `guard_secs`, then pauses the campaign with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_wait_longer_than_guard_secs_pauses_the_campaign() {
+    init();
+    let fleet = Fleet::start(&[(Role::Controller, 3)]).await;
+    fleet.power_off("ctl03").await;
+    let spec = r#"
+name = "guarded"
+select = { nodes = ["ctl01", "ctl02"] }
+timeouts = { guard_secs = 2 }
+"#;
+    let c = fleet.start_campaign(spec).await;
+    let id = c.campaign.id.clone();
+    let waiting = fleet
+        .wait_for(&id, "the guard to wait", LONG, |v| !v.waiting.is_empty())
+        .await;
+    assert_eq!(waiting.campaign.phase, Phase::Running);
+    assert_eq!(
+        waiting.waiting,
+        "controller quorum guard: ctl03 is offline or unhealthy"
+    );
+    let paused = fleet
+        .wait_for(&id, "the campaign to pause", Duration::from_secs(20), |v| {
+            v.campaign.phase == Phase::Paused
+        })
+        .await;
+    assert_eq!(
+        paused.campaign.reason,
+        "controller quorum guard: ctl03 is offline or unhealthy, for more than guard_secs (2s)"
+    );
+    let waited = paused.campaign.updated_at.since(c.campaign.created_at);
+    assert!(waited >= Duration::from_secs(2), "paused after {waited:?}");
+    assert!(paused.nodes.iter().all(|n| n.step == Step::Pending));
+    fleet.stop().await;
+}

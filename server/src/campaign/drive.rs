@@ -3,7 +3,7 @@
 //! step's action. The scheduler persists every change this makes before it
 //! sends anything, so a restart repeats no finished step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rollcall_proto::model::{
     ActionKind, ActionRequest, ActionResult, ActionState, ContainerHealth, ContainerState, Node,
@@ -12,7 +12,7 @@ use rollcall_proto::model::{
 use rollcall_proto::timestamp::Timestamp;
 
 use super::lifecycle::{Facts, Step};
-use super::record::NodeRun;
+use super::record::{ManualUndrain, NodeRun};
 use super::schedule::Health;
 use super::spec::{CampaignSpec, RebootPolicy, RunOn};
 
@@ -39,6 +39,9 @@ pub struct Ctx<'a> {
     pub view: View<'a>,
     /// The agent's latest word on `run.action_id`.
     pub action: Option<&'a ActionResult>,
+    /// The nodes of this campaign that failed, unless an operator accepted
+    /// the failure: a guard that waits on one of them waits for nothing.
+    pub failed: &'a BTreeSet<String>,
     pub now: Timestamp,
 }
 
@@ -54,12 +57,107 @@ pub enum Advance {
     },
     /// The step is done; `run` is already in its next step.
     Moved,
-    /// The node failed; `run` is already `failed` with the reason in `note`.
+    /// The node failed; `run` is already `failed` with the reason in
+    /// `note` (and `left_drained` set if it stays drained), or, with
+    /// `undrain_on_failure`, in `undrain` with the reason in `failure`.
     Failed,
+    /// A guard cannot be met because a node failed in this campaign:
+    /// nothing was done to the node, `run` is back in `pending`; pause the
+    /// campaign with this reason instead of waiting for nothing.
+    Pause(String),
 }
 
 /// Moves `run` (an active node) on as far as one look at the facts allows.
+/// A node that fails after its drain hook was asked stays drained: it is
+/// marked `left_drained`, or undrained first with `undrain_on_failure`.
 pub fn advance(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
+    let (step, asked) = (run.step, !run.action_id.is_empty());
+    // An undrain after a failure is under way: its end is the node's end.
+    let undraining = run.failure.is_some();
+    let out = step_on(run, ctx);
+    if out != Advance::Failed {
+        return out;
+    }
+    let Some(hook) = undrain_hook(ctx.spec, run.role) else {
+        return out;
+    };
+    if undraining {
+        // The hook succeeded (`hook_step` took the reason back) or it did
+        // not, and the node stays drained.
+        if let Some(first) = run.failure.take() {
+            run.note = format!("{first}; then its undrain failed: {}", run.note);
+            run.left_drained = Some(hook);
+        }
+        return out;
+    }
+    let drained = match step {
+        Step::Drain => asked,
+        Step::Patch | Step::Reboot | Step::WaitReturn | Step::Postcheck | Step::Undrain => true,
+        Step::Pending | Step::Precheck | Step::Done | Step::Failed | Step::Skipped => false,
+    };
+    if !drained {
+        return out;
+    }
+    if ctx.spec.undrain_on_failure && step != Step::Undrain {
+        run.failure = Some(std::mem::take(&mut run.note));
+        run.enter(Step::Undrain, ctx.now);
+        run.finished_at = None;
+        run.note = format!("running hook {hook} before the node ends failed");
+    } else {
+        run.left_drained = Some(hook);
+    }
+    out
+}
+
+/// The undrain hook of `role`'s nodes, if the spec names one.
+fn undrain_hook(spec: &CampaignSpec, role: Role) -> Option<String> {
+    spec.hooks.get(&role).and_then(|h| h.undrain.clone())
+}
+
+/// The audit line (and watch event) of a failure: why, and what the node
+/// is left as. `before` is the run as it was before `advance` failed it.
+pub fn failure_detail(campaign: &str, before: &NodeRun, run: &NodeRun) -> String {
+    if run.step == Step::Undrain {
+        let why = run.failure.as_deref().unwrap_or_default();
+        return format!(
+            "{why}; undrain_on_failure: {} before the node ends failed",
+            run.note
+        );
+    }
+    match &run.left_drained {
+        Some(hook) => format!(
+            "{}; left drained: run hook {hook} to undo, or `campaign undrain {campaign} {}`",
+            run.note, run.node
+        ),
+        None if before.failure.is_some() => {
+            format!("undrain done, the node ends failed: {}", run.note)
+        }
+        None => run.note.clone(),
+    }
+}
+
+/// A controller that failed in this campaign and is offline or unhealthy
+/// keeps the quorum guard from ever being met for another controller.
+fn failed_controller(run: &NodeRun, ctx: &Ctx<'_>) -> Option<String> {
+    if run.role != Role::Controller {
+        return None;
+    }
+    ctx.fleet
+        .iter()
+        .find(|(name, h)| {
+            h.role == Role::Controller
+                && !h.available()
+                && **name != run.node
+                && ctx.failed.contains(*name)
+        })
+        .map(|(name, _)| {
+            format!(
+                "controller quorum guard cannot be met: {name} failed in this campaign and is offline or unhealthy"
+            )
+        })
+}
+
+fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
     let elapsed = ctx.now.since(run.since);
     if run.step.timed_out(&ctx.spec.timeouts, elapsed) {
         let limit = run.step.timeout(&ctx.spec.timeouts).unwrap_or_default();
@@ -79,14 +177,24 @@ pub fn advance(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
         );
     }
     match run.step {
-        Step::Precheck => match precheck(ctx.spec, run, ctx.view, ctx.fleet) {
-            Ok(containers) => {
-                run.containers = containers;
-                run.boot_id_before = ctx.view.node.map(|n| n.boot_id.clone()).unwrap_or_default();
-                move_to(run, Step::Drain, ctx.now)
+        Step::Precheck => {
+            if let Some(why) = failed_controller(run, ctx) {
+                // Nothing was done to the node yet: it waits in pending.
+                run.enter(Step::Pending, ctx.now);
+                run.started_at = None;
+                run.note.clone_from(&why);
+                return Advance::Pause(why);
             }
-            Err(why) => Advance::Wait(why),
-        },
+            match precheck(ctx.spec, run, ctx.view, ctx.fleet) {
+                Ok(containers) => {
+                    run.containers = containers;
+                    run.boot_id_before =
+                        ctx.view.node.map(|n| n.boot_id.clone()).unwrap_or_default();
+                    move_to(run, Step::Drain, ctx.now)
+                }
+                Err(why) => Advance::Wait(why),
+            }
+        }
         Step::Drain | Step::Undrain => hook_step(run, ctx),
         Step::Patch => match action_state(run, ctx, ActionKind::Patch, "") {
             Err(advance) => advance,
@@ -289,24 +397,46 @@ fn hook_step(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
         return move_to(run, after, ctx.now);
     };
     if run.action_id.is_empty() {
-        let run_on = hooks.map(|h| h.run_on).unwrap_or_default();
-        let on = match run_on {
-            RunOn::Target => run.node.clone(),
-            RunOn::Role(role) => match delegate(ctx.fleet, role, &run.node) {
-                Some(n) => n,
-                None => {
-                    return Advance::Wait(format!(
-                        "no online, healthy {role} node to run hook {name}"
-                    ));
-                }
-            },
+        let on = match hook_runner(ctx.spec, run, ctx.fleet, &name) {
+            Ok(on) => on,
+            Err(why) => return Advance::Wait(why),
         };
         let target = run.node.clone();
         return send(run, ctx, ActionKind::Hook, &name, vec![target], &on);
     }
     match action_state(run, ctx, ActionKind::Hook, &name) {
+        // Undrained after a failure (undrain_on_failure): the node ends
+        // failed, with the failure's own reason. An undrain that succeeded
+        // also undoes a drain an earlier attempt left behind.
+        Ok(_) if run.step == Step::Undrain => {
+            run.left_drained = None;
+            match run.failure.take() {
+                Some(why) => fail(run, ctx.now, why),
+                None => move_to(run, after, ctx.now),
+            }
+        }
         Ok(_) => move_to(run, after, ctx.now),
         Err(advance) => advance,
+    }
+}
+
+/// Who runs a hook of `run`'s role: the node itself, or (`run_on` a role)
+/// the first online, healthy node of that role.
+fn hook_runner(
+    spec: &CampaignSpec,
+    run: &NodeRun,
+    fleet: &BTreeMap<String, Health>,
+    name: &str,
+) -> Result<String, String> {
+    match spec
+        .hooks
+        .get(&run.role)
+        .map(|h| h.run_on)
+        .unwrap_or_default()
+    {
+        RunOn::Target => Ok(run.node.clone()),
+        RunOn::Role(role) => delegate(fleet, role, &run.node)
+            .ok_or_else(|| format!("no online, healthy {role} node to run hook {name}")),
     }
 }
 
@@ -442,6 +572,136 @@ pub fn postcheck(policy: RebootPolicy, run: &NodeRun, view: View<'_>) -> Result<
     Ok(())
 }
 
+/// An operator asks for the undrain of a node that failed and stays
+/// drained (`campaign undrain ID NODE`): under a new action id, on the
+/// node the role's hooks run on. `run` is ready to be stored; send the
+/// request once it is. Refused, with why, for any other node.
+pub fn ask_undrain(
+    run: &mut NodeRun,
+    campaign: &str,
+    spec: &CampaignSpec,
+    fleet: &BTreeMap<String, Health>,
+    by: &str,
+    now: Timestamp,
+) -> Result<(String, ActionRequest), String> {
+    let node = &run.node;
+    if run.step != Step::Failed {
+        return Err(format!(
+            "{node} is {} in campaign {campaign}, not failed: only a failed node that stays drained is undrained this way",
+            run.step
+        ));
+    }
+    let Some(hook) = run.left_drained.clone() else {
+        return Err(format!(
+            "{node} failed in campaign {campaign} but is not left drained: there is nothing to undo"
+        ));
+    };
+    if let Some(u) = &run.undrain {
+        return Err(format!(
+            "an undrain of {node} is already running ({} on {}); wait for it to end",
+            u.action_id, u.action_node
+        ));
+    }
+    let on = hook_runner(spec, run, fleet, &hook)
+        .map_err(|why| format!("{why} now; try again later"))?;
+    run.manual_undrains += 1;
+    let id = run.manual_undrain_id(campaign, run.manual_undrains);
+    run.undrain = Some(ManualUndrain {
+        action_id: id.clone(),
+        action_node: on.clone(),
+        by: by.to_owned(),
+        asked_at: now,
+        sent_at: Some(now),
+    });
+    Ok((on, undrain_request(id, &hook, node, spec)))
+}
+
+fn undrain_request(id: String, hook: &str, target: &str, spec: &CampaignSpec) -> ActionRequest {
+    ActionRequest {
+        id,
+        kind: ActionKind::Hook,
+        name: hook.to_owned(),
+        args: vec![target.to_owned()],
+        timeout_secs: u32::try_from(spec.timeouts.undrain_secs).unwrap_or(u32::MAX),
+    }
+}
+
+/// Where an operator's undrain stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Undrain {
+    /// Running, or asked and waiting for a word; nothing to store.
+    Wait,
+    /// Ask `node` again under the same id (the request was lost, or the
+    /// agent never answered). Store `run` first if it changed.
+    Send {
+        node: String,
+        request: ActionRequest,
+    },
+    /// The hook succeeded: `run` is no longer left drained.
+    Done,
+    /// The hook failed or did not finish in time: `run` stays left
+    /// drained, with no undrain running, and an operator may ask again.
+    Failed(String),
+}
+
+/// Follows an operator's undrain of `run` from the agent's word on it
+/// (`action`): pure, like `advance`.
+pub fn follow_undrain(
+    run: &mut NodeRun,
+    spec: &CampaignSpec,
+    action: Option<&ActionResult>,
+    now: Timestamp,
+) -> Undrain {
+    let Some(u) = run.undrain.clone() else {
+        return Undrain::Wait;
+    };
+    let hook = run.left_drained.clone().unwrap_or_default();
+    match action {
+        Some(a) if a.state == ActionState::Succeeded => {
+            run.undrain = None;
+            run.left_drained = None;
+            return Undrain::Done;
+        }
+        Some(a) if a.state.is_final() => {
+            run.undrain = None;
+            return Undrain::Failed(action_failure(&format!("hook {hook}"), a));
+        }
+        _ => {}
+    }
+    let limit = spec.timeouts.undrain_secs;
+    if now.since(u.asked_at) > std::time::Duration::from_secs(limit) {
+        run.undrain = None;
+        return Undrain::Failed(format!(
+            "hook {hook} on {} did not finish within {limit}s",
+            u.action_node
+        ));
+    }
+    let silent = match action {
+        // No word of it: the request was lost on the way (or the node had
+        // no session); ask again, which changes nothing to store.
+        None => true,
+        Some(a) => match a.state {
+            ActionState::Accepted => u.sent_at.is_none_or(|t| now.since(t) >= RESEND_AFTER),
+            // Cleared after a store outage: the agent may hold a result
+            // the store refused; asking by the same id brings it.
+            ActionState::Running => u.sent_at.is_none(),
+            _ => false,
+        },
+    };
+    if !silent {
+        return Undrain::Wait;
+    }
+    if action.is_some()
+        && let Some(u) = run.undrain.as_mut()
+    {
+        u.sent_at = Some(now);
+    }
+    Undrain::Send {
+        node: u.action_node.clone(),
+        request: undrain_request(u.action_id, &hook, &run.node, spec),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,6 +796,7 @@ mod tests {
         node: Node,
         report: Report,
         action: Option<ActionResult>,
+        failed: BTreeSet<String>,
         now: Timestamp,
     }
 
@@ -550,6 +811,7 @@ mod tests {
                 node: node("cmp1", Role::Compute, "boot-1"),
                 report: report(10, Some((false, 10)), healthy()),
                 action: None,
+                failed: BTreeSet::new(),
                 now: t(20),
             }
         }
@@ -566,6 +828,7 @@ mod tests {
                         report: Some(&self.report),
                     },
                     action: self.action.as_ref(),
+                    failed: &self.failed,
                     now: self.now,
                 },
             )
@@ -909,5 +1172,227 @@ mod tests {
             "wait-return did not finish within 60s: waiting for cmp1 to come back with a new boot id"
         );
         assert_eq!(run.finished_at, Some(t(61)));
+    }
+
+    fn with_compute_hooks(w: &mut World) {
+        w.spec.hooks.insert(
+            Role::Compute,
+            RoleHooks {
+                drain: Some("nova-drain".into()),
+                undrain: Some("nova-undrain".into()),
+                run_on: RunOn::Role(Role::Controller),
+            },
+        );
+    }
+
+    #[test]
+    fn a_node_that_fails_after_its_drain_is_left_drained_with_the_hook_that_undoes_it() {
+        let mut w = World::new();
+        with_compute_hooks(&mut w);
+        let mut run = run_in(Step::Patch, Role::Compute, 15);
+        run.action_id = "c1.cmp1.1.patch".into();
+        w.action = Some(result(ActionState::Failed, Some(100), "E: broken\n", 16));
+        let before = run.clone();
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(
+            (run.step, run.left_drained.as_deref()),
+            (Step::Failed, Some("nova-undrain"))
+        );
+        assert_eq!(
+            failure_detail("c1", &before, &run),
+            "patch on cmp1 failed (exit code 100): E: broken; left drained: run hook nova-undrain to undo, or `campaign undrain c1 cmp1`"
+        );
+        // A drain that timed out before it was ever asked drained nothing.
+        w.fleet = fleet(&[]);
+        w.action = None;
+        let mut drain = run_in(Step::Drain, Role::Compute, 0);
+        w.now = t(1_801);
+        assert_eq!(w.advance(&mut drain), Advance::Failed);
+        assert_eq!(drain.left_drained, None, "{}", drain.note);
+        // Asked, then timed out: it may have drained.
+        let mut drain = run_in(Step::Drain, Role::Compute, 0);
+        drain.action_id = "c1.cmp1.1.drain".into();
+        assert_eq!(w.advance(&mut drain), Advance::Failed);
+        assert_eq!(drain.left_drained.as_deref(), Some("nova-undrain"));
+        // No undrain hook for the role: nothing to undo, nothing said.
+        w.spec.hooks.clear();
+        let mut wait = run_in(Step::WaitReturn, Role::Compute, 0);
+        assert_eq!(w.advance(&mut wait), Advance::Failed);
+        assert_eq!(wait.left_drained, None);
+    }
+
+    #[test]
+    fn undrain_on_failure_runs_the_undrain_then_ends_failed_with_the_first_reason() {
+        let mut w = World::new();
+        with_compute_hooks(&mut w);
+        w.spec.undrain_on_failure = true;
+        let mut run = run_in(Step::Patch, Role::Compute, 15);
+        run.action_id = "c1.cmp1.1.patch".into();
+        w.action = Some(result(ActionState::Failed, Some(100), "E: broken\n", 16));
+        let before = run.clone();
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(run.step, Step::Undrain, "it goes on to its undrain");
+        assert_eq!(run.finished_at, None);
+        let why = "patch on cmp1 failed (exit code 100): E: broken";
+        assert_eq!(run.failure.as_deref(), Some(why));
+        assert!(failure_detail("c1", &before, &run).contains("undrain_on_failure"));
+        // The undrain hook is asked of a controller, under the step's id.
+        w.action = None;
+        let Advance::Send { node, request } = w.advance(&mut run) else {
+            panic!("an undrain request")
+        };
+        assert_eq!(
+            (node.as_str(), request.name.as_str(), request.id.as_str()),
+            ("ctl1", "nova-undrain", "c1.cmp1.1.undrain")
+        );
+        let mut done = result(ActionState::Succeeded, Some(0), "", 21);
+        done.id = request.id.clone();
+        done.node = "ctl1".into();
+        w.action = Some(done);
+        let before = run.clone();
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(
+            (
+                run.step,
+                run.note.as_str(),
+                run.left_drained.as_deref(),
+                run.failure.as_deref()
+            ),
+            (Step::Failed, why, None, None)
+        );
+        assert_eq!(
+            failure_detail("c1", &before, &run),
+            format!("undrain done, the node ends failed: {why}")
+        );
+        // An undrain that fails too leaves it drained, with both reasons.
+        let mut run = before;
+        let mut bad = result(ActionState::Failed, Some(1), "openstack: 503\n", 21);
+        bad.node = "ctl1".into();
+        w.action = Some(bad);
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(run.left_drained.as_deref(), Some("nova-undrain"));
+        assert_eq!(
+            run.note,
+            format!(
+                "{why}; then its undrain failed: nova-undrain on ctl1 failed (exit code 1): openstack: 503"
+            )
+        );
+        assert_eq!(run.failure, None);
+    }
+
+    #[test]
+    fn a_precheck_guard_on_a_controller_that_failed_here_pauses_and_the_node_goes_back() {
+        let mut w = World::new();
+        w.node = node("ctl2", Role::Controller, "boot-1");
+        w.fleet = fleet(&[
+            ("ctl1", Role::Controller, false),
+            ("ctl2", Role::Controller, true),
+        ]);
+        let mut run = run_in(Step::Precheck, Role::Controller, 15);
+        run.node = "ctl2".into();
+        // ctl1 is down but did not fail here: the guard waits.
+        assert_eq!(
+            w.advance(&mut run),
+            Advance::Wait("controller quorum guard: ctl1 is offline or unhealthy".into())
+        );
+        w.failed.insert("ctl1".into());
+        let why = "controller quorum guard cannot be met: ctl1 failed in this campaign and is offline or unhealthy";
+        assert_eq!(w.advance(&mut run), Advance::Pause(why.into()));
+        assert_eq!((run.step, run.started_at), (Step::Pending, None));
+    }
+
+    #[test]
+    fn an_operators_undrain_gets_its_own_id_is_asked_again_when_lost_and_ends_the_left_drained_mark()
+     {
+        let mut w = World::new();
+        with_compute_hooks(&mut w);
+        let mut run = run_in(Step::Failed, Role::Compute, 15);
+        // Not left drained: refused.
+        let ask = |run: &mut NodeRun, w: &World| {
+            ask_undrain(run, "c1", &w.spec, &w.fleet, "operator:alice", w.now)
+        };
+        let err = ask(&mut run, &w).expect_err("not left drained");
+        assert!(err.contains("not left drained"), "{err}");
+        run.left_drained = Some("nova-undrain".into());
+        let (on, request) = ask(&mut run, &w).expect("asked");
+        assert_eq!(
+            (on.as_str(), request.id.as_str(), request.args.clone()),
+            ("ctl1", "c1.cmp1.1.undrain-1", vec!["cmp1".to_owned()])
+        );
+        let err = ask(&mut run, &w).expect_err("one at a time");
+        assert!(err.contains("already running"), "{err}");
+        // No word of it: asked again, same id, nothing to store.
+        let before = run.clone();
+        let again = follow_undrain(&mut run, &w.spec, None, t(21));
+        assert_eq!(
+            again,
+            Undrain::Send {
+                node: "ctl1".into(),
+                request: request.clone()
+            }
+        );
+        assert_eq!(run, before);
+        let mut failed = result(ActionState::Failed, Some(1), "no\n", 22);
+        failed.node = "ctl1".into();
+        assert!(matches!(
+            follow_undrain(&mut run, &w.spec, Some(&failed), t(22)),
+            Undrain::Failed(_)
+        ));
+        assert_eq!(
+            (run.undrain.is_none(), run.left_drained.as_deref()),
+            (true, Some("nova-undrain"))
+        );
+        // A second undrain gets a new id; success ends the mark.
+        let (_, second) = ask(&mut run, &w).expect("asked again");
+        assert_eq!(second.id, "c1.cmp1.1.undrain-2");
+        let ok = result(ActionState::Succeeded, Some(0), "", 23);
+        assert_eq!(
+            follow_undrain(&mut run, &w.spec, Some(&ok), t(23)),
+            Undrain::Done
+        );
+        assert_eq!(
+            (run.step, run.left_drained.clone(), run.undrain.clone()),
+            (Step::Failed, None, None)
+        );
+        // Only a failed node.
+        let mut patching = run_in(Step::Patch, Role::Compute, 15);
+        patching.left_drained = Some("nova-undrain".into());
+        assert!(
+            ask(&mut patching, &w)
+                .expect_err("in flight")
+                .contains("not failed")
+        );
+        // An undrain nobody answers fails at undrain_secs.
+        let mut lost = run_in(Step::Failed, Role::Compute, 15);
+        lost.left_drained = Some("nova-undrain".into());
+        ask(&mut lost, &w).expect("asked");
+        let late = Timestamp::from_unix_millis(w.now.unix_millis() + 601_000);
+        assert!(matches!(
+            follow_undrain(&mut lost, &w.spec, None, late),
+            Undrain::Failed(why) if why.contains("did not finish within 600s")
+        ));
+    }
+
+    #[test]
+    fn a_retried_node_stays_left_drained_until_an_undrain_of_it_succeeds() {
+        let mut w = World::new();
+        with_compute_hooks(&mut w);
+        // Attempt 1 failed after its drain; an operator retries it.
+        let mut run = run_in(Step::Precheck, Role::Compute, 15);
+        run.attempt = 2;
+        run.left_drained = Some("nova-undrain".into());
+        // Precheck fails (the disk filled up): it is still drained from
+        // attempt 1, and says so.
+        w.now = t(15 + 121);
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(run.left_drained.as_deref(), Some("nova-undrain"));
+        // Its undrain step succeeds on a later attempt: the mark goes.
+        let mut run = run_in(Step::Undrain, Role::Compute, 15);
+        run.left_drained = Some("nova-undrain".into());
+        run.action_id = "c1.cmp1.2.undrain".into();
+        w.now = t(20);
+        w.action = Some(result(ActionState::Succeeded, Some(0), "", 19));
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!((run.step, run.left_drained.clone()), (Step::Done, None));
     }
 }

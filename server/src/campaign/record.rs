@@ -72,6 +72,40 @@ pub struct NodeRun {
     /// no longer counts it.
     #[serde(default)]
     pub failure_accepted: bool,
+    /// The node failed after its drain hook was asked, and stays drained:
+    /// the name of the undrain hook that would undo it. Cleared when that
+    /// hook succeeds (by itself with `undrain_on_failure`, or through
+    /// `campaign undrain`).
+    #[serde(default)]
+    pub left_drained: Option<String>,
+    /// Why the node failed, while its undrain hook runs before it ends
+    /// failed (`undrain_on_failure`): kept apart from `note`, which says
+    /// what the undrain waits for.
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// The undrain an operator asked for, while it runs.
+    #[serde(default)]
+    pub undrain: Option<ManualUndrain>,
+    /// How many undrains operators asked for: each gets its own action id
+    /// (`…ATTEMPT.undrain-N`), as an agent never runs an id twice.
+    #[serde(default)]
+    pub manual_undrains: u32,
+}
+
+/// An undrain an operator asked for (`campaign undrain ID NODE`) of a node
+/// that failed and stays drained.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualUndrain {
+    pub action_id: String,
+    /// The node that runs the hook (the failed node, or its delegate).
+    pub action_node: String,
+    /// Who asked (`operator:NAME`).
+    pub by: String,
+    /// When it was asked for: `undrain_secs` counts from here.
+    pub asked_at: Timestamp,
+    /// When the request was last sent: one the agent never answered is
+    /// sent again (see `drive::RESEND_AFTER`).
+    pub sent_at: Option<Timestamp>,
 }
 
 impl NodeRun {
@@ -92,6 +126,10 @@ impl NodeRun {
             asked_at: None,
             patched_at: None,
             failure_accepted: false,
+            left_drained: None,
+            failure: None,
+            undrain: None,
+            manual_undrains: 0,
         }
     }
 
@@ -120,6 +158,12 @@ impl NodeRun {
             self.attempt,
             step.trim_matches('"')
         )
+    }
+
+    /// The id of the `n`th undrain an operator asked for: never the
+    /// undrain step's own id (`…undrain`), never an earlier one's.
+    pub fn manual_undrain_id(&self, campaign: &str, n: u32) -> String {
+        format!("{campaign}.{}.{}.undrain-{n}", self.node, self.attempt)
     }
 }
 

@@ -9,7 +9,7 @@
 //! works from is exactly what the store holds, so a restarted server picks
 //! every campaign up where it stood and never repeats a finished step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use rollcall_proto::timestamp::Timestamp;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::drive::{self, Advance, Ctx, View};
+use super::drive::{self, Advance, Ctx, Undrain, View};
 use super::lifecycle::Step;
 use super::record::{AuditEntry, Campaign, CampaignWrite, NodeRun};
 use super::schedule::{self, Decision, Health, Member, Phase};
@@ -55,6 +55,9 @@ pub struct CampaignView {
     pub waiting: String,
     /// Finished: nothing will happen any more.
     pub ended: bool,
+    /// The nodes that failed and stay drained (see `NodeRun::left_drained`),
+    /// in listings too, so `fleet status` can name them.
+    pub left_drained: Vec<String>,
 }
 
 fn ended<'a>(c: &Campaign, runs: impl IntoIterator<Item = &'a NodeRun>) -> bool {
@@ -146,6 +149,13 @@ enum Command {
         id: String,
         reply: Reply<Vec<AuditEntry>>,
     },
+    Undrain {
+        id: String,
+        node: String,
+        operator: String,
+        reason: String,
+        reply: Reply<CampaignView>,
+    },
 }
 
 /// A cheap handle on the scheduler.
@@ -227,6 +237,28 @@ impl CampaignHandle {
         self.call(|reply| Command::Audit { id, reply }).await
     }
 
+    /// Runs the undrain hook of a node that failed and stays drained, on
+    /// behalf of `operator`. Answers once the request is stored and sent;
+    /// the hook's outcome follows in status, watch and the audit log.
+    pub async fn undrain(
+        &self,
+        id: &str,
+        node: &str,
+        operator: &str,
+        reason: &str,
+    ) -> Result<CampaignView, CampaignError> {
+        let (id, node) = (id.to_owned(), node.to_owned());
+        let (operator, reason) = (operator.to_owned(), reason.to_owned());
+        self.call(|reply| Command::Undrain {
+            id,
+            node,
+            operator,
+            reason,
+            reply,
+        })
+        .await
+    }
+
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, CampaignError> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -243,6 +275,10 @@ struct Live {
     runs: BTreeMap<String, NodeRun>,
     audit: Vec<AuditEntry>,
     waiting: String,
+    /// When the quorum guard wait that goes on now began. Memory only: a
+    /// restarted server starts the wait's clock again, which at worst
+    /// waits `guard_secs` once more before it pauses.
+    guard_since: Option<Timestamp>,
 }
 
 impl Live {
@@ -271,6 +307,12 @@ impl Live {
             nodes_by_step,
             waiting: self.waiting.clone(),
             ended: ended(&self.campaign, self.runs.values()),
+            left_drained: self
+                .runs
+                .values()
+                .filter(|r| r.left_drained.is_some())
+                .map(|r| r.node.clone())
+                .collect(),
         }
     }
 }
@@ -326,6 +368,7 @@ impl Scheduler {
                     runs,
                     audit: s.audit,
                     waiting: String::new(),
+                    guard_since: None,
                 },
             );
         }
@@ -368,7 +411,10 @@ impl Scheduler {
                     Some(cmd) => self.handle(cmd).await,
                     None => break,
                 },
-                _ = ticker.tick() => self.pass().await,
+                _ = ticker.tick() => {
+                    self.pass().await;
+                    self.follow_undrains().await;
+                }
                 Ok(()) = self.store.changed() => self.pass().await,
                 _ = wake.notified() => {
                     // Many wake-ups in a burst (a fleet reconnecting) make
@@ -376,6 +422,7 @@ impl Scheduler {
                     tokio::time::sleep_until(last_pass + MIN_PASS_GAP).await;
                     last_pass = tokio::time::Instant::now();
                     self.pass().await;
+                    self.follow_undrains().await;
                 }
             }
         }
@@ -424,6 +471,15 @@ impl Scheduler {
             }
             Command::Audit { id, reply } => {
                 let _ = reply.send(self.live(&id).map(|l| l.audit.clone()));
+            }
+            Command::Undrain {
+                id,
+                node,
+                operator,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.undrain(&id, &node, &operator, &reason).await);
             }
         }
     }
@@ -586,6 +642,7 @@ impl Scheduler {
             runs,
             audit: write.audit,
             waiting: String::new(),
+            guard_since: None,
         };
         let view = live.view();
         self.campaigns.insert(id.clone(), live);
@@ -702,6 +759,131 @@ impl Scheduler {
         Ok(view)
     }
 
+    /// An operator's undrain of a node that failed and stays drained:
+    /// stored with its audit line, then sent. Any phase: undoing a drain
+    /// never starts anything new.
+    async fn undrain(
+        &mut self,
+        id: &str,
+        node: &str,
+        operator: &str,
+        reason: &str,
+    ) -> Result<CampaignView, CampaignError> {
+        let live = self.live(id)?;
+        let Some(run) = live.runs.get(node) else {
+            return Err(CampaignError::Conflict(format!(
+                "{node} is not a node of campaign {id}"
+            )));
+        };
+        let mut run = run.clone();
+        let nodes = self.fleet.list(NodeFilter::default()).await?;
+        let fleet = fleet_health(&nodes);
+        let now = Timestamp::now();
+        let actor = format!("operator:{operator}");
+        let (on, request) = drive::ask_undrain(&mut run, id, &live.spec, &fleet, &actor, now)
+            .map_err(CampaignError::Conflict)?;
+        let hook = request.name.clone();
+        let detail = with_reason(
+            &format!("hook {hook} asked of {on} ({}) by {operator}", request.id),
+            reason,
+        );
+        let entry = audit(id, now, &actor, node, "undrain", detail.clone());
+        let write = CampaignWrite {
+            campaign: None,
+            nodes: vec![(id.to_owned(), run.clone())],
+            actions: vec![ActionResult::issued(&request.id, &on)],
+            audit: vec![entry.clone()],
+        };
+        if !self.writer.put_campaign(write).await {
+            return Err(CampaignError::Store);
+        }
+        tracing::info!(campaign = %id, node = %Untrusted(node), operator = %Untrusted(operator), hook = %hook, on = %on, "Undrain asked for.");
+        let step = run.step;
+        let live = self.campaigns.get_mut(id).expect("the campaign exists");
+        live.runs.insert(node.to_owned(), run);
+        live.audit.push(entry);
+        let view = live.view();
+        self.emit(id, node, Some(step), detail);
+        if let Err(e) = self.fleet.send_action(&on, request).await? {
+            // Stored: it is asked again at the next pass.
+            tracing::info!(campaign = %id, node = %Untrusted(node), on = %on, error = %e, "The undrain cannot be asked yet.");
+        }
+        Ok(view)
+    }
+
+    /// Follows every undrain an operator asked for, in any campaign: asks
+    /// again what was lost, and records how each ended.
+    async fn follow_undrains(&mut self) {
+        // Held like every pass while the store cannot record what is done.
+        if self.store.borrow().failing.is_some() {
+            return;
+        }
+        let open: Vec<(String, String, String)> = self
+            .campaigns
+            .iter()
+            .flat_map(|(id, l)| {
+                l.runs.values().filter_map(move |r| {
+                    r.undrain
+                        .as_ref()
+                        .map(|u| (id.clone(), r.node.clone(), u.action_id.clone()))
+                })
+            })
+            .collect();
+        for (id, node, action_id) in open {
+            if let Err(e) = self.follow_undrain(&id, &node, &action_id).await {
+                tracing::error!(campaign = %id, node = %node, error = %e, "Cannot follow an undrain.");
+            }
+        }
+    }
+
+    async fn follow_undrain(
+        &mut self,
+        id: &str,
+        node: &str,
+        action_id: &str,
+    ) -> Result<(), CampaignError> {
+        let action = self.fleet.action(action_id).await?;
+        let live = &self.campaigns[id];
+        let before = live.runs[node].clone();
+        let mut run = before.clone();
+        let hook = run.left_drained.clone().unwrap_or_default();
+        let now = Timestamp::now();
+        let (event, detail) = match drive::follow_undrain(
+            &mut run,
+            &live.spec,
+            action.as_ref(),
+            now,
+        ) {
+            Undrain::Wait => return Ok(()),
+            Undrain::Send { node: on, request } => {
+                if run != before {
+                    let detail = format!("hook {hook} asked of {on} again ({})", request.id);
+                    self.commit_run(id, run, "undrain", detail, None, String::new())
+                        .await?;
+                }
+                if let Err(e) = self.fleet.send_action(&on, request).await? {
+                    tracing::debug!(campaign = %id, node, on = %on, error = %e, "The undrain cannot be asked yet.");
+                }
+                return Ok(());
+            }
+            Undrain::Done => (
+                "undrained",
+                format!(
+                    "hook {hook} succeeded: {node} is no longer left drained (it stays failed)"
+                ),
+            ),
+            Undrain::Failed(why) => (
+                "undrain-failed",
+                format!(
+                    "{why}; {node} is still left drained: `campaign undrain {id} {node}` asks again"
+                ),
+            ),
+        };
+        let (exit_code, tail) = action_outcome(action.as_ref());
+        self.commit_run(id, run, event, detail, exit_code, tail)
+            .await
+    }
+
     /// One look at every campaign that can move.
     async fn pass(&mut self) {
         if !self.store_writes().await {
@@ -789,13 +971,19 @@ impl Scheduler {
             let shifted: Vec<NodeRun> = live
                 .runs
                 .values()
-                .filter(|r| r.step.is_active())
+                .filter(|r| r.step.is_active() || r.undrain.is_some())
                 .map(|r| {
                     let mut r = r.clone();
-                    r.since = r.since.saturating_add(lost);
-                    // Results that came while the store failed are held by
-                    // their agents (not acknowledged): ask at once.
-                    r.asked_at = None;
+                    if r.step.is_active() {
+                        r.since = r.since.saturating_add(lost);
+                        // Results that came while the store failed are held
+                        // by their agents (not acknowledged): ask at once.
+                        r.asked_at = None;
+                    }
+                    if let Some(u) = &mut r.undrain {
+                        u.asked_at = u.asked_at.saturating_add(lost);
+                        u.sent_at = None;
+                    }
                     r
                 })
                 .collect();
@@ -819,6 +1007,7 @@ impl Scheduler {
             for r in shifted {
                 live.runs.insert(r.node.clone(), r);
             }
+            live.guard_since = live.guard_since.map(|t| t.saturating_add(lost));
             live.audit.push(entry);
             live.waiting.clear();
             tracing::info!(campaign = %id, held_secs = lost.as_secs(), "Campaign goes on: the store writes again.");
@@ -841,6 +1030,12 @@ impl Scheduler {
             .collect();
         for node in active {
             self.drive_node(id, &node, fleet).await?;
+        }
+        let live = self.campaigns.get_mut(id).expect("the campaign exists");
+        if live.campaign.phase != Phase::Running {
+            // A guard wait is a wait of a running campaign: a pause (and
+            // the resume after it) starts its clock again.
+            live.guard_since = None;
         }
         let live = &self.campaigns[id];
         if live.campaign.phase == Phase::Paused {
@@ -874,12 +1069,15 @@ impl Scheduler {
             &members,
             fleet,
             Timestamp::now(),
+            live.guard_since,
         );
-        let waiting = pass.waiting.clone().unwrap_or_default();
-        self.campaigns
-            .get_mut(id)
-            .expect("the campaign exists")
-            .waiting = waiting;
+        let live = self.campaigns.get_mut(id).expect("the campaign exists");
+        live.waiting = pass.waiting.clone().unwrap_or_default();
+        live.guard_since = if pass.guard {
+            live.guard_since.or(Some(Timestamp::now()))
+        } else {
+            None
+        };
         for decision in pass.decisions {
             match decision {
                 Decision::Start(node) => {
@@ -916,6 +1114,12 @@ impl Scheduler {
             if !run.step.is_active() {
                 return Ok(());
             }
+            let failed: BTreeSet<String> = live
+                .runs
+                .values()
+                .filter(|r| r.step == Step::Failed && !r.failure_accepted)
+                .map(|r| r.node.clone())
+                .collect();
             let detail = self.fleet.get(node).await?;
             let action = if run.action_id.is_empty() {
                 None
@@ -932,6 +1136,7 @@ impl Scheduler {
                     report: detail.as_ref().and_then(|d| d.report.as_ref()),
                 },
                 action: action.as_ref(),
+                failed: &failed,
                 now: Timestamp::now(),
             };
             match drive::advance(&mut run, &ctx) {
@@ -978,10 +1183,30 @@ impl Scheduler {
                 }
                 Advance::Failed => {
                     let (exit_code, tail) = action_outcome(action.as_ref());
-                    let detail = run.note.clone();
+                    let detail = drive::failure_detail(id, &before, &run);
                     tracing::warn!(campaign = %id, node, reason = %Untrusted(&detail), "Node failed.");
+                    // With undrain_on_failure the node goes on to its
+                    // undrain before it ends failed.
+                    let active = run.step.is_active();
                     self.commit_run(id, run, "failed", detail, exit_code, tail)
                         .await?;
+                    if !active {
+                        return Ok(());
+                    }
+                }
+                Advance::Pause(reason) => {
+                    let phase = self.campaigns[id].campaign.phase;
+                    if phase == Phase::Cancelled {
+                        // Nothing new starts in a cancelled campaign.
+                        run.enter(Step::Skipped, Timestamp::now());
+                        run.note = format!("campaign cancelled; {reason}");
+                    }
+                    let detail = format!("{} stopped, now {}: {reason}", before.step, run.step);
+                    self.commit_run(id, run, "step", detail, None, String::new())
+                        .await?;
+                    if phase == Phase::Running {
+                        self.finish(id, Phase::Paused, reason).await?;
+                    }
                     return Ok(());
                 }
             }
@@ -1089,6 +1314,24 @@ impl Scheduler {
             ended: ended(&live.campaign, live.runs.values()),
         });
     }
+}
+
+/// What the scheduler needs to know of every node: its role, and whether
+/// it is online and healthy.
+fn fleet_health(nodes: &[Node]) -> BTreeMap<String, Health> {
+    nodes
+        .iter()
+        .map(|n| {
+            (
+                n.name.clone(),
+                Health {
+                    role: n.role,
+                    online: n.online,
+                    healthy: n.containers_unhealthy == 0,
+                },
+            )
+        })
+        .collect()
 }
 
 fn request_name(r: &rollcall_proto::model::ActionRequest) -> String {

@@ -15,8 +15,12 @@
 //!    unhealthy) never exceed the role's concurrency.
 //! 7. Controllers go strictly one at a time, and only while every other
 //!    controller is online and healthy (quorum guard).
+//! 8. No endless waits: a quorum guard that waits on a controller that
+//!    failed in this campaign pauses the campaign at once; any other guard
+//!    wait pauses it after `timeouts.guard_secs`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use rollcall_proto::model::Role;
 use rollcall_proto::timestamp::Timestamp;
@@ -88,23 +92,36 @@ pub enum Decision {
 pub struct Pass {
     pub decisions: Vec<Decision>,
     pub waiting: Option<String>,
+    /// The wait is the quorum guard's: the caller keeps the time such
+    /// waits began, without a break, and passes it back as `guard_since`.
+    pub guard: bool,
 }
 
 impl Pass {
     fn wait(reason: String) -> Self {
         Pass {
-            decisions: Vec::new(),
             waiting: Some(reason),
+            ..Pass::default()
+        }
+    }
+
+    fn pause(reason: String) -> Self {
+        Pass {
+            decisions: vec![Decision::Pause(reason)],
+            ..Pass::default()
         }
     }
 }
 
+/// `guard_since`: when the quorum guard wait that goes on now began (the
+/// last passes all said `guard`), or `None`.
 pub fn next_steps(
     spec: &CampaignSpec,
     phase: Phase,
     members: &[Member],
     fleet: &BTreeMap<String, Health>,
     now: Timestamp,
+    guard_since: Option<Timestamp>,
 ) -> Pass {
     if phase != Phase::Running {
         return Pass::wait(format!("campaign is {phase:?}").to_lowercase());
@@ -112,17 +129,14 @@ pub fn next_steps(
     let failed = members.iter().filter(|m| m.step == Step::Failed).count();
     let budget = spec.error_budget.of(members.len());
     if failed > budget {
-        return Pass {
-            decisions: vec![Decision::Pause(format!(
-                "error budget exhausted: {failed} node(s) failed, the budget allows {budget}"
-            ))],
-            waiting: None,
-        };
+        return Pass::pause(format!(
+            "error budget exhausted: {failed} node(s) failed, the budget allows {budget}"
+        ));
     }
     if members.iter().all(|m| m.step.is_terminal()) {
         return Pass {
             decisions: vec![Decision::Complete],
-            waiting: None,
+            ..Pass::default()
         };
     }
     if let Some(window) = &spec.window
@@ -156,13 +170,31 @@ pub fn next_steps(
         if in_flight > 0 {
             return Pass::wait("controller: one at a time".into());
         }
-        if let Some(name) = degraded.first() {
-            // Any other controller down means no quorum margin: wait. (A
-            // pending controller that is itself down would fail precheck;
-            // it cannot be started without touching quorum either.)
-            return Pass::wait(format!(
-                "controller quorum guard: {name} is offline or unhealthy"
+        // A controller that failed here stays down until a person acts:
+        // waiting for it would wait for ever.
+        if let Some(name) = degraded.iter().find(|name| {
+            members
+                .iter()
+                .any(|m| m.step == Step::Failed && m.name.as_str() == name.as_str())
+        }) {
+            return Pass::pause(format!(
+                "controller quorum guard cannot be met: {name} failed in this campaign and is offline or unhealthy"
             ));
+        }
+        if let Some(name) = degraded.first() {
+            // Any other controller down means no quorum margin: wait, but
+            // not for ever. (A pending controller that is itself down would
+            // fail precheck; it cannot be started without touching quorum
+            // either.)
+            let why = format!("controller quorum guard: {name} is offline or unhealthy");
+            let limit = spec.timeouts.guard_secs;
+            if guard_since.is_some_and(|t| now.since(t) > Duration::from_secs(limit)) {
+                return Pass::pause(format!("{why}, for more than guard_secs ({limit}s)"));
+            }
+            return Pass {
+                guard: true,
+                ..Pass::wait(why)
+            };
         }
     }
     if unavailable >= limit {
@@ -184,7 +216,11 @@ pub fn next_steps(
     let waiting = decisions
         .is_empty()
         .then(|| format!("{role}: nodes in flight must finish first"));
-    Pass { decisions, waiting }
+    Pass {
+        decisions,
+        waiting,
+        guard: false,
+    }
 }
 
 #[cfg(test)]
@@ -240,7 +276,7 @@ mod tests {
             .iter()
             .map(|m| (m.name.clone(), healthy(m.role)))
             .collect();
-        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now());
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
         assert_eq!(starts(&pass), ["cmp1", "cmp2"]);
     }
 
@@ -262,7 +298,14 @@ mod tests {
             },
         );
         assert_eq!(
-            starts(&next_steps(&spec, Phase::Running, &members, &fleet, now())),
+            starts(&next_steps(
+                &spec,
+                Phase::Running,
+                &members,
+                &fleet,
+                now(),
+                None
+            )),
             ["cmp1"]
         );
     }
@@ -286,7 +329,7 @@ mod tests {
                 healthy: false,
             },
         );
-        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now());
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
         assert!(starts(&pass).is_empty());
         assert!(
             pass.waiting.as_deref().is_some_and(|w| w.contains("ctl3")),
@@ -294,9 +337,136 @@ mod tests {
         );
         fleet.insert("ctl3".into(), healthy(Role::Controller));
         assert_eq!(
-            starts(&next_steps(&spec, Phase::Running, &members, &fleet, now())),
+            starts(&next_steps(
+                &spec,
+                Phase::Running,
+                &members,
+                &fleet,
+                now(),
+                None
+            )),
             ["ctl1"]
         );
+    }
+
+    fn pause_reason(pass: &Pass) -> Option<&str> {
+        match &pass.decisions[..] {
+            [Decision::Pause(r)] => Some(r),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_controller_that_failed_here_pauses_the_campaign_instead_of_a_wait() {
+        // ctl1 never came back and failed at its return timeout; the budget
+        // bears it, but ctl2 could only wait for ever on the quorum guard.
+        let spec = CampaignSpec {
+            error_budget: Amount::Count(1),
+            ..CampaignSpec::default()
+        };
+        let mut members = vec![
+            member("ctl1", Role::Controller),
+            member("ctl2", Role::Controller),
+        ];
+        members[0].step = Step::Failed;
+        let mut fleet: BTreeMap<String, Health> = members
+            .iter()
+            .map(|m| (m.name.clone(), healthy(m.role)))
+            .collect();
+        fleet.insert(
+            "ctl1".into(),
+            Health {
+                role: Role::Controller,
+                online: false,
+                healthy: true,
+            },
+        );
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
+        assert_eq!(
+            pause_reason(&pass),
+            Some(
+                "controller quorum guard cannot be met: ctl1 failed in this campaign and is offline or unhealthy"
+            ),
+            "{pass:?}"
+        );
+        assert!(starts(&pass).is_empty());
+        // Once an operator accepts the failure (the runner then shows it as
+        // skipped), the guard waits again, with its clock.
+        members[0].step = Step::Skipped;
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
+        assert!(pass.guard && pass.decisions.is_empty(), "{pass:?}");
+        // A failed controller that is back and healthy blocks nothing.
+        members[0].step = Step::Failed;
+        fleet.insert("ctl1".into(), healthy(Role::Controller));
+        assert_eq!(
+            starts(&next_steps(
+                &spec,
+                Phase::Running,
+                &members,
+                &fleet,
+                now(),
+                None
+            )),
+            ["ctl2"]
+        );
+    }
+
+    #[test]
+    fn a_guard_wait_longer_than_guard_secs_pauses() {
+        let mut spec = CampaignSpec::default();
+        spec.timeouts.guard_secs = 600;
+        let members = vec![member("ctl1", Role::Controller)];
+        let mut fleet: BTreeMap<String, Health> = members
+            .iter()
+            .map(|m| (m.name.clone(), healthy(m.role)))
+            .collect();
+        // ctl9 is not in the campaign and is unhealthy.
+        fleet.insert(
+            "ctl9".into(),
+            Health {
+                role: Role::Controller,
+                online: true,
+                healthy: false,
+            },
+        );
+        let at = |secs: i64| Timestamp::from_unix_millis(now().unix_millis() + secs * 1_000);
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, at(0), None);
+        assert!(pass.guard && pass.decisions.is_empty(), "{pass:?}");
+        assert_eq!(
+            pass.waiting.as_deref(),
+            Some("controller quorum guard: ctl9 is offline or unhealthy")
+        );
+        let waited = |secs| {
+            next_steps(
+                &spec,
+                Phase::Running,
+                &members,
+                &fleet,
+                at(secs),
+                Some(at(0)),
+            )
+        };
+        assert!(
+            waited(600).decisions.is_empty(),
+            "at the limit it still waits"
+        );
+        assert_eq!(
+            pause_reason(&waited(601)),
+            Some(
+                "controller quorum guard: ctl9 is offline or unhealthy, for more than guard_secs (600s)"
+            )
+        );
+        // Any other wait is not the guard's: the caller's clock stops.
+        fleet.insert("ctl9".into(), healthy(Role::Controller));
+        let pass = next_steps(
+            &spec,
+            Phase::Running,
+            &members,
+            &fleet,
+            at(601),
+            Some(at(0)),
+        );
+        assert!(!pass.guard && starts(&pass) == ["ctl1"], "{pass:?}");
     }
 
     #[test]
@@ -308,14 +478,21 @@ mod tests {
             .map(|m| (m.name.clone(), healthy(m.role)))
             .collect();
         members[0].step = Step::Failed;
-        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now());
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
         assert!(
             matches!(&pass.decisions[..], [Decision::Pause(r)] if r.contains("budget")),
             "{pass:?}"
         );
         spec.error_budget = Amount::Percent(50);
         assert_eq!(
-            starts(&next_steps(&spec, Phase::Running, &members, &fleet, now())),
+            starts(&next_steps(
+                &spec,
+                Phase::Running,
+                &members,
+                &fleet,
+                now(),
+                None
+            )),
             ["cmp2"]
         );
         spec.window = Some(Window {
@@ -324,13 +501,13 @@ mod tests {
             end: "02:00".into(),
             utc_offset: String::new(),
         });
-        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now());
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
         assert!(
             starts(&pass).is_empty()
                 && pass.waiting.as_deref() == Some("outside the maintenance window")
         );
         assert!(
-            next_steps(&spec, Phase::Paused, &members, &fleet, now())
+            next_steps(&spec, Phase::Paused, &members, &fleet, now(), None)
                 .decisions
                 .is_empty()
         );
@@ -339,10 +516,13 @@ mod tests {
     /// Random fleets and random outcomes, checked against the rules at
     /// every pass: never more of a role unavailable than its concurrency
     /// because of a start; controllers strictly one at a time and only with
-    /// quorum; roles in order; nothing starts past the error budget.
+    /// quorum; roles in order; nothing starts past the error budget; no
+    /// guard wait lasts longer than `guard_secs`, and none waits on a
+    /// controller that failed in the campaign.
     #[test]
     fn property_the_rules_hold_on_random_fleets() {
         let (mut total_starts, mut controller_starts, mut pauses) = (0, 0, 0);
+        let (mut failed_guard_pauses, mut long_guard_pauses) = (0, 0);
         for seed in 0..300u64 {
             let mut rng = fastrand::Rng::with_seed(seed);
             let mut spec = CampaignSpec::default();
@@ -374,8 +554,22 @@ mod tests {
                     }
                 }
             }
+            spec.timeouts.guard_secs = rng.u64(60..600);
             let mut paused = false;
+            let mut clock = now();
+            // As the runner keeps it: when the current guard wait began.
+            let mut guard_since: Option<Timestamp> = None;
             for _round in 0..200 {
+                clock = Timestamp::from_unix_millis(clock.unix_millis() + rng.i64(0..30_000));
+                // Now and then an operator resumes, accepting the failures
+                // (which the runner then shows as skipped).
+                if paused && rng.u8(0..8) == 0 {
+                    paused = false;
+                    guard_since = None;
+                    for m in members.iter_mut().filter(|m| m.step == Step::Failed) {
+                        m.step = Step::Skipped;
+                    }
+                }
                 // The world moves: non-members flap, in-flight nodes progress or fail.
                 for (name, h) in fleet.iter_mut() {
                     if !members.iter().any(|m| &m.name == name) && rng.u8(0..10) == 0 {
@@ -407,8 +601,29 @@ mod tests {
                     },
                     &members,
                     &fleet,
-                    now(),
+                    clock,
+                    guard_since,
                 );
+                if pass.guard {
+                    let since = *guard_since.get_or_insert(clock);
+                    assert!(
+                        clock.since(since) <= Duration::from_secs(spec.timeouts.guard_secs),
+                        "seed {seed}: a guard wait outlasted guard_secs"
+                    );
+                    let failed_down = fleet.iter().any(|(n, h)| {
+                        h.role == Role::Controller
+                            && !h.available()
+                            && members
+                                .iter()
+                                .any(|m| &m.name == n && m.step == Step::Failed)
+                    });
+                    assert!(
+                        !failed_down,
+                        "seed {seed}: the guard waits on a controller that failed here"
+                    );
+                } else {
+                    guard_since = None;
+                }
                 let started = starts(&pass)
                     .iter()
                     .map(|s| s.to_string())
@@ -432,6 +647,9 @@ mod tests {
                 {
                     paused = true;
                     pauses += 1;
+                    let reason = pause_reason(&pass).unwrap_or_default();
+                    failed_guard_pauses += usize::from(reason.contains("failed in this campaign"));
+                    long_guard_pauses += usize::from(reason.contains("guard_secs"));
                 }
                 total_starts += started.len();
                 if started.is_empty() {
@@ -496,10 +714,14 @@ mod tests {
             }
         }
         // The property is not vacuous: the runs started nodes of every
-        // kind and hit the budget.
+        // kind, hit the budget and both guard rules.
         assert!(
             total_starts > 1_000 && controller_starts > 50 && pauses > 10,
             "{total_starts} {controller_starts} {pauses}"
+        );
+        assert!(
+            failed_guard_pauses > 5 && long_guard_pauses > 5,
+            "{failed_guard_pauses} {long_guard_pauses}"
         );
     }
 }

@@ -122,6 +122,10 @@ pub struct Timeouts {
     pub return_secs: u64,
     pub postcheck_secs: u64,
     pub undrain_secs: u64,
+    /// The longest the campaign waits on the controller quorum guard (a
+    /// controller outside the campaign, or one whose failure an operator
+    /// accepted, offline or unhealthy) before it pauses with the reason.
+    pub guard_secs: u64,
 }
 
 impl Default for Timeouts {
@@ -134,6 +138,7 @@ impl Default for Timeouts {
             return_secs: 900,
             postcheck_secs: 600,
             undrain_secs: 600,
+            guard_secs: 1_800,
         }
     }
 }
@@ -306,6 +311,10 @@ pub struct CampaignSpec {
     /// Skip a node whose last update check found nothing to install and
     /// that needs no reboot (saves a drain of a node with nothing to do).
     pub skip_up_to_date: bool,
+    /// A node that fails after its drain runs its undrain hook at once and
+    /// then ends failed. Off by default: a node that failed its patch is not
+    /// handed back to tenants without a person deciding (`campaign undrain`).
+    pub undrain_on_failure: bool,
 }
 
 impl Default for CampaignSpec {
@@ -322,6 +331,7 @@ impl Default for CampaignSpec {
             min_free_percent: 10,
             hooks: BTreeMap::new(),
             skip_up_to_date: true,
+            undrain_on_failure: false,
         }
     }
 }
@@ -377,6 +387,7 @@ impl CampaignSpec {
             t.return_secs,
             t.postcheck_secs,
             t.undrain_secs,
+            t.guard_secs,
         ]
         .contains(&0)
         {
@@ -527,6 +538,7 @@ mod tests {
         assert_eq!(spec.timeouts, defaults.timeouts);
         assert_eq!(spec.min_free_percent, defaults.min_free_percent);
         assert_eq!(spec.skip_up_to_date, defaults.skip_up_to_date);
+        assert_eq!(spec.undrain_on_failure, defaults.undrain_on_failure);
         assert_eq!(
             spec.hooks[&Role::Compute].run_on,
             RunOn::Role(Role::Controller)

@@ -6,7 +6,7 @@ use rollcall_proto::convert::{timestamp_from_wire, timestamp_to_wire};
 use rollcall_proto::v1;
 use serde::de::DeserializeOwned;
 
-use super::record::{AuditEntry, Campaign, NodeRun};
+use super::record::{AuditEntry, Campaign, ManualUndrain, NodeRun};
 use super::runner::{CampaignEvent, CampaignView, Plan};
 
 /// A kebab-case name back into its enum (`"wait-return"` → `Step::WaitReturn`).
@@ -34,6 +34,7 @@ impl From<CampaignView> for v1::CampaignStatus {
             ended,
             nodes: v.nodes.into_iter().map(Into::into).collect(),
             nodes_by_step: v.nodes_by_step.into_iter().collect(),
+            left_drained: v.left_drained,
         }
     }
 }
@@ -52,6 +53,20 @@ impl From<NodeRun> for v1::NodeRun {
             action_id: r.action_id,
             action_node: r.action_node,
             failure_accepted: r.failure_accepted,
+            left_drained: r.left_drained.unwrap_or_default(),
+            undrain_action_id: r
+                .undrain
+                .as_ref()
+                .map(|u| u.action_id.clone())
+                .unwrap_or_default(),
+            undrain_node: r
+                .undrain
+                .as_ref()
+                .map(|u| u.action_node.clone())
+                .unwrap_or_default(),
+            undrain_by: r.undrain.as_ref().map(|u| u.by.clone()).unwrap_or_default(),
+            undrain_asked_at: r.undrain.as_ref().map(|u| timestamp_to_wire(u.asked_at)),
+            failure: r.failure.unwrap_or_default(),
         }
     }
 }
@@ -76,6 +91,17 @@ pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, String> {
             asked_at: None,
             patched_at: None,
             failure_accepted: n.failure_accepted,
+            left_drained: Some(n.left_drained).filter(|h| !h.is_empty()),
+            failure: Some(n.failure).filter(|f| !f.is_empty()),
+            undrain: (!n.undrain_action_id.is_empty()).then(|| ManualUndrain {
+                action_id: n.undrain_action_id,
+                action_node: n.undrain_node,
+                by: n.undrain_by,
+                asked_at: ts(n.undrain_asked_at).unwrap_or_default(),
+                sent_at: None,
+            }),
+            // Internal: how many ids were used.
+            manual_undrains: 0,
             node: n.node,
         });
     }
@@ -96,6 +122,7 @@ pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, String> {
         nodes_by_step: s.nodes_by_step.into_iter().collect(),
         waiting: s.waiting,
         ended: s.ended,
+        left_drained: s.left_drained,
     })
 }
 
@@ -179,6 +206,16 @@ mod tests {
         let mut run = NodeRun::new("cmp1".into(), Role::Compute, now);
         run.enter(Step::WaitReturn, now);
         run.note = "waiting".into();
+        let mut failed = NodeRun::new("cmp2".into(), Role::Compute, now);
+        failed.enter(Step::Failed, now);
+        failed.left_drained = Some("nova-undrain".into());
+        failed.undrain = Some(ManualUndrain {
+            action_id: "20261123-113000-1.cmp2.1.undrain-1".into(),
+            action_node: "ctl1".into(),
+            by: "operator:alice".into(),
+            asked_at: now,
+            sent_at: None,
+        });
         let view = CampaignView {
             campaign: Campaign {
                 id: "20261123-113000-1".into(),
@@ -192,10 +229,11 @@ mod tests {
                 finished_at: None,
                 held: true,
             },
-            nodes: vec![run],
+            nodes: vec![run, failed],
             nodes_by_step: [("wait-return".to_owned(), 1)].into(),
             waiting: "campaign is paused".into(),
             ended: false,
+            left_drained: vec!["cmp2".into()],
         };
         let back = view_from_wire(view.clone().into()).expect("back");
         assert_eq!(back, view);

@@ -1,4 +1,4 @@
-//! `campaign plan|start|status|watch|pause|resume|cancel|list|audit`.
+//! `campaign plan|start|status|watch|pause|resume|cancel|list|audit|undrain`.
 //!
 //! A spec comes from `--spec FILE` (TOML), from flags, or both (flags win);
 //! either way it is checked here first, so a bad spec exits 2 before the
@@ -181,6 +181,18 @@ pub enum CampaignCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Run the undrain hook of a node that failed and stays drained (the
+    /// hook its role's spec names, where the role's hooks run). The node
+    /// stays failed; `status` shows when it is no longer left drained.
+    Undrain {
+        id: String,
+        node: String,
+        /// Why (written to the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
     /// Every campaign, oldest first.
     List {
         /// Print JSON instead of text.
@@ -298,6 +310,43 @@ pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
             let s = connect.campaigns().await?.cancel_campaign(request).await;
             print_control(s)?;
         }
+        CampaignCommand::Undrain {
+            id,
+            node,
+            reason,
+            connect,
+        } => {
+            let request = v1::UndrainRequest {
+                campaign_id: id.clone(),
+                node: node.clone(),
+                reason,
+            };
+            let status = connect
+                .campaigns()
+                .await?
+                .undrain(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let v = view(status)?;
+            let asked = v
+                .nodes
+                .iter()
+                .find(|n| n.node == node)
+                .and_then(|n| Some((n.left_drained.as_deref()?, n.undrain.as_ref()?)));
+            match asked {
+                Some((hook, u)) => println!(
+                    "{} {}: hook {} asked of {} ({}); `campaign status {}` follows it",
+                    safe(&id),
+                    safe(&node),
+                    safe(hook),
+                    safe(&u.action_node),
+                    safe(&u.action_id),
+                    safe(&id)
+                ),
+                None => println!("{} {}: undrain asked", safe(&id), safe(&node)),
+            }
+        }
         CampaignCommand::List { json, connect } => {
             let client = connect.campaigns().await?;
             let campaigns = all_pages(|page_token| {
@@ -360,6 +409,58 @@ pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// The `Left drained:` line of `fleet status`: every node that failed in a
+/// campaign and stays drained, across all campaigns. The fleet view does
+/// not know campaigns, so this asks the campaign API; a failure to ask is
+/// said on the line rather than failing the whole status.
+pub async fn left_drained_line(connect: &ConnectArgs) -> String {
+    let listed = async {
+        let client = connect.campaigns().await?;
+        all_pages(|page_token| {
+            let mut client = client.clone();
+            async move {
+                let resp = client
+                    .list_campaigns(v1::ListCampaignsRequest {
+                        page_size: 0,
+                        page_token,
+                    })
+                    .await?
+                    .into_inner();
+                Ok((resp.campaigns, resp.next_page_token))
+            }
+        })
+        .await
+    };
+    match listed.await {
+        Ok(campaigns) => render_left_drained(&campaigns),
+        Err(e) => format!(
+            "Left drained: unknown (campaigns could not be listed: {})\n",
+            safe(&e.to_string())
+        ),
+    }
+}
+
+fn render_left_drained(campaigns: &[v1::CampaignStatus]) -> String {
+    let nodes: Vec<String> = campaigns
+        .iter()
+        .flat_map(|c| {
+            c.left_drained
+                .iter()
+                .map(move |n| format!("{} (campaign {})", safe(n), safe(&c.id)))
+        })
+        .collect();
+    // Said only when there is something to undo: the status of a fleet
+    // that never failed a node reads as it always did.
+    if nodes.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Left drained: {} (`campaign status ID` says how to undo it)\n",
+            nodes.join(", ")
+        )
+    }
 }
 
 /// `ID PHASE[: REASON]` after a pause, resume or cancel.
@@ -542,10 +643,21 @@ fn render_status(v: &CampaignView, now: Timestamp) -> String {
             .map(String::from)
             .to_vec(),
     ];
+    let mut drained = Vec::new();
     for n in &v.nodes {
         let mut note = n.note.clone();
         if n.failure_accepted {
             note = format!("(accepted) {note}");
+        }
+        if let Some(u) = &n.undrain {
+            note = format!("[undrain asked of {}] {note}", u.action_node);
+        }
+        if let Some(hook) = &n.left_drained {
+            note = format!("[left drained] {note}");
+            drained.push((n.node.as_str(), hook.as_str(), n.undrain.is_some()));
+        }
+        if let Some(why) = &n.failure {
+            note = format!("{note} (after: {why})");
         }
         rows.push(vec![
             n.node.clone(),
@@ -556,6 +668,22 @@ fn render_status(v: &CampaignView, now: Timestamp) -> String {
         ]);
     }
     out.push_str(&table(&rows));
+    if !drained.is_empty() {
+        out.push('\n');
+    }
+    for (node, hook, running) in drained {
+        let what = if running {
+            "its undrain is running".to_owned()
+        } else {
+            format!(
+                "run hook {} to undo, or `campaign undrain {} {}`",
+                safe(hook),
+                safe(&c.id),
+                safe(node)
+            )
+        };
+        let _ = writeln!(out, "left drained: {}: {what}", safe(node));
+    }
     out
 }
 
@@ -594,4 +722,64 @@ fn render_audit(entries: &[AuditEntry]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::record::{Campaign, NodeRun};
+    use crate::campaign::schedule::Phase;
+
+    #[test]
+    fn status_says_which_failed_node_stays_drained_and_how_to_undo_it() {
+        let now = Timestamp::from_unix_millis(1_795_000_000_000);
+        let mut failed = NodeRun::new("cmp03".into(), Role::Compute, now);
+        failed.enter(Step::Failed, now);
+        failed.note = "patch on cmp03 failed (exit code 100): E: broken".into();
+        failed.left_drained = Some("nova-undrain".into());
+        let view = CampaignView {
+            campaign: Campaign {
+                id: "c1".into(),
+                name: "november".into(),
+                spec_toml: String::new(),
+                phase: Phase::Paused,
+                reason: "error budget exhausted".into(),
+                started_by: "alice".into(),
+                created_at: now,
+                updated_at: now,
+                finished_at: None,
+                held: false,
+            },
+            nodes: vec![failed],
+            nodes_by_step: BTreeMap::new(),
+            waiting: String::new(),
+            ended: false,
+            left_drained: vec!["cmp03".into()],
+        };
+        let text = render_status(&view, now);
+        assert!(
+            text.contains("[left drained] patch on cmp03 failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "left drained: cmp03: run hook nova-undrain to undo, or `campaign undrain c1 cmp03`"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn fleet_status_names_left_drained_nodes_of_every_campaign() {
+        let c = |id: &str, nodes: &[&str]| v1::CampaignStatus {
+            id: id.into(),
+            left_drained: nodes.iter().map(|n| (*n).to_owned()).collect(),
+            ..Default::default()
+        };
+        assert_eq!(render_left_drained(&[c("c1", &[]), c("c2", &[])]), "");
+        assert_eq!(
+            render_left_drained(&[c("c1", &["cmp03"]), c("c2", &["cmp07\x1b[2J"])]),
+            "Left drained: cmp03 (campaign c1), cmp07\\x1b[2J (campaign c2) (`campaign status ID` says how to undo it)\n"
+        );
+    }
 }

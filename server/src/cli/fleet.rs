@@ -79,6 +79,7 @@ pub async fn run_fleet(cmd: FleetCommand) -> Result<(), CliError> {
         );
     } else {
         print!("{}", render_summary(&summary, Timestamp::now()));
+        print!("{}", super::campaign::left_drained_line(&connect).await);
     }
     Ok(())
 }

@@ -191,6 +191,21 @@ impl v1::campaign_service_server::CampaignService for CampaignApi {
             .await
     }
 
+    async fn undrain(
+        &self,
+        request: Request<v1::UndrainRequest>,
+    ) -> Result<Response<v1::CampaignStatus>, Status> {
+        let who = operator(&request)?;
+        let req = request.into_inner();
+        campaign_id(&req.campaign_id)?;
+        validate_name(&req.node).map_err(|e| Status::invalid_argument(format!("node: {e}")))?;
+        let view = self
+            .campaigns
+            .undrain(&req.campaign_id, &req.node, &who, &req.reason)
+            .await?;
+        Ok(Response::new(view.into()))
+    }
+
     async fn campaign_audit(
         &self,
         request: Request<v1::CampaignRef>,
