@@ -29,7 +29,7 @@ async fn seeded_faults_never_patch_or_reboot_a_node_twice_and_every_campaign_end
     opts.runs = KINDS.len();
     opts.seed = SEED;
     opts.kinds = KINDS.to_vec();
-    opts.deadline = Duration::from_secs(60);
+    opts.deadline = Duration::from_secs(120);
     let summary = chaos::run(&opts, CancellationToken::new(), |r| {
         eprintln!("{}", r.line());
         for e in &r.events {
@@ -61,7 +61,15 @@ async fn seeded_faults_never_patch_or_reboot_a_node_twice_and_every_campaign_end
             r.line()
         );
     }
-    assert_eq!(summary.patched_twice(), 0, "a node was patched twice:\n{table}");
-    assert_eq!(summary.rebooted_twice(), 0, "a node was rebooted twice:\n{table}");
+    assert_eq!(
+        summary.patched_twice(),
+        0,
+        "a node was patched twice:\n{table}"
+    );
+    assert_eq!(
+        summary.rebooted_twice(),
+        0,
+        "a node was rebooted twice:\n{table}"
+    );
     assert_eq!(summary.not_ended(), 0, "a campaign did not end:\n{table}");
 }

@@ -37,8 +37,9 @@ struct Args {
     /// Keep every run's files.
     #[arg(long)]
     keep: bool,
-    /// Seconds a campaign may take before it counts as not ended.
-    #[arg(long, default_value_t = 90)]
+    /// Seconds a campaign may take before it counts as not ended (one in
+    /// which no node moved for 45 s counts as not ended at once).
+    #[arg(long, default_value_t = 120)]
     deadline_secs: u64,
 }
 

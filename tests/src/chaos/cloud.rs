@@ -225,7 +225,9 @@ impl Procs {
             return;
         }
         let then = if kill { "kill -9" } else { "SIGCONT" };
-        self.event(format_args!("SIGSTOP the agent of {node}, {then} after {held:.1?}"));
+        self.event(format_args!(
+            "SIGSTOP the agent of {node}, {then} after {held:.1?}"
+        ));
         tokio::spawn(async move {
             tokio::time::sleep(held).await;
             // Killed while stopped: whatever waited unread in its socket is lost.
@@ -608,10 +610,10 @@ fn kill_leftover_actions(node_dir: &Path) {
         // Only if that pid is still one of our scripts (pids are reused).
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("patch.sh") || cmdline.contains("hook.sh") {
-            if let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
-                let _ = rustix::process::kill_process_group(p, Signal::KILL);
-            }
+        if (cmdline.contains("patch.sh") || cmdline.contains("hook.sh"))
+            && let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(p, Signal::KILL);
         }
     }
 }
@@ -695,7 +697,9 @@ async fn supervise_server(
                 return;
             }
         };
-        procs.server.store(child.id().unwrap_or(0), Ordering::SeqCst);
+        procs
+            .server
+            .store(child.id().unwrap_or(0), Ordering::SeqCst);
         let status = tokio::select! {
             s = child.wait() => s.ok(),
             _ = stop.cancelled() => {
@@ -801,7 +805,10 @@ async fn watch_nodes(
                     && faults.on_action_start(&node.name, "patch")
                     && procs.kill_agent(&node.name)
                 {
-                    procs.event(format_args!("kill -9 the agent of {} while it patches", node.name));
+                    procs.event(format_args!(
+                        "kill -9 the agent of {} while it patches",
+                        node.name
+                    ));
                 }
             }
         }
@@ -812,7 +819,9 @@ async fn watch_nodes(
                 && faults.on_action_start(runner, hook)
                 && procs.kill_agent(runner)
             {
-                procs.event(format_args!("kill -9 the agent of {runner} while it runs {hook}"));
+                procs.event(format_args!(
+                    "kill -9 the agent of {runner} while it runs {hook}"
+                ));
             }
         }
     }

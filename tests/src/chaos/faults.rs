@@ -167,7 +167,7 @@ impl Plan {
                     let node = pick(&mut rng, &names);
                     plan.timed.push((at(&mut rng), Timed::Cut(node)));
                 }
-                plan.p_downstream = 0.04 + rng.f64() * 0.08;
+                plan.p_downstream = 0.03 + rng.f64() * 0.05;
             }
             Kind::NeverReturnCompute => {
                 plan.never_returns = Some(pick(&mut rng, &of_role("compute")));
@@ -177,8 +177,14 @@ impl Plan {
             }
             Kind::FullDisk => {
                 let held = secs(&mut rng, 3.0, 10.0);
-                plan.timed
-                    .push((secs(&mut rng, 2.0, 12.0), Timed::FillDisk(held)));
+                let from = secs(&mut rng, 2.0, 12.0);
+                plan.timed.push((from, Timed::FillDisk(held)));
+                // Half the runs restart the server once space is back: what
+                // it acknowledged during the outage must be in its store.
+                if rng.bool() {
+                    let after = from + held + secs(&mut rng, 1.0, 4.0);
+                    plan.timed.push((after, Timed::KillServer));
+                }
             }
         }
         plan.timed.sort_by_key(|(t, _)| *t);
@@ -194,7 +200,10 @@ pub enum Verdict {
     Drop,
     /// SIGSTOP the agent, then forward it (it waits unread in the socket);
     /// later SIGCONT, or kill -9 if `kill` (then it is lost).
-    StopAgent { held: Duration, kill: bool },
+    StopAgent {
+        held: Duration,
+        kill: bool,
+    },
     /// Forward it, then kill -9 the server.
     KillServerAfter,
 }
@@ -322,7 +331,7 @@ impl Faults {
             return Verdict::Forward;
         }
         match self.plan.kind {
-            Kind::LostRequests if s.injected.drops < MAX_TRIGGERED * 2 => {
+            Kind::LostRequests if s.injected.drops < MAX_TRIGGERED + 2 => {
                 s.injected.drops += 1;
                 Verdict::Drop
             }

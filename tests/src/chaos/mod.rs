@@ -55,7 +55,7 @@ impl Options {
             bin_dir,
             out,
             keep: false,
-            deadline: Duration::from_secs(90),
+            deadline: Duration::from_secs(120),
         }
     }
 }
@@ -81,6 +81,10 @@ pub async fn run(
         let seed = opts.seed.wrapping_add(index as u64);
         let kind = opts.kinds[usize::try_from(seed % opts.kinds.len() as u64).unwrap_or(0)];
         let result = run_one(&session, opts, index, seed, kind, &stop).await;
+        if stop.is_cancelled() {
+            // Cut short: its verdict would count the interruption.
+            break;
+        }
         progress(&result);
         summary.add(result);
     }
@@ -157,7 +161,12 @@ async fn run_one(
         Ok(c) => c,
         Err(e) => {
             drop(mount);
-            return RunResult::not_run(index, seed, kind, format!("the cloud did not start: {e:#}"));
+            return RunResult::not_run(
+                index,
+                seed,
+                kind,
+                format!("the cloud did not start: {e:#}"),
+            );
         }
     };
     let started = Instant::now();
@@ -186,7 +195,12 @@ async fn run_one(
     let names: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
     let (logs, hooks_twice) = verdict::read_logs(&dir, &names);
     result.hooks_twice = hooks_twice;
-    verdict::judge(&mut result, &logs, status.as_ref(), never_returns.as_deref());
+    verdict::judge(
+        &mut result,
+        &logs,
+        status.as_ref(),
+        never_returns.as_deref(),
+    );
     result.events = procs.events();
     let mut record = format!("{}\n\nevents:\n", result.line());
     for e in &result.events {
@@ -278,7 +292,7 @@ async fn drive(
     let until = CancellationToken::new();
     let watched = watch(cloud, &id, deadline, stop);
     tokio::pin!(watched);
-    let (mut outcome, mut last) = tokio::select! {
+    let (outcome, mut last) = tokio::select! {
         w = &mut watched => w,
         () = cloud.play_timed(data, until.clone()) => watched.await,
     };
@@ -288,12 +302,21 @@ async fn drive(
     let _ = std::fs::remove_file(data.join("ballast"));
     cloud.procs.continue_all();
 
+    if stop.is_cancelled() {
+        return Ok((Outcome::NotEnded("interrupted".into()), last));
+    }
     if let Outcome::NotEnded(_) = outcome {
         cloud.event("deadline: cancelling the campaign");
         let mut cancelled = false;
         for _ in 0..20 {
             if cloud
-                .cli(&["campaign", "cancel", &id, "--reason", "rollcall-chaos deadline"])
+                .cli(&[
+                    "campaign",
+                    "cancel",
+                    &id,
+                    "--reason",
+                    "rollcall-chaos deadline",
+                ])
                 .await
                 .is_ok()
             {
@@ -306,18 +329,18 @@ async fn drive(
             cloud.event("the campaign could not be cancelled");
         }
         // Nodes in flight finish their way after a cancel.
-        let settle = CancellationToken::new();
-        let (_, after) = watch(cloud, &id, Duration::from_secs(30), &settle).await;
+        let (_, after) = watch(cloud, &id, Duration::from_secs(30), stop).await;
         last = after.or(last);
-        if stop.is_cancelled() {
-            outcome = Outcome::NotEnded("interrupted".into());
-        }
     }
     Ok((outcome, last))
 }
 
+/// No node's run changed for this long: the campaign is stuck.
+const STALLED: Duration = Duration::from_secs(45);
+
 /// Polls `campaign status --json` until the campaign ended, paused with
-/// nothing in flight, or the deadline passed.
+/// nothing in flight, stalled (no node moved for [`STALLED`]), or the
+/// deadline passed.
 async fn watch(
     cloud: &Cloud,
     id: &str,
@@ -326,24 +349,35 @@ async fn watch(
 ) -> (Outcome, Option<Value>) {
     let until = Instant::now() + deadline;
     let mut last: Option<Value> = None;
+    // Every step has a timeout of at most 30 s: a campaign in which no
+    // node moved for longer waits for something no timeout ends.
+    let (mut steps, mut moved) = (String::new(), Instant::now());
     loop {
-        match cloud.cli_json(&["campaign", "status", id, "--json"]).await {
-            Ok(v) => {
-                if v["ended"].as_bool() == Some(true) {
-                    return (Outcome::Completed, Some(v));
-                }
-                if v["campaign"]["phase"].as_str() == Some("paused")
-                    && nodes_in_flight(&v).is_empty()
-                {
-                    return (Outcome::Paused(waiting(&v)), Some(v));
-                }
-                last = Some(v);
+        // An error is a server that is down (killed, restarting): ask again.
+        if let Ok(v) = cloud.cli_json(&["campaign", "status", id, "--json"]).await {
+            if v["ended"].as_bool() == Some(true) {
+                return (Outcome::Completed, Some(v));
             }
-            // The server is down (killed, restarting): ask again.
-            Err(_) => {}
+            if v["campaign"]["phase"].as_str() == Some("paused") && nodes_in_flight(&v).is_empty() {
+                return (Outcome::Paused(waiting(&v)), Some(v));
+            }
+            let now_steps: String = v["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| format!("{} {}\n", r["node"], r["step"]))
+                .collect();
+            if now_steps != steps {
+                (steps, moved) = (now_steps, Instant::now());
+            }
+            last = Some(v);
         }
-        if Instant::now() >= until || stop.is_cancelled() {
-            let why = last.as_ref().map_or("no status".to_owned(), waiting);
+        let stalled = moved.elapsed() >= STALLED;
+        if Instant::now() >= until || stalled || stop.is_cancelled() {
+            let mut why = last.as_ref().map_or("no status".to_owned(), waiting);
+            if stalled {
+                why = format!("nothing moved for {}s: {why}", STALLED.as_secs());
+            }
             return (Outcome::NotEnded(why), last);
         }
         tokio::select! {

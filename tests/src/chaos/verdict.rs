@@ -287,18 +287,16 @@ pub fn judge(
         .and_then(|s| s["campaign"]["id"].as_str())
         .unwrap_or("");
     let empty = Vec::new();
-    let runs = status
-        .and_then(|s| s["nodes"].as_array())
-        .unwrap_or(&empty);
+    let runs = status.and_then(|s| s["nodes"].as_array()).unwrap_or(&empty);
     for (node, log) in logs {
         result.patches += log.patches.len();
         result.reboots += log.reboots.len();
         let mine = format!(".{node}.");
         for id in log.patches.iter().chain(&log.reboots) {
             if !id.contains(&mine) {
-                result
-                    .anomalies
-                    .push(format!("{node} logged action id {id:?}, not one of its own"));
+                result.anomalies.push(format!(
+                    "{node} logged action id {id:?}, not one of its own"
+                ));
             }
         }
         if log.patches.len() > 1 {
@@ -589,12 +587,16 @@ mod tests {
         .expect("write");
         let (logs, twice) = read_logs(&dir, &["cmp01", "cmp02"]);
         assert!(logs["cmp01"].left_drained());
-        assert!(logs["cmp02"].left_drained(), "drained again after its undrain");
+        assert!(
+            logs["cmp02"].left_drained(),
+            "drained again after its undrain"
+        );
         assert_eq!(twice, ["c.cmp02.1.drain ran 2 times"]);
         assert_eq!(logs["cmp01"].patches.len(), 2);
         let mut r = RunResult::not_run(0, 1, Kind::KillAgent, String::new());
         let status = serde_json::json!({
-            "campaign": {"id": "c"},
+            // A real campaign id: a date, a time and a counter.
+            "campaign": {"id": "20261130-020439-1"},
             "nodes": [
                 {"node": "cmp01", "step": "failed", "note": "patch on cmp01 failed"},
                 {"node": "cmp02", "step": "done", "note": ""},
