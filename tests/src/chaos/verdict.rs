@@ -437,7 +437,7 @@ impl Summary {
             self.seed
         );
         s.push_str(
-            "| fault | runs | injected | patched twice | rebooted twice | hook run twice | failed (expected) | failed (unexpected) | left drained (unsaid) | done without its work | paused | did not end | median s |\n",
+            "| fault | runs | injected | patched twice | rebooted twice | hook run twice | failed (expected) | failed (unexpected) | left drained (unsaid) | done without its work | paused | did not end | median s (ended runs) |\n",
         );
         s.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for (kind, t) in &self.kinds {
