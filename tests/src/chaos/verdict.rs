@@ -332,10 +332,22 @@ pub fn judge(
             ));
         }
         if log.left_drained() {
-            // Said if anything the status holds for the node speaks of it.
-            let said = run.is_some_and(|r| r.to_string().to_lowercase().contains("drained"));
+            let said = run.is_some_and(says_drained);
             result.left_drained.push((node.clone(), said));
         }
+    }
+}
+
+/// Whether a node's status row says it was left drained: a text that
+/// speaks of it ("left drained") or a true flag named for it.
+fn says_drained(row: &Value) -> bool {
+    match row {
+        Value::String(s) => s.to_lowercase().contains("drained"),
+        Value::Array(items) => items.iter().any(says_drained),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(k, v)| (k.contains("drained") && v.as_bool() == Some(true)) || says_drained(v)),
+        _ => false,
     }
 }
 
@@ -610,6 +622,13 @@ mod tests {
         );
         assert_eq!(r.done_without_work.len(), 1, "cmp02 done, never patched");
         assert_eq!(r.left_drained.len(), 2);
+        assert!(r.left_drained.iter().all(|(_, said)| !said));
+        // A flag that is false says nothing; a note or a true flag does.
+        assert!(!says_drained(&serde_json::json!({"left_drained": false})));
+        assert!(says_drained(&serde_json::json!({"left_drained": true})));
+        assert!(says_drained(
+            &serde_json::json!({"note": "failed at patch; left drained (nova-undrain undoes it)"})
+        ));
         std::fs::remove_dir_all(&dir).ok();
     }
 }
