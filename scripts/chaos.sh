@@ -8,7 +8,7 @@
 # server. Prints a line per run and a markdown table per fault kind.
 #
 #   scripts/chaos.sh 100
-#   scripts/chaos.sh 1 --seed 1234                # run 1234 of a session again
+#   scripts/chaos.sh 1 --seed 1234                # run 1234 of a session again (same --kind flags)
 #   scripts/chaos.sh 10 --kind kill-server --kind lost-requests
 #
 # Needs root for the full-disk runs (a 64 MiB tmpfs under the server's data

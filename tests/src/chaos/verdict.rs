@@ -445,7 +445,7 @@ impl Summary {
         let runs = self.runs.len();
         let _ = writeln!(
             s,
-            "{runs} runs, seed {} (reproduce one run: scripts/chaos.sh 1 --seed SEED_OF_THAT_RUN)\n",
+            "{runs} runs, seed {} (one run again: scripts/chaos.sh 1 --seed SEED_OF_THAT_RUN, with the same --kind flags if any)\n",
             self.seed
         );
         s.push_str(
