@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chaos;
 pub mod fleet;
 pub mod intake;
 pub mod nodes;
