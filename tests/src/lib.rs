@@ -316,6 +316,18 @@ impl TestServer {
         )
     }
 
+    /// `FleetSummary` with the server's defaults.
+    pub async fn summary(&self) -> model::FleetSummary {
+        self.operator_client()
+            .await
+            .fleet_summary(v1::FleetSummaryRequest::default())
+            .await
+            .expect("summary")
+            .into_inner()
+            .try_into()
+            .expect("valid summary")
+    }
+
     pub async fn list(&self) -> Vec<model::Node> {
         let resp = self
             .operator_client()
@@ -510,6 +522,20 @@ impl RawSession {
             .await
             .map_err(|_| tonic::Status::deadline_exceeded("no server message within 10s"))?
     }
+}
+
+/// Waits for Ctrl-C or SIGTERM, for tools that must clean up what they
+/// started; false at once if SIGTERM cannot be watched.
+pub async fn interrupted() -> bool {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return false;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    true
 }
 
 /// Polls `f` until it returns `Some`, or panics naming `what` after `timeout`.

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use rollcall_agent::collect::{Sources, SystemCollector, containers};
 use rollcall_agent::config::HostConfig;
-use rollcall_proto::model::{
-    Container, ContainerHealth, ContainerState, FleetSummary, NodeContainer, Role,
-};
+use rollcall_proto::model::{Container, ContainerHealth, ContainerState, NodeContainer, Role};
 use rollcall_proto::v1;
 use rollcall_tests::{Pki, TestAgent, TestServer, in_ci, init};
 
@@ -180,18 +178,6 @@ async fn engine_health(name: &str, health: &str) {
     }
 }
 
-async fn fleet_summary(server: &TestServer) -> FleetSummary {
-    server
-        .operator_client()
-        .await
-        .fleet_summary(v1::FleetSummaryRequest::default())
-        .await
-        .expect("summary")
-        .into_inner()
-        .try_into()
-        .expect("valid summary")
-}
-
 fn docker_sources(socket: &str) -> impl FnOnce(&tokio_util::sync::CancellationToken) -> Sources {
     labelled_sources(socket, Vec::new())
 }
@@ -300,7 +286,7 @@ async fn container_changes_reach_the_operator_api_within_two_seconds() {
     eprintln!("restart visible after {took:?}");
 
     // The fleet summary names what needs attention.
-    let summary = fleet_summary(&server).await;
+    let summary = server.summary().await;
     assert!(
         summary
             .unhealthy_containers
@@ -375,7 +361,7 @@ async fn an_absent_engine_is_reported_unavailable_and_the_agent_keeps_reporting(
             d.node.online && d.report.as_ref().is_some_and(|r| r.seq > seq + 1)
         })
         .await;
-    let summary = fleet_summary(&server).await;
+    let summary = server.summary().await;
     assert_eq!(summary.engine_unavailable_nodes, ["cmp1"]);
     agent.stop().await;
 }

@@ -13,7 +13,7 @@ use rollcall_proto::model::{ActionKind, ActionRequest, ActionState, Role};
 use rollcall_proto::v1;
 use rollcall_server::campaign::lifecycle::Step;
 use rollcall_server::campaign::schedule::Phase;
-use rollcall_tests::fleet::Fleet;
+use rollcall_tests::fleet::{FakeNode, Fleet};
 use rollcall_tests::{RawSession, eventually, hello, init};
 
 const LONG: Duration = Duration::from_secs(90);
@@ -29,6 +29,23 @@ fn patch(id: &str) -> ActionRequest {
     }
 }
 
+/// Asks `node` for patch `id` and waits until its agent has finished it
+/// (its own record says so, whatever the server made of it).
+async fn patch_finished_on_agent(fleet: &Fleet, node: &FakeNode, id: &str) {
+    let server = fleet.server.server.as_ref().expect("running").fleet.clone();
+    server
+        .send_action(&node.name, patch(id))
+        .await
+        .expect("fleet")
+        .expect("sent");
+    eventually(LONG, "the patch to finish on the agent", || async {
+        node.action_record(id)
+            .filter(|r| r.contains("\"succeeded\""))
+            .map(|_| ())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_the_store_refused_is_never_acknowledged_and_is_stored_when_it_can() {
     init();
@@ -38,19 +55,9 @@ async fn a_result_the_store_refused_is_never_acknowledged_and_is_stored_when_it_
     let id = "manual.cmp01.1.patch";
     let server = fleet.server.server.as_ref().expect("running").fleet.clone();
     faults.fail(DISK_FULL);
-    server
-        .send_action("cmp01", patch(id))
-        .await
-        .expect("fleet")
-        .expect("sent");
     // Barrier: the agent finished, and the server tried to store both of
     // its updates (running, then succeeded) and could not.
-    eventually(LONG, "the patch to finish on the agent", || async {
-        node.action_record(id)
-            .filter(|r| r.contains("\"succeeded\""))
-            .map(|_| ())
-    })
-    .await;
+    patch_finished_on_agent(&fleet, &node, id).await;
     eventually(LONG, "the server to try to store both updates", || async {
         (faults.refused_actions() >= 2).then_some(())
     })
@@ -122,14 +129,7 @@ patch_secs = 4
         })
         .await;
     assert!(held.waiting.contains(DISK_FULL), "{}", held.waiting);
-    let summary = fleet
-        .server
-        .operator_client()
-        .await
-        .fleet_summary(v1::FleetSummaryRequest::default())
-        .await
-        .expect("summary")
-        .into_inner();
+    let summary = fleet.server.summary().await;
     assert!(
         summary.store_failing.contains(DISK_FULL),
         "fleet status says it: {:?}",
@@ -285,15 +285,7 @@ async fn a_really_full_disk_is_reported_holds_results_and_recovers_when_space_re
                     },
                 )
                 .await;
-            let s = fleet
-                .server
-                .operator_client()
-                .await
-                .fleet_summary(v1::FleetSummaryRequest::default())
-                .await
-                .expect("summary")
-                .into_inner()
-                .store_failing;
+            let s = fleet.server.summary().await.store_failing;
             (!s.is_empty()).then_some(s)
         }
     })
@@ -302,17 +294,7 @@ async fn a_really_full_disk_is_reported_holds_results_and_recovers_when_space_re
     // A patch asked now runs, but its result cannot be stored: the agent
     // keeps it.
     let id = "full.cmp01.patch";
-    server
-        .send_action("cmp01", patch(id))
-        .await
-        .expect("fleet")
-        .expect("sent");
-    eventually(LONG, "the patch to finish on the agent", || async {
-        node.action_record(id)
-            .filter(|r| r.contains("\"succeeded\""))
-            .map(|_| ())
-    })
-    .await;
+    patch_finished_on_agent(&fleet, &node, id).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         node.action_record(id).is_some(),
@@ -322,16 +304,13 @@ async fn a_really_full_disk_is_reported_holds_results_and_recovers_when_space_re
     // is stored and acknowledged.
     std::fs::remove_file(filler).expect("free the disk");
     eventually(LONG, "the store to recover", || async {
-        let s = fleet
+        fleet
             .server
-            .operator_client()
+            .summary()
             .await
-            .fleet_summary(v1::FleetSummaryRequest::default())
-            .await
-            .expect("summary")
-            .into_inner()
-            .store_failing;
-        s.is_empty().then_some(())
+            .store_failing
+            .is_empty()
+            .then_some(())
     })
     .await;
     node.stop_agent().await;

@@ -909,19 +909,7 @@ impl Scheduler {
         let Ok(nodes) = self.fleet.list(NodeFilter::default()).await else {
             return;
         };
-        let fleet: BTreeMap<String, Health> = nodes
-            .iter()
-            .map(|n| {
-                (
-                    n.name.clone(),
-                    Health {
-                        role: n.role,
-                        online: n.online,
-                        healthy: n.containers_unhealthy == 0,
-                    },
-                )
-            })
-            .collect();
+        let fleet = fleet_health(&nodes);
         for id in ids {
             if let Err(e) = self.pass_one(&id, &fleet).await {
                 tracing::error!(campaign = %id, error = %e, "Campaign pass stopped.");

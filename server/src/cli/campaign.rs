@@ -348,21 +348,7 @@ pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
             }
         }
         CampaignCommand::List { json, connect } => {
-            let client = connect.campaigns().await?;
-            let campaigns = all_pages(|page_token| {
-                let mut client = client.clone();
-                async move {
-                    let resp = client
-                        .list_campaigns(v1::ListCampaignsRequest {
-                            page_size: 0,
-                            page_token,
-                        })
-                        .await?
-                        .into_inner();
-                    Ok((resp.campaigns, resp.next_page_token))
-                }
-            })
-            .await?;
+            let campaigns = all_campaigns(&connect).await?;
             let views = campaigns
                 .into_iter()
                 .map(view)
@@ -416,30 +402,32 @@ pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
 /// not know campaigns, so this asks the campaign API; a failure to ask is
 /// said on the line rather than failing the whole status.
 pub async fn left_drained_line(connect: &ConnectArgs) -> String {
-    let listed = async {
-        let client = connect.campaigns().await?;
-        all_pages(|page_token| {
-            let mut client = client.clone();
-            async move {
-                let resp = client
-                    .list_campaigns(v1::ListCampaignsRequest {
-                        page_size: 0,
-                        page_token,
-                    })
-                    .await?
-                    .into_inner();
-                Ok((resp.campaigns, resp.next_page_token))
-            }
-        })
-        .await
-    };
-    match listed.await {
+    match all_campaigns(connect).await {
         Ok(campaigns) => render_left_drained(&campaigns),
         Err(e) => format!(
             "Left drained: unknown (campaigns could not be listed: {})\n",
             safe(&e.to_string())
         ),
     }
+}
+
+/// Every campaign's summary, page after page.
+async fn all_campaigns(connect: &ConnectArgs) -> Result<Vec<v1::CampaignStatus>, CliError> {
+    let client = connect.campaigns().await?;
+    all_pages(|page_token| {
+        let mut client = client.clone();
+        async move {
+            let resp = client
+                .list_campaigns(v1::ListCampaignsRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((resp.campaigns, resp.next_page_token))
+        }
+    })
+    .await
 }
 
 fn render_left_drained(campaigns: &[v1::CampaignStatus]) -> String {

@@ -97,17 +97,16 @@ impl Ledger {
         }
     }
 
-    /// `id` was handed to `node`'s session. Returns the issued record if
-    /// the ledger did not know it (a campaign stores it with the run that
-    /// names it; this is for the ledger's memory).
-    pub fn asked(&mut self, node: &str, id: &str) -> Option<ActionResult> {
+    /// `id` was handed to `node`'s session. Returns whether the ledger did
+    /// not know it yet. Memory only: whoever asks stored the request first
+    /// (a campaign, with the run that names it).
+    pub fn asked(&mut self, node: &str, id: &str) -> bool {
         if let Some(e) = self.actions.get_mut(id) {
             e.lost = false;
-            return None;
+            return false;
         }
-        let issued = ActionResult::issued(id, node);
-        self.put(issued.clone());
-        Some(issued)
+        self.put(ActionResult::issued(id, node));
+        true
     }
 
     /// What to do with `node`'s update about `id`.
@@ -175,8 +174,8 @@ mod tests {
     #[test]
     fn only_the_node_asked_may_answer_and_a_final_result_stays() {
         let mut l = Ledger::default();
-        assert!(l.asked("cmp1", "c.cmp1.1.patch").is_some());
-        assert!(l.asked("cmp1", "c.cmp1.1.patch").is_none(), "known");
+        assert!(l.asked("cmp1", "c.cmp1.1.patch"));
+        assert!(!l.asked("cmp1", "c.cmp1.1.patch"), "known");
         assert!(l.may_ask("cmp2", "c.cmp1.1.patch").is_err());
         assert_eq!(l.verdict("cmp1", "c.cmp1.1.patch"), UpdateVerdict::Store);
         assert!(matches!(
@@ -217,7 +216,7 @@ mod tests {
             UpdateVerdict::Store,
             "still its node's"
         );
-        assert!(l.asked("cmp1", "a").is_none(), "asked again: known");
+        assert!(!l.asked("cmp1", "a"), "asked again: known");
         assert_eq!(l.current("a").map(|a| a.state), Some(ActionState::Accepted));
         // Once final, it is no longer held against a Hello.
         l.stored(result("a", "cmp1", ActionState::Succeeded));

@@ -189,7 +189,9 @@ impl FleetHandle {
     }
 
     /// Hands an action request to the node's current session. An error
-    /// names why it could not (offline, session busy).
+    /// names why it could not (offline, session busy). The caller stores
+    /// the request first (a campaign does, with its run); the fleet's
+    /// ledger only takes note of it.
     pub async fn send_action(
         &self,
         node: &str,
@@ -460,13 +462,10 @@ impl Fleet {
                             })
                     }),
                 };
+                // The asker stored the request before it asked (a campaign,
+                // with the run that names it): the ledger only takes note.
                 let sent = sent.map(|id| {
-                    // A campaign stored the request with its run before it
-                    // asked; a request from elsewhere is stored here, so
-                    // only this node may answer it, across restarts too.
-                    if let Some(issued) = self.actions.asked(&node, &id) {
-                        self.writer.queue_action(issued);
-                    }
+                    self.actions.asked(&node, &id);
                 });
                 let _ = reply.send(sent);
             }

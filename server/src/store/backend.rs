@@ -52,13 +52,17 @@ impl Backend for Store {
 
 /// Switches a [`Faulty`] backend's writes off and on. Cheap to clone.
 #[derive(Clone, Debug, Default)]
-pub struct FaultSwitch(Arc<Mutex<Option<String>>>, Arc<AtomicU64>);
+pub struct FaultSwitch {
+    /// Why writes fail; `None` while they go through.
+    failing: Arc<Mutex<Option<String>>>,
+    refused_actions: Arc<AtomicU64>,
+}
 
 impl FaultSwitch {
     /// How many action writes were refused so far: a test's proof that
     /// the server tried to store what it was sent.
     pub fn refused_actions(&self) -> u64 {
-        self.1.load(Ordering::SeqCst)
+        self.refused_actions.load(Ordering::SeqCst)
     }
 
     /// From now on every write fails with `reason`.
@@ -71,12 +75,12 @@ impl FaultSwitch {
         *self.lock() = None;
     }
 
-    fn failing(&self) -> Option<String> {
+    fn reason(&self) -> Option<String> {
         self.lock().clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.0
+        self.failing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -96,7 +100,7 @@ impl<B: Backend> Faulty<B> {
     }
 
     fn check(&self) -> Result<(), StoreError> {
-        match self.switch.failing() {
+        match self.switch.reason() {
             Some(reason) => Err(StoreError::Injected(reason)),
             None => Ok(()),
         }
@@ -106,7 +110,7 @@ impl<B: Backend> Faulty<B> {
 impl<B: Backend> Backend for Faulty<B> {
     fn put_action(&mut self, result: &ActionResult) -> Result<(), StoreError> {
         self.check().inspect_err(|_| {
-            self.switch.1.fetch_add(1, Ordering::SeqCst);
+            self.switch.refused_actions.fetch_add(1, Ordering::SeqCst);
         })?;
         self.inner.put_action(result)
     }

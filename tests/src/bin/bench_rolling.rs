@@ -104,17 +104,9 @@ fn on_signal_clean_up() {
         else {
             return;
         };
-        rt.block_on(async {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        });
+        if !rt.block_on(rollcall_tests::interrupted()) {
+            return;
+        }
         eprintln!("interrupted: removing this bench's containers and networks");
         let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
         for (name, _) in live.iter().filter(|(_, net)| !net) {

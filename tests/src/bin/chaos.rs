@@ -80,14 +80,8 @@ fn main() -> ExitCode {
     let summary = runtime.block_on(async {
         let on_signal = stop.clone();
         tokio::spawn(async move {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
+            if !rollcall_tests::interrupted().await {
                 return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
             }
             eprintln!("interrupted: stopping this run's processes and unmounting");
             on_signal.cancel();
