@@ -14,7 +14,12 @@ use tokio_util::sync::CancellationToken;
 /// The seed of the first run; run i is seed + i, and its kind is
 /// `KINDS[(seed + i) % KINDS.len()]`: one run of each kind.
 const SEED: u64 = 11_000;
-const KINDS: [Kind; 3] = [Kind::KillServer, Kind::KillAgent, Kind::LostRequests];
+const KINDS: [Kind; 4] = [
+    Kind::KillServer,
+    Kind::KillAgent,
+    Kind::LostRequests,
+    Kind::NeverReturnController,
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_faults_never_patch_or_reboot_a_node_twice_and_every_campaign_ends() {

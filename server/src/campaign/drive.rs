@@ -226,9 +226,9 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
                     fail(run, ctx.now, action_failure("reboot", a))
                 }
                 Some(ActionState::Running | ActionState::Succeeded) => {
-                    move_to(run, Step::WaitReturn, ctx.now)
+                    wait_for_return(run, ctx.now)
                 }
-                _ if gone => move_to(run, Step::WaitReturn, ctx.now),
+                _ if gone => wait_for_return(run, ctx.now),
                 _ => Advance::Wait("reboot asked for".into()),
             }
         }
@@ -238,7 +238,14 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
             {
                 return fail(run, ctx.now, action_failure("reboot", a));
             }
+            let lost = !run.action_id.is_empty() && (ctx.action.is_none() || unanswered(run, ctx));
             match ctx.view.node {
+                // Back under the boot it had, and its agent never got the
+                // request (lost with the connection that dropped it): the
+                // node did not reboot. Ask again, under the same id.
+                Some(n) if n.online && n.boot_id == run.boot_id_before && lost => {
+                    move_to(run, Step::Reboot, ctx.now)
+                }
                 Some(n) if n.online && !n.boot_id.is_empty() && n.boot_id != run.boot_id_before => {
                     // Keep the reboot's action id: its result arrives after
                     // the return and belongs in the audit log.
@@ -260,6 +267,19 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
         },
         Step::Pending | Step::Done | Step::Failed | Step::Skipped => Advance::Wait(String::new()),
     }
+}
+
+/// Reboot → wait-return, keeping the reboot's request: its result (or
+/// word that it was lost) still decides whether the node rebooted.
+fn wait_for_return(run: &mut NodeRun, now: Timestamp) -> Advance {
+    let (id, node, asked) = (
+        std::mem::take(&mut run.action_id),
+        std::mem::take(&mut run.action_node),
+        run.asked_at,
+    );
+    let moved = move_to(run, Step::WaitReturn, now);
+    (run.action_id, run.action_node, run.asked_at) = (id, node, asked);
+    moved
 }
 
 fn move_to(run: &mut NodeRun, step: Step, now: Timestamp) -> Advance {
@@ -1015,6 +1035,51 @@ mod tests {
         );
         w.now = t(70);
         assert!(matches!(w.advance(&mut reboot), Advance::Send { .. }));
+    }
+
+    #[test]
+    fn a_reboot_lost_with_its_connection_is_asked_again_when_the_node_returns_unrebooted() {
+        // Chaos seed 2005: the connection dropped with the reboot request in
+        // it. The node looked gone, so the run waited for its return; it came
+        // back under the old boot id, and wait-return timed out on a node
+        // that was never rebooted.
+        let mut w = World::new();
+        let mut run = run_in(Step::Reboot, Role::Compute, 30);
+        w.now = t(30);
+        let Advance::Send { request, .. } = w.advance(&mut run) else {
+            panic!("a reboot request")
+        };
+        let issued = ActionResult::issued(&request.id, "cmp1");
+        w.action = Some(issued);
+        w.node.online = false;
+        w.now = t(31);
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::WaitReturn);
+        assert_eq!(run.action_id, request.id, "the reboot's id is kept");
+        // Back under boot-1, and its Hello did not hold the request: lost.
+        w.node.online = true;
+        w.action = None;
+        w.now = t(33);
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Reboot);
+        let Advance::Send { request: again, .. } = w.advance(&mut run) else {
+            panic!("the reboot asked again")
+        };
+        assert_eq!(again.id, request.id, "same id: never run twice");
+        // This time it runs; the node waits for a new boot id.
+        let mut running = result(ActionState::Running, None, "", 34);
+        running.id = again.id.clone();
+        w.action = Some(running);
+        w.now = t(34);
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::WaitReturn);
+        assert!(
+            matches!(w.advance(&mut run), Advance::Wait(_)),
+            "running under the old boot: wait, do not ask again"
+        );
+        w.node.boot_id = "boot-2".into();
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Postcheck);
     }
 
     #[test]
