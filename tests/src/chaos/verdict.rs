@@ -339,16 +339,21 @@ pub fn judge(
 }
 
 /// Whether a node's status row says it was left drained: a text that
-/// speaks of it ("left drained") or a true flag named for it.
+/// speaks of it ("left drained"), or a field named for it that is true or
+/// names the hook that would undo it (`"left_drained": "nova-undrain"`).
 fn says_drained(row: &Value) -> bool {
     match row {
         Value::String(s) => s.to_lowercase().contains("drained"),
         Value::Array(items) => items.iter().any(says_drained),
         Value::Object(fields) => fields
             .iter()
-            .any(|(k, v)| (k.contains("drained") && v.as_bool() == Some(true)) || says_drained(v)),
+            .any(|(k, v)| (k.contains("drained") && flag_set(v)) || says_drained(v)),
         _ => false,
     }
+}
+
+fn flag_set(v: &Value) -> bool {
+    v.as_bool() == Some(true) || v.as_str().is_some_and(|s| !s.is_empty())
 }
 
 /// The totals of one fault kind.
@@ -626,6 +631,12 @@ mod tests {
         // A flag that is false says nothing; a note or a true flag does.
         assert!(!says_drained(&serde_json::json!({"left_drained": false})));
         assert!(says_drained(&serde_json::json!({"left_drained": true})));
+        assert!(!says_drained(&serde_json::json!({"left_drained": null})));
+        assert!(!says_drained(&serde_json::json!({"left_drained": ""})));
+        // Seed 1005: the server names the hook that undoes it.
+        assert!(says_drained(
+            &serde_json::json!({"left_drained": "nova-undrain", "note": "wait-return did not finish"})
+        ));
         assert!(says_drained(
             &serde_json::json!({"note": "failed at patch; left drained (nova-undrain undoes it)"})
         ));
