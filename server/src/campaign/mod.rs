@@ -9,6 +9,7 @@ pub mod record;
 pub mod runner;
 pub mod schedule;
 pub mod spec;
+pub mod window;
 pub mod wire;
 
 pub use runner::{

@@ -139,10 +139,8 @@ pub fn next_steps(
             ..Pass::default()
         };
     }
-    if let Some(window) = &spec.window
-        && !window.contains(now.unix_millis())
-    {
-        return Pass::wait("outside the maintenance window".into());
+    if let Some(reason) = spec.window.as_ref().and_then(|w| w.wait_reason(now)) {
+        return Pass::wait(reason);
     }
     let Some(role) = spec.role_order.iter().copied().find(|r| {
         members
@@ -227,7 +225,7 @@ pub fn next_steps(
 mod tests {
     use super::*;
     use crate::campaign::lifecycle::Facts;
-    use crate::campaign::spec::{Amount, RebootPolicy, Window};
+    use crate::campaign::spec::{Amount, RebootPolicy};
 
     fn member(name: &str, role: Role) -> Member {
         Member {
@@ -495,16 +493,14 @@ mod tests {
             )),
             ["cmp2"]
         );
-        spec.window = Some(Window {
-            days: vec![],
-            start: "01:00".into(),
-            end: "02:00".into(),
-            utc_offset: String::new(),
-        });
+        spec.window = CampaignSpec::parse("[window]\nstart = \"01:00\"\nend = \"02:00\"")
+            .expect("window")
+            .window;
         let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
         assert!(
             starts(&pass).is_empty()
-                && pass.waiting.as_deref() == Some("outside the maintenance window")
+                && pass.waiting.as_deref()
+                    == Some("outside the maintenance window; it opens Sun 2026-11-22 01:00 UTC")
         );
         assert!(
             next_steps(&spec, Phase::Paused, &members, &fleet, now(), None)
