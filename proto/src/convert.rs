@@ -63,6 +63,11 @@ pub fn role_from_wire(raw: i32) -> Option<model::Role> {
     }
 }
 
+/// A role where one is required: `ROLE_UNSPECIFIED` is an error too.
+pub fn required_role(field: &'static str, raw: i32) -> Result<model::Role, ConvertError> {
+    role_from_wire(raw).ok_or(ConvertError::Invalid { field, value: raw })
+}
+
 impl From<model::HostFacts> for v1::HostFacts {
     fn from(h: model::HostFacts) -> Self {
         Self {
@@ -608,10 +613,7 @@ impl TryFrom<v1::Node> for model::Node {
     type Error = ConvertError;
     fn try_from(n: v1::Node) -> Result<Self, Self::Error> {
         Ok(Self {
-            role: role_from_wire(n.role).ok_or(ConvertError::Invalid {
-                field: "node.role",
-                value: n.role,
-            })?,
+            role: required_role("node.role", n.role)?,
             first_seen: opt_ts(&n.first_seen).unwrap_or_default(),
             last_seen: opt_ts(&n.last_seen).unwrap_or_default(),
             last_report_at: opt_ts(&n.last_report_at),

@@ -2,6 +2,7 @@
 //!
 //! - [`v1`]: the generated `rollcall.v1` gRPC types, clients and servers.
 //! - [`model`]: the domain types both binaries work with (serde, no prost).
+//! - [`names`]: enums as words (`as_str`, `FromStr`), one error for a wrong one.
 //! - [`pack`]: a compact binary form of report sections, for holding many.
 //! - [`connect`]: the client side of mutual TLS.
 //! - [`convert`]: the one place that maps between the two.
@@ -21,6 +22,7 @@ pub mod diag;
 pub mod files;
 pub mod identity;
 pub mod model;
+pub mod names;
 pub mod pack;
 pub mod text;
 pub mod timestamp;

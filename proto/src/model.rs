@@ -3,8 +3,6 @@
 //! output and the store's encoding, so renaming a field is a breaking change.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,33 +17,9 @@ pub enum Role {
     Storage,
 }
 
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Controller, Role::Compute, Role::Storage];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Controller => "controller",
-            Role::Compute => "compute",
-            Role::Storage => "storage",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}: use controller, compute or storage"))
-    }
-}
+crate::names!(Role, "role" {
+    Controller => "controller", Compute => "compute", Storage => "storage",
+});
 
 /// One report from a node's agent. A full report has every section; a
 /// partial one only the sections that changed ([`Report::merge`] applies
@@ -128,35 +102,11 @@ pub enum ContainerHealth {
     Unhealthy,
 }
 
-macro_rules! text_enum {
-    ($ty:ident { $($variant:ident => $text:literal),* $(,)? }) => {
-        impl $ty {
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $text),* }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($ty::$variant),)*
-                    _ => Err(format!("unknown value {s:?}: use one of {}", [$($text),*].join(", "))),
-                }
-            }
-        }
-    };
-}
-
-text_enum!(ContainerState {
+crate::names!(ContainerState, "container state" {
     Unknown => "unknown", Created => "created", Running => "running", Paused => "paused",
     Restarting => "restarting", Removing => "removing", Exited => "exited", Dead => "dead",
 });
-text_enum!(ContainerHealth {
+crate::names!(ContainerHealth, "container health" {
     None => "none", Starting => "starting", Healthy => "healthy", Unhealthy => "unhealthy",
 });
 
@@ -465,6 +415,10 @@ pub enum NodeEventKind {
     Offline,
 }
 
+crate::names!(NodeEventKind, "node event kind" {
+    Snapshot => "snapshot", Online => "online", Report => "report", Offline => "offline",
+});
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeEvent {
     pub kind: NodeEventKind,
@@ -498,6 +452,10 @@ pub enum ActionKind {
     Hook,
 }
 
+crate::names!(ActionKind, "action kind" {
+    Patch => "patch", Reboot => "reboot", Hook => "hook",
+});
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionState {
@@ -508,17 +466,12 @@ pub enum ActionState {
     Rejected,
 }
 
-impl ActionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionState::Accepted => "accepted",
-            ActionState::Running => "running",
-            ActionState::Succeeded => "succeeded",
-            ActionState::Failed => "failed",
-            ActionState::Rejected => "rejected",
-        }
-    }
+crate::names!(ActionState, "action state" {
+    Accepted => "accepted", Running => "running", Succeeded => "succeeded", Failed => "failed",
+    Rejected => "rejected",
+});
 
+impl ActionState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -640,11 +593,25 @@ mod tests {
     }
 
     #[test]
-    fn role_round_trips_through_text() {
-        for r in Role::ALL {
-            assert_eq!(r.as_str().parse::<Role>(), Ok(r));
-        }
-        assert!("Compute".parse::<Role>().is_err());
+    fn every_name_reads_back_and_is_the_serde_name() {
+        use crate::names::assert_names_match_serde as check;
+        check(&Role::ALL);
+        check(&ContainerState::ALL);
+        check(&ContainerHealth::ALL);
+        check(&NodeEventKind::ALL);
+        check(&ActionKind::ALL);
+        check(&ActionState::ALL);
+    }
+
+    #[test]
+    fn a_name_is_exact() {
+        let e = "Compute".parse::<Role>().expect_err("names are lowercase");
+        assert_eq!(
+            e.to_string(),
+            r#"unknown role "Compute": use controller, compute or storage"#
+        );
+        assert_eq!((e.field, e.value.as_str()), ("role", "Compute"));
+        assert!("wait_return".parse::<ActionState>().is_err());
     }
 }
 

@@ -14,6 +14,21 @@ pub struct Timestamp {
     millis: i64,
 }
 
+/// An instant as a UTC calendar shows it (proleptic Gregorian), for the
+/// formats that are not RFC 3339: a campaign id, a clock in a terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    /// 1..=12
+    pub month: u32,
+    /// 1..=31
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub millis: u32,
+}
+
 impl Timestamp {
     pub const fn from_unix_millis(millis: i64) -> Self {
         Self { millis }
@@ -35,6 +50,24 @@ impl Timestamp {
     pub fn saturating_add(self, d: Duration) -> Self {
         let add = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Self::from_unix_millis(self.millis.saturating_add(add))
+    }
+
+    /// The UTC date and time of day.
+    pub fn civil(self) -> Civil {
+        let secs = self.millis.div_euclid(1_000);
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (year, month, day) = civil_from_days(days);
+        // Each is in range by construction (rem < 86_400, a month ≤ 12,
+        // a day ≤ 31): the casts cannot truncate.
+        Civil {
+            year,
+            month: month as u32,
+            day: day as u32,
+            hour: (rem / 3_600) as u32,
+            minute: (rem % 3_600 / 60) as u32,
+            second: (rem % 60) as u32,
+            millis: self.millis.rem_euclid(1_000) as u32,
+        }
     }
 
     /// Parses the form [`Display`](fmt::Display) writes:
@@ -83,16 +116,18 @@ impl From<SystemTime> for Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.millis.div_euclid(1_000);
-        let ms = self.millis.rem_euclid(1_000);
-        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-        let (y, m, d) = civil_from_days(days);
+        let Civil {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            millis,
+        } = self.civil();
         write!(
             f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            rem / 3_600,
-            rem % 3_600 / 60,
-            rem % 60
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z"
         )
     }
 }
@@ -152,6 +187,37 @@ mod tests {
         assert_eq!(
             Timestamp::from_unix_millis(-1).to_string(),
             "1969-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn civil_parts_of_known_instants() {
+        assert_eq!(
+            Timestamp::from_unix_millis(1_795_421_138_123).civil(),
+            Civil {
+                year: 2026,
+                month: 11,
+                day: 23,
+                hour: 8,
+                minute: 5,
+                second: 38,
+                millis: 123,
+            }
+        );
+        // Leap day, and the last millisecond before the epoch.
+        let leap = Timestamp::parse_rfc3339("2024-02-29T23:59:59.999Z").expect("parses");
+        let c = leap.civil();
+        assert_eq!((c.year, c.month, c.day, c.hour), (2024, 2, 29, 23));
+        let before = Timestamp::from_unix_millis(-1).civil();
+        assert_eq!(
+            (
+                before.year,
+                before.month,
+                before.day,
+                before.second,
+                before.millis
+            ),
+            (1969, 12, 31, 59, 999)
         );
     }
 

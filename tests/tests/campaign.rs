@@ -228,7 +228,7 @@ concurrency = { compute = 2 }
         .await
         .expect("resume")
         .into_inner();
-    assert_eq!(resumed.phase, "running");
+    assert_eq!(resumed.phase(), v1::Phase::Running);
     let done = fleet.wait_ended(&id, LONG).await;
     assert_eq!(done.campaign.phase, Phase::Completed);
     assert!(done.nodes.iter().all(|n| n.step == Step::Done), "{done:#?}");
@@ -374,7 +374,10 @@ concurrency = { compute = 2 }
         .await
         .expect("pause")
         .into_inner();
-    assert!(paused.held && paused.phase == "paused", "{paused:?}");
+    assert!(
+        paused.held && paused.phase() == v1::Phase::Paused,
+        "{paused:?}"
+    );
     // The patch that was running finishes on the node, but no step moves.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let held = fleet.status(&id).await;
@@ -401,7 +404,7 @@ concurrency = { compute = 2 }
         .await
         .expect("cancel")
         .into_inner();
-    assert_eq!(cancelled.phase, "cancelled");
+    assert_eq!(cancelled.phase(), v1::Phase::Cancelled);
     let done = fleet.wait_ended(&id, LONG).await;
     assert_eq!(done.campaign.phase, Phase::Cancelled);
     let count = |s| done.nodes.iter().filter(|n| n.step == s).count();
@@ -552,7 +555,7 @@ async fn a_node_that_fails_after_its_drain_is_left_drained_until_an_operator_und
     // Watchers hear it with the failure.
     let failed_event = tokio::time::timeout(LONG, async {
         while let Some(e) = events.message().await.expect("event") {
-            if e.node == "cmp02" && e.step == "failed" {
+            if e.node == "cmp02" && e.step() == v1::Step::Failed {
                 return e.message;
             }
         }

@@ -323,6 +323,15 @@ async fn campaign_start_watch_status_and_audit_from_the_cli() {
     let plan = String::from_utf8_lossy(&out.stdout);
     assert!(plan.contains("wave   1  compute     cmp01 cmp02"), "{plan}");
     assert!(plan.contains("wave   2  compute     cmp03"), "{plan}");
+    let out = cli(args(&["campaign", "plan", "--role", "compute", "--json"]))
+        .await
+        .expect("join");
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan --json");
+    assert_eq!(
+        plan["waves"][0],
+        serde_json::json!({"nodes": ["cmp01"], "role": "compute"}),
+        "{plan}"
+    );
 
     let out = cli(args(&[
         "campaign",
@@ -360,6 +369,21 @@ async fn campaign_start_watch_status_and_audit_from_the_cli() {
     assert!(
         watched.contains("completed: every node finished"),
         "{watched}"
+    );
+
+    // --json: one object per line, the snapshot first (no time, no step).
+    let out = cli(args(&["campaign", "watch", &id, "--json"]))
+        .await
+        .expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"at": null, "campaign": id, "ended": true, "kind": "snapshot",
+            "message": "", "node": "", "phase": "completed", "step": ""})
     );
 
     let out = cli(args(&["campaign", "status", &id, "--json"]))

@@ -216,6 +216,8 @@ async fn an_operator_plans_starts_and_watches_a_campaign_with_grpcurl() {
         serde_json::json!(["cmp01", "cmp02"]),
         "{out}"
     );
+    // Enums show as their names, not numbers.
+    assert_eq!(plan["waves"][0]["role"], "ROLE_COMPUTE", "{out}");
     assert_eq!(
         plan["waves"][1]["nodes"],
         serde_json::json!(["cmp03"]),
@@ -247,6 +249,7 @@ async fn an_operator_plans_starts_and_watches_a_campaign_with_grpcurl() {
     let started: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     let id = started["id"].as_str().expect("id").to_owned();
     assert_eq!(started["startedBy"], "test-operator");
+    assert_eq!(started["phase"], "PHASE_RUNNING", "{out}");
 
     // The watch stream: a snapshot first, then events; it ends with the campaign.
     let watch = serde_json::json!({ "id": id }).to_string();
@@ -262,17 +265,25 @@ async fn an_operator_plans_starts_and_watches_a_campaign_with_grpcurl() {
         .into_iter()
         .collect::<Result<_, _>>()
         .expect("a JSON object per event");
-    assert_eq!(events[0]["kind"], "snapshot", "{out}");
+    assert_eq!(events[0]["kind"], "CAMPAIGN_EVENT_KIND_SNAPSHOT", "{out}");
+    let first = &events[0]["status"]["nodes"][0];
+    assert_eq!(first["role"], "ROLE_COMPUTE", "{out}");
+    assert!(
+        first["step"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("STEP_")),
+        "{out}"
+    );
     let last = events.last().expect("events");
     assert_eq!(
         (last["phase"].as_str(), last["ended"].as_bool()),
-        (Some("completed"), Some(true)),
+        (Some("PHASE_COMPLETED"), Some(true)),
         "{out}"
     );
     assert!(
         events
             .iter()
-            .any(|e| e["node"] == "cmp03" && e["step"] == "done"),
+            .any(|e| e["node"] == "cmp03" && e["step"] == "STEP_DONE"),
         "{out}"
     );
 

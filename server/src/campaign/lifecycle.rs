@@ -38,6 +38,20 @@ pub struct Facts {
 }
 
 impl Step {
+    pub const ALL: [Step; 11] = [
+        Step::Pending,
+        Step::Precheck,
+        Step::Drain,
+        Step::Patch,
+        Step::Reboot,
+        Step::WaitReturn,
+        Step::Postcheck,
+        Step::Undrain,
+        Step::Done,
+        Step::Failed,
+        Step::Skipped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Pending => "pending",
@@ -52,10 +66,6 @@ impl Step {
             Step::Failed => "failed",
             Step::Skipped => "skipped",
         }
-    }
-
-    pub fn from_name(name: &str) -> Option<Step> {
-        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
     }
 
     /// A node in one of these steps is (or may be) unavailable to the cloud.
@@ -123,6 +133,13 @@ impl std::fmt::Display for Step {
     }
 }
 
+impl std::str::FromStr for Step {
+    type Err = rollcall_proto::names::UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        rollcall_proto::names::parse("step", s, &Step::ALL, Step::as_str)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,13 +179,31 @@ mod tests {
     }
 
     #[test]
-    fn names_match_the_serde_form() {
-        for s in walk(RebootPolicy::Always, true)
-            .into_iter()
-            .chain([Step::Failed, Step::Skipped])
-        {
-            let json = serde_json::to_string(&s).expect("json");
-            assert_eq!(json.trim_matches('"'), s.as_str());
+    fn names_read_back_and_are_the_stored_names() {
+        // Today's words: in stores, action ids and scripts' --json.
+        let names = [
+            "pending",
+            "precheck",
+            "drain",
+            "patch",
+            "reboot",
+            "wait-return",
+            "postcheck",
+            "undrain",
+            "done",
+            "failed",
+            "skipped",
+        ];
+        for (step, name) in Step::ALL.into_iter().zip(names) {
+            assert_eq!(step.as_str(), name);
+            assert_eq!(name.parse::<Step>(), Ok(step));
+            assert_eq!(
+                serde_json::to_value(step).expect("json"),
+                serde_json::Value::String(name.to_owned()),
+            );
         }
+        let e = "wait_return".parse::<Step>().expect_err("kebab-case only");
+        assert_eq!((e.field, e.value.as_str()), ("step", "wait_return"));
+        assert!(e.to_string().contains("wait-return"), "{e}");
     }
 }

@@ -2,8 +2,11 @@
 //! per node, and the audit log. These are written to the store before the
 //! scheduler acts on them, and read back whole after a restart.
 
+use std::str::FromStr;
+
 use rollcall_proto::model::Role;
-use rollcall_proto::timestamp::Timestamp;
+use rollcall_proto::names::UnknownName;
+use rollcall_proto::timestamp::{Civil, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::Step;
@@ -35,6 +38,37 @@ impl Campaign {
     /// Running or paused: it still holds its nodes.
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Running | Phase::Paused)
+    }
+}
+
+/// `20261123-113000-3`: when it started (UTC, to the second) and its
+/// number on this server. Sorts as text in the order campaigns started.
+pub fn campaign_id(started: Timestamp, n: usize) -> String {
+    let Civil {
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        ..
+    } = started.civil();
+    format!("{year:04}{month:02}{day:02}-{hour:02}{minute:02}{second:02}-{n}")
+}
+
+impl Phase {
+    pub const ALL: [Phase; 4] = [
+        Phase::Running,
+        Phase::Paused,
+        Phase::Cancelled,
+        Phase::Completed,
+    ];
+}
+
+impl FromStr for Phase {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        rollcall_proto::names::parse("phase", s, &Phase::ALL, Phase::as_str)
     }
 }
 
@@ -151,13 +185,7 @@ impl NodeRun {
     /// The id of this node's action for `step`: stable, so a request sent
     /// again after any restart is recognised by the agent and never rerun.
     pub fn action_id_for(&self, campaign: &str, step: Step) -> String {
-        let step = serde_json::to_string(&step).expect("a step serializes");
-        format!(
-            "{campaign}.{}.{}.{}",
-            self.node,
-            self.attempt,
-            step.trim_matches('"')
-        )
+        format!("{campaign}.{}.{}.{step}", self.node, self.attempt)
     }
 
     /// The id of the `n`th undrain an operator asked for: never the
@@ -193,4 +221,46 @@ pub struct CampaignWrite {
     /// sent, and only its node may answer it, across restarts too.
     pub actions: Vec<rollcall_proto::model::ActionResult>,
     pub audit: Vec<AuditEntry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_campaign_id_is_its_start_to_the_second_and_its_number() {
+        let at = Timestamp::parse_rfc3339("2026-11-23T08:05:38.999Z").expect("time");
+        assert_eq!(campaign_id(at, 3), "20261123-080538-3");
+        let at = Timestamp::parse_rfc3339("2027-01-02T00:00:00Z").expect("time");
+        assert_eq!(campaign_id(at, 12), "20270102-000000-12");
+    }
+
+    #[test]
+    fn phase_names_read_back_and_are_the_stored_names() {
+        let names = ["running", "paused", "cancelled", "completed"];
+        for (phase, name) in Phase::ALL.into_iter().zip(names) {
+            assert_eq!(phase.as_str(), name);
+            assert_eq!(name.parse::<Phase>(), Ok(phase));
+            assert_eq!(
+                serde_json::to_value(phase).expect("json"),
+                serde_json::Value::String(phase.as_str().to_owned()),
+                "the store and --json keep today's word for {phase:?}"
+            );
+        }
+        let e = "Running".parse::<Phase>().expect_err("exact");
+        assert_eq!(
+            e.to_string(),
+            r#"unknown phase "Running": use running, paused, cancelled or completed"#
+        );
+    }
+
+    #[test]
+    fn an_action_id_names_campaign_node_attempt_and_step() {
+        let mut run = NodeRun::new("cmp1".into(), Role::Compute, Timestamp::default());
+        run.attempt = 2;
+        assert_eq!(
+            run.action_id_for("20261123-080538-1", Step::WaitReturn),
+            "20261123-080538-1.cmp1.2.wait-return"
+        );
+    }
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::drive::{self, Advance, Ctx, Undrain, View};
 use super::lifecycle::Step;
-use super::record::{AuditEntry, Campaign, CampaignWrite, NodeRun};
+use super::record::{AuditEntry, Campaign, CampaignWrite, NodeRun, campaign_id};
 use super::schedule::{self, Decision, Health, Member, Phase};
 use super::spec::{CampaignSpec, RebootPolicy};
 use crate::fleet::{FleetHandle, FleetStopped, Page};
@@ -1363,12 +1363,4 @@ fn audit(
         exit_code: None,
         output_tail: String::new(),
     }
-}
-
-/// `20261123-113000-3`: when it started, and its number on this server.
-fn campaign_id(now: Timestamp, n: usize) -> String {
-    let text = serde_json::to_string(&now).expect("a timestamp serializes");
-    let digits: String = text.chars().filter(char::is_ascii_digit).take(14).collect();
-    let (date, time) = digits.split_at(8.min(digits.len()));
-    format!("{date}-{time}-{n}")
 }

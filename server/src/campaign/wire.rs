@@ -1,18 +1,80 @@
 //! Campaign types ↔ `rollcall.v1` campaign messages: the only place they
-//! meet. Steps and phases travel as their kebab-case names, the same words
-//! `--json` and the audit log use.
+//! meet. Roles, steps and phases travel as proto enums (grpcurl shows their
+//! names); wire → domain is fallible, as an unknown value is an error.
 
-use rollcall_proto::convert::{timestamp_from_wire, timestamp_to_wire};
+use rollcall_proto::convert::{
+    ConvertError, required_role, timestamp_from_wire, timestamp_to_wire,
+};
+use rollcall_proto::model::Role;
 use rollcall_proto::v1;
-use serde::de::DeserializeOwned;
 
+use super::lifecycle::Step;
 use super::record::{AuditEntry, Campaign, ManualUndrain, NodeRun};
-use super::runner::{CampaignEvent, CampaignView, Plan};
+use super::runner::{CampaignEvent, CampaignView, Plan, Skip, Wave};
+use super::schedule::Phase;
 
-/// A kebab-case name back into its enum (`"wait-return"` → `Step::WaitReturn`).
-fn from_name<T: DeserializeOwned>(field: &str, name: &str) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::String(name.to_owned()))
-        .map_err(|_| format!("field {field} has unknown value {name:?}"))
+impl From<Step> for v1::Step {
+    fn from(s: Step) -> Self {
+        match s {
+            Step::Pending => v1::Step::Pending,
+            Step::Precheck => v1::Step::Precheck,
+            Step::Drain => v1::Step::Drain,
+            Step::Patch => v1::Step::Patch,
+            Step::Reboot => v1::Step::Reboot,
+            Step::WaitReturn => v1::Step::WaitReturn,
+            Step::Postcheck => v1::Step::Postcheck,
+            Step::Undrain => v1::Step::Undrain,
+            Step::Done => v1::Step::Done,
+            Step::Failed => v1::Step::Failed,
+            Step::Skipped => v1::Step::Skipped,
+        }
+    }
+}
+
+/// `STEP_UNSPECIFIED` is `None`; a value this build does not know is an error.
+fn step_from_wire(field: &'static str, raw: i32) -> Result<Option<Step>, ConvertError> {
+    let step = match v1::Step::try_from(raw) {
+        Ok(v1::Step::Unspecified) => None,
+        Ok(v1::Step::Pending) => Some(Step::Pending),
+        Ok(v1::Step::Precheck) => Some(Step::Precheck),
+        Ok(v1::Step::Drain) => Some(Step::Drain),
+        Ok(v1::Step::Patch) => Some(Step::Patch),
+        Ok(v1::Step::Reboot) => Some(Step::Reboot),
+        Ok(v1::Step::WaitReturn) => Some(Step::WaitReturn),
+        Ok(v1::Step::Postcheck) => Some(Step::Postcheck),
+        Ok(v1::Step::Undrain) => Some(Step::Undrain),
+        Ok(v1::Step::Done) => Some(Step::Done),
+        Ok(v1::Step::Failed) => Some(Step::Failed),
+        Ok(v1::Step::Skipped) => Some(Step::Skipped),
+        Err(_) => return Err(ConvertError::Invalid { field, value: raw }),
+    };
+    Ok(step)
+}
+
+impl From<Phase> for v1::Phase {
+    fn from(p: Phase) -> Self {
+        match p {
+            Phase::Running => v1::Phase::Running,
+            Phase::Paused => v1::Phase::Paused,
+            Phase::Cancelled => v1::Phase::Cancelled,
+            Phase::Completed => v1::Phase::Completed,
+        }
+    }
+}
+
+/// Every message that carries a phase has one: `PHASE_UNSPECIFIED` is an error.
+fn phase_from_wire(field: &'static str, raw: i32) -> Result<Phase, ConvertError> {
+    match v1::Phase::try_from(raw) {
+        Ok(v1::Phase::Running) => Ok(Phase::Running),
+        Ok(v1::Phase::Paused) => Ok(Phase::Paused),
+        Ok(v1::Phase::Cancelled) => Ok(Phase::Cancelled),
+        Ok(v1::Phase::Completed) => Ok(Phase::Completed),
+        Ok(v1::Phase::Unspecified) | Err(_) => Err(ConvertError::Invalid { field, value: raw }),
+    }
+}
+
+fn role_to_wire(r: Role) -> i32 {
+    v1::Role::from(r).into()
 }
 
 impl From<CampaignView> for v1::CampaignStatus {
@@ -22,7 +84,7 @@ impl From<CampaignView> for v1::CampaignStatus {
         v1::CampaignStatus {
             id: c.id,
             name: c.name,
-            phase: c.phase.as_str().to_owned(),
+            phase: v1::Phase::from(c.phase).into(),
             reason: c.reason,
             waiting: v.waiting,
             started_by: c.started_by,
@@ -43,8 +105,8 @@ impl From<NodeRun> for v1::NodeRun {
     fn from(r: NodeRun) -> Self {
         v1::NodeRun {
             node: r.node,
-            role: r.role.as_str().to_owned(),
-            step: r.step.as_str().to_owned(),
+            role: role_to_wire(r.role),
+            step: v1::Step::from(r.step).into(),
             since: Some(timestamp_to_wire(r.since)),
             started_at: r.started_at.map(timestamp_to_wire),
             finished_at: r.finished_at.map(timestamp_to_wire),
@@ -72,13 +134,14 @@ impl From<NodeRun> for v1::NodeRun {
 }
 
 /// What a client reads back: the status with its node rows.
-pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, String> {
+pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, ConvertError> {
     let ts = |t: Option<prost_types::Timestamp>| t.as_ref().map(timestamp_from_wire);
     let mut nodes = Vec::new();
     for n in s.nodes {
         nodes.push(NodeRun {
-            role: n.role.parse()?,
-            step: from_name("step", &n.step)?,
+            role: required_role("node_run.role", n.role)?,
+            step: step_from_wire("node_run.step", n.step)?
+                .ok_or(ConvertError::Missing("node_run.step"))?,
             since: ts(n.since).unwrap_or_default(),
             started_at: ts(n.started_at),
             finished_at: ts(n.finished_at),
@@ -110,7 +173,7 @@ pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, String> {
             id: s.id,
             name: s.name,
             spec_toml: s.spec_toml,
-            phase: from_name("phase", &s.phase)?,
+            phase: phase_from_wire("campaign_status.phase", s.phase)?,
             reason: s.reason,
             started_by: s.started_by,
             created_at: ts(s.created_at).unwrap_or_default(),
@@ -134,7 +197,7 @@ impl From<Plan> for v1::PlanCampaignResponse {
                 .waves
                 .into_iter()
                 .map(|w| v1::Wave {
-                    role: w.role.as_str().to_owned(),
+                    role: role_to_wire(w.role),
                     nodes: w.nodes,
                 })
                 .collect(),
@@ -150,17 +213,89 @@ impl From<Plan> for v1::PlanCampaignResponse {
     }
 }
 
+/// What a client reads back: the plan.
+pub fn plan_from_wire(p: v1::PlanCampaignResponse) -> Result<Plan, ConvertError> {
+    let mut waves = Vec::with_capacity(p.waves.len());
+    for w in p.waves {
+        waves.push(Wave {
+            role: required_role("wave.role", w.role)?,
+            nodes: w.nodes,
+        });
+    }
+    Ok(Plan {
+        name: p.name,
+        waves,
+        skipped: p
+            .skipped
+            .into_iter()
+            .map(|s| Skip {
+                node: s.node,
+                reason: s.reason,
+            })
+            .collect(),
+    })
+}
+
+/// The first message of a watch: the campaign as it is.
+pub fn snapshot_to_wire(view: CampaignView) -> v1::CampaignEvent {
+    v1::CampaignEvent {
+        kind: v1::CampaignEventKind::Snapshot.into(),
+        campaign: view.campaign.id.clone(),
+        phase: v1::Phase::from(view.campaign.phase).into(),
+        ended: view.ended,
+        status: Some(view.into()),
+        ..Default::default()
+    }
+}
+
 pub fn event_to_wire(e: CampaignEvent) -> v1::CampaignEvent {
     v1::CampaignEvent {
-        kind: "event".into(),
+        kind: v1::CampaignEventKind::Event.into(),
         campaign: e.campaign,
         at: Some(timestamp_to_wire(e.at)),
         node: e.node,
-        step: e.step.map(|s| s.as_str().to_owned()).unwrap_or_default(),
-        phase: e.phase.as_str().to_owned(),
+        step: e.step.map_or(v1::Step::Unspecified, v1::Step::from).into(),
+        phase: v1::Phase::from(e.phase).into(),
         message: e.message,
         ended: e.ended,
         status: None,
+    }
+}
+
+/// One message of a campaign watch, as a client reads it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Watched {
+    /// The campaign as it was when the watch began.
+    Snapshot(Box<CampaignView>),
+    Event(CampaignEvent),
+}
+
+pub fn watched_from_wire(e: v1::CampaignEvent) -> Result<Watched, ConvertError> {
+    let kind = v1::CampaignEventKind::try_from(e.kind);
+    match kind {
+        Ok(v1::CampaignEventKind::Snapshot) => {
+            let status = e
+                .status
+                .ok_or(ConvertError::Missing("campaign_event.status"))?;
+            Ok(Watched::Snapshot(Box::new(view_from_wire(status)?)))
+        }
+        Ok(v1::CampaignEventKind::Event) => Ok(Watched::Event(CampaignEvent {
+            at: e
+                .at
+                .as_ref()
+                .map(timestamp_from_wire)
+                .ok_or(ConvertError::Missing("campaign_event.at"))?,
+            step: step_from_wire("campaign_event.step", e.step)?,
+            phase: phase_from_wire("campaign_event.phase", e.phase)?,
+            campaign: e.campaign,
+            node: e.node,
+            message: e.message,
+            ended: e.ended,
+        })),
+        Ok(v1::CampaignEventKind::Unspecified) | Err(_) => Err(ConvertError::Invalid {
+            field: "campaign_event.kind",
+            value: e.kind,
+        }),
     }
 }
 
@@ -195,9 +330,6 @@ pub fn audit_from_wire(a: v1::AuditEntry) -> AuditEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::campaign::lifecycle::Step;
-    use crate::campaign::schedule::Phase;
-    use rollcall_proto::model::Role;
     use rollcall_proto::timestamp::Timestamp;
 
     #[test]
@@ -237,6 +369,76 @@ mod tests {
         };
         let back = view_from_wire(view.clone().into()).expect("back");
         assert_eq!(back, view);
-        assert!(from_name::<Step>("step", "sideways").is_err());
+
+        let mut status = v1::CampaignStatus::from(view.clone());
+        status.nodes[0].step = 99;
+        assert_eq!(
+            view_from_wire(status),
+            Err(ConvertError::Invalid {
+                field: "node_run.step",
+                value: 99
+            })
+        );
+        let mut status = v1::CampaignStatus::from(view.clone());
+        status.phase = v1::Phase::Unspecified.into();
+        assert!(view_from_wire(status).is_err(), "a status has a phase");
+
+        let snapshot = watched_from_wire(snapshot_to_wire(view.clone())).expect("snapshot");
+        assert_eq!(snapshot, Watched::Snapshot(Box::new(view)));
+    }
+
+    #[test]
+    fn every_step_and_phase_survives_the_wire() {
+        for step in Step::ALL {
+            let raw = i32::from(v1::Step::from(step));
+            assert_eq!(step_from_wire("step", raw), Ok(Some(step)));
+        }
+        for phase in Phase::ALL {
+            let raw = i32::from(v1::Phase::from(phase));
+            assert_eq!(phase_from_wire("phase", raw), Ok(phase));
+        }
+        assert_eq!(step_from_wire("step", 0), Ok(None));
+    }
+
+    #[test]
+    fn events_and_plans_survive_the_wire() {
+        let at = Timestamp::from_unix_millis(1_795_000_000_000);
+        for step in [Some(Step::Reboot), None] {
+            let event = CampaignEvent {
+                campaign: "c1".into(),
+                at,
+                node: "cmp1".into(),
+                step,
+                phase: Phase::Running,
+                message: "cmp1: reboot".into(),
+                ended: false,
+            };
+            assert_eq!(
+                watched_from_wire(event_to_wire(event.clone())),
+                Ok(Watched::Event(event))
+            );
+        }
+        let plan = Plan {
+            name: "november".into(),
+            waves: vec![Wave {
+                role: Role::Storage,
+                nodes: vec!["st1".into(), "st2".into()],
+            }],
+            skipped: vec![Skip {
+                node: "st3".into(),
+                reason: "offline".into(),
+            }],
+        };
+        assert_eq!(plan_from_wire(plan.clone().into()), Ok(plan));
+        let mut wire = v1::PlanCampaignResponse::from(Plan {
+            name: String::new(),
+            waves: vec![Wave {
+                role: Role::Compute,
+                nodes: vec![],
+            }],
+            skipped: vec![],
+        });
+        wire.waves[0].role = v1::Role::Unspecified.into();
+        assert!(plan_from_wire(wire).is_err(), "a wave has a role");
     }
 }

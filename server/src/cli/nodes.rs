@@ -168,7 +168,7 @@ pub async fn run(cmd: NodesCommand) -> Result<(), CliError> {
                     println!(
                         "{}  {:<8} {:<24} {:<10} {}",
                         Timestamp::now(),
-                        format!("{:?}", event.kind).to_lowercase(),
+                        event.kind,
                         for_terminal(&n.name),
                         n.role,
                         if n.online {

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::page::{self, PageRequest};
 use super::tls::peer;
 use crate::campaign::spec::CampaignSpec;
-use crate::campaign::wire::event_to_wire;
+use crate::campaign::wire::{event_to_wire, snapshot_to_wire};
 use crate::campaign::{CampaignError, CampaignHandle, Control};
 
 pub struct CampaignApi {
@@ -123,15 +123,7 @@ impl v1::campaign_service_server::CampaignService for CampaignApi {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             let ended = view.ended;
-            let snapshot = v1::CampaignEvent {
-                kind: "snapshot".into(),
-                campaign: view.campaign.id.clone(),
-                phase: view.campaign.phase.as_str().to_owned(),
-                ended,
-                status: Some(view.into()),
-                ..Default::default()
-            };
-            if tx.send(Ok(snapshot)).await.is_err() || ended {
+            if tx.send(Ok(snapshot_to_wire(view))).await.is_err() || ended {
                 return;
             }
             loop {

@@ -264,7 +264,6 @@ impl Store {
     /// Stores an action result at once, in its own transaction.
     pub fn put_action(&mut self, result: &ActionResult) -> Result<(), StoreError> {
         let json = encode(|| format!("action {}", result.id), result)?;
-        let state = serde_json::to_string(&result.state).expect("a state serializes");
         self.conn
             .prepare_cached(
                 "INSERT INTO actions (id, node, state, updated_ms, result) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -275,7 +274,7 @@ impl Store {
                 stmt.execute(rusqlite::params![
                     result.id,
                     result.node,
-                    state.trim_matches('"'),
+                    result.state.as_str(),
                     rollcall_proto::timestamp::Timestamp::now().unix_millis(),
                     json
                 ])

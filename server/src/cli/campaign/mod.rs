@@ -2,10 +2,12 @@
 //!
 //! A spec comes from `--spec FILE` (TOML), from flags, or both (flags win);
 //! either way it is checked here first, so a bad spec exits 2 before the
-//! server is asked anything.
+//! server is asked anything. What is printed for people is in `show`;
+//! `watch` follows a campaign.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+mod show;
+mod watch;
+
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -14,14 +16,15 @@ use rollcall_proto::text::for_terminal as safe;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 
+use self::show::{plan_json, render_audit, render_left_drained, render_plan, render_status};
+use self::watch::watch;
 use super::client::{ConnectArgs, all_pages};
 use super::render::{ago, table};
 use super::{CliError, status_error};
 use crate::campaign::CampaignView;
-use crate::campaign::lifecycle::Step;
 use crate::campaign::record::AuditEntry;
 use crate::campaign::spec::CampaignSpec;
-use crate::campaign::wire::{audit_from_wire, view_from_wire};
+use crate::campaign::wire::{audit_from_wire, plan_from_wire, view_from_wire};
 
 #[derive(Args, Debug, Clone)]
 pub struct SpecArgs {
@@ -216,8 +219,12 @@ fn json_line<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("CLI output serializes")
 }
 
+fn unexpected(e: rollcall_proto::convert::ConvertError) -> CliError {
+    CliError::Runtime(format!("unexpected answer: {e}"))
+}
+
 fn view(s: v1::CampaignStatus) -> Result<CampaignView, CliError> {
-    view_from_wire(s).map_err(|e| CliError::Runtime(format!("unexpected answer: {e}")))
+    view_from_wire(s).map_err(unexpected)
 }
 
 pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
@@ -236,8 +243,9 @@ pub async fn run(cmd: CampaignCommand) -> Result<(), CliError> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            let plan = plan_from_wire(plan).map_err(unexpected)?;
             if json {
-                println!("{}", json_line(&plan_json(&plan)));
+                println!("{}", plan_json(&plan));
             } else {
                 print!("{}", render_plan(&plan));
             }
@@ -430,344 +438,16 @@ async fn all_campaigns(connect: &ConnectArgs) -> Result<Vec<v1::CampaignStatus>,
     .await
 }
 
-fn render_left_drained(campaigns: &[v1::CampaignStatus]) -> String {
-    let nodes: Vec<String> = campaigns
-        .iter()
-        .flat_map(|c| {
-            c.left_drained
-                .iter()
-                .map(move |n| format!("{} (campaign {})", safe(n), safe(&c.id)))
-        })
-        .collect();
-    // Said only when there is something to undo: the status of a fleet
-    // that never failed a node reads as it always did.
-    if nodes.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "Left drained: {} (`campaign status ID` says how to undo it)\n",
-            nodes.join(", ")
-        )
-    }
-}
-
 /// `ID PHASE[: REASON]` after a pause, resume or cancel.
 fn print_control(
     answer: Result<tonic::Response<v1::CampaignStatus>, tonic::Status>,
 ) -> Result<(), CliError> {
-    let s = answer.map_err(status_error)?.into_inner();
-    let (id, phase) = (safe(&s.id), safe(&s.phase));
-    if s.reason.is_empty() {
+    let c = view(answer.map_err(status_error)?.into_inner())?.campaign;
+    let (id, phase) = (safe(&c.id), c.phase);
+    if c.reason.is_empty() {
         println!("{id} {phase}");
     } else {
-        println!("{id} {phase}: {}", safe(&s.reason));
+        println!("{id} {phase}: {}", safe(&c.reason));
     }
     Ok(())
-}
-
-async fn watch(id: String, json: bool, connect: ConnectArgs) -> Result<(), CliError> {
-    let mut stream = connect
-        .campaigns()
-        .await?
-        .watch_campaign(v1::CampaignRef { id: id.clone() })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    // Each node's step and role, kept current from the events, for the
-    // per-role progress line.
-    let mut steps: BTreeMap<String, (Role, Step)> = BTreeMap::new();
-    let mut phase = String::new();
-    loop {
-        let event = match stream.message().await {
-            Ok(Some(e)) => e,
-            Ok(None) => break,
-            Err(s) => return Err(status_error(s)),
-        };
-        phase.clone_from(&event.phase);
-        if let Some(status) = event.status.clone() {
-            let v = view(status)?;
-            for n in &v.nodes {
-                steps.insert(n.node.clone(), (n.role, n.step));
-            }
-            if !json {
-                println!(
-                    "campaign {} ({}) is {}",
-                    safe(&v.campaign.id),
-                    safe(&v.campaign.name),
-                    v.campaign.phase
-                );
-                println!("{}", progress(&steps));
-            }
-        } else if let Some(step) = Step::from_name(&event.step)
-            && let Some(slot) = steps.get_mut(&event.node)
-        {
-            slot.1 = step;
-        }
-        if json {
-            let line = serde_json::json!({
-                "kind": event.kind, "campaign": event.campaign,
-                "at": event.at.as_ref().map(rollcall_proto::convert::timestamp_from_wire),
-                "node": event.node, "step": event.step, "phase": event.phase,
-                "message": event.message, "ended": event.ended,
-            });
-            println!("{line}");
-        } else if event.kind != "snapshot" {
-            let at = event
-                .at
-                .as_ref()
-                .map(rollcall_proto::convert::timestamp_from_wire)
-                .map(|t| serde_json::to_string(&t).unwrap_or_default())
-                .unwrap_or_default();
-            let clock = at.trim_matches('"').get(11..19).unwrap_or("").to_owned();
-            let who = if event.node.is_empty() {
-                "campaign".into()
-            } else {
-                safe(&event.node)
-            };
-            println!("{clock}  {who:<12}  {}", safe(&event.message));
-            if event.node.is_empty() || Step::from_name(&event.step).is_some_and(Step::is_terminal)
-            {
-                println!("{}", progress(&steps));
-            }
-        }
-        if event.ended {
-            break;
-        }
-    }
-    let failed = steps.values().filter(|(_, s)| *s == Step::Failed).count();
-    if phase == "completed" && failed == 0 {
-        Ok(())
-    } else {
-        Err(CliError::Runtime(format!(
-            "campaign {id} ended {phase} with {failed} failed node(s)"
-        )))
-    }
-}
-
-/// `compute 4/10 done, 2 in flight | storage 0/3 | controller 0/3`.
-fn progress(steps: &BTreeMap<String, (Role, Step)>) -> String {
-    let mut parts = Vec::new();
-    for role in [Role::Compute, Role::Storage, Role::Controller] {
-        let of: Vec<Step> = steps
-            .values()
-            .filter(|(r, _)| *r == role)
-            .map(|(_, s)| *s)
-            .collect();
-        if of.is_empty() {
-            continue;
-        }
-        let count = |f: fn(&Step) -> bool| of.iter().filter(|s| f(s)).count();
-        let mut line = format!("{role} {}/{} done", count(|s| *s == Step::Done), of.len());
-        for (n, what) in [
-            (count(|s| s.is_active()), "in flight"),
-            (count(|s| *s == Step::Failed), "failed"),
-            (count(|s| *s == Step::Skipped), "skipped"),
-        ] {
-            if n > 0 {
-                let _ = write!(line, ", {n} {what}");
-            }
-        }
-        parts.push(line);
-    }
-    format!("progress: {}", parts.join(" | "))
-}
-
-fn plan_json(p: &v1::PlanCampaignResponse) -> serde_json::Value {
-    serde_json::json!({
-        "name": p.name,
-        "waves": p.waves.iter().map(|w| serde_json::json!({"role": w.role, "nodes": w.nodes})).collect::<Vec<_>>(),
-        "skipped": p.skipped.iter().map(|s| serde_json::json!({"node": s.node, "reason": s.reason})).collect::<Vec<_>>(),
-    })
-}
-
-fn render_plan(p: &v1::PlanCampaignResponse) -> String {
-    let mut out = format!(
-        "plan \"{}\": nothing is done until `campaign start`\n",
-        safe(&p.name)
-    );
-    for (i, w) in p.waves.iter().enumerate() {
-        let nodes: Vec<_> = w.nodes.iter().map(|n| safe(n)).collect();
-        let _ = writeln!(
-            out,
-            "wave {:>3}  {:<10}  {}",
-            i + 1,
-            safe(&w.role),
-            nodes.join(" ")
-        );
-    }
-    if p.waves.is_empty() {
-        out.push_str("no node would be patched\n");
-    }
-    for s in &p.skipped {
-        let _ = writeln!(out, "skip      {:<10}  {}", safe(&s.node), safe(&s.reason));
-    }
-    out
-}
-
-fn render_status(v: &CampaignView, now: Timestamp) -> String {
-    let c = &v.campaign;
-    let mut out = format!(
-        "campaign {} ({}) is {}, started by {} {} ago\n",
-        safe(&c.id),
-        safe(&c.name),
-        c.phase,
-        safe(&c.started_by),
-        ago(now, c.created_at)
-    );
-    if !c.reason.is_empty() {
-        let _ = writeln!(out, "reason: {}", safe(&c.reason));
-    }
-    if !v.waiting.is_empty() {
-        let _ = writeln!(out, "waiting: {}", safe(&v.waiting));
-    }
-    let steps = v
-        .nodes
-        .iter()
-        .map(|n| (n.node.clone(), (n.role, n.step)))
-        .collect();
-    let _ = writeln!(out, "{}\n", progress(&steps));
-    let mut rows = vec![
-        ["NODE", "ROLE", "STEP", "FOR", "NOTE"]
-            .map(String::from)
-            .to_vec(),
-    ];
-    let mut drained = Vec::new();
-    for n in &v.nodes {
-        let mut note = n.note.clone();
-        if n.failure_accepted {
-            note = format!("(accepted) {note}");
-        }
-        if let Some(u) = &n.undrain {
-            note = format!("[undrain asked of {}] {note}", u.action_node);
-        }
-        if let Some(hook) = &n.left_drained {
-            note = format!("[left drained] {note}");
-            drained.push((n.node.as_str(), hook.as_str(), n.undrain.is_some()));
-        }
-        if let Some(why) = &n.failure {
-            note = format!("{note} (after: {why})");
-        }
-        rows.push(vec![
-            n.node.clone(),
-            n.role.to_string(),
-            n.step.to_string(),
-            ago(now, n.since),
-            note,
-        ]);
-    }
-    out.push_str(&table(&rows));
-    if !drained.is_empty() {
-        out.push('\n');
-    }
-    for (node, hook, running) in drained {
-        let what = if running {
-            "its undrain is running".to_owned()
-        } else {
-            format!(
-                "run hook {} to undo, or `campaign undrain {} {}`",
-                safe(hook),
-                safe(&c.id),
-                safe(node)
-            )
-        };
-        let _ = writeln!(out, "left drained: {}: {what}", safe(node));
-    }
-    out
-}
-
-fn render_audit(entries: &[AuditEntry]) -> String {
-    let mut out = String::new();
-    for e in entries {
-        let at = serde_json::to_string(&e.at).unwrap_or_default();
-        let node = if e.node.is_empty() {
-            "-".into()
-        } else {
-            safe(&e.node)
-        };
-        let code = e
-            .exit_code
-            .map(|c| format!(" [exit {c}]"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{}  {:<18}  {:<10}  {:<9}  {}{code}",
-            at.trim_matches('"'),
-            safe(&e.actor),
-            node,
-            safe(&e.event),
-            safe(&e.detail)
-        );
-        for line in e
-            .output_tail
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            let _ = writeln!(out, "    | {}", safe(line));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::campaign::record::{Campaign, NodeRun};
-    use crate::campaign::schedule::Phase;
-
-    #[test]
-    fn status_says_which_failed_node_stays_drained_and_how_to_undo_it() {
-        let now = Timestamp::from_unix_millis(1_795_000_000_000);
-        let mut failed = NodeRun::new("cmp03".into(), Role::Compute, now);
-        failed.enter(Step::Failed, now);
-        failed.note = "patch on cmp03 failed (exit code 100): E: broken".into();
-        failed.left_drained = Some("nova-undrain".into());
-        let view = CampaignView {
-            campaign: Campaign {
-                id: "c1".into(),
-                name: "november".into(),
-                spec_toml: String::new(),
-                phase: Phase::Paused,
-                reason: "error budget exhausted".into(),
-                started_by: "alice".into(),
-                created_at: now,
-                updated_at: now,
-                finished_at: None,
-                held: false,
-            },
-            nodes: vec![failed],
-            nodes_by_step: BTreeMap::new(),
-            waiting: String::new(),
-            ended: false,
-            left_drained: vec!["cmp03".into()],
-        };
-        let text = render_status(&view, now);
-        assert!(
-            text.contains("[left drained] patch on cmp03 failed"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "left drained: cmp03: run hook nova-undrain to undo, or `campaign undrain c1 cmp03`"
-            ),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn fleet_status_names_left_drained_nodes_of_every_campaign() {
-        let c = |id: &str, nodes: &[&str]| v1::CampaignStatus {
-            id: id.into(),
-            left_drained: nodes.iter().map(|n| (*n).to_owned()).collect(),
-            ..Default::default()
-        };
-        assert_eq!(render_left_drained(&[c("c1", &[]), c("c2", &[])]), "");
-        assert_eq!(
-            render_left_drained(&[c("c1", &["cmp03"]), c("c2", &["cmp07\x1b[2J"])]),
-            "Left drained: cmp03 (campaign c1), cmp07\\x1b[2J (campaign c2) (`campaign status ID` says how to undo it)\n"
-        );
-    }
 }
