@@ -31,6 +31,7 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{NodeWrite, Section, StoredNode, WriterHandle};
+use crate::supervise::PanicSwitch;
 
 /// How stale the durable copy of what changes all the time (a node's last
 /// sign of life, its disk usage) may get: each node's is written again at
@@ -364,6 +365,8 @@ pub struct Fleet {
     next_session: SessionId,
     /// Pokes the campaign scheduler when something it waits for happens.
     wake: Arc<Notify>,
+    /// Tests only (`Options::fleet_panic`): panic at the next command.
+    panic: Option<PanicSwitch>,
 }
 
 /// Events a slow watcher may fall behind by before it is told it lagged
@@ -377,7 +380,8 @@ const COMMAND_QUEUE: usize = 1_024;
 
 impl Fleet {
     /// Starts the fleet task from the stored nodes. Every node starts
-    /// offline: none has a session with this process yet.
+    /// offline: none has a session with this process yet. `panic` is a
+    /// test's switch (`None` in production).
     pub fn spawn(
         stored: Vec<Loaded>,
         actions: Vec<ActionResult>,
@@ -385,6 +389,7 @@ impl Fleet {
         offline_after: Duration,
         wake: Arc<Notify>,
         shutdown: CancellationToken,
+        panic: Option<PanicSwitch>,
     ) -> (FleetHandle, tokio::task::JoinHandle<()>) {
         let now = Timestamp::now();
         let nodes = stored
@@ -408,6 +413,7 @@ impl Fleet {
             offline_after,
             next_session: 1,
             wake,
+            panic,
         };
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let task = tokio::spawn(fleet.run(rx, shutdown));
@@ -437,6 +443,9 @@ impl Fleet {
     }
 
     fn handle(&mut self, cmd: Command) {
+        if self.panic.as_ref().is_some_and(PanicSwitch::is_tripped) {
+            panic!("injected fault: the fleet actor was told to panic");
+        }
         match cmd {
             Command::Connect { hello, link, reply } => {
                 let id = self.next_session;

@@ -35,6 +35,11 @@ enum Op {
     Campaign(Box<CampaignWrite>, oneshot::Sender<bool>),
 }
 
+/// The writer thread panicked (its message); what it had queued is lost.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the store writer panicked: {0}")]
+pub struct WriterPanicked(pub String);
+
 /// Sends changes to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct WriterHandle {
@@ -85,33 +90,59 @@ impl WriterHandle {
 }
 
 /// The writer thread. Dropping every [`WriterHandle`] makes it commit what
-/// is left and stop; [`Writer::join`] waits for that.
+/// is left and stop; [`Writer::finished`] (or, blocking, [`Writer::join`])
+/// waits for that.
 pub struct Writer {
     thread: thread::JoinHandle<()>,
+    done: oneshot::Receiver<Result<(), WriterPanicked>>,
 }
 
 impl Writer {
     pub fn spawn(store: impl Backend, interval: Duration) -> (Writer, WriterHandle) {
         let (tx, rx) = mpsc::channel();
         let (reporter, health) = Reporter::new();
+        let (done_tx, done) = oneshot::channel();
         let thread = thread::Builder::new()
             .name("rollcall-store".into())
             .spawn(move || {
-                let mut state = State {
-                    store: Box::new(store),
-                    health: reporter,
-                    errors: Throttle::new(WARN_EVERY),
-                };
-                run(&mut state, rx, interval);
+                // Caught so that the server learns why its writer ended
+                // (a thread has no join handle the runtime can await).
+                // The state is dropped inside, so "done" means the store
+                // is closed.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    let mut state = State {
+                        store: Box::new(store),
+                        health: reporter,
+                        errors: Throttle::new(WARN_EVERY),
+                    };
+                    run(&mut state, rx, interval);
+                }));
+                let _ =
+                    done_tx.send(ran.map_err(|payload| {
+                        WriterPanicked(crate::supervise::panic_message(&*payload))
+                    }));
             })
             .expect("spawning a thread only fails when the OS is out of resources");
-        (Writer { thread }, WriterHandle { tx, health })
+        (Writer { thread, done }, WriterHandle { tx, health })
     }
 
-    pub fn join(self) {
-        if self.thread.join().is_err() {
-            tracing::error!("Store writer thread panicked.");
-        }
+    /// Resolves once the thread has ended and closed the store: at once
+    /// when it panicked, else after the last [`WriterHandle`] is gone and
+    /// what was queued is committed.
+    pub async fn finished(self) -> Result<(), WriterPanicked> {
+        // The thread always sends before it ends; a dropped sender would
+        // mean it ended some other way, which only a panic does.
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(WriterPanicked("ended without a word".into())))
+    }
+
+    /// [`Writer::finished`], blocking the calling thread.
+    pub fn join(self) -> Result<(), WriterPanicked> {
+        let _ = self.thread.join();
+        let mut done = self.done;
+        done.try_recv()
+            .unwrap_or_else(|_| Err(WriterPanicked("ended without a word".into())))
     }
 }
 
@@ -292,7 +323,7 @@ mod tests {
         assert_eq!(report.updates.map(|u| u.count), Some(100));
         assert!(report.reboot.is_some());
         drop(handle);
-        writer.join();
+        writer.join().expect("a clean end");
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -341,7 +372,47 @@ mod tests {
             "the kept node change is written once the store recovers"
         );
         drop(handle);
-        writer.join();
+        writer.join().expect("a clean end");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A backend whose first action write panics: a bug in the store.
+    struct Panicky;
+
+    impl Backend for Panicky {
+        fn put_action(&mut self, _: &ActionResult) -> Result<(), StoreError> {
+            panic!("the backend lost its mind")
+        }
+        fn write_campaign(&mut self, _: &CampaignWrite) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn write_nodes(
+            &mut self,
+            batch: &mut dyn Iterator<Item = &NodeWrite>,
+        ) -> Result<usize, StoreError> {
+            Ok(batch.count())
+        }
+        fn probe(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_panics_says_why_and_stores_nothing_more() {
+        let (writer, handle) = Writer::spawn(Panicky, Duration::from_secs(3600));
+        let result = rollcall_proto::model::ActionResult::issued("a1", "a");
+        assert!(!handle.put_action(result).await, "not stored");
+        // The handle is still held: only the panic can have ended it.
+        let ended = tokio::time::timeout(Duration::from_secs(5), writer.finished())
+            .await
+            .expect("the writer ended");
+        assert_eq!(
+            ended,
+            Err(WriterPanicked("the backend lost its mind".into()))
+        );
+        assert!(
+            !handle.put_campaign(CampaignWrite::default()).await,
+            "nothing is stored after it"
+        );
     }
 }
