@@ -7,13 +7,17 @@
 //! at a checkpoint ([`CHECKPOINT`]). Reads are answered from memory, so
 //! operators never wait on the disk. Each node's merged report is held
 //! compact ([`held`]); listings page through the table in name order.
+//! The actions asked of nodes are the ledger's ([`ledger`]); an agent's
+//! word on one is taken through [`ActionResults`].
 
 mod held;
 mod ledger;
+mod results;
 mod summary;
 
 pub use held::{Digest, Held, Merged, Update};
-pub use ledger::{Ledger, Reconciled, UpdateVerdict};
+pub use ledger::{Foreign, Ledger, NotSent, Reconciled, UpdateVerdict};
+pub use results::{ActionResults, Taken};
 pub use summary::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, summarize};
 
 use std::collections::BTreeMap;
@@ -30,6 +34,7 @@ use rollcall_proto::timestamp::Timestamp;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use self::ledger::LedgerCommand;
 use crate::store::{NodeWrite, Section, StoredNode, WriterHandle};
 use crate::supervise::PanicSwitch;
 
@@ -120,23 +125,7 @@ enum Command {
         link: SessionLink,
         reply: oneshot::Sender<SessionId>,
     },
-    SendAction {
-        node: String,
-        request: ActionRequest,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    ActionResult {
-        result: Box<ActionResult>,
-    },
-    Action {
-        id: String,
-        reply: oneshot::Sender<Option<ActionResult>>,
-    },
-    CheckUpdate {
-        node: String,
-        id: String,
-        reply: oneshot::Sender<UpdateVerdict>,
-    },
+    Ledger(LedgerCommand),
     Report {
         node: String,
         session: SessionId,
@@ -197,39 +186,44 @@ impl FleetHandle {
         &self,
         node: &str,
         request: ActionRequest,
-    ) -> Result<Result<(), String>, FleetStopped> {
+    ) -> Result<Result<(), NotSent>, FleetStopped> {
         let node = node.to_owned();
-        self.call(|reply| Command::SendAction {
-            node,
-            request,
-            reply,
+        self.call(|reply| {
+            Command::Ledger(LedgerCommand::Send {
+                node,
+                request,
+                reply,
+            })
         })
         .await
     }
 
     /// Whether `node` may report on action `id`: only a node asked for an
-    /// action may, and a final result is never replaced.
-    pub async fn check_update(&self, node: &str, id: &str) -> Result<UpdateVerdict, FleetStopped> {
+    /// action may, and a final result is never replaced. Private: an
+    /// update is taken through [`ActionResults`], which stores it between
+    /// this verdict and `FleetHandle::stored`.
+    async fn verdict(&self, node: &str, id: &str) -> Result<UpdateVerdict, FleetStopped> {
         let (node, id) = (node.to_owned(), id.to_owned());
-        self.call(|reply| Command::CheckUpdate { node, id, reply })
+        self.call(|reply| Command::Ledger(LedgerCommand::Verdict { node, id, reply }))
             .await
     }
 
-    /// Records an agent's word about an action, once the store holds it.
-    pub async fn action_result(&self, result: ActionResult) {
-        let _ = self
-            .tx
-            .send(Command::ActionResult {
-                result: Box::new(result),
-            })
-            .await;
+    /// The store holds `result` now: the ledger takes it (see
+    /// [`ActionResults`]).
+    async fn stored(&self, result: ActionResult) -> Result<(), FleetStopped> {
+        let result = Box::new(result);
+        self.tx
+            .send(Command::Ledger(LedgerCommand::Stored { result }))
+            .await
+            .map_err(|_| FleetStopped)
     }
 
     /// The latest result of an action, by id; `None` if it was never asked,
     /// or its request never reached the agent (ask again).
     pub async fn action(&self, id: &str) -> Result<Option<ActionResult>, FleetStopped> {
         let id = id.to_owned();
-        self.call(|reply| Command::Action { id, reply }).await
+        self.call(|reply| Command::Ledger(LedgerCommand::Current { id, reply }))
+            .await
     }
 
     pub async fn report(
@@ -454,40 +448,12 @@ impl Fleet {
                 let _ = reply.send(id);
                 self.wake.notify_one();
             }
-            Command::SendAction {
-                node,
-                request,
-                reply,
-            } => {
-                let sent = match self.nodes.get(&node).and_then(|e| e.session.as_ref()) {
-                    None => Err(format!("node {node} has no session (offline)")),
-                    Some((_, link)) => self.actions.may_ask(&node, &request.id).and_then(|()| {
-                        let id = request.id.clone();
-                        link.actions
-                            .try_send(Box::new(request))
-                            .map(|()| id)
-                            .map_err(|e| {
-                                format!("node {node}'s session cannot take the request: {e}")
-                            })
-                    }),
-                };
-                // The asker stored the request before it asked (a campaign,
-                // with the run that names it): the ledger only takes note.
-                let sent = sent.map(|id| {
-                    self.actions.asked(&node, &id);
-                });
-                let _ = reply.send(sent);
-            }
-            Command::CheckUpdate { node, id, reply } => {
-                let _ = reply.send(self.actions.verdict(&node, &id));
-            }
-            Command::ActionResult { result } => {
-                tracing::info!(node = %result.node, action_id = %Untrusted(&result.id), state = ?result.state, "Action update.");
-                self.actions.stored(*result);
-                self.wake.notify_one();
-            }
-            Command::Action { id, reply } => {
-                let _ = reply.send(self.actions.current(&id).cloned());
+            Command::Ledger(cmd) => {
+                let nodes = &self.nodes;
+                let session = |node: &str| nodes.get(node)?.session.as_ref().map(|(_, l)| l);
+                if self.actions.handle(cmd, session) {
+                    self.wake.notify_one();
+                }
             }
             Command::Report {
                 node,
@@ -639,15 +605,8 @@ impl Fleet {
         n.agent_version = hello.agent_version;
         n.boot_id = hello.boot_id;
         n.hostname = hello.hostname;
-        if let Some(held) = &hello.held_actions {
-            let found = self.actions.reconcile(&hello.node, held);
-            if !found.lost.is_empty() {
-                tracing::warn!(node = %hello.node, actions = ?found.lost, "The agent does not hold requests it was sent; they were lost on the way and are asked again.");
-            }
-            if !found.vanished.is_empty() {
-                tracing::warn!(node = %hello.node, actions = ?found.vanished, "The agent no longer holds actions it said were running (was its state directory lost?); their steps time out.");
-            }
-        }
+        self.actions
+            .hello(&hello.node, hello.held_actions.as_deref());
         let n = &mut entry.node;
         n.online = true;
         n.offline_reason.clear();

@@ -30,9 +30,18 @@ enum Op {
     Put(Box<NodeWrite>),
     Flush(oneshot::Sender<()>),
     /// Committed at once; the answer says whether it is on disk.
-    Action(Box<ActionResult>, oneshot::Sender<bool>),
+    Action(Box<ActionResult>, oneshot::Sender<Result<(), NotStored>>),
     /// Committed at once, in one transaction.
-    Campaign(Box<CampaignWrite>, oneshot::Sender<bool>),
+    Campaign(Box<CampaignWrite>, oneshot::Sender<Result<(), NotStored>>),
+}
+
+/// Why a write the caller waits for is not on disk.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotStored {
+    #[error("the store refused it: {0}")]
+    Refused(String),
+    #[error("the store writer has stopped")]
+    WriterStopped,
 }
 
 /// The writer thread panicked (its message); what it had queued is lost.
@@ -55,24 +64,29 @@ impl WriterHandle {
         }
     }
 
-    /// Stores an action result durably before returning true; false means
-    /// it is not stored (the agent keeps it and sends it again).
-    pub async fn put_action(&self, result: ActionResult) -> bool {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::Action(Box::new(result), tx)).is_err() {
-            return false;
-        }
-        rx.await.unwrap_or(false)
+    /// Stores an action result durably before returning `Ok`; an error
+    /// means it is not stored (the agent keeps it and sends it again).
+    pub async fn put_action(&self, result: ActionResult) -> Result<(), NotStored> {
+        self.ask(|reply| Op::Action(Box::new(result), reply)).await
     }
 
     /// Stores a campaign change durably before returning true; false means
     /// it is not stored and must not be acted on.
     pub async fn put_campaign(&self, write: CampaignWrite) -> bool {
+        self.ask(|reply| Op::Campaign(Box::new(write), reply))
+            .await
+            .is_ok()
+    }
+
+    async fn ask(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<(), NotStored>>) -> Op,
+    ) -> Result<(), NotStored> {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::Campaign(Box::new(write), tx)).is_err() {
-            return false;
+        if self.tx.send(op(tx)).is_err() {
+            return Err(NotStored::WriterStopped);
         }
-        rx.await.unwrap_or(false)
+        rx.await.unwrap_or(Err(NotStored::WriterStopped))
     }
 
     /// Whether the store takes writes, now and from now on.
@@ -156,19 +170,19 @@ struct State {
 
 impl State {
     /// Notes a write's outcome in the store's health (and the log).
-    fn outcome<T>(&mut self, what: &str, result: Result<T, StoreError>) -> Option<T> {
+    fn outcome<T>(&mut self, what: &str, result: Result<T, StoreError>) -> Result<T, NotStored> {
         match result {
             Ok(v) => {
                 self.health.succeeded();
-                Some(v)
+                Ok(v)
             }
             Err(e) => {
                 let reason = e.to_string();
                 if let Some(count) = self.errors.hit(Instant::now()) {
                     tracing::error!(error = %reason, count, "Cannot store {what} (count since the last such line).");
                 }
-                self.health.failed(reason);
-                None
+                self.health.failed(reason.clone());
+                Err(NotStored::Refused(reason))
             }
         }
     }
@@ -188,13 +202,11 @@ fn run(state: &mut State, rx: mpsc::Receiver<Op>, interval: Duration) {
                     match op {
                         Op::Action(result, reply) => {
                             let put = state.store.put_action(&result);
-                            let stored = state.outcome("an action result", put).is_some();
-                            let _ = reply.send(stored);
+                            let _ = reply.send(state.outcome("an action result", put));
                         }
                         Op::Campaign(write, reply) => {
                             let put = state.store.write_campaign(&write);
-                            let stored = state.outcome("a campaign change", put).is_some();
-                            let _ = reply.send(stored);
+                            let _ = reply.send(state.outcome("a campaign change", put));
                         }
                         other => absorb(&mut pending, &mut waiters, other),
                     }
@@ -251,7 +263,7 @@ fn commit(state: &mut State, pending: &mut HashMap<String, NodeWrite>) {
         // write again: the scheduler holds every campaign until then.
         if state.health.is_failing() {
             let probe = state.store.probe();
-            state.outcome("the probe row", probe);
+            let _ = state.outcome("the probe row", probe);
         }
         return;
     }
@@ -259,7 +271,7 @@ fn commit(state: &mut State, pending: &mut HashMap<String, NodeWrite>) {
     let written = state.store.write_nodes(&mut pending.values());
     // Kept on failure and tried again at the next interval: a full disk or
     // a locked file must not lose the fleet's state.
-    if let Some(n) = state.outcome("node changes", written) {
+    if let Ok(n) = state.outcome("node changes", written) {
         pending.clear();
         // A checkpoint or a reconnect storm queues every node at once;
         // do not keep room for that between bursts.
@@ -340,7 +352,11 @@ mod tests {
         assert!(health.borrow().failing.is_none());
         switch.fail("disk full");
         let result = rollcall_proto::model::ActionResult::issued("a1", "a");
-        assert!(!handle.put_action(result.clone()).await, "not stored");
+        assert_eq!(
+            handle.put_action(result.clone()).await,
+            Err(NotStored::Refused("disk full".into())),
+            "not stored, and why"
+        );
         assert_eq!(
             health.borrow_and_update().describe(),
             "store failing: disk full"
@@ -401,7 +417,10 @@ mod tests {
     async fn a_writer_that_panics_says_why_and_stores_nothing_more() {
         let (writer, handle) = Writer::spawn(Panicky, Duration::from_secs(3600));
         let result = rollcall_proto::model::ActionResult::issued("a1", "a");
-        assert!(!handle.put_action(result).await, "not stored");
+        assert_eq!(
+            handle.put_action(result).await,
+            Err(NotStored::WriterStopped)
+        );
         // The handle is still held: only the panic can have ended it.
         let ended = tokio::time::timeout(Duration::from_secs(5), writer.finished())
             .await
