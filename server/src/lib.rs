@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod grpc;
 pub mod pki;
 pub mod store;
+pub mod supervise;
 pub mod throttle;
 
 use std::net::SocketAddr;
@@ -17,14 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::campaign::{CampaignHandle, Scheduler};
 use crate::config::ServerConfig;
 use crate::fleet::{Fleet, FleetHandle};
 use crate::store::{Store, Writer};
+use crate::supervise::Parts;
+pub use crate::supervise::{Ended, PanicSwitch, Part, PartEnded};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -39,25 +40,28 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Campaigns(String),
+    /// A part of the server ended while it ran, or failed while stopping.
+    #[error(transparent)]
+    Ended(#[from] PartEnded),
     #[error("shutdown did not finish within {0:?}")]
     ShutdownTimeout(Duration),
 }
 
-/// A server that is running; [`RunningServer::stop`] shuts it down cleanly.
+/// A server that is running; [`RunningServer::stopped`] says when a part
+/// of it ended, [`RunningServer::stop`] shuts it down cleanly.
 pub struct RunningServer {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
     pub fleet: FleetHandle,
     pub campaigns: CampaignHandle,
     shutdown: CancellationToken,
-    serve: JoinHandle<Result<(), tonic::transport::Error>>,
-    fleet_task: JoinHandle<()>,
-    scheduler_task: JoinHandle<()>,
-    writer: Writer,
+    /// Every part still running: the gRPC server, the fleet, the
+    /// scheduler, the store writer.
+    parts: Parts,
+    /// Parts that ended badly, first first.
+    failures: Vec<PartEnded>,
 }
 
 /// How a server is started beyond its configuration: what tests inject.
@@ -66,6 +70,31 @@ pub struct Options {
     /// Put the store behind a [`store::Faulty`] adapter that fails every
     /// write while this switch says so (a full disk, without one).
     pub store_faults: Option<store::FaultSwitch>,
+    /// Once tripped, the fleet actor panics at the next command it
+    /// handles: a part of the server that dies, for the tests of
+    /// [`RunningServer::stopped`].
+    pub fleet_panic: Option<PanicSwitch>,
+}
+
+/// Set (to anything) in `serve`'s environment, it arms
+/// [`Options::fleet_panic`] from the start: the one way a test can make the
+/// real binary lose a part. Read once, at startup.
+pub const FLEET_PANIC_ENV: &str = "ROLLCALL_TEST_FLEET_PANIC";
+
+impl Options {
+    /// What `serve` takes from its environment: nothing unless
+    /// [`FLEET_PANIC_ENV`] is set.
+    pub fn from_env() -> Options {
+        let fleet_panic = std::env::var_os(FLEET_PANIC_ENV).map(|_| {
+            let switch = PanicSwitch::default();
+            switch.trip();
+            switch
+        });
+        Options {
+            fleet_panic,
+            ..Options::default()
+        }
+    }
 }
 
 /// Opens the store, starts the fleet and serves gRPC. Returns once the
@@ -103,11 +132,18 @@ pub async fn start_with(
     })?;
 
     let shutdown = CancellationToken::new();
+    let mut parts = Parts::default();
     let flush = Duration::from_millis(config.store.flush_interval_ms);
     let (writer, writer_handle) = match options.store_faults {
         Some(switch) => Writer::spawn(store::Faulty::new(store, switch), flush),
         None => Writer::spawn(store, flush),
     };
+    parts.watch(Part::StoreWriter, async move {
+        match writer.finished().await {
+            Ok(()) => Ended::Returned,
+            Err(panicked) => Ended::Panicked(panicked.0),
+        }
+    });
     let wake = Arc::new(Notify::new());
     let (fleet, fleet_task) = Fleet::spawn(
         stored,
@@ -116,7 +152,9 @@ pub async fn start_with(
         config.offline_after(),
         wake.clone(),
         shutdown.clone(),
+        options.fleet_panic,
     );
+    parts.task(Part::Fleet, fleet_task);
     let (campaigns, scheduler_task) = Scheduler::spawn(
         campaigns,
         fleet.clone(),
@@ -126,6 +164,7 @@ pub async fn start_with(
         shutdown.clone(),
     )
     .map_err(ServeError::Campaigns)?;
+    parts.task(Part::Scheduler, scheduler_task);
     let serve = tokio::spawn({
         let (config, fleet, campaigns, shutdown) = (
             config.clone(),
@@ -146,16 +185,21 @@ pub async fn start_with(
             .await
         }
     });
+    parts.watch(Part::Grpc, async move {
+        match serve.await {
+            Ok(Ok(())) => Ended::Returned,
+            Ok(Err(e)) => Ended::Failed(e.to_string()),
+            Err(e) => Ended::of_join(Err(e)),
+        }
+    });
     tracing::info!(%addr, "rollcall-server listening.");
     Ok(RunningServer {
         addr,
         fleet,
         campaigns,
         shutdown,
-        serve,
-        fleet_task,
-        scheduler_task,
-        writer,
+        parts,
+        failures: Vec::new(),
     })
 }
 
@@ -165,39 +209,146 @@ impl RunningServer {
         self.shutdown.clone()
     }
 
-    /// Resolves when the gRPC server stops on its own (an error) or after
-    /// the shutdown token is cancelled.
-    pub async fn stopped(&mut self) {
-        let _ = (&mut self.serve).await;
+    /// Resolves when a part of the server ends: `Ok` once the shutdown
+    /// token is cancelled and a part ended as asked, an error naming the
+    /// part and why (its panic message, say) when one ended while the
+    /// server was not stopping, or failed. Cancel safe. Call
+    /// [`RunningServer::stop`] after it either way.
+    pub async fn stopped(&mut self) -> Result<(), ServeError> {
+        while let Some((part, how)) = self.parts.next().await {
+            if let Some(failure) = self.note(part, how) {
+                return Err(failure.into());
+            }
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a part's end if it is a failure, and returns it.
+    fn note(&mut self, part: Part, how: Ended) -> Option<PartEnded> {
+        let failure = PartEnded::judge(part, how, self.shutdown.is_cancelled())?;
+        self.failures.push(failure.clone());
+        Some(failure)
     }
 
     /// Stops accepting, ends every session, commits the store and returns.
+    /// An error names the first part that ended badly (before the stop or
+    /// during it); the others are logged.
     pub async fn stop(self, deadline: Duration) -> Result<(), ServeError> {
         self.shutdown.cancel();
         let RunningServer {
             fleet,
             campaigns,
-            serve,
-            fleet_task,
-            scheduler_task,
-            writer,
+            mut parts,
+            mut failures,
             ..
         } = self;
-        let finish = async move {
-            let served = serve.await;
-            let _ = scheduler_task.await;
-            let _ = fleet_task.await;
-            drop(campaigns);
-            drop(fleet);
-            // The writer commits what is left once the last handle is gone.
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-            match served {
-                Ok(result) => result.map_err(ServeError::from),
-                Err(_) => Ok(()),
+        drop((fleet, campaigns));
+        let finish = async {
+            // The fleet and the scheduler end on the token, the writer
+            // once the last of its handles is gone (it commits what is
+            // left first).
+            while let Some((part, how)) = parts.next().await {
+                failures.extend(PartEnded::judge(part, how, true));
             }
         };
-        tokio::time::timeout(deadline, finish)
+        let timed_out = tokio::time::timeout(deadline, finish).await.is_err();
+        let mut failures = failures.into_iter();
+        match failures.next() {
+            Some(first) => {
+                for other in failures {
+                    tracing::error!(error = %other, "A part of the server also ended badly.");
+                }
+                if timed_out {
+                    tracing::error!(deadline = ?deadline, "Shutdown did not finish in time.");
+                }
+                Err(first.into())
+            }
+            None if timed_out => Err(ServeError::ShutdownTimeout(deadline)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rollcall_proto::model::NodeFilter;
+
+    use super::*;
+    use crate::store::tests::temp_data_dir;
+
+    /// A real server on 127.0.0.1:0 with its own CA, whose fleet actor
+    /// panics once `fleet_panic` is tripped.
+    async fn server(tag: &str, options: Options) -> (RunningServer, std::path::PathBuf) {
+        let dir = temp_data_dir(tag);
+        let pki = dir.join("pki");
+        pki::init(&pki, &[]).expect("certs");
+        let mut config = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: dir.join("data"),
+            ..Default::default()
+        };
+        config.tls.ca = Some(pki.join("ca.crt"));
+        config.tls.cert = Some(pki.join("server.crt"));
+        config.tls.key = Some(pki.join("server.key"));
+        let server = start_with(&config, options).await.expect("starts");
+        (server, dir)
+    }
+
+    #[tokio::test]
+    async fn a_part_that_panics_stops_the_server_with_an_error_naming_it() {
+        let switch = PanicSwitch::default();
+        let options = Options {
+            fleet_panic: Some(switch.clone()),
+            ..Options::default()
+        };
+        let (mut server, dir) = server("supervise-panic", options).await;
+        assert!(
+            server.fleet.list(NodeFilter::default()).await.is_ok(),
+            "the fleet answers before the fault"
+        );
+        switch.trip();
+        assert!(
+            server.fleet.list(NodeFilter::default()).await.is_err(),
+            "the fleet panicked on this command"
+        );
+        let ended = tokio::time::timeout(Duration::from_secs(10), server.stopped())
             .await
-            .map_err(|_| ServeError::ShutdownTimeout(deadline))?
+            .expect("stopped() resolves once a part ended");
+        let expected = PartEnded {
+            part: Part::Fleet,
+            how: Ended::Panicked("injected fault: the fleet actor was told to panic".into()),
+        };
+        match ended {
+            Err(ServeError::Ended(e)) => assert_eq!(e, expected),
+            other => panic!("expected the fleet's panic, got {other:?}"),
+        }
+        assert!(
+            !server.shutdown_token().is_cancelled(),
+            "nobody asked it to stop"
+        );
+        // Stopping still stops the rest, and reports the panic too.
+        match server.stop(Duration::from_secs(10)).await {
+            Err(ServeError::Ended(e)) => assert_eq!(e, expected),
+            other => panic!("stop() reports the panic, got {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_server_asked_to_stop_stops_cleanly() {
+        let (mut server, dir) = server("supervise-clean", Options::default()).await;
+        server.shutdown_token().cancel();
+        tokio::time::timeout(Duration::from_secs(10), server.stopped())
+            .await
+            .expect("stopped() resolves after the token")
+            .expect("a part that ends as asked is no failure");
+        server
+            .stop(Duration::from_secs(10))
+            .await
+            .expect("a clean stop");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

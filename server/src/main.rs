@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use rollcall_proto::text::Untrusted;
 use rollcall_server::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
@@ -13,6 +14,7 @@ fn main() -> ExitCode {
         "warn"
     };
     init_tracing(default_level);
+    log_panics();
     rustls::crypto::ring::default_provider()
         .install_default()
         .expect("no other crypto provider is installed before main");
@@ -37,6 +39,24 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// A panic is one log line like any other (the server then exits with one
+/// line naming the part that panicked), not the default hook's dump on
+/// stderr; `RUST_BACKTRACE=1` adds the backtrace to it.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = rollcall_server::supervise::panic_message(info.payload());
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(thread, %location, panic = %Untrusted(&message), %backtrace, "A thread panicked.");
+        } else {
+            tracing::error!(thread, %location, panic = %Untrusted(&message), "A thread panicked.");
+        }
+    }));
 }
 
 fn init_tracing(default_level: &str) {

@@ -266,6 +266,7 @@ impl TestServer {
     fn options(faults: &rollcall_server::store::FaultSwitch) -> rollcall_server::Options {
         rollcall_server::Options {
             store_faults: Some(faults.clone()),
+            ..Default::default()
         }
     }
 

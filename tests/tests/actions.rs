@@ -14,6 +14,7 @@ use rollcall_agent::collect::{Sources, SystemCollector};
 use rollcall_agent::config::HostConfig;
 use rollcall_proto::model::{ActionKind, ActionRequest, ActionResult, ActionState, Role};
 use rollcall_proto::v1;
+use rollcall_server::fleet::NotSent;
 use rollcall_tests::{Pki, RawSession, TempDir, TestAgent, TestServer, eventually, hello, init};
 
 fn request(id: &str, kind: ActionKind, name: &str, args: &[&str]) -> ActionRequest {
@@ -240,7 +241,12 @@ async fn an_offline_node_cannot_be_asked_and_an_agent_without_actions_refuses() 
         .await
         .expect("fleet")
         .unwrap_err();
-    assert!(err.contains("offline"), "{err}");
+    assert_eq!(
+        err,
+        NotSent::Offline {
+            node: "ghost".into()
+        }
+    );
     let agent = TestAgent::start(&server, &pki, "plain1", Role::Compute);
     server.wait_online("plain1").await;
     fleet

@@ -237,22 +237,28 @@ fn certs(cmd: CertsCommand) -> Result<(), CliError> {
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let config = args.load()?;
-    let server = crate::start(&config).await.map_err(|e| match e {
-        ServeError::Config(_) | ServeError::Tls(_) => CliError::Usage(e.to_string()),
-        // A database this binary must not open: a restart cannot fix it.
-        ServeError::Store(ref s) if s.is_refusal() => CliError::Usage(e.to_string()),
-        _ => CliError::Runtime(e.to_string()),
-    })?;
-    let token = server.shutdown_token();
-    let mut server = server;
-    tokio::select! {
-        _ = shutdown_signal() => tracing::info!("Shutting down."),
-        _ = server.stopped() => {}
-    }
-    token.cancel();
-    server
-        .stop(Duration::from_secs(15))
+    let options = crate::Options::from_env();
+    let mut server = crate::start_with(&config, options)
         .await
+        .map_err(|e| match e {
+            ServeError::Config(_) | ServeError::Tls(_) => CliError::Usage(e.to_string()),
+            // A database this binary must not open: a restart cannot fix it.
+            ServeError::Store(ref s) if s.is_refusal() => CliError::Usage(e.to_string()),
+            _ => CliError::Runtime(e.to_string()),
+        })?;
+    // A part that ends while the server runs (a panic in the fleet, say)
+    // stops the process with exit 1, so that systemd restarts it rather
+    // than keep a server that answers nothing.
+    let ended = tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("Shutting down.");
+            Ok(())
+        }
+        ended = server.stopped() => ended,
+    };
+    let stopped = server.stop(Duration::from_secs(15)).await;
+    ended
+        .and(stopped)
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     tracing::info!("Stopped.");
     Ok(())

@@ -7,13 +7,19 @@
 //! at a checkpoint ([`CHECKPOINT`]). Reads are answered from memory, so
 //! operators never wait on the disk. Each node's merged report is held
 //! compact ([`held`]); listings page through the table in name order.
+//! The actions asked of nodes are the ledger's (`ledger.rs`); an agent's
+//! word on one is taken through [`ActionResults`].
 
+mod handle;
 mod held;
 mod ledger;
+mod results;
 mod summary;
 
+pub use handle::{FleetHandle, FleetStopped, Page};
 pub use held::{Digest, Held, Merged, Update};
-pub use ledger::{Ledger, Reconciled, UpdateVerdict};
+pub use ledger::{Foreign, Ledger, NotSent, Reconciled, UpdateVerdict};
+pub use results::{ActionResults, Taken};
 pub use summary::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, summarize};
 
 use std::collections::BTreeMap;
@@ -22,15 +28,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rollcall_proto::model::{
-    ActionRequest, ActionResult, ContainerFilter, FleetSummary, Node, NodeContainer, NodeDetail,
-    NodeEvent, NodeEventKind, NodeFilter, Report, Role, glob_match,
+    ActionRequest, ActionResult, ContainerFilter, Node, NodeContainer, NodeDetail, NodeEvent,
+    NodeEventKind, Role, glob_match,
 };
 use rollcall_proto::text::Untrusted;
 use rollcall_proto::timestamp::Timestamp;
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use self::handle::Command;
 use crate::store::{NodeWrite, Section, StoredNode, WriterHandle};
+use crate::supervise::PanicSwitch;
 
 /// How stale the durable copy of what changes all the time (a node's last
 /// sign of life, its disk usage) may get: each node's is written again at
@@ -56,32 +64,6 @@ impl From<StoredNode> for Loaded {
     }
 }
 
-/// One page of a listing, and whether more follow it.
-#[derive(Debug)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub more: bool,
-}
-
-impl<T> Page<T> {
-    /// The first `size` items, and whether there is another after them.
-    pub fn take(items: impl Iterator<Item = T>, size: usize) -> Self {
-        let mut items = items.peekable();
-        let page = items.by_ref().take(size).collect();
-        Page {
-            items: page,
-            more: items.peek().is_some(),
-        }
-    }
-
-    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page {
-            items: self.items.into_iter().map(f).collect(),
-            more: self.more,
-        }
-    }
-}
-
 /// Identifies one session of a node; a newer session replaces an older one.
 pub type SessionId = u64;
 
@@ -100,10 +82,6 @@ pub struct Hello {
     pub held_actions: Option<Vec<String>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("the fleet service has stopped")]
-pub struct FleetStopped;
-
 /// How the fleet reaches a session: end it, or hand it action requests.
 #[derive(Clone, Debug)]
 pub struct SessionLink {
@@ -111,223 +89,6 @@ pub struct SessionLink {
     /// Boxed: a channel allocates room for 32 items up front, for every
     /// session, and requests are rare.
     pub actions: mpsc::Sender<Box<ActionRequest>>,
-}
-
-enum Command {
-    Connect {
-        hello: Hello,
-        link: SessionLink,
-        reply: oneshot::Sender<SessionId>,
-    },
-    SendAction {
-        node: String,
-        request: ActionRequest,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    ActionResult {
-        result: Box<ActionResult>,
-    },
-    Action {
-        id: String,
-        reply: oneshot::Sender<Option<ActionResult>>,
-    },
-    CheckUpdate {
-        node: String,
-        id: String,
-        reply: oneshot::Sender<UpdateVerdict>,
-    },
-    Report {
-        node: String,
-        session: SessionId,
-        update: Box<Update>,
-    },
-    Disconnect {
-        node: String,
-        session: SessionId,
-        reason: String,
-    },
-    List {
-        filter: NodeFilter,
-        after: Option<String>,
-        size: usize,
-        reply: oneshot::Sender<Page<Node>>,
-    },
-    Get {
-        name: String,
-        reply: oneshot::Sender<Option<NodeDetail>>,
-    },
-    Watch {
-        reply: oneshot::Sender<(Vec<Node>, broadcast::Receiver<NodeEvent>)>,
-    },
-    Containers {
-        filter: ContainerFilter,
-        after: Option<(String, String)>,
-        size: usize,
-        reply: oneshot::Sender<Page<NodeContainer>>,
-    },
-    Summary {
-        fs_threshold_percent: u32,
-        list_limit: u32,
-        reply: oneshot::Sender<FleetSummary>,
-    },
-}
-
-#[derive(Clone)]
-pub struct FleetHandle {
-    tx: mpsc::Sender<Command>,
-}
-
-impl FleetHandle {
-    /// Registers a new session; an older session of the same node is ended.
-    pub async fn connect(
-        &self,
-        hello: Hello,
-        link: SessionLink,
-    ) -> Result<SessionId, FleetStopped> {
-        self.call(|reply| Command::Connect { hello, link, reply })
-            .await
-    }
-
-    /// Hands an action request to the node's current session. An error
-    /// names why it could not (offline, session busy). The caller stores
-    /// the request first (a campaign does, with its run); the fleet's
-    /// ledger only takes note of it.
-    pub async fn send_action(
-        &self,
-        node: &str,
-        request: ActionRequest,
-    ) -> Result<Result<(), String>, FleetStopped> {
-        let node = node.to_owned();
-        self.call(|reply| Command::SendAction {
-            node,
-            request,
-            reply,
-        })
-        .await
-    }
-
-    /// Whether `node` may report on action `id`: only a node asked for an
-    /// action may, and a final result is never replaced.
-    pub async fn check_update(&self, node: &str, id: &str) -> Result<UpdateVerdict, FleetStopped> {
-        let (node, id) = (node.to_owned(), id.to_owned());
-        self.call(|reply| Command::CheckUpdate { node, id, reply })
-            .await
-    }
-
-    /// Records an agent's word about an action, once the store holds it.
-    pub async fn action_result(&self, result: ActionResult) {
-        let _ = self
-            .tx
-            .send(Command::ActionResult {
-                result: Box::new(result),
-            })
-            .await;
-    }
-
-    /// The latest result of an action, by id; `None` if it was never asked,
-    /// or its request never reached the agent (ask again).
-    pub async fn action(&self, id: &str) -> Result<Option<ActionResult>, FleetStopped> {
-        let id = id.to_owned();
-        self.call(|reply| Command::Action { id, reply }).await
-    }
-
-    pub async fn report(
-        &self,
-        node: &str,
-        session: SessionId,
-        report: Report,
-    ) -> Result<(), FleetStopped> {
-        // Packed here, in the caller's task: the fleet's queue then holds
-        // a few kilobytes per report, and the fleet's one task does less.
-        let cmd = Command::Report {
-            node: node.to_owned(),
-            session,
-            update: Box::new(Update::from(report)),
-        };
-        self.tx.send(cmd).await.map_err(|_| FleetStopped)
-    }
-
-    pub async fn disconnect(&self, node: &str, session: SessionId, reason: String) {
-        let cmd = Command::Disconnect {
-            node: node.to_owned(),
-            session,
-            reason,
-        };
-        let _ = self.tx.send(cmd).await;
-    }
-
-    /// Every node that matches, sorted by name (for the server's own use;
-    /// operators page through [`FleetHandle::list_page`]).
-    pub async fn list(&self, filter: NodeFilter) -> Result<Vec<Node>, FleetStopped> {
-        Ok(self.list_page(filter, None, usize::MAX).await?.items)
-    }
-
-    /// Up to `size` nodes that match, sorted by name, after `after`.
-    pub async fn list_page(
-        &self,
-        filter: NodeFilter,
-        after: Option<String>,
-        size: usize,
-    ) -> Result<Page<Node>, FleetStopped> {
-        self.call(|reply| Command::List {
-            filter,
-            after,
-            size,
-            reply,
-        })
-        .await
-    }
-
-    pub async fn get(&self, name: &str) -> Result<Option<NodeDetail>, FleetStopped> {
-        let name = name.to_owned();
-        self.call(|reply| Command::Get { name, reply }).await
-    }
-
-    /// Every node as it is now, and every event after that moment.
-    pub async fn watch(&self) -> Result<(Vec<Node>, broadcast::Receiver<NodeEvent>), FleetStopped> {
-        self.call(|reply| Command::Watch { reply }).await
-    }
-
-    /// Up to `size` containers that match, sorted by node then name, after
-    /// the container `after` names (node, container).
-    pub async fn containers(
-        &self,
-        filter: ContainerFilter,
-        after: Option<(String, String)>,
-        size: usize,
-    ) -> Result<Page<NodeContainer>, FleetStopped> {
-        self.call(|reply| Command::Containers {
-            filter,
-            after,
-            size,
-            reply,
-        })
-        .await
-    }
-
-    /// What needs attention, with filesystems above `fs_threshold_percent`,
-    /// each list cut to `list_limit`.
-    pub async fn summary(
-        &self,
-        fs_threshold_percent: u32,
-        list_limit: u32,
-    ) -> Result<FleetSummary, FleetStopped> {
-        self.call(|reply| Command::Summary {
-            fs_threshold_percent,
-            list_limit,
-            reply,
-        })
-        .await
-    }
-
-    async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, FleetStopped> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| FleetStopped)?;
-        rx.await.map_err(|_| FleetStopped)
-    }
 }
 
 struct Entry {
@@ -364,6 +125,8 @@ pub struct Fleet {
     next_session: SessionId,
     /// Pokes the campaign scheduler when something it waits for happens.
     wake: Arc<Notify>,
+    /// Tests only (`Options::fleet_panic`): panic at the next command.
+    panic: Option<PanicSwitch>,
 }
 
 /// Events a slow watcher may fall behind by before it is told it lagged
@@ -377,7 +140,8 @@ const COMMAND_QUEUE: usize = 1_024;
 
 impl Fleet {
     /// Starts the fleet task from the stored nodes. Every node starts
-    /// offline: none has a session with this process yet.
+    /// offline: none has a session with this process yet. `panic` is a
+    /// test's switch (`None` in production).
     pub fn spawn(
         stored: Vec<Loaded>,
         actions: Vec<ActionResult>,
@@ -385,6 +149,7 @@ impl Fleet {
         offline_after: Duration,
         wake: Arc<Notify>,
         shutdown: CancellationToken,
+        panic: Option<PanicSwitch>,
     ) -> (FleetHandle, tokio::task::JoinHandle<()>) {
         let now = Timestamp::now();
         let nodes = stored
@@ -408,6 +173,7 @@ impl Fleet {
             offline_after,
             next_session: 1,
             wake,
+            panic,
         };
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let task = tokio::spawn(fleet.run(rx, shutdown));
@@ -437,6 +203,9 @@ impl Fleet {
     }
 
     fn handle(&mut self, cmd: Command) {
+        if self.panic.as_ref().is_some_and(PanicSwitch::is_tripped) {
+            panic!("injected fault: the fleet actor was told to panic");
+        }
         match cmd {
             Command::Connect { hello, link, reply } => {
                 let id = self.next_session;
@@ -445,40 +214,12 @@ impl Fleet {
                 let _ = reply.send(id);
                 self.wake.notify_one();
             }
-            Command::SendAction {
-                node,
-                request,
-                reply,
-            } => {
-                let sent = match self.nodes.get(&node).and_then(|e| e.session.as_ref()) {
-                    None => Err(format!("node {node} has no session (offline)")),
-                    Some((_, link)) => self.actions.may_ask(&node, &request.id).and_then(|()| {
-                        let id = request.id.clone();
-                        link.actions
-                            .try_send(Box::new(request))
-                            .map(|()| id)
-                            .map_err(|e| {
-                                format!("node {node}'s session cannot take the request: {e}")
-                            })
-                    }),
-                };
-                // The asker stored the request before it asked (a campaign,
-                // with the run that names it): the ledger only takes note.
-                let sent = sent.map(|id| {
-                    self.actions.asked(&node, &id);
-                });
-                let _ = reply.send(sent);
-            }
-            Command::CheckUpdate { node, id, reply } => {
-                let _ = reply.send(self.actions.verdict(&node, &id));
-            }
-            Command::ActionResult { result } => {
-                tracing::info!(node = %result.node, action_id = %Untrusted(&result.id), state = ?result.state, "Action update.");
-                self.actions.stored(*result);
-                self.wake.notify_one();
-            }
-            Command::Action { id, reply } => {
-                let _ = reply.send(self.actions.current(&id).cloned());
+            Command::Ledger(cmd) => {
+                let nodes = &self.nodes;
+                let session = |node: &str| nodes.get(node)?.session.as_ref().map(|(_, l)| l);
+                if self.actions.handle(cmd, session) {
+                    self.wake.notify_one();
+                }
             }
             Command::Report {
                 node,
@@ -630,15 +371,8 @@ impl Fleet {
         n.agent_version = hello.agent_version;
         n.boot_id = hello.boot_id;
         n.hostname = hello.hostname;
-        if let Some(held) = &hello.held_actions {
-            let found = self.actions.reconcile(&hello.node, held);
-            if !found.lost.is_empty() {
-                tracing::warn!(node = %hello.node, actions = ?found.lost, "The agent does not hold requests it was sent; they were lost on the way and are asked again.");
-            }
-            if !found.vanished.is_empty() {
-                tracing::warn!(node = %hello.node, actions = ?found.vanished, "The agent no longer holds actions it said were running (was its state directory lost?); their steps time out.");
-            }
-        }
+        self.actions
+            .hello(&hello.node, hello.held_actions.as_deref());
         let n = &mut entry.node;
         n.online = true;
         n.offline_reason.clear();

@@ -26,7 +26,7 @@ use tonic::server::NamedService;
 use super::session_guard::{Complaints, TokenBucket};
 use super::session_stream::{self, Assembly, Inbound};
 use super::tls::Peer;
-use crate::fleet::{FleetHandle, Hello, SessionId, SessionLink, UpdateVerdict};
+use crate::fleet::{ActionResults, FleetHandle, Hello, SessionId, SessionLink};
 use crate::store::WriterHandle;
 
 /// Labels an agent may send: enough for any inventory, small enough that a
@@ -146,7 +146,7 @@ impl AgentApi {
             .expect("a new channel has room for one message");
         let task = SessionTask {
             fleet: self.fleet.clone(),
-            store: self.store.clone(),
+            results: ActionResults::new(self.fleet.clone(), self.store.clone()),
             node,
             session,
             tx,
@@ -209,7 +209,7 @@ fn truncate(mut s: String, max: usize) -> String {
 
 struct SessionTask {
     fleet: FleetHandle,
-    store: WriterHandle,
+    results: ActionResults,
     node: String,
     session: SessionId,
     tx: mpsc::Sender<Outbound>,
@@ -363,42 +363,15 @@ impl SessionTask {
                         return Ok(());
                     }
                 };
-                let ack = |id: String| v1::ServerMessage {
-                    msg: Some(server_message::Msg::Ack(v1::Ack {
-                        report_seq: 0,
-                        action_ids: vec![id],
-                    })),
-                };
-                match self.fleet.check_update(&self.node, &result.id).await? {
-                    UpdateVerdict::Store => {
-                        // Stored first, taken and acknowledged second: a
-                        // result the store refused is neither, so the agent
-                        // keeps it and sends it again, and "already final"
-                        // below only ever means "stored".
-                        if self.store.put_action(result.clone()).await {
-                            let id = result.id.clone();
-                            let fin = result.state.is_final();
-                            self.fleet.action_result(result).await;
-                            if fin {
-                                let _ = self.tx.send(Ok(Box::new(ack(id)))).await;
-                            }
-                        }
-                    }
-                    UpdateVerdict::AlreadyFinal => {
-                        if result.state.is_final() {
-                            let _ = self.tx.send(Ok(Box::new(ack(result.id)))).await;
-                        }
-                    }
-                    UpdateVerdict::Foreign(why) => {
-                        tracing::warn!(node = %self.node, action_id = %result.id, reason = %Untrusted(&why), "Ignored an action update.");
-                        // Let the agent forget it rather than send it
-                        // forever: every request is on record before it is
-                        // sent, so one the ledger does not know was never
-                        // asked of this node.
-                        if result.state.is_final() {
-                            let _ = self.tx.send(Ok(Box::new(ack(result.id)))).await;
-                        }
-                    }
+                let id = result.id.clone();
+                if self.results.take(&self.node, result).await?.ack() {
+                    let ack = v1::ServerMessage {
+                        msg: Some(server_message::Msg::Ack(v1::Ack {
+                            report_seq: 0,
+                            action_ids: vec![id],
+                        })),
+                    };
+                    let _ = self.tx.send(Ok(Box::new(ack))).await;
                 }
             }
             Some(agent_message::Msg::Hello(_)) => {

@@ -28,7 +28,7 @@ use rusqlite::Connection;
 
 pub use backend::{Backend, FaultSwitch, Faulty};
 pub use health::{Failure, StoreHealth};
-pub use writer::{Writer, WriterHandle};
+pub use writer::{NotStored, Writer, WriterHandle, WriterPanicked};
 
 pub const DB_FILE: &str = "rollcall.db";
 

@@ -30,10 +30,24 @@ enum Op {
     Put(Box<NodeWrite>),
     Flush(oneshot::Sender<()>),
     /// Committed at once; the answer says whether it is on disk.
-    Action(Box<ActionResult>, oneshot::Sender<bool>),
+    Action(Box<ActionResult>, oneshot::Sender<Result<(), NotStored>>),
     /// Committed at once, in one transaction.
-    Campaign(Box<CampaignWrite>, oneshot::Sender<bool>),
+    Campaign(Box<CampaignWrite>, oneshot::Sender<Result<(), NotStored>>),
 }
+
+/// Why a write the caller waits for is not on disk.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotStored {
+    #[error("the store refused it: {0}")]
+    Refused(String),
+    #[error("the store writer has stopped")]
+    WriterStopped,
+}
+
+/// The writer thread panicked (its message); what it had queued is lost.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the store writer panicked: {0}")]
+pub struct WriterPanicked(pub String);
 
 /// Sends changes to the writer thread. Cheap to clone.
 #[derive(Clone)]
@@ -50,24 +64,29 @@ impl WriterHandle {
         }
     }
 
-    /// Stores an action result durably before returning true; false means
-    /// it is not stored (the agent keeps it and sends it again).
-    pub async fn put_action(&self, result: ActionResult) -> bool {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::Action(Box::new(result), tx)).is_err() {
-            return false;
-        }
-        rx.await.unwrap_or(false)
+    /// Stores an action result durably before returning `Ok`; an error
+    /// means it is not stored (the agent keeps it and sends it again).
+    pub async fn put_action(&self, result: ActionResult) -> Result<(), NotStored> {
+        self.ask(|reply| Op::Action(Box::new(result), reply)).await
     }
 
     /// Stores a campaign change durably before returning true; false means
     /// it is not stored and must not be acted on.
     pub async fn put_campaign(&self, write: CampaignWrite) -> bool {
+        self.ask(|reply| Op::Campaign(Box::new(write), reply))
+            .await
+            .is_ok()
+    }
+
+    async fn ask(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<(), NotStored>>) -> Op,
+    ) -> Result<(), NotStored> {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::Campaign(Box::new(write), tx)).is_err() {
-            return false;
+        if self.tx.send(op(tx)).is_err() {
+            return Err(NotStored::WriterStopped);
         }
-        rx.await.unwrap_or(false)
+        rx.await.unwrap_or(Err(NotStored::WriterStopped))
     }
 
     /// Whether the store takes writes, now and from now on.
@@ -85,33 +104,59 @@ impl WriterHandle {
 }
 
 /// The writer thread. Dropping every [`WriterHandle`] makes it commit what
-/// is left and stop; [`Writer::join`] waits for that.
+/// is left and stop; [`Writer::finished`] (or, blocking, [`Writer::join`])
+/// waits for that.
 pub struct Writer {
     thread: thread::JoinHandle<()>,
+    done: oneshot::Receiver<Result<(), WriterPanicked>>,
 }
 
 impl Writer {
     pub fn spawn(store: impl Backend, interval: Duration) -> (Writer, WriterHandle) {
         let (tx, rx) = mpsc::channel();
         let (reporter, health) = Reporter::new();
+        let (done_tx, done) = oneshot::channel();
         let thread = thread::Builder::new()
             .name("rollcall-store".into())
             .spawn(move || {
-                let mut state = State {
-                    store: Box::new(store),
-                    health: reporter,
-                    errors: Throttle::new(WARN_EVERY),
-                };
-                run(&mut state, rx, interval);
+                // Caught so that the server learns why its writer ended
+                // (a thread has no join handle the runtime can await).
+                // The state is dropped inside, so "done" means the store
+                // is closed.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    let mut state = State {
+                        store: Box::new(store),
+                        health: reporter,
+                        errors: Throttle::new(WARN_EVERY),
+                    };
+                    run(&mut state, rx, interval);
+                }));
+                let _ =
+                    done_tx.send(ran.map_err(|payload| {
+                        WriterPanicked(crate::supervise::panic_message(&*payload))
+                    }));
             })
             .expect("spawning a thread only fails when the OS is out of resources");
-        (Writer { thread }, WriterHandle { tx, health })
+        (Writer { thread, done }, WriterHandle { tx, health })
     }
 
-    pub fn join(self) {
-        if self.thread.join().is_err() {
-            tracing::error!("Store writer thread panicked.");
-        }
+    /// Resolves once the thread has ended and closed the store: at once
+    /// when it panicked, else after the last [`WriterHandle`] is gone and
+    /// what was queued is committed.
+    pub async fn finished(self) -> Result<(), WriterPanicked> {
+        // The thread always sends before it ends; a dropped sender would
+        // mean it ended some other way, which only a panic does.
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(WriterPanicked("ended without a word".into())))
+    }
+
+    /// [`Writer::finished`], blocking the calling thread.
+    pub fn join(self) -> Result<(), WriterPanicked> {
+        let _ = self.thread.join();
+        let mut done = self.done;
+        done.try_recv()
+            .unwrap_or_else(|_| Err(WriterPanicked("ended without a word".into())))
     }
 }
 
@@ -125,19 +170,19 @@ struct State {
 
 impl State {
     /// Notes a write's outcome in the store's health (and the log).
-    fn outcome<T>(&mut self, what: &str, result: Result<T, StoreError>) -> Option<T> {
+    fn outcome<T>(&mut self, what: &str, result: Result<T, StoreError>) -> Result<T, NotStored> {
         match result {
             Ok(v) => {
                 self.health.succeeded();
-                Some(v)
+                Ok(v)
             }
             Err(e) => {
                 let reason = e.to_string();
                 if let Some(count) = self.errors.hit(Instant::now()) {
                     tracing::error!(error = %reason, count, "Cannot store {what} (count since the last such line).");
                 }
-                self.health.failed(reason);
-                None
+                self.health.failed(reason.clone());
+                Err(NotStored::Refused(reason))
             }
         }
     }
@@ -157,13 +202,11 @@ fn run(state: &mut State, rx: mpsc::Receiver<Op>, interval: Duration) {
                     match op {
                         Op::Action(result, reply) => {
                             let put = state.store.put_action(&result);
-                            let stored = state.outcome("an action result", put).is_some();
-                            let _ = reply.send(stored);
+                            let _ = reply.send(state.outcome("an action result", put));
                         }
                         Op::Campaign(write, reply) => {
                             let put = state.store.write_campaign(&write);
-                            let stored = state.outcome("a campaign change", put).is_some();
-                            let _ = reply.send(stored);
+                            let _ = reply.send(state.outcome("a campaign change", put));
                         }
                         other => absorb(&mut pending, &mut waiters, other),
                     }
@@ -220,7 +263,7 @@ fn commit(state: &mut State, pending: &mut HashMap<String, NodeWrite>) {
         // write again: the scheduler holds every campaign until then.
         if state.health.is_failing() {
             let probe = state.store.probe();
-            state.outcome("the probe row", probe);
+            let _ = state.outcome("the probe row", probe);
         }
         return;
     }
@@ -228,7 +271,7 @@ fn commit(state: &mut State, pending: &mut HashMap<String, NodeWrite>) {
     let written = state.store.write_nodes(&mut pending.values());
     // Kept on failure and tried again at the next interval: a full disk or
     // a locked file must not lose the fleet's state.
-    if let Some(n) = state.outcome("node changes", written) {
+    if let Ok(n) = state.outcome("node changes", written) {
         pending.clear();
         // A checkpoint or a reconnect storm queues every node at once;
         // do not keep room for that between bursts.
@@ -292,7 +335,7 @@ mod tests {
         assert_eq!(report.updates.map(|u| u.count), Some(100));
         assert!(report.reboot.is_some());
         drop(handle);
-        writer.join();
+        writer.join().expect("a clean end");
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -309,7 +352,11 @@ mod tests {
         assert!(health.borrow().failing.is_none());
         switch.fail("disk full");
         let result = rollcall_proto::model::ActionResult::issued("a1", "a");
-        assert!(!handle.put_action(result.clone()).await, "not stored");
+        assert_eq!(
+            handle.put_action(result.clone()).await,
+            Err(NotStored::Refused("disk full".into())),
+            "not stored, and why"
+        );
         assert_eq!(
             health.borrow_and_update().describe(),
             "store failing: disk full"
@@ -341,7 +388,50 @@ mod tests {
             "the kept node change is written once the store recovers"
         );
         drop(handle);
-        writer.join();
+        writer.join().expect("a clean end");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A backend whose first action write panics: a bug in the store.
+    struct Panicky;
+
+    impl Backend for Panicky {
+        fn put_action(&mut self, _: &ActionResult) -> Result<(), StoreError> {
+            panic!("the backend lost its mind")
+        }
+        fn write_campaign(&mut self, _: &CampaignWrite) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn write_nodes(
+            &mut self,
+            batch: &mut dyn Iterator<Item = &NodeWrite>,
+        ) -> Result<usize, StoreError> {
+            Ok(batch.count())
+        }
+        fn probe(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_panics_says_why_and_stores_nothing_more() {
+        let (writer, handle) = Writer::spawn(Panicky, Duration::from_secs(3600));
+        let result = rollcall_proto::model::ActionResult::issued("a1", "a");
+        assert_eq!(
+            handle.put_action(result).await,
+            Err(NotStored::WriterStopped)
+        );
+        // The handle is still held: only the panic can have ended it.
+        let ended = tokio::time::timeout(Duration::from_secs(5), writer.finished())
+            .await
+            .expect("the writer ended");
+        assert_eq!(
+            ended,
+            Err(WriterPanicked("the backend lost its mind".into()))
+        );
+        assert!(
+            !handle.put_campaign(CampaignWrite::default()).await,
+            "nothing is stored after it"
+        );
     }
 }
