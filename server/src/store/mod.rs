@@ -266,9 +266,13 @@ impl Store {
         let json = encode(|| format!("action {}", result.id), result)?;
         self.conn
             .prepare_cached(
+                // A final result is never replaced: a late "running" from
+                // a session the node already replaced must not turn a
+                // stored outcome back into work under way after a restart.
                 "INSERT INTO actions (id, node, state, updated_ms, result) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(id) DO UPDATE SET node = excluded.node, state = excluded.state,
-                   updated_ms = excluded.updated_ms, result = excluded.result",
+                   updated_ms = excluded.updated_ms, result = excluded.result
+                 WHERE actions.state NOT IN ('succeeded', 'failed', 'rejected')",
             )
             .and_then(|mut stmt| {
                 stmt.execute(rusqlite::params![
@@ -529,7 +533,7 @@ fn damaged(e: StoreError) -> StoreError {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use rollcall_proto::model::Role;
+    use rollcall_proto::model::{ActionState, Role};
     use rollcall_proto::timestamp::Timestamp;
 
     pub(crate) fn temp_data_dir(tag: &str) -> PathBuf {
@@ -547,6 +551,32 @@ pub(crate) mod tests {
         n.hostname = name.into();
         n.boot_id = "b1".into();
         n
+    }
+
+    #[test]
+    fn a_stored_final_result_is_never_replaced() {
+        // The SQL names the final states by their words: keep them in step.
+        let finals: Vec<&str> = ActionState::ALL
+            .iter()
+            .filter(|s| s.is_final())
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(finals, ["succeeded", "failed", "rejected"]);
+        let dir = temp_data_dir("final");
+        let mut store = Store::open(&dir).expect("open");
+        let mut r = ActionResult::issued("c.cmp1.1.patch", "cmp1");
+        store.put_action(&r).expect("issued");
+        r.state = ActionState::Running;
+        store.put_action(&r).expect("running");
+        let mut done = r.clone();
+        done.state = ActionState::Succeeded;
+        done.exit_code = Some(0);
+        store.put_action(&done).expect("succeeded");
+        // A replaced session's late word.
+        store.put_action(&r).expect("a late running is not an error");
+        let stored = store.load_actions().expect("load");
+        assert_eq!(stored, [done]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
