@@ -416,7 +416,7 @@ impl Actions {
             Ok(s) => s,
             Err(e) => {
                 record.state = State::Failed;
-                record.error = e;
+                record.error = e.to_string();
                 record.finished_at = Some(Timestamp::now());
                 return Launched::Failed(record);
             }
