@@ -193,6 +193,29 @@ impl ActionsConfig {
     }
 }
 
+impl RebootConfig {
+    /// The checks this section configures.
+    pub fn checks(&self) -> crate::collect::reboot::RebootChecks {
+        crate::collect::reboot::RebootChecks {
+            root: self.root.clone(),
+            needs_restarting: self.needs_restarting,
+            sentinel: self.sentinel_command.clone(),
+            timeout: Duration::from_secs(self.command_timeout_secs.into()),
+        }
+    }
+}
+
+impl UpdatesConfig {
+    /// The pending-updates check this section configures.
+    pub fn checks(&self) -> crate::collect::updates::UpdatesConfig {
+        crate::collect::updates::UpdatesConfig {
+            root: self.root.clone(),
+            interval: Duration::from_secs(self.interval_secs.into()),
+            timeout: Duration::from_secs(self.timeout_secs.into()),
+        }
+    }
+}
+
 impl Default for ContainersConfig {
     fn default() -> Self {
         Self {

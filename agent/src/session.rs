@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use prost::Message as _;
 use rollcall_proto::model::{
-    ContainersSection, DisksSection, HostFacts, RebootSection, Report, Role, UpdatesSection,
+    ActionKind, ActionRequest, ActionResult, ActionState, ContainersSection, DisksSection,
+    HostFacts, RebootSection, Report, Role, UpdatesSection,
 };
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1::{self, agent_message, server_message};
@@ -18,9 +19,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use crate::actions::{Actions, Kind, Launched, Outcome, Record, Running, State};
+use crate::actions::{Actions, Launched, Outcome, Record, Running};
 use crate::backoff::Backoff;
 use crate::collect::{Sources, same_outcome};
+use crate::config::ConfigError;
 
 /// Everything a session needs, resolved from the configuration.
 #[derive(Clone, Debug)]
@@ -38,6 +40,8 @@ pub struct Settings {
     pub full_every: u32,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// This boot's id as Hello carries it: empty when the agent could not
+    /// read it (see [`crate::collect::boot_id`]).
     pub boot_id: String,
 }
 
@@ -130,13 +134,14 @@ fn differs<T: PartialEq>(sent: &Option<T>, now: &T) -> bool {
 }
 
 impl Session {
-    pub fn new(settings: Settings, sources: Sources) -> Result<Self, String> {
+    pub fn new(settings: Settings, sources: Sources) -> Result<Self, ConfigError> {
         let endpoint = rollcall_proto::connect::endpoint(
             &settings.server,
             &settings.ca_pem,
             &settings.cert_pem,
             &settings.key_pem,
-        )?;
+        )
+        .map_err(ConfigError::Invalid)?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Ok(Self {
             settings,
@@ -369,7 +374,7 @@ impl Session {
             .map(Actions::unacknowledged)
             .unwrap_or_default()
         {
-            let _ = tx.try_send(update_message(&record));
+            let _ = tx.try_send(update_message(record.result));
         }
         // A new session starts from nothing: the first report is full and
         // goes at once (the first tick fires immediately).
@@ -472,30 +477,19 @@ impl Session {
         }
     }
 
-    fn action_request(&mut self, req: v1::ActionRequest, tx: &mpsc::Sender<v1::AgentMessage>) {
-        let kind = match v1::ActionKind::try_from(req.kind) {
-            Ok(v1::ActionKind::Patch) => Some(Kind::Patch),
-            Ok(v1::ActionKind::Reboot) => Some(Kind::Reboot),
-            Ok(v1::ActionKind::Hook) => Some(Kind::Hook),
-            _ => None,
-        };
+    fn action_request(&mut self, wire: v1::ActionRequest, tx: &mpsc::Sender<v1::AgentMessage>) {
+        let id = wire.action_id.clone();
+        let boot_id = self.settings.boot_id.clone();
         let refuse = |error: String| {
-            tracing::warn!(action_id = %req.action_id, error = %error, "Refused an action request.");
-            let update = v1::ActionUpdate {
-                action_id: req.action_id.clone(),
-                state: v1::ActionState::Rejected.into(),
-                error,
-                boot_id: self.settings.boot_id.clone(),
-                ..Default::default()
-            };
-            let _ = tx.try_send(v1::AgentMessage {
-                msg: Some(agent_message::Msg::ActionUpdate(update)),
-            });
+            tracing::warn!(action_id = %id, error = %error, "Refused an action request.");
+            let refused = unrecorded(&id, ActionState::Rejected, error, &boot_id);
+            let _ = tx.try_send(update_message(refused));
         };
-        let (Some(actions), Some(kind)) = (self.actions.as_mut(), kind) else {
+        let (Some(actions), Ok(req)) = (self.actions.as_mut(), ActionRequest::try_from(wire))
+        else {
             return refuse("this agent's configuration defines no such action".into());
         };
-        let outcome = match actions.request(&req.action_id, kind, &req.name, &req.args) {
+        let outcome = match actions.request(&req) {
             Ok(o) => o,
             // Not on disk means not safe to run: refuse rather than risk a
             // second run after a crash.
@@ -503,25 +497,22 @@ impl Session {
         };
         match outcome {
             Outcome::Acknowledged => {
-                tracing::warn!(action_id = %req.action_id, "Asked again for an action whose result the server acknowledged; not run again.");
+                tracing::warn!(action_id = %id, "Asked again for an action whose result the server acknowledged; not run again.");
                 // Say so: a server that lost the result must not wait forever.
-                let update = v1::ActionUpdate {
-                    action_id: req.action_id.clone(),
-                    state: v1::ActionState::Failed.into(),
-                    error: "this action already ran here and its result was acknowledged; it is not run again".into(),
-                    boot_id: self.settings.boot_id.clone(),
-                    ..Default::default()
-                };
-                let _ = tx.try_send(v1::AgentMessage {
-                    msg: Some(agent_message::Msg::ActionUpdate(update)),
-                });
+                let error = "this action already ran here and its result was acknowledged; it is not run again";
+                let _ = tx.try_send(update_message(unrecorded(
+                    &id,
+                    ActionState::Failed,
+                    error.into(),
+                    &boot_id,
+                )));
             }
             Outcome::Known(record) | Outcome::Rejected(record) => {
-                let _ = tx.try_send(update_message(&record));
+                let _ = tx.try_send(update_message(record.result));
             }
             Outcome::Start(record, argv) => {
-                tracing::info!(action_id = %record.id, kind = ?record.kind, name = %record.name, "Running action.");
-                let env = if kind == Kind::Patch {
+                tracing::info!(action_id = %record.id(), kind = ?record.kind, name = %record.name, "Running action.");
+                let env = if record.kind == ActionKind::Patch {
                     actions.definitions().patch_env.clone()
                 } else {
                     Vec::new()
@@ -532,7 +523,7 @@ impl Session {
                 };
                 match actions.launch(record, &argv, &env, timeout) {
                     Launched::Running(running) => {
-                        let _ = tx.try_send(update_message(running.record()));
+                        let _ = tx.try_send(update_message(running.record().result.clone()));
                         self.watch(running);
                     }
                     Launched::Failed(record) => self.finished(record, tx),
@@ -562,12 +553,13 @@ impl Session {
             .unacknowledged()
             .into_iter()
             .filter(|r| {
-                r.finished_at
+                r.result
+                    .finished_at
                     .is_some_and(|t| now.since(t) > Duration::from_secs(30))
             })
             .take(4);
         for record in stale {
-            if tx.try_send(update_message(&record)).is_err() {
+            if tx.try_send(update_message(record.result)).is_err() {
                 break;
             }
         }
@@ -575,22 +567,22 @@ impl Session {
 
     /// An action ended: keep its result on disk, then tell the server.
     fn finished(&mut self, record: Record, tx: &mpsc::Sender<v1::AgentMessage>) {
-        tracing::info!(action_id = %record.id, state = ?record.state, exit_code = ?record.exit_code, "Action finished.");
+        tracing::info!(action_id = %record.id(), state = ?record.state(), exit_code = ?record.result.exit_code, "Action finished.");
         // A patch (or a hook) may have asked for a reboot: look now, not in
         // a minute, and owe the server that check whatever it finds: a
         // campaign waits for a check newer than the action.
-        if matches!(record.kind, Kind::Patch | Kind::Hook)
+        if matches!(record.kind, ActionKind::Patch | ActionKind::Hook)
             && let Some(recheck) = &self.sources.reboot_recheck
         {
-            self.reboot_owed = Some(record.finished_at.unwrap_or_else(Timestamp::now));
+            self.reboot_owed = Some(record.result.finished_at.unwrap_or_else(Timestamp::now));
             recheck.notify_one();
         }
         if let Some(actions) = &mut self.actions
             && let Err(e) = actions.finish(record.clone())
         {
-            tracing::error!(action_id = %record.id, error = %e, "Cannot store an action result.");
+            tracing::error!(action_id = %record.id(), error = %e, "Cannot store an action result.");
         }
-        let _ = tx.try_send(update_message(&record));
+        let _ = tx.try_send(update_message(record.result));
     }
 }
 
@@ -616,25 +608,26 @@ fn checked_since(r: &RebootSection, t: Timestamp) -> bool {
     r.checked_at.is_some_and(|c| c >= t)
 }
 
-fn update_message(r: &Record) -> v1::AgentMessage {
-    use rollcall_proto::convert::timestamp_to_wire;
-    let state = match r.state {
-        State::Running => v1::ActionState::Running,
-        State::Succeeded => v1::ActionState::Succeeded,
-        State::Failed => v1::ActionState::Failed,
-        State::Rejected => v1::ActionState::Rejected,
-    };
+/// What the agent says about an action: the one place an update is made.
+fn update_message(result: ActionResult) -> v1::AgentMessage {
     v1::AgentMessage {
-        msg: Some(agent_message::Msg::ActionUpdate(v1::ActionUpdate {
-            action_id: r.id.clone(),
-            state: state.into(),
-            exit_code: r.exit_code,
-            output_tail: r.output_tail.clone(),
-            error: r.error.clone(),
-            started_at: Some(timestamp_to_wire(r.started_at)),
-            finished_at: r.finished_at.map(timestamp_to_wire),
-            boot_id: r.boot_id.clone(),
-        })),
+        msg: Some(agent_message::Msg::ActionUpdate(result.into())),
+    }
+}
+
+/// The answer to a request the agent keeps no record of (it refused it
+/// before recording it, or forgot it once acknowledged).
+fn unrecorded(id: &str, state: ActionState, error: String, boot_id: &str) -> ActionResult {
+    ActionResult {
+        id: id.to_owned(),
+        node: String::new(),
+        state,
+        exit_code: None,
+        output_tail: String::new(),
+        error,
+        started_at: None,
+        finished_at: None,
+        boot_id: boot_id.to_owned(),
     }
 }
 
