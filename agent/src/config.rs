@@ -123,7 +123,8 @@ pub struct ReconnectConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostConfig {
-    /// Changes at every boot; the server tells reboots apart by it.
+    /// Changes at every boot; the server tells reboots apart by it. Read
+    /// once at start (see `collect::boot_id`).
     pub boot_id_path: PathBuf,
     /// OS name and version.
     pub os_release_path: PathBuf,
