@@ -1,6 +1,7 @@
 //! The session's half that serves the server's action requests: each is
-//! recorded by [`crate::actions::Actions`] before it runs, watched to its end in a task of
-//! its own, and its result sent until the server acknowledges it.
+//! recorded by [`crate::actions::Actions`] before it runs, watched to its
+//! end in a task of its own, and its result sent until the server
+//! acknowledges it.
 
 use std::time::Duration;
 
