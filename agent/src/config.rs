@@ -123,7 +123,8 @@ pub struct ReconnectConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostConfig {
-    /// Changes at every boot; the server tells reboots apart by it.
+    /// Changes at every boot; the server tells reboots apart by it. Read
+    /// once at start (see `collect::boot_id`).
     pub boot_id_path: PathBuf,
     /// OS name and version.
     pub os_release_path: PathBuf,
@@ -189,6 +190,29 @@ impl ActionsConfig {
             reboot: self.reboot_command.clone(),
             hooks: self.hooks.clone(),
             patch_env,
+        }
+    }
+}
+
+impl RebootConfig {
+    /// The checks this section configures.
+    pub fn checks(&self) -> crate::collect::reboot::RebootChecks {
+        crate::collect::reboot::RebootChecks {
+            root: self.root.clone(),
+            needs_restarting: self.needs_restarting,
+            sentinel: self.sentinel_command.clone(),
+            timeout: Duration::from_secs(self.command_timeout_secs.into()),
+        }
+    }
+}
+
+impl UpdatesConfig {
+    /// The pending-updates check this section configures.
+    pub fn checks(&self) -> crate::collect::updates::UpdatesConfig {
+        crate::collect::updates::UpdatesConfig {
+            root: self.root.clone(),
+            interval: Duration::from_secs(self.interval_secs.into()),
+            timeout: Duration::from_secs(self.timeout_secs.into()),
         }
     }
 }

@@ -495,6 +495,10 @@ pub struct ActionRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionResult {
     pub id: String,
+    /// The server's: it knows the node from the certificate. The agent
+    /// leaves it empty, and its records from before it had one read as
+    /// empty.
+    #[serde(default)]
     pub node: String,
     pub state: ActionState,
     pub exit_code: Option<i32>,

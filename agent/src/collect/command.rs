@@ -1,10 +1,51 @@
 //! Runs a local command (argv, never a shell line) with a deadline, and an
 //! action's command so that it outlives the agent and can be found again.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use rollcall_proto::timestamp::Timestamp;
+
+/// Why a command could not be run or waited for; one line that names the
+/// command or the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("empty command")]
+    Empty,
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} failed: {source}")]
+    Wait {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} did not finish within {}s", timeout.as_secs())]
+    TimedOut { program: String, timeout: Duration },
+    /// The process ended before its pid could be read.
+    #[error("{program} ended before it could be watched")]
+    Vanished { program: String },
+    #[error("cannot create {}: {source}", path.display())]
+    CreateLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot use {}: {source}", path.display())]
+    UseLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A status left by an earlier run that cannot be cleared (it would be
+    /// read as this run's).
+    #[error("cannot remove {}: {source}", path.display())]
+    StaleExit {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 pub struct Output {
     /// None when a signal ended the command.
@@ -14,7 +55,7 @@ pub struct Output {
 }
 
 /// Runs `argv` and waits at most `timeout`; the error is one line naming the command.
-pub async fn run(argv: &[String], timeout: Duration) -> Result<Output, String> {
+pub async fn run(argv: &[String], timeout: Duration) -> Result<Output, CommandError> {
     run_with_env(argv, &[], timeout).await
 }
 
@@ -23,8 +64,8 @@ pub async fn run_with_env(
     argv: &[String],
     env: &[(String, String)],
     timeout: Duration,
-) -> Result<Output, String> {
-    let (program, args) = argv.split_first().ok_or("empty command")?;
+) -> Result<Output, CommandError> {
+    let (program, args) = argv.split_first().ok_or(CommandError::Empty)?;
     let child = tokio::process::Command::new(program)
         .args(args)
         .env("LC_ALL", "C")
@@ -34,18 +75,24 @@ pub async fn run_with_env(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .map_err(|source| CommandError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) => Ok(Output {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }),
-        Ok(Err(e)) => Err(format!("{program} failed: {e}")),
-        Err(_) => Err(format!(
-            "{program} did not finish within {}s",
-            timeout.as_secs()
-        )),
+        Ok(Err(source)) => Err(CommandError::Wait {
+            program: program.clone(),
+            source,
+        }),
+        Err(_) => Err(CommandError::TimedOut {
+            program: program.clone(),
+            timeout,
+        }),
     }
 }
 
@@ -183,18 +230,26 @@ pub fn spawn_action(
     env: &[(String, String)],
     log: &std::path::Path,
     exit_file: &std::path::Path,
-) -> Result<Spawned, String> {
-    let program = argv.first().ok_or("empty command")?;
-    let file =
-        std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    let err_file = file
-        .try_clone()
-        .map_err(|e| format!("cannot use {}: {e}", log.display()))?;
+) -> Result<Spawned, CommandError> {
+    let program = argv.first().ok_or(CommandError::Empty)?;
+    let file = std::fs::File::create(log).map_err(|source| CommandError::CreateLog {
+        path: log.to_owned(),
+        source,
+    })?;
+    let err_file = file.try_clone().map_err(|source| CommandError::UseLog {
+        path: log.to_owned(),
+        source,
+    })?;
     // A status left by anything before this run must not be read as its own.
     match std::fs::remove_file(exit_file) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot remove {}: {e}", exit_file.display())),
+        Err(source) => {
+            return Err(CommandError::StaleExit {
+                path: exit_file.to_owned(),
+                source,
+            });
+        }
     }
     let child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
@@ -210,11 +265,16 @@ pub fn spawn_action(
         .process_group(0)
         .kill_on_drop(false)
         .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .map_err(|source| CommandError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
     let pid = child
         .id()
         .and_then(|p| i32::try_from(p).ok())
-        .ok_or_else(|| format!("{program} ended before it could be watched"))?;
+        .ok_or_else(|| CommandError::Vanished {
+            program: program.clone(),
+        })?;
     // The child cannot be reaped before we wait for it, so /proc still has
     // it (running, or a zombie whose start time still reads).
     let start_ticks = read_start_ticks(pid).unwrap_or(0);
@@ -435,6 +495,39 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1_200)).await;
         assert!(!marker.exists(), "the adopted action outlived its deadline");
         assert_eq!(read_exit(&exit), None);
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_command_in_one_line() {
+        let err = run(&["/nonexistent/cmd".to_owned()], Duration::from_secs(5))
+            .await
+            .err()
+            .expect("cannot run");
+        assert!(matches!(err, CommandError::Spawn { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with("cannot run /nonexistent/cmd: "),
+            "{err}"
+        );
+        let err = run(&sh("sleep 5"), Duration::from_secs(1))
+            .await
+            .err()
+            .expect("too slow");
+        assert_eq!(err.to_string(), "sh did not finish within 1s");
+        assert!(matches!(
+            run(&[], Duration::from_secs(1)).await,
+            Err(CommandError::Empty)
+        ));
+        let dir = Dir::new("errors");
+        let err = spawn_action(
+            &sh("true"),
+            &[],
+            &dir.0.join("no/such/dir.log"),
+            &dir.0.join("x"),
+        )
+        .err()
+        .expect("no log");
+        assert!(matches!(err, CommandError::CreateLog { .. }), "{err:?}");
+        assert!(!err.to_string().contains('\n'), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use rollcall_proto::model::{HostFacts, HostMetrics, NetInterface, NetworkSection
 use rollcall_proto::timestamp::Timestamp;
 use sysinfo::{CpuRefreshKind, Networks, System};
 
+use super::boot_id::BootId;
 use super::{Collector, os_release};
 use crate::config::HostConfig;
 
@@ -14,11 +15,21 @@ pub struct SystemCollector {
     sys: Option<System>,
     networks: Option<Networks>,
     paths: HostConfig,
+    /// Read once: it cannot change while the agent runs. Empty when it
+    /// could not be read (the reboot section says why).
+    boot_id: String,
     warned: bool,
 }
 
 impl SystemCollector {
+    /// Reads the boot id from `paths.boot_id_path` itself.
     pub fn new(paths: HostConfig) -> Self {
+        let boot = BootId::read(&paths.boot_id_path);
+        Self::with_boot_id(paths, &boot)
+    }
+
+    /// With the boot id the agent already read.
+    pub fn with_boot_id(paths: HostConfig, boot: &BootId) -> Self {
         let sys = match System::new() {
             Ok(mut sys) => {
                 sys.refresh_cpu_list(CpuRefreshKind::nothing());
@@ -35,6 +46,7 @@ impl SystemCollector {
             sys,
             networks: Networks::new_with_refreshed_list().ok(),
             paths,
+            boot_id: boot.wire().to_owned(),
             warned: false,
         }
     }
@@ -56,7 +68,6 @@ impl SystemCollector {
 impl Collector for SystemCollector {
     fn host(&mut self) -> (HostFacts, HostMetrics) {
         let os = os_release::parse(&self.read_trimmed(&self.paths.os_release_path.clone()));
-        let boot_id = self.read_trimmed(&self.paths.boot_id_path.clone());
         let field = |k: &str| os.get(k).cloned().unwrap_or_default();
         let boot_time = System::boot_time().unwrap_or(0);
         let mut facts = HostFacts {
@@ -66,7 +77,7 @@ impl Collector for SystemCollector {
             os_version_id: field("VERSION_ID"),
             kernel: System::kernel_version().unwrap_or_default(),
             arch: System::cpu_arch(),
-            boot_id,
+            boot_id: self.boot_id.clone(),
             boot_time: Timestamp::from_unix_millis(i64::try_from(boot_time).unwrap_or(0) * 1_000),
             cpu_count: 0,
         };

@@ -4,6 +4,7 @@
 //! tasks of their own and publish their latest section on a `watch`
 //! channel, so nothing slow ever holds up a report.
 
+pub mod boot_id;
 pub mod command;
 pub mod containers;
 pub mod disks;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use boot_id::{BootId, BootIdError};
 pub use host::SystemCollector;
 use rollcall_proto::model::{
     ContainersSection, DisksSection, HostFacts, HostMetrics, NetworkSection, RebootSection,
@@ -60,9 +62,9 @@ impl Sources {
         }
     }
 
-    /// Every source the configuration enables; background tasks stop with
-    /// `shutdown`.
-    pub fn start(cfg: &AgentConfig, shutdown: &CancellationToken) -> Self {
+    /// Every source the configuration enables, for the boot the agent runs
+    /// in; background tasks stop with `shutdown`.
+    pub fn start(cfg: &AgentConfig, boot: &BootId, shutdown: &CancellationToken) -> Self {
         let containers = cfg.containers.enabled.then(|| {
             containers::spawn(
                 containers::WatcherConfig {
@@ -75,31 +77,20 @@ impl Sources {
                 shutdown.clone(),
             )
         });
-        let updates = cfg.updates.enabled.then(|| {
-            updates::spawn(
-                updates::UpdatesConfig {
-                    root: cfg.updates.root.clone(),
-                    interval: Duration::from_secs(cfg.updates.interval_secs.into()),
-                    timeout: Duration::from_secs(cfg.updates.timeout_secs.into()),
-                },
-                shutdown.clone(),
-            )
-        });
-        let checks = reboot::RebootChecks {
-            root: cfg.reboot.root.clone(),
-            needs_restarting: cfg.reboot.needs_restarting,
-            sentinel: cfg.reboot.sentinel_command.clone(),
-            timeout: Duration::from_secs(cfg.reboot.command_timeout_secs.into()),
-        };
+        let updates = cfg
+            .updates
+            .enabled
+            .then(|| updates::spawn(cfg.updates.checks(), shutdown.clone()));
         let recheck = Arc::new(Notify::new());
-        let reboot = Some(spawn_reboot(
-            checks,
+        let reboot = Some(spawn_reboot_with(
+            cfg.reboot.checks(),
+            boot.error(),
             Duration::from_secs(cfg.reboot.check_interval_secs.into()),
             recheck.clone(),
             shutdown.clone(),
         ));
         Self {
-            host: Box::new(SystemCollector::new(cfg.host.clone())),
+            host: Box::new(SystemCollector::with_boot_id(cfg.host.clone(), boot)),
             mountinfo: Some(cfg.disks.mountinfo_path.clone()),
             containers,
             reboot,
@@ -121,6 +112,20 @@ pub fn spawn_reboot(
     recheck: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> watch::Receiver<RebootSection> {
+    spawn_reboot_with(checks, None, interval, recheck, shutdown)
+}
+
+/// [`spawn_reboot`] for an agent that may not know its boot id: then every
+/// check carries that error first, since no reboot of this node can be told
+/// apart from a restart of its agent.
+pub fn spawn_reboot_with(
+    checks: reboot::RebootChecks,
+    boot_error: Option<&BootIdError>,
+    interval: Duration,
+    recheck: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> watch::Receiver<RebootSection> {
+    let boot_error = boot_error.map(ToString::to_string);
     let (tx, rx) = watch::channel(RebootSection::default());
     tokio::spawn(async move {
         let kernel = sysinfo::System::kernel_version().unwrap_or_default();
@@ -132,7 +137,8 @@ pub fn spawn_reboot(
                 _ = tick.tick() => false,
                 () = recheck.notified() => true,
             };
-            let section = checks.check(&kernel).await;
+            let mut section = checks.check(&kernel).await;
+            section.errors.splice(0..0, boot_error.clone());
             // A changed outcome is news; so is the first check since the
             // agent started and a check asked for after a patch, even when
             // their outcome is the default: a campaign waits for a check
@@ -190,6 +196,53 @@ mod tests {
             .expect("a change within 5 s")
             .expect("open");
         assert!(rx.borrow().required);
+        shutdown.cancel();
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[tokio::test]
+    async fn an_unknown_boot_id_is_an_error_in_every_reboot_check() {
+        let root = std::env::temp_dir().join(format!("rollcall-noboot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("var/run")).expect("dir");
+        let checks = reboot::RebootChecks {
+            root: root.clone(),
+            needs_restarting: false,
+            sentinel: vec![],
+            timeout: Duration::from_secs(5),
+        };
+        let boot = BootId::read(&root.join("proc/sys/kernel/random/boot_id"));
+        let recheck = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let mut rx = spawn_reboot_with(
+            checks,
+            boot.error(),
+            Duration::from_secs(3_600),
+            recheck.clone(),
+            shutdown.clone(),
+        );
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("the first check within 5 s")
+            .expect("open");
+        let first = rx.borrow_and_update().clone();
+        assert!(!first.required, "an error is never a reason");
+        assert_eq!(first.errors.len(), 1, "{:?}", first.errors);
+        assert!(
+            first.errors[0].starts_with("cannot read the boot id from "),
+            "{:?}",
+            first.errors
+        );
+        // A reason found later comes with the error still first.
+        std::fs::write(root.join("var/run/reboot-required"), "").expect("write");
+        recheck.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("a change within 5 s")
+            .expect("open");
+        let second = rx.borrow().clone();
+        assert!(second.required);
+        assert_eq!(second.errors, first.errors);
         shutdown.cancel();
         std::fs::remove_dir_all(&root).ok();
     }

@@ -103,7 +103,9 @@ impl RebootChecks {
             return Ok(None);
         };
         let argv = [bin.display().to_string(), "-r".to_owned()];
-        let out = command::run(&argv, self.timeout).await?;
+        let out = command::run(&argv, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
         match out.code {
             Some(0) => Ok(None),
             Some(1) => Ok(Some(RebootReason {
@@ -134,7 +136,9 @@ impl RebootChecks {
 
     /// The configured sentinel: exit 0 means a reboot is required.
     async fn sentinel(&self) -> Result<Option<RebootReason>, String> {
-        let out = command::run(&self.sentinel, self.timeout).await?;
+        let out = command::run(&self.sentinel, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
         match out.code {
             Some(0) => Ok(Some(RebootReason {
                 source: "sentinel".into(),

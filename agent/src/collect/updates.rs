@@ -122,7 +122,9 @@ impl UpdatesConfig {
                     "Debug::NoLocking=1".into(),
                     "upgrade".into(),
                 ];
-                let out = command::run(&argv, self.timeout).await?;
+                let out = command::run(&argv, self.timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if out.code != Some(0) {
                     return Err(format!(
                         "apt-get -s upgrade failed: {}",
@@ -138,7 +140,9 @@ impl UpdatesConfig {
                     "--cacheonly".into(),
                     "check-update".into(),
                 ];
-                let out = command::run(&argv, self.timeout).await?;
+                let out = command::run(&argv, self.timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 // 100: updates available; 0: none; anything else: failure.
                 let packages = match out.code {
                     Some(0) => BTreeSet::new(),
@@ -159,7 +163,9 @@ impl UpdatesConfig {
                     "--security".into(),
                     "--available".into(),
                 ];
-                let out = command::run(&argv, self.timeout).await?;
+                let out = command::run(&argv, self.timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if out.code != Some(0) {
                     return Err(format!(
                         "dnf updateinfo failed: {}",

@@ -212,9 +212,10 @@ pub struct AcceptLimits {
     pub max_connections: usize,
 }
 
-/// The accept loop's warnings, each rate-limited on its own: a flood of one
-/// kind of refusal gives one line per [`WARN_EVERY`] with a count, and does
-/// not hide the other kinds.
+/// The warnings of the accept loop and of the requests refused on its
+/// connections (a certificate of the wrong kind, in [`Peer::require`]),
+/// each rate-limited on its own: a flood of one kind of refusal gives one
+/// line per [`WARN_EVERY`] with a count, and does not hide the other kinds.
 #[derive(Debug)]
 struct Warnings {
     connection_limit: SharedThrottle,
@@ -314,7 +315,8 @@ impl Drop for SourceSlot {
 /// source, each under `handshake_timeout`; `max_connections` counts only
 /// connections whose handshake finished. A socket over any cap is closed at
 /// once, never queued: a queue would put a real agent behind every silent
-/// socket ahead of it, while a closed agent retries within its backoff.
+/// socket ahead of it, while a closed agent retries within its backoff. (One
+/// whose handshake ends when every established slot is taken is closed then.)
 pub fn spawn_acceptor(
     listener: TcpListener,
     config: rustls::ServerConfig,

@@ -1,7 +1,10 @@
 //! The agent's side of the session: connect, Hello, Welcome, then a report
 //! every interval until the stream breaks; then back off and reconnect.
 //! Nothing here panics on a broken stream: every failure ends the session,
-//! and the loop starts another.
+//! and the loop starts another. `actions.rs` serves the server's action
+//! requests.
+
+mod actions;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,9 +21,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use crate::actions::{Actions, Kind, Launched, Outcome, Record, Running, State};
+use self::actions::update_message;
+use crate::actions::{Actions, Record};
 use crate::backoff::Backoff;
 use crate::collect::{Sources, same_outcome};
+use crate::config::ConfigError;
 
 /// Everything a session needs, resolved from the configuration.
 #[derive(Clone, Debug)]
@@ -38,6 +43,8 @@ pub struct Settings {
     pub full_every: u32,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// This boot's id as Hello carries it: empty when the agent could not
+    /// read it (see [`crate::collect::boot_id`]).
     pub boot_id: String,
 }
 
@@ -130,13 +137,14 @@ fn differs<T: PartialEq>(sent: &Option<T>, now: &T) -> bool {
 }
 
 impl Session {
-    pub fn new(settings: Settings, sources: Sources) -> Result<Self, String> {
+    pub fn new(settings: Settings, sources: Sources) -> Result<Self, ConfigError> {
         let endpoint = rollcall_proto::connect::endpoint(
             &settings.server,
             &settings.ca_pem,
             &settings.cert_pem,
             &settings.key_pem,
-        )?;
+        )
+        .map_err(ConfigError::Invalid)?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Ok(Self {
             settings,
@@ -369,7 +377,7 @@ impl Session {
             .map(Actions::unacknowledged)
             .unwrap_or_default()
         {
-            let _ = tx.try_send(update_message(&record));
+            let _ = tx.try_send(update_message(record.result));
         }
         // A new session starts from nothing: the first report is full and
         // goes at once (the first tick fires immediately).
@@ -471,127 +479,6 @@ impl Session {
             None => None,
         }
     }
-
-    fn action_request(&mut self, req: v1::ActionRequest, tx: &mpsc::Sender<v1::AgentMessage>) {
-        let kind = match v1::ActionKind::try_from(req.kind) {
-            Ok(v1::ActionKind::Patch) => Some(Kind::Patch),
-            Ok(v1::ActionKind::Reboot) => Some(Kind::Reboot),
-            Ok(v1::ActionKind::Hook) => Some(Kind::Hook),
-            _ => None,
-        };
-        let refuse = |error: String| {
-            tracing::warn!(action_id = %req.action_id, error = %error, "Refused an action request.");
-            let update = v1::ActionUpdate {
-                action_id: req.action_id.clone(),
-                state: v1::ActionState::Rejected.into(),
-                error,
-                boot_id: self.settings.boot_id.clone(),
-                ..Default::default()
-            };
-            let _ = tx.try_send(v1::AgentMessage {
-                msg: Some(agent_message::Msg::ActionUpdate(update)),
-            });
-        };
-        let (Some(actions), Some(kind)) = (self.actions.as_mut(), kind) else {
-            return refuse("this agent's configuration defines no such action".into());
-        };
-        let outcome = match actions.request(&req.action_id, kind, &req.name, &req.args) {
-            Ok(o) => o,
-            // Not on disk means not safe to run: refuse rather than risk a
-            // second run after a crash.
-            Err(e) => return refuse(format!("cannot record the action: {e}")),
-        };
-        match outcome {
-            Outcome::Acknowledged => {
-                tracing::warn!(action_id = %req.action_id, "Asked again for an action whose result the server acknowledged; not run again.");
-                // Say so: a server that lost the result must not wait forever.
-                let update = v1::ActionUpdate {
-                    action_id: req.action_id.clone(),
-                    state: v1::ActionState::Failed.into(),
-                    error: "this action already ran here and its result was acknowledged; it is not run again".into(),
-                    boot_id: self.settings.boot_id.clone(),
-                    ..Default::default()
-                };
-                let _ = tx.try_send(v1::AgentMessage {
-                    msg: Some(agent_message::Msg::ActionUpdate(update)),
-                });
-            }
-            Outcome::Known(record) | Outcome::Rejected(record) => {
-                let _ = tx.try_send(update_message(&record));
-            }
-            Outcome::Start(record, argv) => {
-                tracing::info!(action_id = %record.id, kind = ?record.kind, name = %record.name, "Running action.");
-                let env = if kind == Kind::Patch {
-                    actions.definitions().patch_env.clone()
-                } else {
-                    Vec::new()
-                };
-                let timeout = match req.timeout_secs {
-                    0 => self.action_timeout,
-                    n => Duration::from_secs(n.into()),
-                };
-                match actions.launch(record, &argv, &env, timeout) {
-                    Launched::Running(running) => {
-                        let _ = tx.try_send(update_message(running.record()));
-                        self.watch(running);
-                    }
-                    Launched::Failed(record) => self.finished(record, tx),
-                }
-            }
-        }
-    }
-
-    /// Watches a running action to its end; its result comes back through
-    /// `done_rx` to [`Self::finished`].
-    fn watch(&mut self, running: Running) {
-        // Watchers that ended are done with: keep the set small.
-        while self.watchers.try_join_next().is_some() {}
-        let done = self.done_tx.clone();
-        self.watchers.spawn(async move {
-            let _ = done.send(running.wait().await);
-        });
-    }
-
-    /// Results the server has not acknowledged 30 s after they were sent
-    /// (lost in a full queue, or not stored): send them again, a few per
-    /// interval.
-    fn resend_unacknowledged(&self, tx: &mpsc::Sender<v1::AgentMessage>) {
-        let Some(actions) = &self.actions else { return };
-        let now = Timestamp::now();
-        let stale = actions
-            .unacknowledged()
-            .into_iter()
-            .filter(|r| {
-                r.finished_at
-                    .is_some_and(|t| now.since(t) > Duration::from_secs(30))
-            })
-            .take(4);
-        for record in stale {
-            if tx.try_send(update_message(&record)).is_err() {
-                break;
-            }
-        }
-    }
-
-    /// An action ended: keep its result on disk, then tell the server.
-    fn finished(&mut self, record: Record, tx: &mpsc::Sender<v1::AgentMessage>) {
-        tracing::info!(action_id = %record.id, state = ?record.state, exit_code = ?record.exit_code, "Action finished.");
-        // A patch (or a hook) may have asked for a reboot: look now, not in
-        // a minute, and owe the server that check whatever it finds: a
-        // campaign waits for a check newer than the action.
-        if matches!(record.kind, Kind::Patch | Kind::Hook)
-            && let Some(recheck) = &self.sources.reboot_recheck
-        {
-            self.reboot_owed = Some(record.finished_at.unwrap_or_else(Timestamp::now));
-            recheck.notify_one();
-        }
-        if let Some(actions) = &mut self.actions
-            && let Err(e) = actions.finish(record.clone())
-        {
-            tracing::error!(action_id = %record.id, error = %e, "Cannot store an action result.");
-        }
-        let _ = tx.try_send(update_message(&record));
-    }
 }
 
 /// Whether a partial report carries the reboot section `now`: when it is
@@ -614,28 +501,6 @@ fn reboot_due(
 /// The check ran at or after `t`.
 fn checked_since(r: &RebootSection, t: Timestamp) -> bool {
     r.checked_at.is_some_and(|c| c >= t)
-}
-
-fn update_message(r: &Record) -> v1::AgentMessage {
-    use rollcall_proto::convert::timestamp_to_wire;
-    let state = match r.state {
-        State::Running => v1::ActionState::Running,
-        State::Succeeded => v1::ActionState::Succeeded,
-        State::Failed => v1::ActionState::Failed,
-        State::Rejected => v1::ActionState::Rejected,
-    };
-    v1::AgentMessage {
-        msg: Some(agent_message::Msg::ActionUpdate(v1::ActionUpdate {
-            action_id: r.id.clone(),
-            state: state.into(),
-            exit_code: r.exit_code,
-            output_tail: r.output_tail.clone(),
-            error: r.error.clone(),
-            started_at: Some(timestamp_to_wire(r.started_at)),
-            finished_at: r.finished_at.map(timestamp_to_wire),
-            boot_id: r.boot_id.clone(),
-        })),
-    }
 }
 
 #[cfg(test)]
