@@ -19,7 +19,6 @@ pub mod sim;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rollcall_agent::collect::{Sources, SystemCollector};
@@ -85,30 +84,24 @@ impl std::io::Write for LogCapture {
     }
 }
 
-/// A directory removed when dropped.
-pub struct TempDir(PathBuf);
+/// A directory of its own under the system's temp dir (`tempfile`: a
+/// unique name, made with mode 0700), removed with what it holds when
+/// dropped.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
+    /// `rollcall-test-TAG-XXXXXX`: the tag says which test left it, should
+    /// the process be killed before the drop.
     pub fn new(tag: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "rollcall-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("rollcall-test-{tag}-"))
+            .tempdir()
+            .expect("create temp dir");
         Self(dir)
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
