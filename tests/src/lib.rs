@@ -501,7 +501,7 @@ impl RawSession {
         let channel = server
             .channel(cert)
             .await
-            .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+            .map_err(|e| tonic::Status::unavailable(format!("connect: {}", causes(&e))))?;
         let mut client = v1::agent_service_client::AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(16);
         tx.send(first).await.expect("queue first message");
@@ -515,6 +515,19 @@ impl RawSession {
             .await
             .map_err(|_| tonic::Status::deadline_exceeded("no server message within 10s"))?
     }
+}
+
+/// An error and every cause in its chain, one after the other: a TLS alert
+/// behind a transport error sits a few sources down.
+pub fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Waits for Ctrl-C or SIGTERM, for tools that must clean up what they
