@@ -621,9 +621,11 @@ mod tests {
 
 #[cfg(test)]
 mod json_shape {
-    //! The `--json` shape is an interface for scripts: this golden file
-    //! catches a renamed or retyped field. UPDATE_SNAPSHOTS=1 accepts a
-    //! deliberate change.
+    //! The `--json` shape is an interface for scripts: this snapshot
+    //! (insta's, proto/testdata/node_detail.snap) catches a renamed or
+    //! retyped field. `cargo insta review` (or INSTA_UPDATE=always) accepts
+    //! a deliberate change; with CI=true a change fails and nothing is
+    //! written.
     use super::*;
 
     fn sample() -> NodeDetail {
@@ -745,16 +747,17 @@ mod json_shape {
     }
 
     #[test]
-    fn node_detail_json_matches_the_golden_file() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/node_detail.json");
-        let text = serde_json::to_string_pretty(&sample()).expect("serializes") + "\n";
-        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-            std::fs::write(path, &text).expect("write golden file");
-        }
-        let golden = std::fs::read_to_string(path)
-            .expect("golden file exists (UPDATE_SNAPSHOTS=1 makes it)");
-        assert_eq!(text, golden, "the --json shape changed");
-        let back: NodeDetail = serde_json::from_str(&golden).expect("golden file parses");
+    fn node_detail_json_matches_its_snapshot() {
+        let text = serde_json::to_string_pretty(&sample()).expect("serializes");
+        // What the snapshot shows, scripts read back as it was.
+        let back: NodeDetail = serde_json::from_str(&text).expect("parses");
         assert_eq!(back, sample());
+        insta::with_settings!({
+            snapshot_path => "../testdata",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!("node_detail", text);
+        });
     }
 }

@@ -277,11 +277,11 @@ mod tests {
     use rollcall_proto::model::NodeFilter;
 
     use super::*;
-    use crate::store::tests::temp_data_dir;
+    use crate::store::tests::{TempDataDir, temp_data_dir};
 
     /// A real server on 127.0.0.1:0 with its own CA, whose fleet actor
     /// panics once `fleet_panic` is tripped.
-    async fn server(tag: &str, options: Options) -> (RunningServer, std::path::PathBuf) {
+    async fn server(tag: &str, options: Options) -> (RunningServer, TempDataDir) {
         let dir = temp_data_dir(tag);
         let pki = dir.join("pki");
         pki::init(&pki, &[]).expect("certs");
@@ -334,7 +334,7 @@ mod tests {
             Err(ServeError::Ended(e)) => assert_eq!(e, expected),
             other => panic!("stop() reports the panic, got {other:?}"),
         }
-        std::fs::remove_dir_all(&dir).ok();
+        drop(dir);
     }
 
     #[tokio::test]
@@ -349,6 +349,6 @@ mod tests {
             .stop(Duration::from_secs(10))
             .await
             .expect("a clean stop");
-        std::fs::remove_dir_all(&dir).ok();
+        drop(dir);
     }
 }

@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use rollcall_agent::actions::{Actions, Definitions};
 use rollcall_agent::collect::reboot::RebootChecks;
 use rollcall_agent::collect::{Sources, SystemCollector, spawn_reboot};
 use rollcall_agent::config::HostConfig;
-use rollcall_proto::model::{ContainersSection, Role, UpdatesSection};
+use rollcall_proto::model::{ActionKind, ActionRequest, ContainersSection, Role, UpdatesSection};
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 use rollcall_proto::v1::campaign_service_client::CampaignServiceClient;
@@ -414,6 +415,41 @@ impl Fleet {
             agent.stop().await;
         }
         self.server.wait_offline(name).await;
+    }
+
+    /// A barrier on `node`'s session: asks its agent for a hook it does not
+    /// define, and waits until the agent has recorded the refusal. The
+    /// server's session task sends acknowledgements and requests down one
+    /// ordered stream, and forwards a request only between the messages it
+    /// handles; the agent reads its stream in order. So once this returns,
+    /// the agent has read whatever the session sent while handling what
+    /// reached it before the call (an acknowledgement, say): call it once
+    /// the session has at least begun to handle the message in question.
+    pub async fn agent_caught_up(&self, node: &str) {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let id = format!("barrier.{node}.{}", N.fetch_add(1, Ordering::Relaxed));
+        let request = ActionRequest {
+            id: id.clone(),
+            kind: ActionKind::Hook,
+            name: "barrier".into(),
+            args: Vec::new(),
+            timeout_secs: 10,
+        };
+        self.server
+            .server
+            .as_ref()
+            .expect("running")
+            .fleet
+            .send_action(node, request)
+            .await
+            .expect("fleet")
+            .expect("the barrier request is sent");
+        eventually(
+            Duration::from_secs(30),
+            &format!("{node}'s agent to record the barrier request {id}"),
+            || async { self.node(node).action_record(&id).map(|_| ()) },
+        )
+        .await;
     }
 
     /// Runs the real `rollcall-server` binary with `args` as the test

@@ -19,7 +19,6 @@ pub mod sim;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rollcall_agent::collect::{Sources, SystemCollector};
@@ -85,30 +84,24 @@ impl std::io::Write for LogCapture {
     }
 }
 
-/// A directory removed when dropped.
-pub struct TempDir(PathBuf);
+/// A directory of its own under the system's temp dir (`tempfile`: a
+/// unique name, made with mode 0700), removed with what it holds when
+/// dropped.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
+    /// `rollcall-test-TAG-XXXXXX`: the tag says which test left it, should
+    /// the process be killed before the drop.
     pub fn new(tag: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "rollcall-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("rollcall-test-{tag}-"))
+            .tempdir()
+            .expect("create temp dir");
         Self(dir)
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
@@ -509,7 +502,7 @@ impl RawSession {
         let channel = server
             .channel(cert)
             .await
-            .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+            .map_err(|e| tonic::Status::unavailable(format!("connect: {}", causes(&e))))?;
         let mut client = v1::agent_service_client::AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(16);
         tx.send(first).await.expect("queue first message");
@@ -523,6 +516,19 @@ impl RawSession {
             .await
             .map_err(|_| tonic::Status::deadline_exceeded("no server message within 10s"))?
     }
+}
+
+/// An error and every cause in its chain, one after the other: a TLS alert
+/// behind a transport error sits a few sources down.
+pub fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Waits for Ctrl-C or SIGTERM, for tools that must clean up what they

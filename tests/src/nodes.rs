@@ -6,7 +6,8 @@
 //! let mut lab = NodeLab::new("campaign");
 //! lab.start("ctl1", &["--restart", "always"]);
 //! lab.wait_systemd("ctl1");
-//! lab.write("ctl1", "/etc/rollcall/server.toml", "0644", "root", config.as_bytes());
+//! lab.install_server("ctl1", &server_deb, pki.path(), "alice", SERVER_TOML);
+//! lab.install_agent("ctl1", &agent_deb, pki.path(), AGENT_TOML);
 //! let version = lab.sh("ctl1", "dpkg-query -W -f '${Version}' rollcall-demo-kernel");
 //! ```
 
@@ -70,6 +71,36 @@ pub fn deb(package: &str) -> Option<PathBuf> {
         })
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .map(|e| e.path())
+}
+
+/// Makes the pki directory `dir` with the real `rollcall-server` binary
+/// (`server_bin`), as an operator would: `certs init` with the server's
+/// name `server` as a SAN, an agent certificate for each of `agents`, and
+/// one for `operator`.
+pub fn make_pki<'a>(
+    server_bin: &Path,
+    dir: &Path,
+    server: &str,
+    agents: impl IntoIterator<Item = &'a str>,
+    operator: &str,
+) {
+    let run = |args: &[&str]| {
+        let out = Command::new(server_bin)
+            .args(args)
+            .output()
+            .expect("run rollcall-server");
+        assert!(
+            out.status.success(),
+            "rollcall-server {args:?}: {}",
+            text(&out)
+        );
+    };
+    let pki = dir.to_str().expect("a UTF-8 pki path");
+    run(&["certs", "init", "--pki", pki, "--san", server]);
+    for agent in agents {
+        run(&["certs", "issue", "--pki", pki, "--agent", agent]);
+    }
+    run(&["certs", "issue", "--pki", pki, "--operator", operator]);
 }
 
 /// Node containers and their network, removed on drop (a failed test
@@ -200,6 +231,45 @@ impl NodeLab {
             "root:root",
             agent_toml.as_bytes(),
         );
+    }
+
+    /// Installs rollcall-server on node `name` and starts it, as the
+    /// campaign suites need it: the package, the CA, the server's
+    /// certificate and key (0600, owned by the package's `rollcall` user)
+    /// and operator `operator`'s certificate and key, from the pki
+    /// directory `pki` (the CA key stays on the host), under
+    /// /etc/rollcall/pki, and `server_toml` as /etc/rollcall/server.toml.
+    pub fn install_server(
+        &self,
+        name: &str,
+        server_deb: &Path,
+        pki: &Path,
+        operator: &str,
+        server_toml: &str,
+    ) {
+        self.wait_systemd(name);
+        self.copy_in(name, server_deb, "/tmp/rollcall-server.deb");
+        self.sh(name, "dpkg -i /tmp/rollcall-server.deb");
+        for (rel, mode, owner) in [
+            ("ca.crt".to_owned(), "0644", "root:root"),
+            ("server.crt".to_owned(), "0644", "root:root"),
+            // The service runs as the package's user `rollcall`.
+            ("server.key".to_owned(), "0600", "rollcall:rollcall"),
+            (format!("operators/{operator}.crt"), "0644", "root:root"),
+            (format!("operators/{operator}.key"), "0600", "root:root"),
+        ] {
+            let contents = std::fs::read(pki.join(&rel)).expect("pki file");
+            let path = format!("/etc/rollcall/pki/{rel}");
+            self.write(name, &path, mode, owner, &contents);
+        }
+        self.write(
+            name,
+            "/etc/rollcall/server.toml",
+            "0644",
+            "root:root",
+            server_toml.as_bytes(),
+        );
+        self.sh(name, "systemctl enable --now rollcall-server");
     }
 
     /// Waits until systemd on `name` has finished booting.

@@ -137,14 +137,6 @@ async fn actions_run_once_are_stored_then_acknowledged_and_reboots_complete_on_r
         .await
         .expect("fleet")
         .expect("sent");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        std::fs::read_to_string(node.work.join("patch-runs"))
-            .expect("runs")
-            .lines()
-            .count(),
-        1
-    );
 
     // Hooks get their arguments as argv; undefined ones are refused.
     fleet
@@ -159,6 +151,18 @@ async fn actions_run_once_are_stored_then_acknowledged_and_reboots_complete_on_r
     assert_eq!(
         (drained.state, drained.output_tail.trim()),
         (ActionState::Succeeded, "draining cmp1")
+    );
+    // Barrier: the agent reads its requests in order, so with the hook's
+    // result in, it has dealt with the patch asked again before it. A
+    // second run would have been recorded on disk before it started.
+    assert!(
+        !node.store.join("c1-cmp1-patch.json").exists(),
+        "the patch asked again was recorded to run again"
+    );
+    assert_eq!(
+        lines(&node.work.join("patch-runs")),
+        1,
+        "the patch ran once"
     );
     fleet
         .send_action(
@@ -277,7 +281,22 @@ async fn an_offline_node_cannot_be_asked_and_an_agent_without_actions_refuses() 
             .await
             .expect("send");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Barrier: the server answers each update once it has judged it (an
+    // acknowledgement, so that a confused agent forgets what it was never
+    // asked): with both answered, both were handled.
+    let mut acked = Vec::new();
+    while acked.len() < 2 {
+        let msg = rogue
+            .next()
+            .await
+            .expect("the server answers the updates")
+            .expect("the session stays open");
+        if let Some(v1::server_message::Msg::Ack(ack)) = msg.msg {
+            acked.extend(ack.action_ids);
+        }
+    }
+    acked.sort();
+    assert_eq!(acked, ["made-up-1", "p1"]);
     assert_eq!(
         fleet
             .action("p1")

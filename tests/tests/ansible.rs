@@ -4,14 +4,14 @@
 //! PID 1 in containers (scripts/build-node-image.sh; no registry), on a
 //! Docker network made by the test.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use rollcall_proto::model::{Node, NodeDetail, Role};
+use rollcall_tests::nodes::{self, NodeLab, docker, text, workspace};
 use rollcall_tests::{TempDir, in_ci};
 
-const NODE_IMAGE: &str = "rollcall-test/bookworm-node:2";
 /// The inventory: (name, kolla group, expected rollcall role).
 const NODES: &[(&str, &str, Role)] = &[
     ("ctl1", "control", Role::Controller),
@@ -23,40 +23,21 @@ const NODES: &[(&str, &str, Role)] = &[
 /// its PKI and the agent's certificate share /etc/rollcall.
 const SERVER: &str = "ctl1";
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("workspace")
-}
-
 fn ok(out: &Output) -> bool {
     out.status.success()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker")
 }
 
 /// Everything the suite needs, or a loud skip outside CI (a failure in CI).
 fn ready() -> bool {
     let ws = workspace();
     let mut missing = Vec::new();
-    if !docker(&["info"]).status.success() {
+    if !nodes::docker_available() {
         missing.push("a Docker engine".to_owned());
-    } else if !ok(&docker(&["image", "inspect", NODE_IMAGE])) {
-        missing.push(format!("image {NODE_IMAGE} (scripts/build-node-image.sh)"));
+    } else if !nodes::node_image_available() {
+        missing.push(format!(
+            "image {} (scripts/build-node-image.sh)",
+            nodes::NODE_IMAGE
+        ));
     }
     if !ws.join(".venv/bin/ansible-playbook").exists() {
         missing.push("ansible-playbook in .venv (scripts/test.sh installs it)".into());
@@ -79,82 +60,30 @@ fn ready() -> bool {
     false
 }
 
-/// The node containers and their network, removed however the test ends.
+/// The node containers (removed however the test ends) and the
+/// inventory's directory.
 struct Lab {
-    prefix: String,
-    network: String,
+    lab: NodeLab,
     dir: TempDir,
 }
 
 impl Lab {
     fn container(&self, name: &str) -> String {
-        format!("{}-{name}", self.prefix)
+        self.lab.container(name)
     }
 
     fn start() -> Self {
-        let prefix = format!("rc-e2e-{}", std::process::id());
-        let lab = Lab {
-            network: prefix.clone(),
-            prefix,
-            dir: TempDir::new("ansible"),
-        };
-        let out = docker(&["network", "create", &lab.network]);
-        assert!(ok(&out), "network: {}", text(&out));
+        let mut lab = NodeLab::new("ansible");
         for name in NODES.iter().map(|n| n.0) {
-            let container = lab.container(name);
-            let out = docker(&[
-                "run",
-                "-d",
-                "--name",
-                &container,
-                "--hostname",
-                name,
-                "--network",
-                &lab.network,
-                "--network-alias",
-                name,
-                // systemd as PID 1: the cgroup tree read-only, /run on tmpfs.
-                "-v",
-                "/sys/fs/cgroup:/sys/fs/cgroup:ro",
-                "--tmpfs",
-                "/run",
-                "--tmpfs",
-                "/run/lock",
-                "--stop-signal",
-                "SIGRTMIN+3",
-                // The nodes share this machine's engine: each agent sees real containers.
-                "-v",
-                "/var/run/docker.sock:/var/run/docker.sock",
-                "--label",
-                "rollcall.test=ansible",
-                NODE_IMAGE,
-            ]);
-            assert!(ok(&out), "start {name}: {}", text(&out));
+            // The nodes share this machine's engine: each agent sees real containers.
+            lab.start(name, &["-v", "/var/run/docker.sock:/var/run/docker.sock"]);
         }
         for name in NODES.iter().map(|n| n.0) {
             lab.wait_systemd(name);
         }
-        lab
-    }
-
-    fn wait_systemd(&self, name: &str) {
-        let started = Instant::now();
-        loop {
-            let out = docker(&[
-                "exec",
-                &self.container(name),
-                "systemctl",
-                "is-system-running",
-            ]);
-            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if state == "running" || state == "degraded" {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "systemd on {name} stuck in {state:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
+        Lab {
+            lab,
+            dir: TempDir::new("ansible"),
         }
     }
 
@@ -228,19 +157,6 @@ impl Lab {
             return Vec::new();
         }
         serde_json::from_slice(&out.stdout).unwrap_or_default()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "docker ps -aq --filter name={} | xargs -r docker rm -f",
-                self.prefix
-            ))
-            .output();
-        let _ = docker(&["network", "rm", &self.network]);
     }
 }
 

@@ -10,9 +10,10 @@ use rollcall_proto::model::Role;
 use rollcall_proto::v1;
 use rollcall_server::campaign::CampaignView;
 use rollcall_server::campaign::lifecycle::Step;
+use rollcall_server::campaign::record::NodeRun;
 use rollcall_server::campaign::schedule::Phase;
 use rollcall_tests::fleet::{Fleet, max_unavailable};
-use rollcall_tests::init;
+use rollcall_tests::{eventually, init};
 
 const FLEET: &[(Role, usize)] = &[
     (Role::Compute, 12),
@@ -173,10 +174,16 @@ async fn a_failure_pauses_at_the_budget_and_resume_goes_on() {
     init();
     let fleet = Fleet::start(FLEET).await;
     fleet.node("cmp03").fail_patch(true);
+    // cmp01 and cmp02 start with cmp03 and are still patching when its
+    // failure pauses the campaign: the passes that take them to the end
+    // are passes over a paused campaign.
+    for node in ["cmp01", "cmp02"] {
+        fleet.node(node).slow_patch(3.0);
+    }
     let spec = r#"
 name = "budget"
 select = { roles = ["compute"] }
-concurrency = { compute = 2 }
+concurrency = { compute = 3 }
 "#;
     let c = fleet.start_campaign(spec).await;
     let id = c.campaign.id.clone();
@@ -201,20 +208,39 @@ concurrency = { compute = 2 }
         note.contains("exit code 100") && note.contains("told to fail"),
         "{note}"
     );
-    // Nothing started after the failure: the nodes after cmp04 wait.
-    let pending = paused
+    // Barrier: the scheduler moved cmp01 and cmp02 on after the pause, so
+    // it looked at the paused campaign; it started nothing there.
+    let audit = fleet.audit(&id).await;
+    let pause = audit
+        .iter()
+        .position(|e| e.event == "paused")
+        .expect("the pause is in the audit log");
+    let moved: Vec<&str> = audit[pause + 1..].iter().map(|e| e.node.as_str()).collect();
+    assert!(
+        moved.contains(&"cmp01") && moved.contains(&"cmp02"),
+        "cmp01 and cmp02 were in flight at the pause: {audit:#?}"
+    );
+    assert!(
+        moved
+            .iter()
+            .all(|n| ["cmp01", "cmp02", "cmp03"].contains(n)),
+        "only the nodes in flight moved after the pause: {moved:?}"
+    );
+    // The nodes after cmp03 wait, never patched.
+    let pending: Vec<&str> = paused
         .nodes
         .iter()
         .filter(|n| n.step == Step::Pending)
-        .count();
-    assert!(pending >= 8, "{pending} pending");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(fleet.status(&id).await.nodes, fleet.status(&id).await.nodes);
-    assert_eq!(
-        fleet.node("cmp12").patch_runs(),
-        0,
-        "a paused campaign starts nothing"
-    );
+        .map(|n| n.node.as_str())
+        .collect();
+    assert_eq!(pending.len(), 9, "{pending:?}");
+    for node in pending {
+        assert_eq!(
+            fleet.node(node).patch_runs(),
+            0,
+            "a paused campaign starts nothing: {node}"
+        );
+    }
 
     // Resume, retrying the failed node once the cause is fixed.
     fleet.node("cmp03").fail_patch(false);
@@ -362,7 +388,9 @@ concurrency = { compute = 2 }
     let id = c.campaign.id.clone();
     fleet
         .wait_for(&id, "a node patching", LONG, |v| {
-            v.nodes.iter().any(|n| n.step == Step::Patch)
+            v.nodes
+                .iter()
+                .any(|n| n.step == Step::Patch && !n.action_id.is_empty())
         })
         .await;
     let mut client = fleet.campaigns().await;
@@ -378,10 +406,46 @@ concurrency = { compute = 2 }
         paused.held && paused.phase() == v1::Phase::Paused,
         "{paused:?}"
     );
-    // The patch that was running finishes on the node, but no step moves.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let held = fleet.status(&id).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let patching: Vec<&NodeRun> = held
+        .nodes
+        .iter()
+        .filter(|n| n.step == Step::Patch && !n.action_id.is_empty())
+        .collect();
+    assert!(!patching.is_empty(), "{held:#?}");
+    // The patches that were running finish on their nodes, and the server
+    // has what would move them on: each result, and a reboot check newer
+    // than it...
+    let ledger = &fleet.server.server.as_ref().expect("running").fleet;
+    for run in &patching {
+        let result = eventually(LONG, &format!("{}'s patch result", run.node), || async {
+            let result = ledger.action(&run.action_id).await.expect("fleet");
+            result.filter(|r| r.state.is_final())
+        })
+        .await;
+        let finished = result.finished_at.expect("a final result has an end");
+        fleet
+            .server
+            .wait_node(&run.node, "checked for a reboot after its patch", |d| {
+                d.report
+                    .as_ref()
+                    .and_then(|r| r.reboot.as_ref())
+                    .and_then(|r| r.checked_at)
+                    .is_some_and(|checked| checked >= finished)
+            })
+            .await;
+    }
+    // ...and the scheduler makes a pass after every operator call, refused
+    // ones too, before it answers the next: the status read after this one
+    // is the state after a pass that had all of it.
+    let again = client
+        .pause_campaign(v1::ControlRequest {
+            id: id.clone(),
+            reason: "twice".into(),
+        })
+        .await
+        .expect_err("a paused campaign cannot be paused again");
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
     let still = fleet.status(&id).await;
     let steps = |v: &CampaignView| {
         v.nodes
@@ -389,11 +453,7 @@ concurrency = { compute = 2 }
             .map(|n| (n.node.clone(), n.step))
             .collect::<Vec<_>>()
     };
-    assert_eq!(steps(&held), steps(&still));
-    assert!(
-        held.nodes.iter().any(|n| n.step == Step::Patch),
-        "{held:#?}"
-    );
+    assert_eq!(steps(&held), steps(&still), "no step moves while held");
 
     // Cancel: pending nodes are skipped, the ones in flight finish.
     let cancelled = client
@@ -421,6 +481,19 @@ concurrency = { compute = 2 }
             n.node
         );
     }
+    // Nothing moved between the pause and the cancel.
+    let audit = fleet.audit(&id).await;
+    let event = |name: &str| {
+        audit
+            .iter()
+            .position(|e| e.event == name)
+            .unwrap_or_else(|| panic!("no {name} in the audit log: {audit:#?}"))
+    };
+    let moved: Vec<_> = audit[event("paused") + 1..event("cancelled")]
+        .iter()
+        .filter(|e| !e.node.is_empty())
+        .collect();
+    assert!(moved.is_empty(), "moved while held: {moved:#?}");
     let err = client
         .resume_campaign(v1::ResumeRequest {
             id: id.clone(),

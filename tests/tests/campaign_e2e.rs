@@ -19,7 +19,7 @@
 //! (`fake-nova-recording`: there is no OpenStack here).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -196,27 +196,6 @@ fn ready() -> Option<Kit> {
     }
 }
 
-/// The certificates, made on the host with `certs init` and `certs issue`.
-fn make_pki(kit: &Kit, dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new(&kit.server_bin)
-            .args(args)
-            .output()
-            .expect("run rollcall-server");
-        assert!(
-            out.status.success(),
-            "rollcall-server {args:?}: {}",
-            text(&out)
-        );
-    };
-    let pki = dir.to_str().expect("utf-8 temp dir");
-    run(&["certs", "init", "--pki", pki, "--san", SERVER]);
-    for (name, _) in NODES {
-        run(&["certs", "issue", "--pki", pki, "--agent", name]);
-    }
-    run(&["certs", "issue", "--pki", pki, "--operator", OPERATOR]);
-}
-
 /// The four nodes, installed and configured, the server on ctl1.
 struct Cloud {
     lab: NodeLab,
@@ -241,9 +220,11 @@ impl Cloud {
             );
             lab.start_service(name, SERVICE_IMAGE);
         }
+        // The certificates, made on the host as an operator makes them (the
+        // CA key stays there).
         let pki = TempDir::new("campaign-e2e-pki");
-        make_pki(kit, pki.path());
-        let file = |rel: &str| std::fs::read(pki.path().join(rel)).expect("pki file");
+        let names = NODES.iter().map(|(name, _)| *name);
+        nodes::make_pki(&kit.server_bin, pki.path(), SERVER, names, OPERATOR);
 
         std::thread::scope(|s| {
             for (name, role) in NODES {
@@ -255,29 +236,7 @@ impl Cloud {
                 });
             }
         });
-
-        // The server, its PKI (the CA key stays on the host) and the
-        // operator's certificate, on ctl1.
-        lab.copy_in(SERVER, &kit.server_deb, "/tmp/rollcall-server.deb");
-        lab.sh(SERVER, "dpkg -i /tmp/rollcall-server.deb");
-        for (rel, mode, owner) in [
-            ("ca.crt".to_owned(), "0644", "root:root"),
-            ("server.crt".to_owned(), "0644", "root:root"),
-            // The service runs as the package's user `rollcall`.
-            ("server.key".to_owned(), "0600", "rollcall:rollcall"),
-            (format!("operators/{OPERATOR}.crt"), "0644", "root:root"),
-            (format!("operators/{OPERATOR}.key"), "0600", "root:root"),
-        ] {
-            let path = format!("/etc/rollcall/pki/{rel}");
-            lab.write(SERVER, &path, mode, owner, &file(&rel));
-        }
-        lab.write(
-            SERVER,
-            "/etc/rollcall/server.toml",
-            "0644",
-            "root:root",
-            SERVER_TOML.as_bytes(),
-        );
+        lab.install_server(SERVER, &kit.server_deb, pki.path(), OPERATOR, SERVER_TOML);
         lab.write(
             SERVER,
             "/usr/local/bin/fake-nova-recording",
@@ -286,7 +245,6 @@ impl Cloud {
             FAKE_NOVA.as_bytes(),
         );
         lab.write(SERVER, SPEC_PATH, "0644", "root:root", SPEC.as_bytes());
-        lab.sh(SERVER, "systemctl enable --now rollcall-server");
         for (name, _) in NODES {
             lab.sh(name, "systemctl enable --now rollcall-agent");
         }

@@ -219,8 +219,10 @@ fn agent_once_prints_one_json_report_without_a_server() {
     assert!(report.full && report.disks.is_some() && report.reboot.is_some());
 }
 
-/// Help text is an interface too: a change shows up in review. Run with
-/// UPDATE_SNAPSHOTS=1 to accept a deliberate change.
+/// Help text is an interface too: a change shows up in review. The
+/// snapshots are insta's, in tests/snapshots/: `cargo insta review` (or
+/// INSTA_UPDATE=always) accepts a deliberate change; with CI=true a change
+/// fails and nothing is written.
 #[test]
 fn help_texts_match_their_snapshots() {
     let cases: &[(&str, &[&str])] = &[
@@ -240,9 +242,11 @@ fn help_texts_match_their_snapshots() {
         ("rollcall-agent", &["run", "--help"]),
         ("rollcall-agent", &["once", "--help"]),
     ];
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
-    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
-    let mut mismatches = Vec::new();
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    let _bound = settings.bind_to_scope();
     for (binary, args) in cases {
         let out = run(Command::new(bin(binary))
             .args(*args)
@@ -251,23 +255,11 @@ fn help_texts_match_their_snapshots() {
             .env_remove("ROLLCALL_CERT")
             .env_remove("ROLLCALL_KEY"));
         assert!(out.status.success(), "{binary} {args:?}: {}", stderr(&out));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let name = format!("{binary} {}", args.join(" "))
             .replace(" --help", "")
-            .replace(' ', "_")
-            + ".txt";
-        let path = dir.join(&name);
-        if update {
-            std::fs::write(&path, &text).expect("write snapshot");
-        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-            mismatches.push(format!("{name}:\n{text}"));
-        }
+            .replace(' ', "_");
+        insta::assert_snapshot!(name, String::from_utf8_lossy(&out.stdout));
     }
-    assert!(
-        mismatches.is_empty(),
-        "help changed (UPDATE_SNAPSHOTS=1 to accept):\n{}",
-        mismatches.join("\n")
-    );
 }
 
 #[test]

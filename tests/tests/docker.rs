@@ -397,7 +397,11 @@ async fn a_label_filter_reports_only_the_containers_that_carry_every_label() {
     let late = set.run_labelled("late", &["kolla_version=18.1.0"]);
     until(&server, &late, "listed", Duration::from_secs(20), |_| true).await;
     docker(&["stop", "-t", "0", &other]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Barrier: the engine sends its events in order and the agent handles
+    // them in order, so once a container started after that stop is
+    // listed, the stop (had the filter let it through) was handled too.
+    let last = set.run_labelled("last", &["kolla_version=18.1.0"]);
+    until(&server, &last, "listed", Duration::from_secs(20), |_| true).await;
     let names: Vec<String> = containers(&server, &format!("{}-*", set.prefix))
         .await
         .into_iter()
@@ -405,7 +409,7 @@ async fn a_label_filter_reports_only_the_containers_that_carry_every_label() {
         .collect();
     assert_eq!(
         names,
-        [kolla.clone(), late.clone()],
+        [kolla.clone(), last.clone(), late.clone()],
         "{other} has no kolla_version label"
     );
     agent.stop().await;

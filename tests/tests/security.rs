@@ -1,26 +1,45 @@
 //! Who may do what: every refusal the issue names, over real TLS.
 
+use std::error::Error as _;
 use std::time::Duration;
 
 use rollcall_proto::model::Role;
 use rollcall_proto::v1;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
 use rollcall_tests::{
-    ClientCert, Pki, RawSession, TempDir, TestAgent, TestServer, hello, init, report,
+    ClientCert, Pki, RawSession, TempDir, TestAgent, TestServer, causes, hello, init, report,
 };
 use tonic::transport::Endpoint;
 
-/// A call with `endpoint`; Ok only if the server answered the call.
+/// A call with `endpoint`; Ok only if the server answered the call. The
+/// error names the stage that failed and every cause in its chain: a TLS
+/// alert sits a few sources down.
 async fn list_with(endpoint: Endpoint) -> Result<(), String> {
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| format!("connect: {}", causes(&e)))?;
     OperatorServiceClient::new(channel)
         .list_nodes(v1::ListNodesRequest::default())
         .await
         .map(|_| ())
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        .map_err(|s| refusal(&s))
+}
+
+fn refusal(status: &tonic::Status) -> String {
+    let source = status.source().map(causes).unwrap_or_default();
+    format!("{:?}: {}: {source}", status.code(), status.message())
+}
+
+/// The server's TLS layer ended the handshake with one of `alerts`: the
+/// refusal came before any handler ran, for the reason the test means.
+fn assert_tls_alert(err: &str, alerts: &[&str]) {
+    assert!(
+        alerts
+            .iter()
+            .any(|a| err.contains(&format!("received fatal alert: {a}"))),
+        "expected the TLS alert {alerts:?}, got: {err}"
+    );
 }
 
 fn endpoint(server: &TestServer, cert: &ClientCert) -> Endpoint {
@@ -43,10 +62,8 @@ async fn a_client_without_a_certificate_is_refused() {
     let err = list_with(endpoint)
         .await
         .expect_err("no client cert must be refused");
-    assert!(
-        !err.contains("PermissionDenied"),
-        "refused at the TLS layer, not by a handler: {err}"
-    );
+    // TLS 1.3: the server asked for a certificate and got none.
+    assert_tls_alert(&err, &["CertificateRequired"]);
     // The operator with a proper certificate is unaffected.
     list_with(endpoint_for_operator(&server))
         .await
@@ -64,15 +81,18 @@ async fn a_certificate_from_another_ca_is_refused() {
     let server = TestServer::start(&pki, |_| {}).await;
     let other = Pki::new();
     let stranger = other.operator("mallory");
-    list_with(endpoint(&server, &stranger))
+    let err = list_with(endpoint(&server, &stranger))
         .await
         .expect_err("foreign CA must be refused");
+    // Both CAs carry the same name, so the signature is what fails
+    // (DecryptError); a CA of another name would be unknown (UnknownCA).
+    let not_ours = ["DecryptError", "UnknownCA"];
+    assert_tls_alert(&err, &not_ours);
     let agent = other.agent("cmp1");
-    assert!(
-        RawSession::open(&server, &agent, hello("cmp1", Role::Compute))
-            .await
-            .is_err()
-    );
+    match RawSession::open(&server, &agent, hello("cmp1", Role::Compute)).await {
+        Ok(_) => panic!("an agent certificate from a foreign CA opened a session"),
+        Err(status) => assert_tls_alert(&refusal(&status), &not_ours),
+    }
     assert!(server.node("cmp1").await.is_none(), "no node was created");
 }
 
@@ -99,7 +119,7 @@ async fn an_expired_certificate_is_refused() {
     let err = list_with(endpoint(&server, &expired))
         .await
         .expect_err("expired cert must be refused");
-    assert!(!err.contains("PermissionDenied"), "{err}");
+    assert_tls_alert(&err, &["CertificateExpired"]);
 }
 
 #[tokio::test]
@@ -180,9 +200,11 @@ async fn the_server_certificate_is_no_client_certificate() {
         cert_pem: std::fs::read(pki.path().join("server.crt")).expect("crt"),
         key_pem: std::fs::read(pki.path().join("server.key")).expect("key"),
     };
-    list_with(endpoint(&server, &server_cert))
+    let err = list_with(endpoint(&server, &server_cert))
         .await
         .expect_err("serverAuth-only cert must not act as a client");
+    // Its extended key usage allows serverAuth only.
+    assert_tls_alert(&err, &["UnsupportedCertificate"]);
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use rollcall_proto::model::{ActionKind, ActionRequest, ActionState, Role};
+use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 use rollcall_server::campaign::lifecycle::Step;
 use rollcall_server::campaign::schedule::Phase;
@@ -46,6 +47,23 @@ async fn patch_finished_on_agent(fleet: &Fleet, node: &FakeNode, id: &str) {
     .await;
 }
 
+/// Stops `node`'s agent, starts it again and waits until the server holds
+/// a report the new session collected. The agent sends every result it
+/// holds unacknowledged right after the Hello, before its first report.
+async fn reconnect_and_wait_for_a_report(fleet: &Fleet, node: &FakeNode) {
+    node.stop_agent().await;
+    let restarted = Timestamp::now();
+    node.start_agent(&fleet.server.url(), &fleet.pki);
+    fleet
+        .server
+        .wait_node(&node.name, "reporting from its new session", |d| {
+            d.report
+                .as_ref()
+                .is_some_and(|r| r.collected_at >= restarted)
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_the_store_refused_is_never_acknowledged_and_is_stored_when_it_can() {
     init();
@@ -76,7 +94,9 @@ async fn a_result_the_store_refused_is_never_acknowledged_and_is_stored_when_it_
         (faults.refused_actions() >= 3).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Barrier: the session was handling the result when its write was
+    // refused; an acknowledgement would reach the agent before this.
+    fleet.agent_caught_up("cmp01").await;
     assert!(
         node.action_record(id).is_some(),
         "the agent still holds the result: nothing acknowledged that was not stored"
@@ -295,7 +315,11 @@ async fn a_really_full_disk_is_reported_holds_results_and_recovers_when_space_re
     // keeps it.
     let id = "full.cmp01.patch";
     patch_finished_on_agent(&fleet, &node, id).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Barrier: a new session's first report follows the results the agent
+    // sends again right after its Hello, and the session handles messages
+    // in order; then the agent has read whatever came back for them.
+    reconnect_and_wait_for_a_report(&fleet, &node).await;
+    fleet.agent_caught_up("cmp01").await;
     assert!(
         node.action_record(id).is_some(),
         "not stored, so not acknowledged"

@@ -536,10 +536,36 @@ pub(crate) mod tests {
     use rollcall_proto::model::{ActionState, Role};
     use rollcall_proto::timestamp::Timestamp;
 
-    pub(crate) fn temp_data_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("rollcall-store-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+    /// A data directory that does not exist yet (the store makes its
+    /// own), inside a temp dir of its own that is removed with everything
+    /// in it when this is dropped.
+    pub(crate) struct TempDataDir {
+        _root: tempfile::TempDir,
+        data: PathBuf,
+    }
+
+    impl std::ops::Deref for TempDataDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.data
+        }
+    }
+
+    impl AsRef<Path> for TempDataDir {
+        fn as_ref(&self) -> &Path {
+            &self.data
+        }
+    }
+
+    pub(crate) fn temp_data_dir(tag: &str) -> TempDataDir {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("rollcall-store-{tag}-"))
+            .tempdir()
+            .expect("create temp dir");
+        TempDataDir {
+            data: root.path().join("data"),
+            _root: root,
+        }
     }
 
     pub(crate) fn node(name: &str) -> Node {

@@ -269,8 +269,8 @@ impl Cloud {
             pki,
             t0,
         };
-        cloud.make_pki(kit)?;
-        cloud.install(kit, args)?;
+        cloud.make_pki(kit);
+        cloud.install(kit, args);
         Ok(cloud)
     }
 
@@ -278,55 +278,22 @@ impl Cloud {
         eprintln!("[{:>6.1}s] {what}", self.t0.elapsed().as_secs_f32());
     }
 
-    fn make_pki(&self, kit: &Kit) -> anyhow::Result<()> {
-        let pki = self.pki.path().to_str().context("utf-8 temp dir")?;
-        let run = |args: &[&str]| -> anyhow::Result<()> {
-            let out = Command::new(&kit.server_bin).args(args).output()?;
-            ensure!(
-                out.status.success(),
-                "rollcall-server {args:?}: {}",
-                text(&out)
-            );
-            Ok(())
-        };
-        run(&["certs", "init", "--pki", pki, "--san", SERVER])?;
-        for (name, _) in &self.nodes {
-            run(&["certs", "issue", "--pki", pki, "--agent", name])?;
-        }
-        run(&["certs", "issue", "--pki", pki, "--operator", OPERATOR])
+    fn make_pki(&self, kit: &Kit) {
+        let agents = self.nodes.iter().map(|(name, _)| name.as_str());
+        nodes::make_pki(&kit.server_bin, self.pki.path(), SERVER, agents, OPERATOR);
     }
 
-    fn install(&self, kit: &Kit, args: &Args) -> anyhow::Result<()> {
-        let file = |rel: &str| std::fs::read(self.pki.path().join(rel)).expect("pki file");
+    fn install(&self, kit: &Kit, args: &Args) {
         let lab = &self.lab;
+        let pki = self.pki.path();
         std::thread::scope(|s| {
             for (name, role) in &self.nodes {
-                let pki = self.pki.path();
                 s.spawn(move || {
                     lab.install_agent(name, &kit.agent_deb, pki, &agent_toml(*role));
                 });
             }
         });
-        lab.copy_in(SERVER, &kit.server_deb, "/tmp/rollcall-server.deb");
-        lab.sh(SERVER, "dpkg -i /tmp/rollcall-server.deb");
-        for (rel, mode, owner) in [
-            ("ca.crt".to_owned(), "0644", "root:root"),
-            ("server.crt".to_owned(), "0644", "root:root"),
-            ("server.key".to_owned(), "0600", "rollcall:rollcall"),
-            (format!("operators/{OPERATOR}.crt"), "0644", "root:root"),
-            (format!("operators/{OPERATOR}.key"), "0600", "root:root"),
-        ] {
-            let path = format!("/etc/rollcall/pki/{rel}");
-            lab.write(SERVER, &path, mode, owner, &file(&rel));
-        }
-        lab.write(
-            SERVER,
-            "/etc/rollcall/server.toml",
-            "0644",
-            "root:root",
-            server_toml(args).as_bytes(),
-        );
-        lab.sh(SERVER, "systemctl enable --now rollcall-server");
+        lab.install_server(SERVER, &kit.server_deb, pki, OPERATOR, &server_toml(args));
         for (name, _) in &self.nodes {
             lab.sh(name, "systemctl enable --now rollcall-agent");
         }
@@ -334,7 +301,6 @@ impl Cloud {
             "{} nodes installed, server and agents started",
             self.nodes.len()
         ));
-        Ok(())
     }
 
     fn cli_command(&self, args: &[&str]) -> Command {
