@@ -6,6 +6,7 @@
 //! scheduler task that carries the decisions out (`runner`).
 
 pub mod api;
+pub mod checks;
 pub mod control;
 pub mod drive;
 #[cfg(test)]
