@@ -16,6 +16,8 @@ pub mod outage;
 pub mod record;
 pub mod runner;
 pub mod schedule;
+#[cfg(test)]
+mod simulation;
 pub mod spec;
 pub mod undrain;
 pub mod window;
