@@ -24,78 +24,6 @@ use crate::campaign::undrain::{self, Undrain};
 const STEPS_PER_PASS: usize = 8;
 
 impl Scheduler {
-    /// Follows every undrain an operator asked for, in any campaign: asks
-    /// again what was lost, and records how each ended.
-    pub(super) async fn follow_undrains(&mut self) {
-        // Held like every pass while the store cannot record what is done.
-        if self.store.borrow().failing.is_some() {
-            return;
-        }
-        let open: Vec<(String, String, String)> = self
-            .campaigns
-            .iter()
-            .flat_map(|(id, l)| {
-                l.runs.values().filter_map(move |r| {
-                    r.undrain
-                        .as_ref()
-                        .map(|u| (id.clone(), r.node.clone(), u.action_id.clone()))
-                })
-            })
-            .collect();
-        for (id, node, action_id) in open {
-            if let Err(e) = self.follow_undrain(&id, &node, &action_id).await {
-                tracing::error!(campaign = %id, node = %node, error = %e, "Cannot follow an undrain.");
-            }
-        }
-    }
-
-    async fn follow_undrain(
-        &mut self,
-        id: &str,
-        node: &str,
-        action_id: &str,
-    ) -> Result<(), CampaignError> {
-        let action = self.fleet.action(action_id).await?;
-        let live = &self.campaigns[id];
-        let before = live.runs[node].clone();
-        let mut run = before.clone();
-        let hook = run.left_drained.clone().unwrap_or_default();
-        let now = Timestamp::now();
-        let (event, detail) = match undrain::follow_undrain(
-            &mut run,
-            &live.spec,
-            action.as_ref(),
-            now,
-        ) {
-            Undrain::Wait => return Ok(()),
-            Undrain::Send { node: on, request } => {
-                if run != before {
-                    let detail = format!("hook {hook} asked of {on} again ({})", request.id);
-                    self.record(id, run, "undrain", detail, None, Vec::new())
-                        .await?;
-                }
-                if let Err(e) = self.fleet.send_action(&on, request).await? {
-                    tracing::debug!(campaign = %id, node, on = %on, error = %e, "The undrain cannot be asked yet.");
-                }
-                return Ok(());
-            }
-            Undrain::Done => (
-                "undrained",
-                format!(
-                    "hook {hook} succeeded: {node} is no longer left drained (it stays failed)"
-                ),
-            ),
-            Undrain::Failed(why) => (
-                "undrain-failed",
-                format!(
-                    "{why}; {node} is still left drained: `campaign undrain {id} {node}` asks again"
-                ),
-            ),
-        };
-        self.record(id, run, event, detail, action.as_ref(), Vec::new())
-            .await
-    }
-
     /// One look at every campaign that can move.
     pub(super) async fn pass(&mut self) {
         if !self.store_writes().await {
@@ -340,6 +268,78 @@ impl Scheduler {
         {
             r.note = note;
         }
+    }
+
+    /// Follows every undrain an operator asked for, in any campaign: asks
+    /// again what was lost, and records how each ended.
+    pub(super) async fn follow_undrains(&mut self) {
+        // Held like every pass while the store cannot record what is done.
+        if self.store.borrow().failing.is_some() {
+            return;
+        }
+        let open: Vec<(String, String, String)> = self
+            .campaigns
+            .iter()
+            .flat_map(|(id, l)| {
+                l.runs.values().filter_map(move |r| {
+                    r.undrain
+                        .as_ref()
+                        .map(|u| (id.clone(), r.node.clone(), u.action_id.clone()))
+                })
+            })
+            .collect();
+        for (id, node, action_id) in open {
+            if let Err(e) = self.follow_undrain(&id, &node, &action_id).await {
+                tracing::error!(campaign = %id, node = %node, error = %e, "Cannot follow an undrain.");
+            }
+        }
+    }
+
+    async fn follow_undrain(
+        &mut self,
+        id: &str,
+        node: &str,
+        action_id: &str,
+    ) -> Result<(), CampaignError> {
+        let action = self.fleet.action(action_id).await?;
+        let live = &self.campaigns[id];
+        let before = live.runs[node].clone();
+        let mut run = before.clone();
+        let hook = run.left_drained.clone().unwrap_or_default();
+        let now = Timestamp::now();
+        let (event, detail) = match undrain::follow_undrain(
+            &mut run,
+            &live.spec,
+            action.as_ref(),
+            now,
+        ) {
+            Undrain::Wait => return Ok(()),
+            Undrain::Send { node: on, request } => {
+                if run != before {
+                    let detail = format!("hook {hook} asked of {on} again ({})", request.id);
+                    self.record(id, run, "undrain", detail, None, Vec::new())
+                        .await?;
+                }
+                if let Err(e) = self.fleet.send_action(&on, request).await? {
+                    tracing::debug!(campaign = %id, node, on = %on, error = %e, "The undrain cannot be asked yet.");
+                }
+                return Ok(());
+            }
+            Undrain::Done => (
+                "undrained",
+                format!(
+                    "hook {hook} succeeded: {node} is no longer left drained (it stays failed)"
+                ),
+            ),
+            Undrain::Failed(why) => (
+                "undrain-failed",
+                format!(
+                    "{why}; {node} is still left drained: `campaign undrain {id} {node}` asks again"
+                ),
+            ),
+        };
+        self.record(id, run, event, detail, action.as_ref(), Vec::new())
+            .await
     }
 }
 
