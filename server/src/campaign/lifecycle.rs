@@ -67,6 +67,20 @@ pub enum Event {
     Skip,
 }
 
+impl Event {
+    pub const ALL: [Event; 9] = [
+        Event::Start,
+        Event::Succeeded,
+        Event::Failed,
+        Event::TimedOut,
+        Event::Lost,
+        Event::GuardBlocked,
+        Event::UndrainOnFailure,
+        Event::Retry,
+        Event::Skip,
+    ];
+}
+
 /// What the last step found out, and the rule that reads it, to pick the
 /// step after a patch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -203,32 +217,6 @@ impl std::str::FromStr for Step {
 mod tests {
     use super::*;
 
-    const STEPS: [Step; 11] = [
-        Step::Pending,
-        Step::Precheck,
-        Step::Drain,
-        Step::Patch,
-        Step::Reboot,
-        Step::WaitReturn,
-        Step::Postcheck,
-        Step::Undrain,
-        Step::Done,
-        Step::Failed,
-        Step::Skipped,
-    ];
-
-    const EVENTS: [Event; 9] = [
-        Event::Start,
-        Event::Succeeded,
-        Event::Failed,
-        Event::TimedOut,
-        Event::Lost,
-        Event::GuardBlocked,
-        Event::UndrainOnFailure,
-        Event::Retry,
-        Event::Skip,
-    ];
-
     fn every_facts() -> Vec<Facts> {
         let mut all = Vec::new();
         for reboot in [
@@ -293,10 +281,10 @@ mod tests {
     /// Every step, every event, every fact: the graph's rules hold.
     #[test]
     fn property_the_graph_keeps_its_rules() {
-        let rank = |s: Step| STEPS.iter().position(|x| *x == s).expect("a step");
+        let rank = |s: Step| Step::ALL.iter().position(|x| *x == s).expect("a step");
         for facts in every_facts() {
-            for from in STEPS {
-                for event in EVENTS {
+            for from in Step::ALL {
+                for event in Event::ALL {
                     let to = from.on(event, facts);
                     let moved = to != from;
                     // Ended is ended, but for a retry of a failed node.
@@ -333,7 +321,7 @@ mod tests {
         while i < reached.len() {
             let from = reached[i];
             for facts in every_facts() {
-                for event in EVENTS {
+                for event in Event::ALL {
                     let to = from.on(event, facts);
                     if !reached.contains(&to) {
                         reached.push(to);
@@ -342,8 +330,8 @@ mod tests {
             }
             i += 1;
         }
-        assert_eq!(reached.len(), STEPS.len(), "{reached:?}");
-        for from in STEPS.iter().filter(|s| !s.is_terminal()) {
+        assert_eq!(reached.len(), Step::ALL.len(), "{reached:?}");
+        for from in Step::ALL.iter().filter(|s| !s.is_terminal()) {
             assert!(
                 from.on(Event::Failed, Facts::default()).is_terminal()
                     || from.on(Event::Skip, Facts::default()).is_terminal(),

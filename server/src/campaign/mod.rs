@@ -1,9 +1,10 @@
-//! Rolling patch campaigns: the spec an operator gives (`spec`), a node's
-//! lifecycle (`lifecycle`), the pure decisions of which nodes start
-//! (`schedule`), how a node in flight moves on (`drive`), what operators
-//! may do (`control`, `undrain`) and what a store outage changes
-//! (`outage`), what is kept (`record`), the operators' API (`api`) and the
-//! scheduler task that carries the decisions out (`runner`).
+//! Rolling patch campaigns: the spec an operator gives (`spec`, its
+//! maintenance `window`), a node's lifecycle and its one step graph
+//! (`lifecycle`), the pure decisions of which nodes start (`schedule`), how
+//! a node in flight moves on (`drive`, `checks`), what operators may do
+//! (`control`, `undrain`) and what a store outage changes (`outage`), what
+//! is kept (`record`), the operators' API (`api`) and the scheduler task
+//! that carries the decisions out (`runner`).
 
 pub mod api;
 pub mod checks;

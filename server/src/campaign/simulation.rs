@@ -532,18 +532,7 @@ impl Sim {
     }
 
     fn is_edge(&self, from: Step, to: Step) -> bool {
-        const EVENTS: [Event; 9] = [
-            Event::Start,
-            Event::Succeeded,
-            Event::Failed,
-            Event::TimedOut,
-            Event::Lost,
-            Event::GuardBlocked,
-            Event::UndrainOnFailure,
-            Event::Retry,
-            Event::Skip,
-        ];
-        EVENTS.iter().any(|e| {
+        Event::ALL.iter().any(|e| {
             [false, true].iter().any(|required| {
                 let facts = Facts {
                     reboot: self.spec.reboot,
