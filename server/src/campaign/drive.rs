@@ -1,7 +1,9 @@
 //! How one node moves through its steps: pure decisions over what the fleet
 //! knows about the node now and what its agent said about the current
 //! step's action. The scheduler persists every change this makes before it
-//! sends anything, so a restart repeats no finished step.
+//! sends anything, so a restart repeats no finished step. A node changes
+//! step only through the step graph (`NodeRun::on`): this module decides
+//! which event happened, never the step it leads to.
 
 use std::collections::{BTreeMap, BTreeSet};
 
