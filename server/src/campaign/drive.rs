@@ -1,20 +1,22 @@
 //! How one node moves through its steps: pure decisions over what the fleet
 //! knows about the node now and what its agent said about the current
 //! step's action. The scheduler persists every change this makes before it
-//! sends anything, so a restart repeats no finished step.
+//! sends anything, so a restart repeats no finished step. A node changes
+//! step only through the step graph (`NodeRun::on`): this module decides
+//! which event happened, never the step it leads to.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rollcall_proto::model::{
-    ActionKind, ActionRequest, ActionResult, ActionState, ContainerHealth, ContainerState, Node,
-    Report, Role,
+    ActionKind, ActionRequest, ActionResult, ActionState, Node, Report, Role,
 };
 use rollcall_proto::timestamp::Timestamp;
 
-use super::lifecycle::{Facts, Step};
-use super::record::{ManualUndrain, NodeRun};
+use super::checks::{postcheck, precheck, reboot_required_after};
+use super::lifecycle::{Event, Facts, Step};
+use super::record::NodeRun;
 use super::schedule::Health;
-use super::spec::{CampaignSpec, RebootPolicy, RunOn};
+use super::spec::{CampaignSpec, RunOn};
 
 /// How long a request may go unanswered (the server handed it to the
 /// node's session, and the agent said nothing of it since) before it is
@@ -70,43 +72,66 @@ pub enum Advance {
 /// Moves `run` (an active node) on as far as one look at the facts allows.
 /// A node that fails after its drain hook was asked stays drained: it is
 /// marked `left_drained`, or undrained first with `undrain_on_failure`.
+/// Every move goes through the step graph (`NodeRun::on`).
 pub fn advance(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
-    let (step, asked) = (run.step, !run.action_id.is_empty());
+    // What the node was before this look decides what a failure leaves.
+    let drained = run.step.may_be_drained(!run.action_id.is_empty());
     // An undrain after a failure is under way: its end is the node's end.
     let undraining = run.failure.is_some();
-    let out = step_on(run, ctx);
-    if out != Advance::Failed {
-        return out;
-    }
-    let Some(hook) = undrain_hook(ctx.spec, run.role) else {
-        return out;
-    };
-    if undraining {
-        // The hook succeeded (`hook_step` took the reason back) or it did
-        // not, and the node stays drained.
-        if let Some(first) = run.failure.take() {
-            run.note = format!("{first}; then its undrain failed: {}", run.note);
-            run.left_drained = Some(hook);
-        }
-        return out;
-    }
-    let drained = match step {
-        Step::Drain => asked,
-        Step::Patch | Step::Reboot | Step::WaitReturn | Step::Postcheck | Step::Undrain => true,
-        Step::Pending | Step::Precheck | Step::Done | Step::Failed | Step::Skipped => false,
-    };
-    if !drained {
-        return out;
-    }
-    if ctx.spec.undrain_on_failure && step != Step::Undrain {
-        run.failure = Some(std::mem::take(&mut run.note));
-        run.enter(Step::Undrain, ctx.now);
-        run.finished_at = None;
-        run.note = format!("running hook {hook} before the node ends failed");
+    let event = if run
+        .step
+        .timed_out(&ctx.spec.timeouts, ctx.now.since(run.since))
+    {
+        let limit = run.step.timeout(&ctx.spec.timeouts).unwrap_or_default();
+        let last = if run.note.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", run.note)
+        };
+        run.note = format!(
+            "{} did not finish within {}s{last}",
+            run.step,
+            limit.as_secs()
+        );
+        Event::TimedOut
     } else {
-        run.left_drained = Some(hook);
+        match step_on(run, ctx) {
+            Advance::Failed => Event::Failed,
+            out => return out,
+        }
+    };
+    let none = Facts::default();
+    let hook = undrain_hook(ctx.spec, run.role);
+    match hook {
+        Some(hook) if undraining => {
+            // The hook succeeded (`hook_step` took the reason back) or it
+            // did not, and the node stays drained.
+            if let Some(first) = run.failure.take() {
+                run.note = format!("{first}; then its undrain failed: {}", run.note);
+                run.left_drained = Some(hook);
+            }
+            run.on(event, none, ctx.now);
+        }
+        Some(hook) if drained => {
+            let event = if ctx.spec.undrain_on_failure {
+                Event::UndrainOnFailure
+            } else {
+                event
+            };
+            let why = std::mem::take(&mut run.note);
+            if run.on(event, none, ctx.now) == Step::Undrain {
+                run.failure = Some(why);
+                run.note = format!("running hook {hook} before the node ends failed");
+            } else {
+                run.note = why;
+                run.left_drained = Some(hook);
+            }
+        }
+        _ => {
+            run.on(event, none, ctx.now);
+        }
     }
-    out
+    Advance::Failed
 }
 
 /// The undrain hook of `role`'s nodes, if the spec names one.
@@ -157,31 +182,14 @@ fn failed_controller(run: &NodeRun, ctx: &Ctx<'_>) -> Option<String> {
         })
 }
 
+/// One step's look at the facts. A failure leaves `run` in its step with
+/// the reason in `note`: `advance` decides where the node goes.
 fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
-    let elapsed = ctx.now.since(run.since);
-    if run.step.timed_out(&ctx.spec.timeouts, elapsed) {
-        let limit = run.step.timeout(&ctx.spec.timeouts).unwrap_or_default();
-        let last = if run.note.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", run.note)
-        };
-        return fail(
-            run,
-            ctx.now,
-            format!(
-                "{} did not finish within {}s{last}",
-                run.step,
-                limit.as_secs()
-            ),
-        );
-    }
     match run.step {
         Step::Precheck => {
             if let Some(why) = failed_controller(run, ctx) {
                 // Nothing was done to the node yet: it waits in pending.
-                run.enter(Step::Pending, ctx.now);
-                run.started_at = None;
+                run.on(Event::GuardBlocked, Facts::default(), ctx.now);
                 run.note.clone_from(&why);
                 return Advance::Pause(why);
             }
@@ -190,7 +198,7 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
                     run.containers = containers;
                     run.boot_id_before =
                         ctx.view.node.map(|n| n.boot_id.clone()).unwrap_or_default();
-                    move_to(run, Step::Drain, ctx.now)
+                    succeeded(run, ctx.now)
                 }
                 Err(why) => Advance::Wait(why),
             }
@@ -204,8 +212,11 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
                 match reboot_required_after(ctx.view.report, finished) {
                     None => Advance::Wait("waiting for a reboot check after the patch".into()),
                     Some(reboot_required) => {
-                        let next = Step::Patch.next(ctx.spec.reboot, Facts { reboot_required });
-                        move_to(run, next, ctx.now)
+                        let facts = Facts {
+                            reboot: ctx.spec.reboot,
+                            reboot_required,
+                        };
+                        move_on(run, Event::Succeeded, facts, ctx.now)
                     }
                 }
             }
@@ -223,7 +234,7 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
             match ctx.action.map(|a| a.state) {
                 Some(ActionState::Failed | ActionState::Rejected) => {
                     let a = ctx.action.expect("matched Some");
-                    fail(run, ctx.now, action_failure("reboot", a))
+                    failure(run, action_failure("reboot", a))
                 }
                 Some(ActionState::Running | ActionState::Succeeded) => {
                     wait_for_return(run, ctx.now)
@@ -236,7 +247,7 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
             if let Some(a) = ctx.action
                 && matches!(a.state, ActionState::Failed | ActionState::Rejected)
             {
-                return fail(run, ctx.now, action_failure("reboot", a));
+                return failure(run, action_failure("reboot", a));
             }
             let lost = !run.action_id.is_empty() && (ctx.action.is_none() || unanswered(run, ctx));
             match ctx.view.node {
@@ -244,13 +255,13 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
                 // request (lost with the connection that dropped it): the
                 // node did not reboot. Ask again, under the same id.
                 Some(n) if n.online && n.boot_id == run.boot_id_before && lost => {
-                    move_to(run, Step::Reboot, ctx.now)
+                    move_on(run, Event::Lost, Facts::default(), ctx.now)
                 }
                 Some(n) if n.online && !n.boot_id.is_empty() && n.boot_id != run.boot_id_before => {
                     // Keep the reboot's action id: its result arrives after
                     // the return and belongs in the audit log.
                     let (id, node) = (run.action_id.clone(), run.action_node.clone());
-                    let moved = move_to(run, Step::Postcheck, ctx.now);
+                    let moved = succeeded(run, ctx.now);
                     run.action_id = id;
                     run.action_node = node;
                     moved
@@ -262,7 +273,7 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
             }
         }
         Step::Postcheck => match postcheck(ctx.spec.reboot, run, ctx.view) {
-            Ok(()) => move_to(run, Step::Undrain, ctx.now),
+            Ok(()) => succeeded(run, ctx.now),
             Err(why) => Advance::Wait(why),
         },
         Step::Pending | Step::Done | Step::Failed | Step::Skipped => Advance::Wait(String::new()),
@@ -277,24 +288,29 @@ fn wait_for_return(run: &mut NodeRun, now: Timestamp) -> Advance {
         std::mem::take(&mut run.action_node),
         run.asked_at,
     );
-    let moved = move_to(run, Step::WaitReturn, now);
+    let moved = succeeded(run, now);
     (run.action_id, run.action_node, run.asked_at) = (id, node, asked);
     moved
 }
 
-fn move_to(run: &mut NodeRun, step: Step, now: Timestamp) -> Advance {
-    run.enter(step, now);
+/// The step's work is done: on to the next one.
+fn succeeded(run: &mut NodeRun, now: Timestamp) -> Advance {
+    move_on(run, Event::Succeeded, Facts::default(), now)
+}
+
+fn move_on(run: &mut NodeRun, event: Event, facts: Facts, now: Timestamp) -> Advance {
+    run.on(event, facts, now);
     run.note.clear();
     Advance::Moved
 }
 
-fn fail(run: &mut NodeRun, now: Timestamp, why: String) -> Advance {
-    run.enter(Step::Failed, now);
+/// The step failed, for `why`: `advance` takes it from here.
+fn failure(run: &mut NodeRun, why: String) -> Advance {
     run.note = why;
     Advance::Failed
 }
 
-fn action_failure(what: &str, a: &ActionResult) -> String {
+pub(super) fn action_failure(what: &str, a: &ActionResult) -> String {
     let code = a
         .exit_code
         .map(|c| format!(" (exit code {c})"))
@@ -361,7 +377,7 @@ fn action_state<'a>(
             } else {
                 name
             };
-            Err(fail(run, ctx.now, action_failure(what, a)))
+            Err(failure(run, action_failure(what, a)))
         }
         Some(a) => Err(Advance::Wait(format!(
             "{} {} on {}",
@@ -408,18 +424,13 @@ fn hook_step(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
         Step::Drain => hooks.and_then(|h| h.drain.clone()),
         _ => hooks.and_then(|h| h.undrain.clone()),
     };
-    let after = if run.step == Step::Drain {
-        Step::Patch
-    } else {
-        Step::Done
-    };
     let Some(name) = name else {
-        return move_to(run, after, ctx.now);
+        return succeeded(run, ctx.now);
     };
     if run.action_id.is_empty() {
         let on = match hook_runner(ctx.spec, run, ctx.fleet, &name) {
             Ok(on) => on,
-            Err(why) => return Advance::Wait(why),
+            Err(why) => return Advance::Wait(why.to_string()),
         };
         let target = run.node.clone();
         return send(run, ctx, ActionKind::Hook, &name, vec![target], &on);
@@ -431,23 +442,31 @@ fn hook_step(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
         Ok(_) if run.step == Step::Undrain => {
             run.left_drained = None;
             match run.failure.take() {
-                Some(why) => fail(run, ctx.now, why),
-                None => move_to(run, after, ctx.now),
+                Some(why) => failure(run, why),
+                None => succeeded(run, ctx.now),
             }
         }
-        Ok(_) => move_to(run, after, ctx.now),
+        Ok(_) => succeeded(run, ctx.now),
         Err(advance) => advance,
     }
 }
 
+/// No node can run a hook now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no online, healthy {role} node to run hook {hook}")]
+pub struct NoHookRunner {
+    pub role: Role,
+    pub hook: String,
+}
+
 /// Who runs a hook of `run`'s role: the node itself, or (`run_on` a role)
 /// the first online, healthy node of that role.
-fn hook_runner(
+pub(super) fn hook_runner(
     spec: &CampaignSpec,
     run: &NodeRun,
     fleet: &BTreeMap<String, Health>,
     name: &str,
-) -> Result<String, String> {
+) -> Result<String, NoHookRunner> {
     match spec
         .hooks
         .get(&run.role)
@@ -455,8 +474,10 @@ fn hook_runner(
         .unwrap_or_default()
     {
         RunOn::Target => Ok(run.node.clone()),
-        RunOn::Role(role) => delegate(fleet, role, &run.node)
-            .ok_or_else(|| format!("no online, healthy {role} node to run hook {name}")),
+        RunOn::Role(role) => delegate(fleet, role, &run.node).ok_or_else(|| NoHookRunner {
+            role,
+            hook: name.to_owned(),
+        }),
     }
 }
 
@@ -468,475 +489,12 @@ fn delegate(fleet: &BTreeMap<String, Health>, role: Role, target: &str) -> Optio
         .map(|(name, _)| name.clone())
 }
 
-/// Whether the node asks for a reboot, judged by a check that ran after
-/// `since`; `None` while no such check has been reported. A node that
-/// reports no reboot section does not check: it never asks.
-fn reboot_required_after(report: Option<&Report>, since: Timestamp) -> Option<bool> {
-    let report = report?;
-    match &report.reboot {
-        None => Some(false),
-        Some(r) if r.checked_at.is_some_and(|t| t >= since) => Some(r.required),
-        Some(_) => None,
-    }
-}
-
-/// Precheck: the node may be taken out now. Returns the containers running.
-pub fn precheck(
-    spec: &CampaignSpec,
-    run: &NodeRun,
-    view: View<'_>,
-    fleet: &BTreeMap<String, Health>,
-) -> Result<Vec<String>, String> {
-    let node = view
-        .node
-        .filter(|n| n.online)
-        .ok_or("the node is offline")?;
-    let report = view.report.ok_or("no report from the node yet")?;
-    if let Some(disks) = &report.disks {
-        for mount in ["/", "/var"] {
-            if let Some(fs) = disks.filesystems.iter().find(|f| f.mount_point == mount) {
-                let free = 100.0 - fs.used_percent();
-                if free < f64::from(spec.min_free_percent) {
-                    return Err(format!(
-                        "{mount} has {free:.0}% free, below min_free_percent {}",
-                        spec.min_free_percent
-                    ));
-                }
-            }
-        }
-    }
-    let running = containers_ready(report, None)?;
-    if node.role == Role::Controller
-        && let Some((name, _)) = fleet
-            .iter()
-            .find(|(name, h)| h.role == Role::Controller && !h.available() && **name != run.node)
-    {
-        return Err(format!(
-            "controller quorum guard: {name} is offline or unhealthy"
-        ));
-    }
-    Ok(running)
-}
-
-/// Every container (or every one of `wanted`) runs, and none is unhealthy
-/// or still starting. Returns the names of those running.
-fn containers_ready(report: &Report, wanted: Option<&[String]>) -> Result<Vec<String>, String> {
-    let Some(section) = &report.containers else {
-        return Ok(Vec::new());
-    };
-    if !section.available {
-        return Err(format!("container engine unavailable: {}", section.error));
-    }
-    let mut running = Vec::new();
-    for c in &section.containers {
-        if wanted.is_some_and(|w| !w.contains(&c.name)) {
-            continue;
-        }
-        if c.is_down() {
-            return Err(format!("container {} is {}", c.name, c.state));
-        }
-        if matches!(
-            c.health,
-            ContainerHealth::Unhealthy | ContainerHealth::Starting
-        ) {
-            return Err(format!("container {} is {}", c.name, c.health));
-        }
-        if c.state == ContainerState::Running {
-            running.push(c.name.clone());
-        }
-    }
-    if let Some(wanted) = wanted
-        && let Some(missing) = wanted.iter().find(|w| !running.contains(w))
-    {
-        return Err(format!("container {missing} is not running again yet"));
-    }
-    Ok(running)
-}
-
-/// Postcheck: the node came back as it was. Containers that ran at
-/// precheck run and are healthy, the reboot-required flag is cleared (unless
-/// the policy never reboots), and the report is newer than the patch.
-pub fn postcheck(policy: RebootPolicy, run: &NodeRun, view: View<'_>) -> Result<(), String> {
-    view.node
-        .filter(|n| n.online)
-        .ok_or("the node is offline")?;
-    let report = view.report.ok_or("no report from the node yet")?;
-    if let Some(patched) = run.patched_at
-        && report.collected_at < patched
-    {
-        return Err("waiting for a report newer than the patch".into());
-    }
-    containers_ready(report, Some(&run.containers))?;
-    // A new session's first report carries the agent's reboot state before
-    // its first check ran (never checked): wait for a real check, one that
-    // ran after the patch.
-    if let Some(reboot) = &report.reboot {
-        let fresh = match (reboot.checked_at, run.patched_at) {
-            (Some(checked), Some(patched)) => checked >= patched,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if !fresh {
-            return Err("waiting for a reboot check since the patch and boot".into());
-        }
-    }
-    if policy != RebootPolicy::Never && report.reboot_required() {
-        let why = report
-            .reboot
-            .as_ref()
-            .and_then(|r| r.reasons.first())
-            .map(|r| format!(": {}", r.detail))
-            .unwrap_or_default();
-        return Err(format!("the node still asks for a reboot{why}"));
-    }
-    Ok(())
-}
-
-/// An operator asks for the undrain of a node that failed and stays
-/// drained (`campaign undrain ID NODE`): under a new action id, on the
-/// node the role's hooks run on. `run` is ready to be stored; send the
-/// request once it is. Refused, with why, for any other node.
-pub fn ask_undrain(
-    run: &mut NodeRun,
-    campaign: &str,
-    spec: &CampaignSpec,
-    fleet: &BTreeMap<String, Health>,
-    by: &str,
-    now: Timestamp,
-) -> Result<(String, ActionRequest), String> {
-    let node = &run.node;
-    if run.step != Step::Failed {
-        return Err(format!(
-            "{node} is {} in campaign {campaign}, not failed: only a failed node that stays drained is undrained this way",
-            run.step
-        ));
-    }
-    let Some(hook) = run.left_drained.clone() else {
-        return Err(format!(
-            "{node} failed in campaign {campaign} but is not left drained: there is nothing to undo"
-        ));
-    };
-    if let Some(u) = &run.undrain {
-        return Err(format!(
-            "an undrain of {node} is already running ({} on {}); wait for it to end",
-            u.action_id, u.action_node
-        ));
-    }
-    let on = hook_runner(spec, run, fleet, &hook)
-        .map_err(|why| format!("{why} now; try again later"))?;
-    run.manual_undrains += 1;
-    let id = run.manual_undrain_id(campaign, run.manual_undrains);
-    run.undrain = Some(ManualUndrain {
-        action_id: id.clone(),
-        action_node: on.clone(),
-        by: by.to_owned(),
-        asked_at: now,
-        sent_at: Some(now),
-    });
-    Ok((on, undrain_request(id, &hook, node, spec)))
-}
-
-fn undrain_request(id: String, hook: &str, target: &str, spec: &CampaignSpec) -> ActionRequest {
-    ActionRequest {
-        id,
-        kind: ActionKind::Hook,
-        name: hook.to_owned(),
-        args: vec![target.to_owned()],
-        timeout_secs: u32::try_from(spec.timeouts.undrain_secs).unwrap_or(u32::MAX),
-    }
-}
-
-/// Where an operator's undrain stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Undrain {
-    /// Running, or asked and waiting for a word; nothing to store.
-    Wait,
-    /// Ask `node` again under the same id (the request was lost, or the
-    /// agent never answered). Store `run` first if it changed.
-    Send {
-        node: String,
-        request: ActionRequest,
-    },
-    /// The hook succeeded: `run` is no longer left drained.
-    Done,
-    /// The hook failed or did not finish in time: `run` stays left
-    /// drained, with no undrain running, and an operator may ask again.
-    Failed(String),
-}
-
-/// Follows an operator's undrain of `run` from the agent's word on it
-/// (`action`): pure, like `advance`.
-pub fn follow_undrain(
-    run: &mut NodeRun,
-    spec: &CampaignSpec,
-    action: Option<&ActionResult>,
-    now: Timestamp,
-) -> Undrain {
-    let Some(u) = run.undrain.clone() else {
-        return Undrain::Wait;
-    };
-    let hook = run.left_drained.clone().unwrap_or_default();
-    match action {
-        Some(a) if a.state == ActionState::Succeeded => {
-            run.undrain = None;
-            run.left_drained = None;
-            return Undrain::Done;
-        }
-        Some(a) if a.state.is_final() => {
-            run.undrain = None;
-            return Undrain::Failed(action_failure(&format!("hook {hook}"), a));
-        }
-        _ => {}
-    }
-    let limit = spec.timeouts.undrain_secs;
-    if now.since(u.asked_at) > std::time::Duration::from_secs(limit) {
-        run.undrain = None;
-        return Undrain::Failed(format!(
-            "hook {hook} on {} did not finish within {limit}s",
-            u.action_node
-        ));
-    }
-    let silent = match action {
-        // No word of it: the request was lost on the way (or the node had
-        // no session); ask again, which changes nothing to store.
-        None => true,
-        Some(a) => match a.state {
-            ActionState::Accepted => u.sent_at.is_none_or(|t| now.since(t) >= RESEND_AFTER),
-            // Cleared after a store outage: the agent may hold a result
-            // the store refused; asking by the same id brings it.
-            ActionState::Running => u.sent_at.is_none(),
-            _ => false,
-        },
-    };
-    if !silent {
-        return Undrain::Wait;
-    }
-    if action.is_some()
-        && let Some(u) = run.undrain.as_mut()
-    {
-        u.sent_at = Some(now);
-    }
-    Undrain::Send {
-        node: u.action_node.clone(),
-        request: undrain_request(u.action_id, &hook, &run.node, spec),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::campaign::fixtures::*;
     use crate::campaign::spec::RoleHooks;
-    use rollcall_proto::model::{
-        Container, ContainersSection, DisksSection, Filesystem, RebootReason, RebootSection,
-    };
-
-    fn t(secs: i64) -> Timestamp {
-        Timestamp::from_unix_millis(1_795_000_000_000 + secs * 1_000)
-    }
-
-    fn node(name: &str, role: Role, boot: &str) -> Node {
-        let mut n = Node::new(name, role, t(0));
-        n.online = true;
-        n.boot_id = boot.into();
-        n
-    }
-
-    fn container(name: &str, state: ContainerState, health: ContainerHealth) -> Container {
-        Container {
-            name: name.into(),
-            state,
-            health,
-            ..Default::default()
-        }
-    }
-
-    fn report(at: i64, reboot: Option<(bool, i64)>, containers: Vec<Container>) -> Report {
-        Report {
-            collected_at: t(at),
-            containers: Some(ContainersSection {
-                available: true,
-                containers,
-                ..Default::default()
-            }),
-            reboot: reboot.map(|(required, checked)| RebootSection {
-                required,
-                reasons: if required {
-                    vec![RebootReason {
-                        source: "file".into(),
-                        detail: "/var/run/reboot-required".into(),
-                        packages: vec![],
-                    }]
-                } else {
-                    vec![]
-                },
-                checked_at: Some(t(checked)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn healthy() -> Vec<Container> {
-        vec![
-            container(
-                "nova_compute",
-                ContainerState::Running,
-                ContainerHealth::Healthy,
-            ),
-            container("cron", ContainerState::Running, ContainerHealth::None),
-        ]
-    }
-
-    fn fleet(entries: &[(&str, Role, bool)]) -> BTreeMap<String, Health> {
-        entries
-            .iter()
-            .map(|(n, role, ok)| {
-                (
-                    (*n).to_owned(),
-                    Health {
-                        role: *role,
-                        online: true,
-                        healthy: *ok,
-                    },
-                )
-            })
-            .collect()
-    }
-
-    fn run_in(step: Step, role: Role, since: i64) -> NodeRun {
-        let mut r = NodeRun::new("cmp1".into(), role, t(0));
-        r.enter(step, t(since));
-        r.boot_id_before = "boot-1".into();
-        r
-    }
-
-    struct World {
-        spec: CampaignSpec,
-        fleet: BTreeMap<String, Health>,
-        node: Node,
-        report: Report,
-        action: Option<ActionResult>,
-        failed: BTreeSet<String>,
-        now: Timestamp,
-    }
-
-    impl World {
-        fn new() -> Self {
-            World {
-                spec: CampaignSpec::default(),
-                fleet: fleet(&[
-                    ("ctl1", Role::Controller, true),
-                    ("ctl2", Role::Controller, true),
-                ]),
-                node: node("cmp1", Role::Compute, "boot-1"),
-                report: report(10, Some((false, 10)), healthy()),
-                action: None,
-                failed: BTreeSet::new(),
-                now: t(20),
-            }
-        }
-
-        fn advance(&self, run: &mut NodeRun) -> Advance {
-            advance(
-                run,
-                &Ctx {
-                    campaign: "c1",
-                    spec: &self.spec,
-                    fleet: &self.fleet,
-                    view: View {
-                        node: Some(&self.node),
-                        report: Some(&self.report),
-                    },
-                    action: self.action.as_ref(),
-                    failed: &self.failed,
-                    now: self.now,
-                },
-            )
-        }
-    }
-
-    fn result(state: ActionState, exit: Option<i32>, tail: &str, finished: i64) -> ActionResult {
-        ActionResult {
-            id: "c1.cmp1.1.patch".into(),
-            node: "cmp1".into(),
-            state,
-            exit_code: exit,
-            output_tail: tail.into(),
-            error: String::new(),
-            started_at: Some(t(finished - 1)),
-            finished_at: Some(t(finished)),
-            boot_id: "boot-1".into(),
-        }
-    }
-
-    #[test]
-    fn precheck_names_what_blocks_it() {
-        let spec = CampaignSpec::default();
-        let run = run_in(Step::Precheck, Role::Compute, 0);
-        let n = node("cmp1", Role::Compute, "b");
-        let ok = fleet(&[]);
-        let check = |r: &Report, n: &Node, f: &BTreeMap<String, Health>| {
-            precheck(
-                &spec,
-                &run,
-                View {
-                    node: Some(n),
-                    report: Some(r),
-                },
-                f,
-            )
-        };
-        assert_eq!(
-            check(&report(0, None, healthy()), &n, &ok),
-            Ok(vec!["nova_compute".to_owned(), "cron".to_owned()])
-        );
-        let mut sick = healthy();
-        sick[0].health = ContainerHealth::Unhealthy;
-        assert_eq!(
-            check(&report(0, None, sick), &n, &ok),
-            Err("container nova_compute is unhealthy".into())
-        );
-        let mut full = report(0, None, healthy());
-        full.disks = Some(DisksSection {
-            filesystems: vec![Filesystem {
-                mount_point: "/var".into(),
-                used_bytes: 95,
-                available_bytes: 5,
-                ..Default::default()
-            }],
-            error: String::new(),
-        });
-        assert_eq!(
-            check(&full, &n, &ok),
-            Err("/var has 5% free, below min_free_percent 10".into())
-        );
-        let mut off = n.clone();
-        off.online = false;
-        assert_eq!(
-            check(&report(0, None, healthy()), &off, &ok),
-            Err("the node is offline".into())
-        );
-        // A controller goes only while every other controller is healthy.
-        let ctl = node("ctl1", Role::Controller, "b");
-        let mut ctl_run = run.clone();
-        ctl_run.node = "ctl1".into();
-        let degraded = fleet(&[
-            ("ctl1", Role::Controller, true),
-            ("ctl2", Role::Controller, false),
-        ]);
-        assert_eq!(
-            precheck(
-                &spec,
-                &ctl_run,
-                View {
-                    node: Some(&ctl),
-                    report: Some(&report(0, None, vec![]))
-                },
-                &degraded
-            ),
-            Err("controller quorum guard: ctl2 is offline or unhealthy".into())
-        );
-    }
+    use rollcall_proto::model::{ContainerHealth, ContainerState};
 
     #[test]
     fn patch_is_asked_under_a_stable_id_asked_again_when_unknown_and_fails_with_its_words() {
@@ -1239,17 +797,6 @@ mod tests {
         assert_eq!(run.finished_at, Some(t(61)));
     }
 
-    fn with_compute_hooks(w: &mut World) {
-        w.spec.hooks.insert(
-            Role::Compute,
-            RoleHooks {
-                drain: Some("nova-drain".into()),
-                undrain: Some("nova-undrain".into()),
-                run_on: RunOn::Role(Role::Controller),
-            },
-        );
-    }
-
     #[test]
     fn a_node_that_fails_after_its_drain_is_left_drained_with_the_hook_that_undoes_it() {
         let mut w = World::new();
@@ -1364,78 +911,6 @@ mod tests {
         let why = "controller quorum guard cannot be met: ctl1 failed in this campaign and is offline or unhealthy";
         assert_eq!(w.advance(&mut run), Advance::Pause(why.into()));
         assert_eq!((run.step, run.started_at), (Step::Pending, None));
-    }
-
-    #[test]
-    fn an_operators_undrain_gets_its_own_id_is_asked_again_when_lost_and_ends_the_left_drained_mark()
-     {
-        let mut w = World::new();
-        with_compute_hooks(&mut w);
-        let mut run = run_in(Step::Failed, Role::Compute, 15);
-        // Not left drained: refused.
-        let ask = |run: &mut NodeRun, w: &World| {
-            ask_undrain(run, "c1", &w.spec, &w.fleet, "operator:alice", w.now)
-        };
-        let err = ask(&mut run, &w).expect_err("not left drained");
-        assert!(err.contains("not left drained"), "{err}");
-        run.left_drained = Some("nova-undrain".into());
-        let (on, request) = ask(&mut run, &w).expect("asked");
-        assert_eq!(
-            (on.as_str(), request.id.as_str(), request.args.clone()),
-            ("ctl1", "c1.cmp1.1.undrain-1", vec!["cmp1".to_owned()])
-        );
-        let err = ask(&mut run, &w).expect_err("one at a time");
-        assert!(err.contains("already running"), "{err}");
-        // No word of it: asked again, same id, nothing to store.
-        let before = run.clone();
-        let again = follow_undrain(&mut run, &w.spec, None, t(21));
-        assert_eq!(
-            again,
-            Undrain::Send {
-                node: "ctl1".into(),
-                request: request.clone()
-            }
-        );
-        assert_eq!(run, before);
-        let mut failed = result(ActionState::Failed, Some(1), "no\n", 22);
-        failed.node = "ctl1".into();
-        assert!(matches!(
-            follow_undrain(&mut run, &w.spec, Some(&failed), t(22)),
-            Undrain::Failed(_)
-        ));
-        assert_eq!(
-            (run.undrain.is_none(), run.left_drained.as_deref()),
-            (true, Some("nova-undrain"))
-        );
-        // A second undrain gets a new id; success ends the mark.
-        let (_, second) = ask(&mut run, &w).expect("asked again");
-        assert_eq!(second.id, "c1.cmp1.1.undrain-2");
-        let ok = result(ActionState::Succeeded, Some(0), "", 23);
-        assert_eq!(
-            follow_undrain(&mut run, &w.spec, Some(&ok), t(23)),
-            Undrain::Done
-        );
-        assert_eq!(
-            (run.step, run.left_drained.clone(), run.undrain.clone()),
-            (Step::Failed, None, None)
-        );
-        // Only a failed node.
-        let mut patching = run_in(Step::Patch, Role::Compute, 15);
-        patching.left_drained = Some("nova-undrain".into());
-        assert!(
-            ask(&mut patching, &w)
-                .expect_err("in flight")
-                .contains("not failed")
-        );
-        // An undrain nobody answers fails at undrain_secs.
-        let mut lost = run_in(Step::Failed, Role::Compute, 15);
-        lost.left_drained = Some("nova-undrain".into());
-        ask(&mut lost, &w).expect("asked");
-        let late = Timestamp::from_unix_millis(w.now.unix_millis() + 601_000);
-        assert!(matches!(
-            follow_undrain(&mut lost, &w.spec, None, late),
-            Undrain::Failed(why) if why.contains("did not finish within 600s")
-        ));
     }
 
     #[test]

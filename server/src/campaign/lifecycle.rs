@@ -2,11 +2,20 @@
 //! state. The scheduler persists the state before it acts on it, so a
 //! restarted server picks each node up where it was.
 //!
+//! Every move goes through [`Step::on`] (by way of `NodeRun::on`): the
+//! scheduler starting a node, `drive` moving it on, an operator's retry or
+//! cancel. Nothing else changes a node's step, so the graph below, which
+//! the property tests walk, is the one production follows.
+//!
 //! ```text
-//! pending → precheck → drain → patch → reboot → wait-return → postcheck → undrain → done
-//!              │                 └──(no reboot needed)──────→ postcheck
-//!              └→ skipped                      any active state ──(error, timeout)──→ failed
+//! pending ─start→ precheck → drain → patch ─(reboot)→ reboot → wait-return → postcheck → undrain → done
+//!   │  ▲             │                 │                ▲           │            ▲
+//!   │  └guard blocked┘                 │                └reboot lost┘            │
+//!   └─skip→ skipped                    └───────────────(no reboot)───────────────┘
+//! any active step ─(failed, timed out)→ failed ─retry→ pending
+//! drain … postcheck ─(failed, with undrain_on_failure)→ undrain ─(failed)→ failed
 //! ```
+//! Unlabelled arrows are `succeeded`.
 
 use std::time::Duration;
 
@@ -30,11 +39,65 @@ pub enum Step {
     Skipped,
 }
 
-/// What the last step found out, to pick the next one.
+/// What happened to a node in its step: with [`Facts`], all that decides
+/// where it goes next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// The scheduler starts a pending node.
+    Start,
+    /// The step's work is done.
+    Succeeded,
+    /// The step's action failed, or what it checks cannot be met.
+    Failed,
+    /// The step ran past its timeout.
+    TimedOut,
+    /// The node came back under the boot it had, and its agent never got
+    /// the reboot (lost with the connection that dropped): ask again.
+    Lost,
+    /// A guard cannot be met (a controller failed in this campaign): nothing
+    /// was done to the node yet, so it waits in pending.
+    GuardBlocked,
+    /// The node failed while drained, and the spec says
+    /// `undrain_on_failure`: it is undrained before it ends failed.
+    UndrainOnFailure,
+    /// An operator resumes the campaign with `retry_failed`.
+    Retry,
+    /// The node is not to be patched: left out at the start, or its
+    /// campaign was cancelled before it started.
+    Skip,
+}
+
+impl Event {
+    pub const ALL: [Event; 9] = [
+        Event::Start,
+        Event::Succeeded,
+        Event::Failed,
+        Event::TimedOut,
+        Event::Lost,
+        Event::GuardBlocked,
+        Event::UndrainOnFailure,
+        Event::Retry,
+        Event::Skip,
+    ];
+}
+
+/// What the last step found out, and the rule that reads it, to pick the
+/// step after a patch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
+    pub reboot: RebootPolicy,
     /// The node reported reboot-required after its patch.
     pub reboot_required: bool,
+}
+
+impl Facts {
+    fn reboots(self) -> bool {
+        match self.reboot {
+            RebootPolicy::Always => true,
+            RebootPolicy::Never => false,
+            RebootPolicy::IfRequired => self.reboot_required,
+        }
+    }
 }
 
 impl Step {
@@ -80,29 +143,39 @@ impl Step {
         matches!(self, Step::Done | Step::Failed | Step::Skipped)
     }
 
-    /// The step after a successful one.
-    pub fn next(self, policy: RebootPolicy, facts: Facts) -> Step {
+    /// Whether a node in this step may be drained: its drain hook was
+    /// asked (`drain_asked`, in the drain step) or it is past its drain.
+    pub fn may_be_drained(self, drain_asked: bool) -> bool {
         match self {
-            Step::Pending => Step::Precheck,
-            Step::Precheck => Step::Drain,
-            Step::Drain => Step::Patch,
-            Step::Patch => {
-                let reboot = match policy {
-                    RebootPolicy::Always => true,
-                    RebootPolicy::Never => false,
-                    RebootPolicy::IfRequired => facts.reboot_required,
-                };
-                if reboot {
-                    Step::Reboot
-                } else {
-                    Step::Postcheck
-                }
-            }
-            Step::Reboot => Step::WaitReturn,
-            Step::WaitReturn => Step::Postcheck,
-            Step::Postcheck => Step::Undrain,
-            Step::Undrain => Step::Done,
-            terminal => terminal,
+            Step::Drain => drain_asked,
+            Step::Patch | Step::Reboot | Step::WaitReturn | Step::Postcheck | Step::Undrain => true,
+            Step::Pending | Step::Precheck | Step::Done | Step::Failed | Step::Skipped => false,
+        }
+    }
+
+    /// The step graph: where a node in this step goes on `event`. An event
+    /// that does not apply to the step leaves the node where it is.
+    pub fn on(self, event: Event, facts: Facts) -> Step {
+        use Step::*;
+        match (self, event) {
+            (Pending, Event::Start) => Precheck,
+            (Pending, Event::Skip) => Skipped,
+            (Precheck, Event::GuardBlocked) => Pending,
+            (Failed, Event::Retry) => Pending,
+            (Precheck, Event::Succeeded) => Drain,
+            (Drain, Event::Succeeded) => Patch,
+            (Patch, Event::Succeeded) if facts.reboots() => Reboot,
+            (Patch, Event::Succeeded) => Postcheck,
+            (Reboot, Event::Succeeded) => WaitReturn,
+            (WaitReturn, Event::Succeeded) => Postcheck,
+            (WaitReturn, Event::Lost) => Reboot,
+            (Postcheck, Event::Succeeded) => Undrain,
+            (Undrain, Event::Succeeded) => Done,
+            (Drain | Patch | Reboot | WaitReturn | Postcheck, Event::UndrainOnFailure) => Undrain,
+            // Its own undrain failed: nothing is left to undo the drain with.
+            (Undrain, Event::UndrainOnFailure) => Failed,
+            (step, Event::Failed | Event::TimedOut) if step.is_active() => Failed,
+            (step, _) => step,
         }
     }
 
@@ -144,13 +217,35 @@ impl std::str::FromStr for Step {
 mod tests {
     use super::*;
 
-    fn walk(policy: RebootPolicy, reboot_required: bool) -> Vec<Step> {
-        let mut steps = vec![Step::Pending];
-        let mut s = Step::Pending;
-        while !s.is_terminal() {
-            s = s.next(policy, Facts { reboot_required });
-            steps.push(s);
+    fn every_facts() -> Vec<Facts> {
+        let mut all = Vec::new();
+        for reboot in [
+            RebootPolicy::IfRequired,
+            RebootPolicy::Always,
+            RebootPolicy::Never,
+        ] {
+            for reboot_required in [false, true] {
+                all.push(Facts {
+                    reboot,
+                    reboot_required,
+                });
+            }
         }
+        all
+    }
+
+    fn walk(reboot: RebootPolicy, reboot_required: bool) -> Vec<Step> {
+        let facts = Facts {
+            reboot,
+            reboot_required,
+        };
+        let mut steps = vec![Step::Pending];
+        let mut s = Step::Pending.on(Event::Start, facts);
+        while !s.is_terminal() {
+            steps.push(s);
+            s = s.on(Event::Succeeded, facts);
+        }
+        steps.push(s);
         steps
     }
 
@@ -165,6 +260,95 @@ mod tests {
         assert_eq!(walk(RebootPolicy::IfRequired, false), no_reboot);
         assert_eq!(walk(RebootPolicy::Always, false), full);
         assert_eq!(walk(RebootPolicy::Never, true), no_reboot);
+    }
+
+    #[test]
+    fn the_ways_off_the_path() {
+        let f = Facts::default();
+        assert_eq!(Step::WaitReturn.on(Event::Lost, f), Step::Reboot);
+        assert_eq!(Step::Precheck.on(Event::GuardBlocked, f), Step::Pending);
+        assert_eq!(Step::Pending.on(Event::Skip, f), Step::Skipped);
+        assert_eq!(Step::Failed.on(Event::Retry, f), Step::Pending);
+        assert_eq!(Step::Patch.on(Event::UndrainOnFailure, f), Step::Undrain);
+        assert_eq!(Step::Undrain.on(Event::UndrainOnFailure, f), Step::Failed);
+        // Not drained yet: nothing to undo.
+        assert_eq!(
+            Step::Precheck.on(Event::UndrainOnFailure, f),
+            Step::Precheck
+        );
+    }
+
+    /// Every step, every event, every fact: the graph's rules hold.
+    #[test]
+    fn property_the_graph_keeps_its_rules() {
+        let rank = |s: Step| Step::ALL.iter().position(|x| *x == s).expect("a step");
+        for facts in every_facts() {
+            for from in Step::ALL {
+                for event in Event::ALL {
+                    let to = from.on(event, facts);
+                    let moved = to != from;
+                    // Ended is ended, but for a retry of a failed node.
+                    if from.is_terminal() {
+                        assert!(
+                            !moved
+                                || (from, event, to) == (Step::Failed, Event::Retry, Step::Pending),
+                            "{from} moved on {event:?} to {to}"
+                        );
+                    }
+                    // Every active step can fail, whatever failed.
+                    if from.is_active() && matches!(event, Event::Failed | Event::TimedOut) {
+                        assert_eq!(to, Step::Failed, "{from} on {event:?}");
+                    }
+                    // Only a pending node starts or is skipped.
+                    if matches!(event, Event::Start | Event::Skip) {
+                        assert_eq!(moved, from == Step::Pending, "{from} on {event:?}");
+                    }
+                    // Success always goes forward along the path.
+                    if event == Event::Succeeded && moved {
+                        assert!(rank(to) > rank(from), "{from} → {to} goes back");
+                    }
+                    // Back to pending only from what did nothing (precheck)
+                    // or what an operator retries.
+                    if to == Step::Pending && moved {
+                        assert!(matches!(from, Step::Precheck | Step::Failed), "{from}");
+                    }
+                }
+            }
+        }
+        // Every step is reached from pending, and every step can still end.
+        let mut reached = vec![Step::Pending];
+        let mut i = 0;
+        while i < reached.len() {
+            let from = reached[i];
+            for facts in every_facts() {
+                for event in Event::ALL {
+                    let to = from.on(event, facts);
+                    if !reached.contains(&to) {
+                        reached.push(to);
+                    }
+                }
+            }
+            i += 1;
+        }
+        assert_eq!(reached.len(), Step::ALL.len(), "{reached:?}");
+        for from in Step::ALL.iter().filter(|s| !s.is_terminal()) {
+            assert!(
+                from.on(Event::Failed, Facts::default()).is_terminal()
+                    || from.on(Event::Skip, Facts::default()).is_terminal(),
+                "{from} cannot end"
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_may_be_drained_from_its_drain_request_to_its_end() {
+        assert!(!Step::Drain.may_be_drained(false));
+        assert!(Step::Drain.may_be_drained(true));
+        for s in walk(RebootPolicy::Always, true) {
+            let drained = s.may_be_drained(true);
+            let between = s.is_active() && s != Step::Precheck;
+            assert_eq!(drained, between, "{s}");
+        }
     }
 
     #[test]

@@ -1,17 +1,29 @@
-//! Rolling patch campaigns: the spec an operator gives (`spec`), a node's
-//! lifecycle (`lifecycle`), the pure decisions of which nodes start
-//! (`schedule`) and how a node in flight moves on (`drive`), what is kept
-//! (`record`), and the scheduler task that drives them (`runner`).
+//! Rolling patch campaigns: the spec an operator gives (`spec`, its
+//! maintenance `window`), a node's lifecycle and its one step graph
+//! (`lifecycle`), the pure decisions of which nodes start (`schedule`), how
+//! a node in flight moves on (`drive`, `checks`), what operators may do
+//! (`control`, `undrain`) and what a store outage changes (`outage`), what
+//! is kept (`record`), the operators' API (`api`) and the scheduler task
+//! that carries the decisions out (`runner`).
 
+pub mod api;
+pub mod checks;
+pub mod control;
 pub mod drive;
+#[cfg(test)]
+mod fixtures;
 pub mod lifecycle;
+pub mod outage;
 pub mod record;
 pub mod runner;
 pub mod schedule;
+#[cfg(test)]
+mod simulation;
 pub mod spec;
+pub mod undrain;
 pub mod window;
 pub mod wire;
 
-pub use runner::{
-    CampaignError, CampaignEvent, CampaignHandle, CampaignView, Control, Plan, Scheduler,
-};
+pub use api::{CampaignError, CampaignEvent, CampaignHandle, CampaignView, Control, Plan};
+pub use record::Phase;
+pub use runner::Scheduler;

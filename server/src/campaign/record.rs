@@ -9,8 +9,7 @@ use rollcall_proto::names::UnknownName;
 use rollcall_proto::timestamp::{Civil, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::lifecycle::Step;
-use super::schedule::Phase;
+use super::lifecycle::{Event, Facts, Step};
 
 /// A campaign as started. The spec is kept as the TOML it was given in, so
 /// what the operator wrote is what `status` shows and what a restarted
@@ -56,6 +55,17 @@ pub fn campaign_id(started: Timestamp, n: usize) -> String {
     format!("{year:04}{month:02}{day:02}-{hour:02}{minute:02}{second:02}-{n}")
 }
 
+/// Where a campaign stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Running,
+    Paused,
+    /// No new node starts; nodes in flight finish their way.
+    Cancelled,
+    Completed,
+}
+
 impl Phase {
     pub const ALL: [Phase; 4] = [
         Phase::Running,
@@ -63,6 +73,21 @@ impl Phase {
         Phase::Cancelled,
         Phase::Completed,
     ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Paused => "paused",
+            Phase::Cancelled => "cancelled",
+            Phase::Completed => "completed",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl FromStr for Phase {
@@ -167,7 +192,32 @@ impl NodeRun {
         }
     }
 
-    /// Enters `step` now, forgetting the previous step's action.
+    /// Moves the run along the step graph on `event` (see `Step::on`) and
+    /// enters the step it lands in; returns that step. Every move a campaign
+    /// makes goes through here. An event that does not apply changes nothing.
+    pub fn on(&mut self, event: Event, facts: Facts, now: Timestamp) -> Step {
+        let next = self.step.on(event, facts);
+        if next == self.step {
+            return next;
+        }
+        match event {
+            // Nothing was done to the node: it waits as if never started.
+            Event::GuardBlocked => self.started_at = None,
+            // A new attempt: its actions get new ids.
+            Event::Retry => {
+                self.attempt += 1;
+                self.finished_at = None;
+                self.note.clear();
+            }
+            _ => {}
+        }
+        self.enter(next, now);
+        next
+    }
+
+    /// Enters `step` now, forgetting the previous step's action. A run in
+    /// a campaign moves with [`NodeRun::on`]; this builds a run that stands
+    /// in a given step (as stored, or in tests).
     pub fn enter(&mut self, step: Step, now: Timestamp) {
         self.step = step;
         self.since = now;
@@ -209,6 +259,29 @@ pub struct AuditEntry {
     pub detail: String,
     pub exit_code: Option<i32>,
     pub output_tail: String,
+}
+
+impl AuditEntry {
+    /// A line without an action's outcome.
+    pub fn new(
+        campaign: &str,
+        at: Timestamp,
+        actor: &str,
+        node: &str,
+        event: &str,
+        detail: String,
+    ) -> Self {
+        AuditEntry {
+            at,
+            campaign: campaign.to_owned(),
+            actor: actor.to_owned(),
+            node: node.to_owned(),
+            event: event.to_owned(),
+            detail,
+            exit_code: None,
+            output_tail: String::new(),
+        }
+    }
 }
 
 /// One atomic change: written in one transaction, before it is acted on.

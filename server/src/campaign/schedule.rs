@@ -26,34 +26,9 @@ use rollcall_proto::model::Role;
 use rollcall_proto::timestamp::Timestamp;
 
 use super::lifecycle::Step;
+// Re-exported: `next_steps` takes it, and callers still name it here.
+pub use super::record::Phase;
 use super::spec::CampaignSpec;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Running,
-    Paused,
-    /// No new node starts; nodes in flight finish their way.
-    Cancelled,
-    Completed,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Running => "running",
-            Phase::Paused => "paused",
-            Phase::Cancelled => "cancelled",
-            Phase::Completed => "completed",
-        }
-    }
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A node of the campaign and where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,7 +199,7 @@ pub fn next_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::campaign::lifecycle::Facts;
+    use crate::campaign::lifecycle::{Event, Facts};
     use crate::campaign::spec::{Amount, RebootPolicy};
 
     fn member(name: &str, role: Role) -> Member {
@@ -566,7 +541,7 @@ mod tests {
                         m.step = Step::Skipped;
                     }
                 }
-                // The world moves: non-members flap, in-flight nodes progress or fail.
+                // The world moves: non-members flap, in-flight nodes move on.
                 for (name, h) in fleet.iter_mut() {
                     if !members.iter().any(|m| &m.name == name) && rng.u8(0..10) == 0 {
                         h.online = !h.online;
@@ -576,16 +551,21 @@ mod tests {
                     }
                 }
                 for m in members.iter_mut().filter(|m| m.step.is_active()) {
-                    m.step = match rng.u8(0..20) {
-                        0 => Step::Failed,
-                        1..=9 => m.step.next(
-                            spec.reboot,
-                            Facts {
-                                reboot_required: rng.bool(),
-                            },
-                        ),
-                        _ => m.step,
+                    // Through the step graph production moves nodes by.
+                    let event = match rng.u8(0..20) {
+                        0 => Event::Failed,
+                        1 => Event::TimedOut,
+                        2 => Event::Lost,
+                        3 => Event::GuardBlocked,
+                        4 => Event::UndrainOnFailure,
+                        5..=12 => Event::Succeeded,
+                        _ => continue,
                     };
+                    let facts = Facts {
+                        reboot: spec.reboot,
+                        reboot_required: rng.bool(),
+                    };
+                    m.step = m.step.on(event, facts);
                 }
                 let before = members.clone();
                 let pass = next_steps(

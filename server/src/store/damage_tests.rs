@@ -3,7 +3,7 @@
 
 use super::tests::{node, temp_data_dir};
 use super::*;
-use crate::campaign::schedule::Phase;
+use crate::campaign::record::Phase;
 use rollcall_proto::model::{ActionState, Role};
 use rollcall_proto::timestamp::Timestamp;
 

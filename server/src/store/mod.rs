@@ -599,7 +599,9 @@ pub(crate) mod tests {
         done.exit_code = Some(0);
         store.put_action(&done).expect("succeeded");
         // A replaced session's late word.
-        store.put_action(&r).expect("a late running is not an error");
+        store
+            .put_action(&r)
+            .expect("a late running is not an error");
         let stored = store.load_actions().expect("load");
         assert_eq!(stored, [done]);
         let _ = std::fs::remove_dir_all(&dir);
