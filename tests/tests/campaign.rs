@@ -11,7 +11,7 @@ use rollcall_proto::v1;
 use rollcall_server::campaign::CampaignView;
 use rollcall_server::campaign::lifecycle::Step;
 use rollcall_server::campaign::record::NodeRun;
-use rollcall_server::campaign::schedule::Phase;
+use rollcall_server::campaign::record::Phase;
 use rollcall_tests::fleet::{Fleet, max_unavailable};
 use rollcall_tests::{eventually, init};
 

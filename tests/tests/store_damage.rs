@@ -334,7 +334,7 @@ fn stored_campaign(id: &str, spec_toml: &str) -> rollcall_server::campaign::reco
             id: id.into(),
             name: id.into(),
             spec_toml: spec_toml.into(),
-            phase: rollcall_server::campaign::schedule::Phase::Completed,
+            phase: rollcall_server::campaign::record::Phase::Completed,
             reason: String::new(),
             started_by: "alice".into(),
             created_at: now,

@@ -13,7 +13,7 @@ use rollcall_proto::model::{ActionKind, ActionRequest, ActionState, Role};
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 use rollcall_server::campaign::lifecycle::Step;
-use rollcall_server::campaign::schedule::Phase;
+use rollcall_server::campaign::record::Phase;
 use rollcall_tests::fleet::{FakeNode, Fleet};
 use rollcall_tests::{RawSession, eventually, hello, init};
 

@@ -34,10 +34,7 @@ use crate::store::{StoreHealth, StoredCampaign, WriterHandle};
 
 mod pass;
 
-// Where `wire` and older callers name the API types.
-pub use super::api::{
-    CampaignError, CampaignEvent, CampaignHandle, CampaignView, Control, Plan, Skip, Wave,
-};
+use super::api::{CampaignError, CampaignEvent, CampaignHandle, CampaignView, Control, Plan};
 
 /// A campaign as the scheduler holds it: exactly what the store holds, and
 /// what it waits for.

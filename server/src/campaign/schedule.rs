@@ -27,7 +27,7 @@ use rollcall_proto::timestamp::Timestamp;
 
 use super::lifecycle::Step;
 // Re-exported: `next_steps` takes it, and callers still name it here.
-pub use super::record::Phase;
+use super::record::Phase;
 use super::spec::CampaignSpec;
 
 /// A node of the campaign and where it is.

@@ -8,10 +8,10 @@ use rollcall_proto::convert::{
 use rollcall_proto::model::Role;
 use rollcall_proto::v1;
 
+use super::api::{CampaignEvent, CampaignView, Plan, Skip, Wave};
 use super::lifecycle::Step;
+use super::record::Phase;
 use super::record::{AuditEntry, Campaign, ManualUndrain, NodeRun};
-use super::runner::{CampaignEvent, CampaignView, Plan, Skip, Wave};
-use super::schedule::Phase;
 
 impl From<Step> for v1::Step {
     fn from(s: Step) -> Self {

@@ -206,8 +206,8 @@ pub(super) fn render_audit(entries: &[AuditEntry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::campaign::record::Phase;
     use crate::campaign::record::{Campaign, NodeRun};
-    use crate::campaign::schedule::Phase;
 
     #[test]
     fn status_says_which_failed_node_stays_drained_and_how_to_undo_it() {
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn plan_json_keeps_its_sorted_keys() {
-        use crate::campaign::runner::{Skip, Wave};
+        use crate::campaign::api::{Skip, Wave};
         let plan = Plan {
             name: "november".into(),
             waves: vec![Wave {

@@ -14,7 +14,7 @@ use super::show::progress;
 use super::unexpected;
 use crate::campaign::CampaignEvent;
 use crate::campaign::lifecycle::Step;
-use crate::campaign::schedule::Phase;
+use crate::campaign::record::Phase;
 use crate::campaign::wire::{Watched, watched_from_wire};
 use crate::cli::client::ConnectArgs;
 use crate::cli::{CliError, status_error};
