@@ -40,8 +40,6 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Campaigns(String),
     /// A part of the server ended while it ran, or failed while stopping.
     #[error(transparent)]
     Ended(#[from] PartEnded),
@@ -162,8 +160,7 @@ pub async fn start_with(
         wake,
         Duration::from_millis(config.campaigns.tick_ms),
         shutdown.clone(),
-    )
-    .map_err(ServeError::Campaigns)?;
+    );
     parts.task(Part::Scheduler, scheduler_task);
     let serve = tokio::spawn({
         let (config, fleet, campaigns, shutdown) = (

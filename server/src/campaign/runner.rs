@@ -102,7 +102,7 @@ impl Scheduler {
         wake: Arc<Notify>,
         tick: Duration,
         shutdown: CancellationToken,
-    ) -> Result<(CampaignHandle, tokio::task::JoinHandle<()>), String> {
+    ) -> (CampaignHandle, tokio::task::JoinHandle<()>) {
         let mut campaigns = BTreeMap::new();
         for s in stored {
             // Like an unreadable campaign row (see store/load.rs): not
@@ -139,7 +139,7 @@ impl Scheduler {
         };
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(scheduler.run(rx, wake, tick, shutdown));
-        Ok((CampaignHandle::new(tx), task))
+        (CampaignHandle::new(tx), task)
     }
 
     async fn run(
