@@ -14,6 +14,7 @@ use super::lifecycle::Step;
 use super::record::{AuditEntry, Campaign, NodeRun, Phase};
 use super::spec::CampaignSpec;
 use crate::fleet::{FleetStopped, Page};
+use crate::store::NotStored;
 
 /// Why an operator's request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +25,8 @@ pub enum CampaignError {
     NotFound(String),
     #[error(transparent)]
     Conflict(#[from] Refused),
-    #[error("the campaign change could not be stored; nothing was done")]
-    Store,
+    #[error("the campaign change could not be stored, so nothing was done: {0}")]
+    Store(#[from] NotStored),
     #[error(transparent)]
     Stopped(#[from] FleetStopped),
 }

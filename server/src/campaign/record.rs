@@ -2,10 +2,7 @@
 //! per node, and the audit log. These are written to the store before the
 //! scheduler acts on them, and read back whole after a restart.
 
-use std::str::FromStr;
-
 use rollcall_proto::model::Role;
-use rollcall_proto::names::UnknownName;
 use rollcall_proto::timestamp::{Civil, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -66,36 +63,9 @@ pub enum Phase {
     Completed,
 }
 
-impl Phase {
-    pub const ALL: [Phase; 4] = [
-        Phase::Running,
-        Phase::Paused,
-        Phase::Cancelled,
-        Phase::Completed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Running => "running",
-            Phase::Paused => "paused",
-            Phase::Cancelled => "cancelled",
-            Phase::Completed => "completed",
-        }
-    }
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Phase {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        rollcall_proto::names::parse("phase", s, &Phase::ALL, Phase::as_str)
-    }
-}
+rollcall_proto::names!(Phase, "phase" {
+    Running => "running", Paused => "paused", Cancelled => "cancelled", Completed => "completed",
+});
 
 /// One node's way through one campaign.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

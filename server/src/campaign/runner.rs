@@ -281,9 +281,7 @@ impl Scheduler {
         let now = Timestamp::now();
         let id = campaign_id(now, self.campaigns.len() + 1);
         let change = control::open(&id, &spec, spec_toml, operator, &selection, now);
-        if !self.writer.put_campaign(change.write.clone()).await {
-            return Err(CampaignError::Store);
-        }
+        self.writer.put_campaign(change.write.clone()).await?;
         tracing::info!(campaign = %id, operator = %Untrusted(operator), nodes = selection.members.len(), skipped = selection.skipped.len(), "Campaign started.");
         let write = change.write;
         let live = Live {
@@ -444,9 +442,7 @@ impl Scheduler {
         step: Option<Step>,
         message: String,
     ) -> Result<(), CampaignError> {
-        if !self.writer.put_campaign(write.clone()).await {
-            return Err(CampaignError::Store);
-        }
+        self.writer.put_campaign(write.clone()).await?;
         let live = self.campaigns.get_mut(id).expect("the campaign exists");
         live.take(write);
         self.emit(id, node, step, message);

@@ -99,7 +99,7 @@ pub fn next_steps(
     guard_since: Option<Timestamp>,
 ) -> Pass {
     if phase != Phase::Running {
-        return Pass::wait(format!("campaign is {phase:?}").to_lowercase());
+        return Pass::wait(format!("campaign is {phase}"));
     }
     let failed = members.iter().filter(|m| m.step == Step::Failed).count();
     let budget = spec.error_budget.of(members.len());

@@ -26,7 +26,7 @@ impl From<CampaignError> for Status {
             CampaignError::Invalid(m) => Status::invalid_argument(m),
             CampaignError::NotFound(_) => Status::not_found(e.to_string()),
             CampaignError::Conflict(m) => Status::failed_precondition(m.to_string()),
-            CampaignError::Store => Status::internal(e.to_string()),
+            CampaignError::Store(_) => Status::unavailable(e.to_string()),
             CampaignError::Stopped(s) => s.into(),
         }
     }

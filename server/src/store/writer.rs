@@ -70,12 +70,10 @@ impl WriterHandle {
         self.ask(|reply| Op::Action(Box::new(result), reply)).await
     }
 
-    /// Stores a campaign change durably before returning true; false means
-    /// it is not stored and must not be acted on.
-    pub async fn put_campaign(&self, write: CampaignWrite) -> bool {
-        self.ask(|reply| Op::Campaign(Box::new(write), reply))
-            .await
-            .is_ok()
+    /// Stores a campaign change durably before returning `Ok`; an error
+    /// means it is not stored and must not be acted on.
+    pub async fn put_campaign(&self, write: CampaignWrite) -> Result<(), NotStored> {
+        self.ask(|reply| Op::Campaign(Box::new(write), reply)).await
     }
 
     async fn ask(
@@ -429,8 +427,9 @@ mod tests {
             ended,
             Err(WriterPanicked("the backend lost its mind".into()))
         );
-        assert!(
-            !handle.put_campaign(CampaignWrite::default()).await,
+        assert_eq!(
+            handle.put_campaign(CampaignWrite::default()).await,
+            Err(NotStored::WriterStopped),
             "nothing is stored after it"
         );
     }
