@@ -7,6 +7,7 @@
 //! - [`connect`]: the client side of mutual TLS.
 //! - [`convert`]: the one place that maps between the two.
 //! - [`admit`]: the limits every message from an agent must keep.
+//! - [`expiry`]: when a certificate expires, and how to say it to people.
 //! - [`diag`]: one-line error messages for configuration files.
 //! - [`files`]: the checks of key files and directories a config names.
 //! - [`identity`]: how a certificate names an agent or an operator.
@@ -19,6 +20,7 @@ pub mod admit;
 pub mod connect;
 pub mod convert;
 pub mod diag;
+pub mod expiry;
 pub mod files;
 pub mod identity;
 pub mod model;

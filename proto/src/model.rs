@@ -315,6 +315,24 @@ pub struct FleetSummary {
     /// empty otherwise.
     #[serde(default)]
     pub store_failing: String,
+    /// Agent certificates that expire within `cert_expiry_within_days`
+    /// (expired ones included): how many, how many of those expired, and the
+    /// nearest first, at most `list_limit` of them.
+    #[serde(default)]
+    pub cert_expiry_within_days: u32,
+    #[serde(default)]
+    pub certs_expiring_total: u32,
+    #[serde(default)]
+    pub certs_expired_total: u32,
+    #[serde(default)]
+    pub certs_expiring: Vec<CertExpiry>,
+}
+
+/// When a node's agent certificate expires, for the fleet summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertExpiry {
+    pub node: String,
+    pub not_after: Timestamp,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -370,6 +388,10 @@ pub struct Node {
     pub containers_unhealthy: u32,
     #[serde(default)]
     pub pending_updates: u32,
+    /// When the agent certificate of the node's latest session expires;
+    /// `None` for a node stored before the server recorded it.
+    #[serde(default)]
+    pub cert_not_after: Option<Timestamp>,
 }
 
 impl Node {
@@ -394,6 +416,7 @@ impl Node {
             containers_total: 0,
             containers_unhealthy: 0,
             pending_updates: 0,
+            cert_not_after: None,
         }
     }
 }
@@ -649,6 +672,7 @@ mod json_shape {
                 containers_total: 1,
                 containers_unhealthy: 1,
                 pending_updates: 12,
+                cert_not_after: Some(Timestamp::from_unix_millis(1_797_000_000_000)),
             },
             report: Some(Report {
                 seq: 42,
@@ -759,5 +783,15 @@ mod json_shape {
         }, {
             insta::assert_snapshot!("node_detail", text);
         });
+    }
+
+    #[test]
+    fn a_node_stored_before_cert_expiry_was_recorded_still_loads() {
+        let mut value = serde_json::to_value(sample().node).expect("serializes");
+        let object = value.as_object_mut().expect("an object");
+        assert!(object.remove("cert_not_after").is_some());
+        let node: Node = serde_json::from_value(value).expect("an older row loads");
+        assert_eq!(node.cert_not_after, None);
+        assert_eq!(node.name, "cmp-01");
     }
 }

@@ -59,6 +59,10 @@ impl From<model::FleetSummary> for v1::FleetSummaryResponse {
             engine_unavailable_total: s.engine_unavailable_total,
             list_limit: s.list_limit,
             store_failing: s.store_failing,
+            cert_expiry_within_days: s.cert_expiry_within_days,
+            certs_expiring_total: s.certs_expiring_total,
+            certs_expired_total: s.certs_expired_total,
+            certs_expiring: s.certs_expiring.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -92,6 +96,34 @@ impl TryFrom<v1::FleetSummaryResponse> for model::FleetSummary {
             engine_unavailable_total: s.engine_unavailable_total,
             list_limit: s.list_limit,
             store_failing: s.store_failing,
+            cert_expiry_within_days: s.cert_expiry_within_days,
+            certs_expiring_total: s.certs_expiring_total,
+            certs_expired_total: s.certs_expired_total,
+            certs_expiring: s
+                .certs_expiring
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<Vec<_>, _>>()?,
+        })
+    }
+}
+
+impl From<model::CertExpiry> for v1::CertExpiry {
+    fn from(c: model::CertExpiry) -> Self {
+        Self {
+            node: c.node,
+            not_after: Some(timestamp_to_wire(c.not_after)),
+        }
+    }
+}
+
+impl TryFrom<v1::CertExpiry> for model::CertExpiry {
+    type Error = ConvertError;
+    fn try_from(c: v1::CertExpiry) -> Result<Self, Self::Error> {
+        Ok(Self {
+            not_after: opt_ts(&c.not_after)
+                .ok_or(ConvertError::Missing("cert_expiry.not_after"))?,
+            node: c.node,
         })
     }
 }
@@ -117,6 +149,7 @@ impl From<model::Node> for v1::Node {
             containers_total: n.containers_total,
             containers_unhealthy: n.containers_unhealthy,
             pending_updates: n.pending_updates,
+            cert_not_after: n.cert_not_after.map(timestamp_to_wire),
         }
     }
 }
@@ -143,6 +176,7 @@ impl TryFrom<v1::Node> for model::Node {
             containers_total: n.containers_total,
             containers_unhealthy: n.containers_unhealthy,
             pending_updates: n.pending_updates,
+            cert_not_after: opt_ts(&n.cert_not_after),
         })
     }
 }

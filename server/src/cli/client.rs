@@ -1,10 +1,13 @@
 //! The operator's gRPC connection: `--server URL --ca F --cert F --key F`
 //! or the ROLLCALL_* environment variables.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use rollcall_proto::connect::endpoint;
+use rollcall_proto::expiry;
+use rollcall_proto::text::for_terminal;
+use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1::campaign_service_client::CampaignServiceClient;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
 use tonic::transport::Channel;
@@ -63,10 +66,12 @@ impl ConnectArgs {
             .ok_or_else(|| missing("--key", "ROLLCALL_KEY"))?;
         rollcall_proto::files::check_private_key(key)
             .map_err(|e| CliError::Usage(e.to_string()))?;
+        let cert_pem = read(cert, "certificate")?;
+        warn_if_expiring(cert, &cert_pem, Timestamp::now());
         let endpoint = endpoint(
             &self.server,
             &read(ca, "CA certificate")?,
-            &read(cert, "certificate")?,
+            &cert_pem,
             &read(key, "key")?,
         )
         .map_err(CliError::Usage)?;
@@ -78,6 +83,20 @@ impl ConnectArgs {
             ))
         })?;
         Ok(channel)
+    }
+}
+
+/// Warns on stderr when the operator's own certificate expires within
+/// [`expiry::WARN_WITHIN`] (or has expired): one line, never an error, so
+/// the command still does its work and exits as it would. A file that cannot
+/// be parsed is left to the TLS setup to refuse.
+fn warn_if_expiring(path: &Path, pem: &[u8], now: Timestamp) {
+    let Ok(not_after) = expiry::not_after_pem(pem) else {
+        return;
+    };
+    let shown = for_terminal(&path.to_string_lossy()).into_owned();
+    if let Some(warning) = expiry::operator_warning(&shown, not_after, now) {
+        eprintln!("{warning}");
     }
 }
 
@@ -102,5 +121,36 @@ where
             ));
         }
         token = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rollcall_proto::identity::{Identity, Kind};
+
+    use super::*;
+    use crate::pki::Ca;
+
+    #[test]
+    fn the_expiry_is_read_from_a_certificate_the_ca_issued() {
+        let ca = Ca::generate("t").expect("ca");
+        let who = Identity {
+            kind: Kind::Operator,
+            name: "alice".into(),
+        };
+        let from = time::OffsetDateTime::from_unix_timestamp(1_795_000_000).expect("time");
+        let issued = ca
+            .issue_client_valid(&who, from, Duration::from_secs(3 * 86_400))
+            .expect("issue");
+        let not_after = expiry::not_after_pem(issued.cert_pem.as_bytes()).expect("not_after");
+        assert_eq!(
+            not_after,
+            Timestamp::from_unix_millis((1_795_000_000 + 3 * 86_400) * 1_000)
+        );
+        let now = Timestamp::from_unix_millis(1_795_000_000_000);
+        let warning = expiry::operator_warning("alice.crt", not_after, now).expect("a warning");
+        assert!(warning.contains("expires in 3 days"), "{warning}");
     }
 }

@@ -19,6 +19,9 @@ pub enum FleetCommand {
         /// Show at most this many entries in each list (the totals count all).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
+        /// Count and list agent certificates that expire within this many days.
+        #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        cert_days: u32,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -59,6 +62,7 @@ pub async fn run_fleet(cmd: FleetCommand) -> Result<(), CliError> {
     let FleetCommand::Status {
         fs_threshold,
         limit,
+        cert_days,
         json,
         connect,
     } = cmd;
@@ -67,6 +71,7 @@ pub async fn run_fleet(cmd: FleetCommand) -> Result<(), CliError> {
         .fleet_summary(v1::FleetSummaryRequest {
             fs_usage_threshold_percent: fs_threshold,
             list_limit: limit,
+            cert_expiry_within_days: cert_days,
         })
         .await
         .map_err(status_error)?

@@ -12,7 +12,7 @@ use super::{CliError, status_error};
 
 #[derive(Subcommand, Debug)]
 pub enum NodesCommand {
-    /// List nodes, sorted by name.
+    /// List nodes, sorted by name (or --sort cert-expiry).
     List {
         /// Only nodes of this role (controller, compute, storage).
         #[arg(long)]
@@ -23,6 +23,10 @@ pub enum NodesCommand {
         /// Only offline nodes.
         #[arg(long)]
         offline: bool,
+        /// Order of the list: by name, or by certificate expiry (nearest
+        /// first, unknown last).
+        #[arg(long, value_enum, default_value_t = SortBy::Name)]
+        sort: SortBy,
         /// Print JSON (an array of nodes) instead of a table.
         #[arg(long)]
         json: bool,
@@ -52,6 +56,22 @@ pub enum NodesCommand {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortBy {
+    Name,
+    CertExpiry,
+}
+
+/// The server pages in name order and the CLI fetches every page, so any
+/// other order is a sort of what it fetched; stable, so equal expiries stay
+/// in name order.
+fn sort_nodes(nodes: &mut [Node], by: SortBy) {
+    match by {
+        SortBy::Name => {}
+        SortBy::CertExpiry => nodes.sort_by_key(|n| (n.cert_not_after.is_none(), n.cert_not_after)),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct NodesArgs {
     #[command(subcommand)]
@@ -68,6 +88,7 @@ pub async fn run(cmd: NodesCommand) -> Result<(), CliError> {
             role,
             online,
             offline,
+            sort,
             json,
             connect,
         } => {
@@ -95,11 +116,12 @@ pub async fn run(cmd: NodesCommand) -> Result<(), CliError> {
                 }
             })
             .await?;
-            let nodes = nodes
+            let mut nodes = nodes
                 .into_iter()
                 .map(Node::try_from)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| CliError::Runtime(format!("server sent an invalid node: {e}")))?;
+            sort_nodes(&mut nodes, sort);
             if json {
                 println!(
                     "{}",
@@ -182,4 +204,26 @@ pub async fn run(cmd: NodesCommand) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_expiry_order_is_nearest_first_unknown_last_ties_by_name() {
+        let at = |ms| Some(Timestamp::from_unix_millis(ms));
+        let mut nodes: Vec<Node> = [("a", None), ("b", at(30)), ("c", at(10)), ("d", at(30))]
+            .into_iter()
+            .map(|(name, not_after)| Node {
+                cert_not_after: not_after,
+                ..Node::new(name, Role::Compute, Timestamp::from_unix_millis(0))
+            })
+            .collect();
+        let names = |nodes: &[Node]| nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+        sort_nodes(&mut nodes, SortBy::Name);
+        assert_eq!(names(&nodes), ["a", "b", "c", "d"]);
+        sort_nodes(&mut nodes, SortBy::CertExpiry);
+        assert_eq!(names(&nodes), ["c", "b", "d", "a"]);
+    }
 }

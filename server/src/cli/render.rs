@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use rollcall_proto::expiry;
 use rollcall_proto::model::{
     ContainerHealth, FleetSummary, Node, NodeContainer, NodeDetail, Report,
 };
@@ -132,6 +133,7 @@ pub fn render_table(nodes: &[Node], now: Timestamp) -> String {
         "REBOOT",
         "CONTAINERS",
         "UPDATES",
+        "CERT EXPIRES",
         "OS",
         "KERNEL",
     ])];
@@ -155,6 +157,8 @@ pub fn render_table(nodes: &[Node], now: Timestamp) -> String {
                 bad => format!("{} ({bad} unhealthy)", n.containers_total),
             },
             n.pending_updates.to_string(),
+            n.cert_not_after
+                .map_or_else(|| "-".to_owned(), |at| expiry::relative(at, now)),
             n.os_pretty_name.clone(),
             n.kernel.clone(),
         ]);
@@ -233,6 +237,13 @@ pub fn render_detail(d: &NodeDetail, now: Timestamp) -> String {
         format!("{} ({} ago)", n.last_seen, ago(now, n.last_seen)),
     );
     kv("Agent", n.agent_version.clone());
+    kv(
+        "Cert",
+        n.cert_not_after.map_or_else(
+            || "expiry unknown (not seen since the server began recording it)".to_owned(),
+            |at| format!("expires {at} ({})", expiry::relative(at, now)),
+        ),
+    );
     let Some(r) = &d.report else {
         kv("Report", "none yet".into());
         return detail_table(&rows);
@@ -404,6 +415,41 @@ fn render_node_containers(node: &str, r: &Report, now: Timestamp) -> String {
     out
 }
 
+/// The agent certificates shown on the `Certificates:` line of `fleet
+/// status`, nearest first; the rest are counted.
+const CERTS_SHOWN: usize = 5;
+
+/// `Certificates: 3 expire within 14 days (1 expired): cmp07 EXPIRED 1d ago, ctl01 in 2d, …`
+fn certs_line(s: &FleetSummary, now: Timestamp) -> String {
+    let days = s.cert_expiry_within_days;
+    if days == 0 {
+        return String::new(); // a server from before certificate expiry was recorded
+    }
+    let total = (s.certs_expiring_total as usize).max(s.certs_expiring.len());
+    if total == 0 {
+        return format!("Certificates: none expire within {days} days\n");
+    }
+    let verb = if total == 1 { "expires" } else { "expire" };
+    let expired = match s.certs_expired_total {
+        0 => String::new(),
+        n => format!(" ({n} expired)"),
+    };
+    let shown: Vec<String> = s
+        .certs_expiring
+        .iter()
+        .take(CERTS_SHOWN)
+        .map(|c| format!("{} {}", cell(&c.node), expiry::relative(c.not_after, now)))
+        .collect();
+    let more = match total - shown.len() {
+        0 => String::new(),
+        n => format!(", and {n} more (nodes list --sort cert-expiry)"),
+    };
+    format!(
+        "Certificates: {total} {verb} within {days} days{expired}: {}{more}\n",
+        shown.join(", ")
+    )
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
@@ -484,6 +530,7 @@ pub fn render_summary(s: &FleetSummary, now: Timestamp) -> String {
             );
         }
     }
+    out.push_str(&certs_line(s, now));
     let full = count(s.full_filesystems.len(), s.full_filesystems_total);
     let _ = writeln!(
         out,
@@ -787,6 +834,79 @@ mod tests {
                 text.len()
             );
         }
+    }
+
+    #[test]
+    fn certificate_expiry_shows_relative_in_tables_and_nearest_first_in_the_summary() {
+        use rollcall_proto::model::{CertExpiry, Role};
+        let now = Timestamp::from_unix_millis(1_795_000_000_000);
+        let day = |n: i64| Timestamp::from_unix_millis(now.unix_millis() + n * 86_400_000);
+        let mut soon = Node::new("cmp07", Role::Compute, now);
+        soon.cert_not_after = Some(day(12));
+        let unknown = Node::new("old", Role::Compute, now);
+        let list = render_table(&[soon.clone(), unknown], now);
+        let mut lines = list.lines();
+        let head = lines.next().expect("header");
+        let col = head.find("CERT EXPIRES").expect("the column");
+        let cell = |line: Option<&str>| {
+            line.expect("a row")[col..]
+                .split("  ")
+                .next()
+                .map(str::to_owned)
+        };
+        assert_eq!(cell(lines.next()).as_deref(), Some("in 12d"), "{list}");
+        assert_eq!(cell(lines.next()).as_deref(), Some("-"), "{list}");
+
+        let detail = render_detail(
+            &NodeDetail {
+                node: soon,
+                report: None,
+            },
+            now,
+        );
+        assert!(
+            detail.contains("Cert:        expires 2026-11-30T11:06:40.000Z (in 12d)\n"),
+            "{detail}"
+        );
+
+        let line = |s: &FleetSummary| {
+            render_summary(s, now)
+                .lines()
+                .find(|l| l.starts_with("Certificates:"))
+                .map(str::to_owned)
+        };
+        let mut s = FleetSummary {
+            cert_expiry_within_days: 14,
+            ..Default::default()
+        };
+        assert_eq!(
+            line(&s).as_deref(),
+            Some("Certificates: none expire within 14 days")
+        );
+        s.certs_expiring_total = 8;
+        s.certs_expired_total = 1;
+        s.certs_expiring = [
+            ("ctl01", -3),
+            ("cmp07", 2),
+            ("cmp02", 3),
+            ("a", 4),
+            ("b", 5),
+            ("c", 6),
+        ]
+        .into_iter()
+        .map(|(node, d)| CertExpiry {
+            node: node.into(),
+            not_after: day(d),
+        })
+        .collect();
+        assert_eq!(
+            line(&s).as_deref(),
+            Some(
+                "Certificates: 8 expire within 14 days (1 expired): ctl01 EXPIRED 3d ago, cmp07 in 2d, cmp02 in 3d, a in 4d, b in 5d, and 3 more (nodes list --sort cert-expiry)"
+            )
+        );
+        // A server from before expiry was recorded says nothing of it.
+        assert_eq!(line(&FleetSummary::default()), None);
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub(super) enum Command {
     Summary {
         fs_threshold_percent: u32,
         list_limit: u32,
+        cert_within_days: u32,
         reply: oneshot::Sender<FleetSummary>,
     },
 }
@@ -226,16 +227,19 @@ impl FleetHandle {
         .await
     }
 
-    /// What needs attention, with filesystems above `fs_threshold_percent`,
-    /// each list cut to `list_limit`.
+    /// What needs attention, with filesystems above `fs_threshold_percent`
+    /// and certificates that expire within `cert_within_days`, each list cut
+    /// to `list_limit`.
     pub async fn summary(
         &self,
         fs_threshold_percent: u32,
         list_limit: u32,
+        cert_within_days: u32,
     ) -> Result<FleetSummary, FleetStopped> {
         self.call(|reply| Command::Summary {
             fs_threshold_percent,
             list_limit,
+            cert_within_days,
             reply,
         })
         .await

@@ -10,6 +10,7 @@
 //! The actions asked of nodes are the ledger's (`ledger.rs`); an agent's
 //! word on one is taken through [`ActionResults`].
 
+mod expiring;
 mod handle;
 mod held;
 mod ledger;
@@ -80,6 +81,9 @@ pub struct Hello {
     /// Every action the agent keeps a record of; `None` when it sent more
     /// than the server reads (nothing can be concluded from a cut list).
     pub held_actions: Option<Vec<String>>,
+    /// When the session's agent certificate expires (from the TLS
+    /// handshake, not from anything the agent says).
+    pub cert_not_after: Option<Timestamp>,
 }
 
 /// How the fleet reaches a session: end it, or hand it action requests.
@@ -261,12 +265,15 @@ impl Fleet {
             Command::Summary {
                 fs_threshold_percent,
                 list_limit,
+                cert_within_days,
                 reply,
             } => {
                 let _ = reply.send(summarize(
                     self.nodes.values().map(|e| (&e.node, e.held.as_ref())),
                     fs_threshold_percent,
                     list_limit,
+                    cert_within_days,
+                    Timestamp::now(),
                 ));
             }
             Command::Watch { reply } => {
@@ -371,6 +378,7 @@ impl Fleet {
         n.agent_version = hello.agent_version;
         n.boot_id = hello.boot_id;
         n.hostname = hello.hostname;
+        n.cert_not_after = hello.cert_not_after;
         self.actions
             .hello(&hello.node, hello.held_actions.as_deref());
         let n = &mut entry.node;

@@ -178,6 +178,7 @@ mod tests {
             boot_id: "boot-1".into(),
             hostname: node.into(),
             held_actions: None,
+            cert_not_after: None,
         }
     }
 

@@ -5,17 +5,24 @@
 
 use rollcall_proto::model::{ContainerHealth, FleetSummary, FullFilesystem, Node, NodeContainer};
 
+use rollcall_proto::timestamp::Timestamp;
+
+use super::expiring::Expiring;
 use super::held::Held;
 
 /// The longest a summary list may be by default, and at most.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
 pub const MAX_LIST_LIMIT: u32 = 1_000;
 
-/// `nodes` must come sorted by name; so do the lists.
+/// `nodes` must come sorted by name; so do the lists, except the expiring
+/// certificates, nearest first. Certificates that expire within
+/// `cert_within_days` of `now` are counted and listed.
 pub fn summarize<'a>(
     nodes: impl Iterator<Item = (&'a Node, Option<&'a Held>)>,
     fs_threshold_percent: u32,
     list_limit: u32,
+    cert_within_days: u32,
+    now: Timestamp,
 ) -> FleetSummary {
     let threshold = if fs_threshold_percent == 0 {
         90
@@ -32,9 +39,11 @@ pub fn summarize<'a>(
         list_limit: limit,
         ..Default::default()
     };
+    let mut certs = Expiring::new(now, cert_within_days, limit as usize);
     for (node, held) in nodes {
         let name = &node.name;
         s.nodes_total += 1;
+        certs.see(name, node.cert_not_after);
         if node.online {
             s.nodes_online += 1;
         } else {
@@ -106,6 +115,7 @@ pub fn summarize<'a>(
             }
         }
     }
+    certs.finish(&mut s);
     s
 }
 
@@ -188,7 +198,13 @@ mod tests {
             ..Default::default()
         };
         let (ha, hb) = (held(down), held(report));
-        let s = summarize([(&a, Some(&ha)), (&b, Some(&hb))].into_iter(), 0, 0);
+        let s = summarize(
+            [(&a, Some(&ha)), (&b, Some(&hb))].into_iter(),
+            0,
+            0,
+            0,
+            Timestamp::now(),
+        );
         assert_eq!((s.nodes_total, s.nodes_online, s.nodes_offline), (2, 1, 1));
         assert_eq!(s.offline_nodes, ["a"]);
         assert_eq!(s.reboot_required_nodes, ["b"]);
@@ -241,7 +257,13 @@ mod tests {
                 (n, h)
             })
             .collect();
-        let s = summarize(nodes.iter().map(|(n, h)| (n, Some(h))), 90, 7);
+        let s = summarize(
+            nodes.iter().map(|(n, h)| (n, Some(h))),
+            90,
+            7,
+            0,
+            Timestamp::now(),
+        );
         assert_eq!(s.list_limit, 7);
         assert_eq!((s.offline_nodes.len(), s.nodes_offline), (7, 25));
         assert_eq!(
@@ -261,7 +283,7 @@ mod tests {
         // 50 × u32::MAX does not wrap.
         assert_eq!(s.pending_updates, 50 * u64::from(u32::MAX));
         assert_eq!(
-            summarize(std::iter::empty(), 90, 1_000_000).list_limit,
+            summarize(std::iter::empty(), 90, 1_000_000, 0, Timestamp::now()).list_limit,
             MAX_LIST_LIMIT
         );
     }

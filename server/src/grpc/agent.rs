@@ -123,7 +123,7 @@ impl AgentApi {
                 identity.name, hello.node
             )));
         }
-        let hello = check_hello(hello)?;
+        let hello = check_hello(hello, peer.cert_not_after)?;
         let node = hello.node.clone();
 
         let kick = CancellationToken::new();
@@ -167,7 +167,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn check_hello(h: v1::Hello) -> Result<Hello, Status> {
+fn check_hello(h: v1::Hello, cert_not_after: Option<Timestamp>) -> Result<Hello, Status> {
     let role = role_from_wire(h.role).ok_or_else(|| {
         Status::invalid_argument("Hello has no role: configure controller, compute or storage")
     })?;
@@ -186,6 +186,7 @@ fn check_hello(h: v1::Hello) -> Result<Hello, Status> {
         )));
     }
     Ok(Hello {
+        cert_not_after,
         node: h.node,
         role,
         labels: h.labels.into_iter().collect::<BTreeMap<_, _>>(),

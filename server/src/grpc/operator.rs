@@ -137,7 +137,10 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
                 "fs_usage_threshold_percent must be 0..=100",
             ));
         }
-        let mut summary = self.fleet.summary(threshold, req.list_limit).await?;
+        let mut summary = self
+            .fleet
+            .summary(threshold, req.list_limit, req.cert_expiry_within_days)
+            .await?;
         summary.store_failing = self.store.borrow().describe();
         Ok(Response::new(summary.into()))
     }

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rollcall_proto::expiry;
 use rollcall_proto::identity::{self, Identity, IdentityError, Kind};
+use rollcall_proto::timestamp::Timestamp;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -53,6 +55,9 @@ pub struct Peer {
     /// The identity the CA signed into the client certificate, or why there
     /// is none usable.
     pub identity: Result<Identity, IdentityError>,
+    /// When the client certificate expires (its `not_after`), kept on the
+    /// node so operators see expiries coming.
+    pub cert_not_after: Option<Timestamp>,
     /// Where refusals of this peer's requests are counted and logged.
     warnings: Arc<Warnings>,
 }
@@ -402,10 +407,12 @@ pub fn spawn_acceptor(
                     }
                     return;
                 };
-                let identity = match stream.get_ref().1.peer_certificates() {
-                    Some([leaf, ..]) => identity::from_der(leaf),
-                    _ => Err(IdentityError::Missing),
+                let leaf = match stream.get_ref().1.peer_certificates() {
+                    Some([leaf, ..]) => Some(leaf),
+                    _ => None,
                 };
+                let identity = leaf.map_or(Err(IdentityError::Missing), |l| identity::from_der(l));
+                let cert_not_after = leaf.and_then(|l| expiry::not_after_der(l).ok());
                 // Kept open so that its requests are refused with the
                 // reason (a client sees why), but logged here, once per
                 // connection and rate-limited.
@@ -417,6 +424,7 @@ pub fn spawn_acceptor(
                 let peer = Peer {
                     addr: Some(addr),
                     identity,
+                    cert_not_after,
                     warnings,
                 };
                 let _ = tx
