@@ -189,6 +189,7 @@ async fn hostile_report_strings_reach_the_terminal_escaped_and_json_exact() {
             "Last seen: <clock>\n",
             r"Agent:       1.0\u{{9b}}",
             "\n",
+            "Cert: <clock>\n",
             "Report: <clock>\n",
             r"Hostname:    cmp1\r\nRole:        admin",
             "\n",
@@ -214,7 +215,7 @@ async fn hostile_report_strings_reach_the_terminal_escaped_and_json_exact() {
         boot = boot_time
     );
     assert_eq!(
-        without_clock(&text, &["First seen:", "Last seen:", "Report:"]),
+        without_clock(&text, &["First seen:", "Last seen:", "Cert:", "Report:"]),
         expected
     );
 
@@ -232,6 +233,7 @@ async fn hostile_report_strings_reach_the_terminal_escaped_and_json_exact() {
             "  NODE  NAME          STATE    HEALTH     RESTARTS  SINCE  IMAGE\n",
             r"  cmp1  \x1b[2Jclear  running  unhealthy  0         -      kolla/mariadb\u{202e}gpj.exe",
             "\n",
+            "Certificates: none expire within 14 days\n",
             "Filesystems above 90%: 0\n",
         )
     );

@@ -2,6 +2,7 @@
 //! or the ROLLCALL_* environment variables.
 
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 use clap::Args;
 use rollcall_proto::connect::endpoint;
@@ -88,15 +89,18 @@ impl ConnectArgs {
 
 /// Warns on stderr when the operator's own certificate expires within
 /// [`expiry::WARN_WITHIN`] (or has expired): one line, never an error, so
-/// the command still does its work and exits as it would. A file that cannot
-/// be parsed is left to the TLS setup to refuse.
+/// the command still does its work and exits as it would. Once per process:
+/// a command may open more than one channel (`fleet status` asks two
+/// services). A file that cannot be parsed is left to the TLS setup to
+/// refuse.
 fn warn_if_expiring(path: &Path, pem: &[u8], now: Timestamp) {
+    static WARNED: Once = Once::new();
     let Ok(not_after) = expiry::not_after_pem(pem) else {
         return;
     };
     let shown = for_terminal(&path.to_string_lossy()).into_owned();
     if let Some(warning) = expiry::operator_warning(&shown, not_after, now) {
-        eprintln!("{warning}");
+        WARNED.call_once(|| eprintln!("{warning}"));
     }
 }
 
