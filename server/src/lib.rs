@@ -175,17 +175,13 @@ pub async fn start_with(
             shutdown.clone(),
         );
         async move {
-            grpc::serve(
-                listener,
-                tls,
-                &config,
+            let backends = grpc::Backends {
                 fleet,
                 campaigns,
-                writer_handle,
+                store: writer_handle,
                 revocations,
-                shutdown,
-            )
-            .await
+            };
+            grpc::serve(listener, tls, &config, backends, shutdown).await
         }
     });
     parts.watch(Part::Grpc, async move {

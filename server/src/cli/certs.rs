@@ -231,7 +231,7 @@ fn issue(
             .revoke(&Revocation {
                 serial: old,
                 identity: Some(who.uri()),
-                reason: "replaced by certs issue --force".into(),
+                reason: "replaced by a new certificate".into(),
                 at: Timestamp::now(),
                 by: revoke::BY_CERTS_ISSUE_FORCE.into(),
             })
@@ -418,12 +418,7 @@ fn print_revoked(revoked: &[Revocation], json: bool) {
                 serde_json::to_string(&line).expect("strings and a timestamp serialize")
             );
         } else {
-            let who = r
-                .identity
-                .as_deref()
-                .map(|i| format!(" ({})", for_terminal(i)))
-                .unwrap_or_default();
-            println!("revoked {}{who}: {}", r.serial, for_terminal(&r.describe()));
+            println!("{}", for_terminal(&r.describe()));
         }
     }
 }

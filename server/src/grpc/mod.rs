@@ -39,17 +39,28 @@ const CONNECTION_WINDOW: u32 = 128 * 1024;
 const ASSEMBLING_SESSIONS: usize = 64;
 const ASSEMBLY_DEADLINE: Duration = Duration::from_secs(30);
 
+/// What the handlers ask: the handles of the server's other parts.
+pub struct Backends {
+    pub fleet: FleetHandle,
+    pub campaigns: CampaignHandle,
+    pub store: crate::store::WriterHandle,
+    pub revocations: crate::revoke::Revocations,
+}
+
 /// Serves every service on an already bound listener until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: rustls::ServerConfig,
     config: &ServerConfig,
-    fleet: FleetHandle,
-    campaigns: CampaignHandle,
-    store: crate::store::WriterHandle,
-    revocations: crate::revoke::Revocations,
+    backends: Backends,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    let Backends {
+        fleet,
+        campaigns,
+        store,
+        revocations,
+    } = backends;
     let limits = &config.limits;
     let incoming = tls::spawn_acceptor(
         listener,

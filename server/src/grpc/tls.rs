@@ -444,10 +444,10 @@ pub fn spawn_acceptor(
                 let identity = leaf.map_or(Err(IdentityError::Missing), |l| identity::from_der(l));
                 let (identity, seat) =
                     admit(&revocations, leaf.and_then(|l| Serial::of_der(l)), identity);
-                if let (Err(IdentityError::Revoked(why)), Some(refused)) =
-                    (&identity, warnings.revoked.hit())
+                if let Err(IdentityError::Revoked(why)) = &identity
+                    && let Some(refused) = warnings.revoked.hit()
                 {
-                    tracing::warn!(peer = %addr, revoked = %why, refused, "Connection refused: its client certificate is revoked (count since the last such line).");
+                    tracing::warn!(peer = %addr, revoked = %rollcall_proto::text::Untrusted(why), refused, "Connection refused: its client certificate is revoked (count since the last such line).");
                 }
                 // Kept open so that its requests are refused with the
                 // reason (a client sees why), but logged here, once per

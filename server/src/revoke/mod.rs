@@ -111,8 +111,13 @@ impl Revocation {
     /// The sentence a refused client and the log read: which certificate,
     /// when, by whom and why.
     pub fn describe(&self) -> String {
+        let of = self
+            .identity
+            .as_deref()
+            .map(|uri| format!(" of {uri}"))
+            .unwrap_or_default();
         let mut text = format!(
-            "serial {} revoked at {} by {}",
+            "serial {}{of} revoked at {} by {}",
             self.serial, self.at, self.by
         );
         if !self.reason.is_empty() {

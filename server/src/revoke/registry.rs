@@ -115,11 +115,6 @@ impl Revocations {
         cut
     }
 
-    /// The revocation of this serial, if it is revoked.
-    pub fn get(&self, serial: &Serial) -> Option<Revocation> {
-        self.lock().revoked.get(serial).cloned()
-    }
-
     /// Every serial seen connecting with this identity URI since start.
     pub fn seen(&self, identity: &str) -> Vec<Serial> {
         self.lock()
