@@ -310,3 +310,80 @@ async fn only_an_admin_may_revoke() {
         .expect_err("not a serial");
     assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
 }
+
+#[tokio::test]
+async fn the_cli_revokes_through_the_server_and_says_what_it_needs_offline() {
+    init();
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, |_| {}).await;
+    let target = pki.agent("cmp6");
+    let serial = rollcall_server::revoke::Serial::of_pem(&target.cert_pem).expect("serial");
+    let cli = |cert: &ClientCert, args: &[&str]| {
+        let mut cmd = Command::new(bin("rollcall-server"));
+        cmd.args(args)
+            .env("ROLLCALL_SERVER", server.url())
+            .env("ROLLCALL_CA", pki.ca_cert())
+            .env("ROLLCALL_CERT", &cert.cert)
+            .env("ROLLCALL_KEY", &cert.key);
+        cmd
+    };
+    // Upper case with colons, as openssl prints it.
+    let typed: String = serial
+        .as_str()
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+
+    let agent = pki.agent("cmp7");
+    let mut cmd = cli(&agent, &["certs", "revoke", "--serial", &typed]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("permission denied"), "{err}");
+
+    let mut cmd = cli(&server.operator, &["certs", "revoke", "--serial", &typed]);
+    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("serial {serial} revoked at ")),
+        "{text}"
+    );
+    assert_refused_as_revoked(
+        RawSession::open(&server, &target, hello("cmp6", Role::Compute)).await,
+    );
+
+    // Offline without a data directory, and --force without one: exit 2,
+    // one line, nothing changed. (A host with a server config has one.)
+    if std::path::Path::new("/etc/rollcall/server.toml").exists() {
+        return;
+    }
+    let before = std::fs::read(pki.path().join("agents/cmp7.crt")).expect("crt");
+    for args in [
+        vec!["certs", "revoke", "--agent", "cmp7"],
+        vec!["certs", "issue", "--agent", "cmp7", "--force", "--pki"],
+    ] {
+        let mut cmd = Command::new(bin("rollcall-server"));
+        cmd.args(&args).env_remove("ROLLCALL_SERVER");
+        if args.contains(&"--pki") {
+            cmd.arg(pki.path());
+        }
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+            .await
+            .expect("join");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("--data-dir"), "{err}");
+    }
+    assert_eq!(
+        std::fs::read(pki.path().join("agents/cmp7.crt")).expect("crt"),
+        before
+    );
+}
