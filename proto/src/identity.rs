@@ -76,6 +76,10 @@ pub enum IdentityError {
     ExtraUri(String),
     #[error("certificate names an invalid node or operator name {0}")]
     InvalidName(String),
+    /// The server revoked this certificate (the text says which, when, by
+    /// whom and why; the server writes it).
+    #[error("certificate revoked: {0}")]
+    Revoked(String),
 }
 
 /// Reads the rollcall identity out of a DER certificate. The caller must have

@@ -9,6 +9,7 @@ pub mod config;
 pub mod fleet;
 pub mod grpc;
 pub mod pki;
+pub mod revoke;
 pub mod store;
 pub mod supervise;
 pub mod throttle;
@@ -162,6 +163,10 @@ pub async fn start_with(
         shutdown.clone(),
     );
     parts.task(Part::Scheduler, scheduler_task);
+    // Loaded before the first connection is accepted: a revoked
+    // certificate is never let in by a server that just started.
+    let revocations = revoke::Revocations::default();
+    revoke::spawn_poller(writer_handle.clone(), revocations.clone(), shutdown.clone()).await;
     let serve = tokio::spawn({
         let (config, fleet, campaigns, shutdown) = (
             config.clone(),
@@ -170,16 +175,13 @@ pub async fn start_with(
             shutdown.clone(),
         );
         async move {
-            grpc::serve(
-                listener,
-                tls,
-                &config,
+            let backends = grpc::Backends {
                 fleet,
                 campaigns,
-                writer_handle,
-                shutdown,
-            )
-            .await
+                store: writer_handle,
+                revocations,
+            };
+            grpc::serve(listener, tls, &config, backends, shutdown).await
         }
     });
     parts.watch(Part::Grpc, async move {

@@ -117,6 +117,11 @@ impl Ca {
         &self.cert_pem
     }
 
+    /// What signs certificates and CRLs.
+    pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     pub fn key_pem(&self) -> String {
         self.issuer.key().serialize_pem()
     }

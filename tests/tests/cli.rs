@@ -229,6 +229,8 @@ fn help_texts_match_their_snapshots() {
         ("rollcall-server", &["--help"]),
         ("rollcall-server", &["certs", "init", "--help"]),
         ("rollcall-server", &["certs", "issue", "--help"]),
+        ("rollcall-server", &["certs", "revoke", "--help"]),
+        ("rollcall-server", &["certs", "crl", "--help"]),
         ("rollcall-server", &["serve", "--help"]),
         ("rollcall-server", &["nodes", "list", "--help"]),
         ("rollcall-server", &["nodes", "show", "--help"]),

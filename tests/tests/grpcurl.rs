@@ -94,6 +94,7 @@ async fn an_operator_lists_services_and_nodes_with_grpcurl() {
     for service in [
         "rollcall.v1.AgentService",
         "rollcall.v1.OperatorService",
+        "rollcall.v1.RevocationService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {

@@ -11,6 +11,7 @@ use rollcall_proto::text::for_terminal;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1::campaign_service_client::CampaignServiceClient;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
+use rollcall_proto::v1::revocation_service_client::RevocationServiceClient;
 use tonic::transport::Channel;
 
 use super::CliError;
@@ -47,6 +48,10 @@ impl ConnectArgs {
 
     pub async fn campaigns(&self) -> Result<CampaignServiceClient<Channel>, CliError> {
         Ok(CampaignServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn revocations(&self) -> Result<RevocationServiceClient<Channel>, CliError> {
+        Ok(RevocationServiceClient::new(self.channel().await?))
     }
 
     async fn channel(&self) -> Result<Channel, CliError> {

@@ -1,10 +1,11 @@
-//! The `rollcall-server` command line: `certs`, `serve`, `nodes`, `fleet`,
-//! `containers`, `campaign`.
+//! The `rollcall-server` command line: `certs` (in `certs.rs`), `serve`,
+//! `nodes`, `fleet`, `containers`, `campaign`.
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 //! Every error is one line naming what is wrong and what to do.
 
 pub mod campaign;
+pub mod certs;
 pub mod client;
 pub mod fleet;
 pub mod nodes;
@@ -13,11 +14,9 @@ pub mod render;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use rollcall_proto::identity::{Identity, Kind};
-
+use crate::ServeError;
 use crate::config::{self, ServerConfig};
-use crate::{ServeError, pki};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,8 +31,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Make the CA and the server, agent and operator certificates.
-    Certs(CertsArgs),
+    /// Make the CA and the server, agent and operator certificates; revoke them.
+    Certs(certs::CertsArgs),
     /// Run the server.
     Serve(ServeArgs),
     /// Look at the fleet's nodes (talks to a running server).
@@ -52,44 +51,6 @@ pub enum Command {
     Campaign {
         #[command(subcommand)]
         command: campaign::CampaignCommand,
-    },
-}
-
-#[derive(Args, Debug)]
-pub struct CertsArgs {
-    #[command(subcommand)]
-    pub command: CertsCommand,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum CertsCommand {
-    /// Create a CA and a server certificate (for localhost, 127.0.0.1 and every --san).
-    Init {
-        /// Directory for ca.crt, ca.key, server.crt, server.key, agents/, operators/.
-        #[arg(long)]
-        pki: PathBuf,
-        /// Another DNS name or IP address agents use to reach the server.
-        #[arg(long = "san", value_name = "NAME")]
-        sans: Vec<String>,
-    },
-    /// Issue an agent certificate (agents/NODE.crt) or an operator certificate (operators/NAME.crt).
-    Issue {
-        #[arg(long)]
-        pki: PathBuf,
-        /// The node's name; the agent with this certificate reports as this node.
-        #[arg(
-            long,
-            value_name = "NODE",
-            required_unless_present = "operator",
-            conflicts_with = "operator"
-        )]
-        agent: Option<String>,
-        /// The operator's name, recorded in the audit log.
-        #[arg(long, value_name = "NAME")]
-        operator: Option<String>,
-        /// Replace an existing certificate and key of that name.
-        #[arg(long)]
-        force: bool,
     },
 }
 
@@ -186,53 +147,13 @@ impl ServeArgs {
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Certs(args) => certs(args.command),
+        Command::Certs(args) => certs::run(args.command).await,
         Command::Serve(args) => serve(args).await,
         Command::Nodes(args) => nodes::run(args.command).await,
         Command::Fleet { command } => fleet::run_fleet(command).await,
         Command::Containers { command } => fleet::run_containers(command).await,
         Command::Campaign { command } => campaign::run(command).await,
     }
-}
-
-fn certs(cmd: CertsCommand) -> Result<(), CliError> {
-    let pki_err = |e: pki::PkiError| match e {
-        pki::PkiError::Io { .. } | pki::PkiError::Generate(_) => CliError::Runtime(e.to_string()),
-        _ => CliError::Usage(e.to_string()),
-    };
-    match cmd {
-        CertsCommand::Init { pki: dir, sans } => {
-            let written = pki::init(&dir, &sans).map_err(pki_err)?;
-            for path in written {
-                println!("{}", path.display());
-            }
-        }
-        CertsCommand::Issue {
-            pki: dir,
-            agent,
-            operator,
-            force,
-        } => {
-            let who = match (agent, operator) {
-                (Some(name), None) => Identity {
-                    kind: Kind::Agent,
-                    name,
-                },
-                (None, Some(name)) => Identity {
-                    kind: Kind::Operator,
-                    name,
-                },
-                _ => {
-                    return Err(CliError::Usage(
-                        "pass exactly one of --agent NODE or --operator NAME".into(),
-                    ));
-                }
-            };
-            let (crt, key) = pki::issue(&dir, &who, force).map_err(pki_err)?;
-            println!("{}\n{}", crt.display(), key.display());
-        }
-    }
-    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {

@@ -6,6 +6,7 @@ mod agent;
 mod campaign;
 mod operator;
 pub mod page;
+mod revoke;
 mod session_guard;
 mod session_stream;
 mod status;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use rollcall_proto::v1::campaign_service_server::CampaignServiceServer;
 use rollcall_proto::v1::operator_service_server::OperatorServiceServer;
+use rollcall_proto::v1::revocation_service_server::RevocationServiceServer;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
@@ -26,6 +28,7 @@ use crate::fleet::FleetHandle;
 pub use agent::{AgentApi, AgentService};
 pub use campaign::CampaignApi;
 pub use operator::OperatorApi;
+pub use revoke::RevocationApi;
 
 /// HTTP/2 flow-control windows: how much a client may send before the
 /// server has read it.
@@ -36,16 +39,28 @@ const CONNECTION_WINDOW: u32 = 128 * 1024;
 const ASSEMBLING_SESSIONS: usize = 64;
 const ASSEMBLY_DEADLINE: Duration = Duration::from_secs(30);
 
+/// What the handlers ask: the handles of the server's other parts.
+pub struct Backends {
+    pub fleet: FleetHandle,
+    pub campaigns: CampaignHandle,
+    pub store: crate::store::WriterHandle,
+    pub revocations: crate::revoke::Revocations,
+}
+
 /// Serves every service on an already bound listener until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: rustls::ServerConfig,
     config: &ServerConfig,
-    fleet: FleetHandle,
-    campaigns: CampaignHandle,
-    store: crate::store::WriterHandle,
+    backends: Backends,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    let Backends {
+        fleet,
+        campaigns,
+        store,
+        revocations,
+    } = backends;
     let limits = &config.limits;
     let incoming = tls::spawn_acceptor(
         listener,
@@ -56,6 +71,7 @@ pub async fn serve(
             max_handshakes_per_source: limits.max_handshakes_per_source,
             max_connections: limits.max_connections,
         },
+        revocations.clone(),
         shutdown.clone(),
     );
 
@@ -66,6 +82,9 @@ pub async fn serve(
         .await;
     health
         .set_serving::<CampaignServiceServer<CampaignApi>>()
+        .await;
+    health
+        .set_serving::<RevocationServiceServer<RevocationApi>>()
         .await;
 
     // grpcurl 1.8 speaks v1alpha; newer clients speak v1.
@@ -83,6 +102,16 @@ pub async fn serve(
 
     let max = limits.max_message_bytes;
     let store_health = store.health();
+    let revoke = RevocationApi {
+        store: store.clone(),
+        revocations,
+        pki: config
+            .tls
+            .ca
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .map(std::path::Path::to_owned),
+    };
     let agent = AgentService(std::sync::Arc::new(AgentApi {
         fleet: fleet.clone(),
         store,
@@ -129,6 +158,11 @@ pub async fn serve(
         )
         .add_service(
             CampaignServiceServer::new(campaign)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            RevocationServiceServer::new(revoke)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

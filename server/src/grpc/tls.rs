@@ -6,9 +6,12 @@
 //! rollcall identity is read once per connection and handed to every
 //! request on it as a [`Peer`] extension, and (c) sockets still in their
 //! handshake are bounded apart from established connections, so silent
-//! sockets cannot lock agents out (see [`spawn_acceptor`]).
+//! sockets cannot lock agents out (see [`spawn_acceptor`]), and (d) a
+//! revoked certificate is refused at connect and its open connections are
+//! cut the moment it is revoked (see [`PeerConn`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -28,10 +31,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::revoke::{Revocations, Seat, Serial};
 use crate::throttle::{SharedThrottle, WARN_EVERY};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::Connected;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,10 +98,34 @@ pub fn peer<T>(req: &tonic::Request<T>) -> Result<&Peer, tonic::Status> {
 }
 
 /// A TLS connection with its peer, handed to tonic.
+///
+/// A connection whose certificate is revoked while it is open fails its
+/// next read and write: hyper then closes it with every stream on it (an
+/// agent's session, an operator's watch), so one token cuts them all
+/// without any handler knowing about revocation.
 pub struct PeerConn {
     stream: TlsStream<TcpStream>,
     peer: Peer,
+    /// Resolves when the certificate is revoked; polled with every read
+    /// and write, so the waiting read wakes up for it.
+    revoked: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    _seat: Option<Seat>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl PeerConn {
+    fn check_revoked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(cut) = &mut self.revoked else {
+            return Ok(());
+        };
+        if cut.as_mut().poll(cx).is_ready() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client certificate was revoked",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Connected for PeerConn {
@@ -113,6 +141,7 @@ impl AsyncRead for PeerConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.check_revoked(cx)?;
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -123,6 +152,7 @@ impl AsyncWrite for PeerConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_revoked(cx)?;
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -136,6 +166,7 @@ impl AsyncWrite for PeerConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.check_revoked(cx)?;
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -229,6 +260,7 @@ struct Warnings {
     handshake_failed: SharedThrottle,
     no_identity: SharedThrottle,
     wrong_kind: SharedThrottle,
+    revoked: SharedThrottle,
 }
 
 impl Default for Warnings {
@@ -241,6 +273,7 @@ impl Default for Warnings {
             handshake_failed: t(),
             no_identity: t(),
             wrong_kind: t(),
+            revoked: t(),
         }
     }
 }
@@ -326,6 +359,7 @@ pub fn spawn_acceptor(
     listener: TcpListener,
     config: rustls::ServerConfig,
     limits: AcceptLimits,
+    revocations: Revocations,
     shutdown: CancellationToken,
 ) -> mpsc::Receiver<Result<PeerConn, io::Error>> {
     let (tx, rx) = mpsc::channel(1_024);
@@ -371,11 +405,12 @@ pub fn spawn_acceptor(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx, established, warnings) = (
+            let (acceptor, tx, established, warnings, revocations) = (
                 acceptor.clone(),
                 tx.clone(),
                 established.clone(),
                 warnings.clone(),
+                revocations.clone(),
             );
             tokio::spawn(async move {
                 let handshake =
@@ -413,10 +448,18 @@ pub fn spawn_acceptor(
                 };
                 let identity = leaf.map_or(Err(IdentityError::Missing), |l| identity::from_der(l));
                 let cert_not_after = leaf.and_then(|l| expiry::not_after_der(l).ok());
+                let (identity, seat) =
+                    admit(&revocations, leaf.and_then(|l| Serial::of_der(l)), identity);
+                if let Err(IdentityError::Revoked(why)) = &identity
+                    && let Some(refused) = warnings.revoked.hit()
+                {
+                    tracing::warn!(peer = %addr, revoked = %rollcall_proto::text::Untrusted(why), refused, "Connection refused: its client certificate is revoked (count since the last such line).");
+                }
                 // Kept open so that its requests are refused with the
                 // reason (a client sees why), but logged here, once per
                 // connection and rate-limited.
                 if let Err(reason) = &identity
+                    && !matches!(reason, IdentityError::Revoked(_))
                     && let Some(refused) = warnings.no_identity.hit()
                 {
                     tracing::warn!(peer = %addr, %reason, refused, "Client certificate refused: no usable rollcall identity (count since the last such line).");
@@ -431,6 +474,8 @@ pub fn spawn_acceptor(
                     .send(Ok(PeerConn {
                         stream,
                         peer,
+                        revoked: seat.as_ref().map(|s| Box::pin(s.cut().cancelled_owned())),
+                        _seat: seat,
                         _permit: permit,
                     }))
                     .await;
@@ -438,6 +483,34 @@ pub fn spawn_acceptor(
         }
     });
     rx
+}
+
+/// A new connection against the revoked set: a revoked certificate's
+/// identity becomes the refusal (its requests are refused with the reason,
+/// so the client learns why); any other gets a seat that its revocation
+/// will cut.
+fn admit(
+    revocations: &Revocations,
+    serial: Option<Serial>,
+    identity: Result<Identity, IdentityError>,
+) -> (Result<Identity, IdentityError>, Option<Seat>) {
+    let Some(serial) = serial else {
+        return (identity, None);
+    };
+    let uri = identity.as_ref().ok().map(Identity::uri);
+    match revocations.admit(&serial, uri.as_deref()) {
+        Ok(seat) => (identity, Some(seat)),
+        Err(revoked) => {
+            let who = uri.map(|u| format!(" ({u})")).unwrap_or_default();
+            (
+                Err(IdentityError::Revoked(format!(
+                    "{}{who}",
+                    revoked.describe()
+                ))),
+                None,
+            )
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use rollcall_proto::model::ActionResult;
 
 use super::{NodeWrite, Store, StoreError};
 use crate::campaign::record::CampaignWrite;
+use crate::revoke::Revocation;
 
 /// What the writer thread needs of a store. Every method commits before it
 /// returns `Ok`, or changes nothing.
@@ -27,6 +28,11 @@ pub trait Backend: Send + 'static {
     ) -> Result<usize, StoreError>;
     /// A small durable write that proves the store takes writes again.
     fn probe(&mut self) -> Result<(), StoreError>;
+    /// A revocation unless its serial is revoked already; the serial's
+    /// stored revocation either way.
+    fn revoke(&mut self, revocation: &Revocation) -> Result<Revocation, StoreError>;
+    /// Revocations stored after `seq` (a read: what offline commands wrote).
+    fn revocations_since(&mut self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError>;
 }
 
 impl Backend for Store {
@@ -47,6 +53,14 @@ impl Backend for Store {
 
     fn probe(&mut self) -> Result<(), StoreError> {
         Store::probe(self)
+    }
+
+    fn revoke(&mut self, revocation: &Revocation) -> Result<Revocation, StoreError> {
+        Store::revoke(self, revocation)
+    }
+
+    fn revocations_since(&mut self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
+        Store::revocations_since(self, seq)
     }
 }
 
@@ -131,5 +145,15 @@ impl<B: Backend> Backend for Faulty<B> {
     fn probe(&mut self) -> Result<(), StoreError> {
         self.check()?;
         self.inner.probe()
+    }
+
+    fn revoke(&mut self, revocation: &Revocation) -> Result<Revocation, StoreError> {
+        self.check()?;
+        self.inner.revoke(revocation)
+    }
+
+    /// Reads go through: a full disk still reads.
+    fn revocations_since(&mut self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
+        self.inner.revocations_since(seq)
     }
 }

@@ -92,6 +92,20 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY CHECK (id = 1),
         at_ms INTEGER NOT NULL
     ) STRICT;",
+    // 7 (issue 13's 8th, after the operator audit): revoked certificates,
+    // one row per serial (lowercase hex), never changed once written: the
+    // first revocation of a serial stands. `identity` is the URI the
+    // certificate carried ('' when only its serial was known), `revoked_by` the
+    // admin's URI or the offline command. `seq` orders them for the
+    // running server's poll.
+    "CREATE TABLE revocations (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        serial TEXT NOT NULL UNIQUE,
+        identity TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        revoked_by TEXT NOT NULL
+    ) STRICT;",
 ];
 
 /// `PRAGMA application_id` of a rollcall database: "RCLL".

@@ -13,6 +13,7 @@ mod finite;
 mod health;
 mod load;
 mod migrations;
+mod revocations;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 use rollcall_proto::model::ActionResult;
 
 use crate::campaign::record::CampaignWrite;
+use crate::revoke::Revocation;
 use crate::throttle::{Throttle, WARN_EVERY};
 
 use super::backend::Backend;
@@ -33,6 +34,16 @@ enum Op {
     Action(Box<ActionResult>, oneshot::Sender<Result<(), NotStored>>),
     /// Committed at once, in one transaction.
     Campaign(Box<CampaignWrite>, oneshot::Sender<Result<(), NotStored>>),
+    /// Committed at once; the answer is the serial's stored revocation.
+    Revoke(
+        Box<Revocation>,
+        oneshot::Sender<Result<Revocation, NotStored>>,
+    ),
+    /// A read of the revocations after a `seq`, for the running server's poll.
+    Revocations(
+        i64,
+        oneshot::Sender<Result<Vec<(i64, Revocation)>, NotStored>>,
+    ),
 }
 
 /// Why a write the caller waits for is not on disk.
@@ -76,10 +87,22 @@ impl WriterHandle {
         self.ask(|reply| Op::Campaign(Box::new(write), reply)).await
     }
 
-    async fn ask(
+    /// Stores a revocation durably (unless its serial is revoked already)
+    /// and returns the serial's stored revocation.
+    pub async fn revoke(&self, revocation: Revocation) -> Result<Revocation, NotStored> {
+        self.ask(|reply| Op::Revoke(Box::new(revocation), reply))
+            .await
+    }
+
+    /// The revocations stored after `seq`, each with its own `seq`.
+    pub async fn revocations_since(&self, seq: i64) -> Result<Vec<(i64, Revocation)>, NotStored> {
+        self.ask(|reply| Op::Revocations(seq, reply)).await
+    }
+
+    async fn ask<T>(
         &self,
-        op: impl FnOnce(oneshot::Sender<Result<(), NotStored>>) -> Op,
-    ) -> Result<(), NotStored> {
+        op: impl FnOnce(oneshot::Sender<Result<T, NotStored>>) -> Op,
+    ) -> Result<T, NotStored> {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(op(tx)).is_err() {
             return Err(NotStored::WriterStopped);
@@ -206,6 +229,18 @@ fn run(state: &mut State, rx: mpsc::Receiver<Op>, interval: Duration) {
                             let put = state.store.write_campaign(&write);
                             let _ = reply.send(state.outcome("a campaign change", put));
                         }
+                        Op::Revoke(revocation, reply) => {
+                            let put = state.store.revoke(&revocation);
+                            let _ = reply.send(state.outcome("a revocation", put));
+                        }
+                        Op::Revocations(seq, reply) => {
+                            // A read: it says nothing of whether writes work.
+                            let read = state
+                                .store
+                                .revocations_since(seq)
+                                .map_err(|e| NotStored::Refused(e.to_string()));
+                            let _ = reply.send(read);
+                        }
                         other => absorb(&mut pending, &mut waiters, other),
                     }
                 }
@@ -249,8 +284,8 @@ fn absorb(
             }
         },
         Op::Flush(w) => waiters.push(w),
-        Op::Action(..) | Op::Campaign(..) => {
-            unreachable!("actions and campaigns are handled by the loop")
+        Op::Action(..) | Op::Campaign(..) | Op::Revoke(..) | Op::Revocations(..) => {
+            unreachable!("actions, campaigns and revocations are handled by the loop")
         }
     }
 }
@@ -408,6 +443,12 @@ mod tests {
         }
         fn probe(&mut self) -> Result<(), StoreError> {
             Ok(())
+        }
+        fn revoke(&mut self, r: &Revocation) -> Result<Revocation, StoreError> {
+            Ok(r.clone())
+        }
+        fn revocations_since(&mut self, _: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
+            Ok(Vec::new())
         }
     }
 

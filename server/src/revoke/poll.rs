@@ -1,0 +1,55 @@
+//! The running server's view of revocations written by other processes
+//! (`certs revoke` offline, `certs issue --force`): a read of the new rows
+//! every [`POLL_EVERY`], through the store writer (the one thread that
+//! touches SQLite). One indexed range query; nothing when nothing is new.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Revocations;
+use crate::store::WriterHandle;
+
+/// How soon an offline revocation takes effect on a running server.
+pub const POLL_EVERY: Duration = Duration::from_secs(2);
+
+/// Loads every stored revocation into `revocations` now, then polls for new
+/// ones until `shutdown`. Returns once the first load is done.
+pub async fn spawn_poller(
+    store: WriterHandle,
+    revocations: Revocations,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut last = poll(&store, &revocations, 0).await;
+    tracing::info!(
+        revoked = revocations.len(),
+        "Certificate revocations loaded."
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => last = poll(&store, &revocations, last).await,
+            }
+        }
+    })
+}
+
+/// Applies what was stored after `seq`; returns the last `seq` seen.
+async fn poll(store: &WriterHandle, revocations: &Revocations, seq: i64) -> i64 {
+    match store.revocations_since(seq).await {
+        Ok(rows) => {
+            let last = rows.last().map_or(seq, |(s, _)| *s);
+            revocations.apply(rows.into_iter().map(|(_, r)| r));
+            last
+        }
+        Err(e) => {
+            // Tried again at the next tick; the revocations already held
+            // keep being enforced.
+            tracing::warn!(error = %e, "Cannot read certificate revocations from the store.");
+            seq
+        }
+    }
+}
