@@ -90,6 +90,9 @@ pub enum CertsCommand {
         /// Replace an existing certificate and key of that name.
         #[arg(long)]
         force: bool,
+        /// Days the certificate is valid [default: 30 for an agent (it renews its own), 398 for an operator].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: Option<u32>,
     },
 }
 
@@ -212,6 +215,7 @@ fn certs(cmd: CertsCommand) -> Result<(), CliError> {
             agent,
             operator,
             force,
+            days,
         } => {
             let who = match (agent, operator) {
                 (Some(name), None) => Identity {
@@ -228,7 +232,11 @@ fn certs(cmd: CertsCommand) -> Result<(), CliError> {
                     ));
                 }
             };
-            let (crt, key) = pki::issue(&dir, &who, force).map_err(pki_err)?;
+            let (crt, key) = match days {
+                Some(days) => pki::issue_valid(&dir, &who, force, pki::days(days)),
+                None => pki::issue(&dir, &who, force),
+            }
+            .map_err(pki_err)?;
             println!("{}\n{}", crt.display(), key.display());
         }
     }

@@ -44,6 +44,7 @@ pub async fn serve(
     fleet: FleetHandle,
     campaigns: CampaignHandle,
     store: crate::store::WriterHandle,
+    renewal: std::sync::Arc<crate::renewal::Signer>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let limits = &config.limits;
@@ -92,6 +93,7 @@ pub async fn serve(
         messages_per_sec: config.agents.messages_per_sec,
         message_burst: config.agents.message_burst,
         assembly: session_stream::Assembly::new(ASSEMBLING_SESSIONS, ASSEMBLY_DEADLINE),
+        renewal,
         shutdown: shutdown.clone(),
     }));
     let operator = OperatorApi {
