@@ -199,10 +199,12 @@ pub async fn start_with(
                 listener,
                 tls,
                 &config,
-                fleet,
-                campaigns,
-                writer_handle,
-                renewal,
+                grpc::Backends {
+                    fleet,
+                    campaigns,
+                    store: writer_handle,
+                    renewal,
+                },
                 shutdown,
             )
             .await

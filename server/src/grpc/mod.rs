@@ -36,17 +36,29 @@ const CONNECTION_WINDOW: u32 = 128 * 1024;
 const ASSEMBLING_SESSIONS: usize = 64;
 const ASSEMBLY_DEADLINE: Duration = Duration::from_secs(30);
 
+/// What the services answer from: the server's parts.
+pub struct Backends {
+    pub fleet: FleetHandle,
+    pub campaigns: CampaignHandle,
+    pub store: crate::store::WriterHandle,
+    /// Signs agents' own certificate requests (or refuses them all).
+    pub renewal: std::sync::Arc<crate::renewal::Signer>,
+}
+
 /// Serves every service on an already bound listener until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: rustls::ServerConfig,
     config: &ServerConfig,
-    fleet: FleetHandle,
-    campaigns: CampaignHandle,
-    store: crate::store::WriterHandle,
-    renewal: std::sync::Arc<crate::renewal::Signer>,
+    backends: Backends,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    let Backends {
+        fleet,
+        campaigns,
+        store,
+        renewal,
+    } = backends;
     let limits = &config.limits;
     let incoming = tls::spawn_acceptor(
         listener,
