@@ -1,4 +1,4 @@
-//! The `rollcall-agent` command line: `run` and `once`.
+//! The `rollcall-agent` command line: `run`, `once` and `cert-status`.
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 //! Every error is one line naming what is wrong.
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rollcall_proto::model::Role;
+use rollcall_proto::timestamp::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, AgentConfig, ConfigError};
@@ -56,6 +57,20 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Show the agent certificate's life: node, expiry, when it renews.
+    ///
+    /// Exits 0 also when the certificate is missing, unusable or expired: that is what it reports.
+    CertStatus {
+        /// Print JSON (present, usable, node, not_before, not_after, expires_in_secs, renew_at, error).
+        #[arg(long)]
+        json: bool,
+        /// Configuration file, for tls.cert [default: /etc/rollcall/agent.toml if it exists].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The certificate file (overrides tls.cert).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
 }
 
 /// How long the session may take to end after SIGTERM or SIGINT.
@@ -92,6 +107,22 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 "{}",
                 serde_json::to_string_pretty(&report).expect("a report serializes")
             );
+            Ok(())
+        }
+        Command::CertStatus { json, config, cert } => {
+            let cert = match cert {
+                Some(path) => path,
+                None => load(config.as_deref())?.tls.cert,
+            };
+            let status = crate::cert_status::status(&cert, Timestamp::now());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).expect("a status serializes")
+                );
+            } else {
+                println!("{}", status.line());
+            }
             Ok(())
         }
         Command::Run {

@@ -11,10 +11,12 @@
 
 pub mod actions;
 pub mod backoff;
+pub mod cert_status;
 pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod once;
+pub mod renew;
 pub mod session;
 mod start;
 

@@ -11,6 +11,7 @@ use crate::actions::{Actions, StoreError};
 use crate::collect::Sources;
 use crate::collect::boot_id::BootId;
 use crate::config::{AgentConfig, ConfigError};
+use crate::renew::CertFiles;
 use crate::session::{Session, Settings, Stats};
 
 #[derive(Debug, thiserror::Error)]
@@ -87,5 +88,9 @@ pub fn settings(cfg: &AgentConfig, boot: &BootId) -> Result<Settings, ConfigErro
         backoff_initial: Duration::from_millis(cfg.reconnect.initial_backoff_ms),
         backoff_max: Duration::from_secs(cfg.reconnect.max_backoff_secs),
         boot_id: boot.wire().to_owned(),
+        renew: Some(CertFiles {
+            cert: cfg.tls.cert.clone(),
+            key: cfg.tls.key.clone(),
+        }),
     })
 }

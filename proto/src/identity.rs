@@ -162,7 +162,7 @@ pub fn from_pem(pem: &str) -> Result<Identity, IdentityError> {
     from_der(&der)
 }
 
-fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+pub(crate) fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
     let (_, rest) = pem.split_once("-----BEGIN CERTIFICATE-----")?;
     let (body, _) = rest.split_once("-----END CERTIFICATE-----")?;
     let text: String = body.chars().filter(|c| !c.is_whitespace()).collect();

@@ -4,6 +4,7 @@
 //! - [`model`]: the domain types both binaries work with (serde, no prost).
 //! - [`names`]: enums as words (`as_str`, `FromStr`), one error for a wrong one.
 //! - [`pack`]: a compact binary form of report sections, for holding many.
+//! - [`certinfo`]: a client certificate's life: validity, key, when to renew.
 //! - [`connect`]: the client side of mutual TLS.
 //! - [`convert`]: the one place that maps between the two.
 //! - [`admit`]: the limits every message from an agent must keep.
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admit;
+pub mod certinfo;
 pub mod connect;
 pub mod convert;
 pub mod diag;

@@ -38,7 +38,7 @@ impl Default for CampaignsConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// The CA that signs agent and operator certificates.
@@ -46,6 +46,25 @@ pub struct TlsConfig {
     /// The server's certificate and key.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// The CA's private key. Only with it does the server sign the
+    /// certificates agents ask for when they renew their own; without it
+    /// every renewal is refused (and agents say so in their logs).
+    pub ca_key: Option<PathBuf>,
+    /// How long a certificate the server signs for a renewing agent is
+    /// valid, in days.
+    pub agent_cert_days: u32,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca: None,
+            cert: None,
+            key: None,
+            ca_key: None,
+            agent_cert_days: crate::pki::AGENT_DAYS,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -205,6 +224,9 @@ impl ServerConfig {
         if !(10..=60_000).contains(&self.store.flush_interval_ms) {
             return bad("store.flush_interval_ms must be between 10 and 60000");
         }
+        if !(1..=3_650).contains(&self.tls.agent_cert_days) {
+            return bad("tls.agent_cert_days must be between 1 and 3650");
+        }
         if !(10..=60_000).contains(&self.campaigns.tick_ms) {
             return bad("campaigns.tick_ms must be between 10 and 60000");
         }
@@ -249,6 +271,8 @@ mod tests {
                 ca: Some("/etc/rollcall/pki/ca.crt".into()),
                 cert: Some("/etc/rollcall/pki/server.crt".into()),
                 key: Some("/etc/rollcall/pki/server.key".into()),
+                ca_key: Some("/etc/rollcall/pki/ca.key".into()),
+                ..Default::default()
             },
             ..Default::default()
         };

@@ -9,6 +9,7 @@ pub mod config;
 pub mod fleet;
 pub mod grpc;
 pub mod pki;
+pub mod renewal;
 pub mod revoke;
 pub mod store;
 pub mod supervise;
@@ -73,6 +74,10 @@ pub struct Options {
     /// handles: a part of the server that dies, for the tests of
     /// [`RunningServer::stopped`].
     pub fleet_panic: Option<PanicSwitch>,
+    /// How long a certificate signed for a renewing agent is valid,
+    /// instead of `[tls] agent_cert_days`: the renewal tests need
+    /// certificates that live minutes, not days.
+    pub agent_cert_validity: Option<Duration>,
 }
 
 /// Set (to anything) in `serve`'s environment, it arms
@@ -96,6 +101,25 @@ impl Options {
     }
 }
 
+/// The CA as renewals need it: loaded from `[tls] ca_key` if set (a key
+/// that cannot be read, or that others may read, is a configuration
+/// error), else a signer that refuses every renewal, said once here.
+fn renewal_signer(
+    config: &ServerConfig,
+    validity: Option<Duration>,
+) -> Result<renewal::Signer, ServeError> {
+    let Some(ca_key) = &config.tls.ca_key else {
+        tracing::info!(
+            "No [tls] ca_key: agents cannot renew their certificates through this server."
+        );
+        return Ok(renewal::Signer::off());
+    };
+    let validity = validity.unwrap_or_else(|| pki::days(config.tls.agent_cert_days));
+    let ca = config.tls.ca.as_deref().expect("validated");
+    renewal::Signer::load(ca, ca_key, validity)
+        .map_err(|e| config::ConfigError::Invalid(format!("[tls] ca_key: {e}")).into())
+}
+
 /// Opens the store, starts the fleet and serves gRPC. Returns once the
 /// listener is bound.
 pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServeError> {
@@ -113,6 +137,7 @@ pub async fn start_with(
         config.tls.cert.as_deref().expect("validated"),
         config.tls.key.as_deref().expect("validated"),
     )?;
+    let renewal = Arc::new(renewal_signer(config, options.agent_cert_validity)?);
     let store = Store::open(&config.data_dir)?;
     let mut stored = Vec::new();
     store.each_node(|node| stored.push(fleet::Loaded::from(node)))?;
@@ -180,6 +205,7 @@ pub async fn start_with(
                 campaigns,
                 store: writer_handle,
                 revocations,
+                renewal,
             };
             grpc::serve(listener, tls, &config, backends, shutdown).await
         }

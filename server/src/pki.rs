@@ -21,8 +21,17 @@ use time::OffsetDateTime;
 
 /// How long the CA is valid.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
-/// How long a server, agent or operator certificate is valid by default.
+/// How long a server or operator certificate is valid by default.
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(398 * 86_400);
+/// How long an agent certificate is valid by default, in days: short,
+/// because agents renew their own (see `renewal`), and a lost node's
+/// certificate should not outlive it by a year.
+pub const AGENT_DAYS: u32 = 30;
+
+/// `days` days.
+pub fn days(days: u32) -> Duration {
+    Duration::from_secs(u64::from(days) * 86_400)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -93,7 +102,13 @@ impl Ca {
 
     /// Loads `ca.crt` and `ca.key` from a pki directory.
     pub fn load(pki: &Path) -> Result<Self, PkiError> {
-        let (cert_path, key_path) = (pki.join("ca.crt"), pki.join("ca.key"));
+        Self::load_files(&pki.join("ca.crt"), &pki.join("ca.key"))
+    }
+
+    /// Loads the CA from its certificate and key files (the server's
+    /// `[tls] ca` and `ca_key`).
+    pub fn load_files(cert_path: &Path, key_path: &Path) -> Result<Self, PkiError> {
+        let (cert_path, key_path) = (cert_path.to_owned(), key_path.to_owned());
         // The key that signs every identity: if others could read it, every
         // certificate it signs is in doubt, so refuse rather than sign.
         rollcall_proto::files::check_private_key(&key_path)?;
@@ -159,16 +174,22 @@ impl Ca {
         not_before: OffsetDateTime,
         validity: Duration,
     ) -> Result<Issued, PkiError> {
-        identity::validate_name(&who.name).map_err(PkiError::InvalidName)?;
-        let uri = who
-            .uri()
-            .try_into()
-            .map_err(|e: rcgen::Error| PkiError::InvalidName(e.to_string()))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = dn(&who.name);
-        params.subject_alt_names = vec![SanType::URI(uri)];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(params, not_before, validity)
+        self.sign(client_params(who)?, not_before, validity)
+    }
+
+    /// Signs a certificate for `public_key` (a key its holder made and
+    /// keeps) that names `who` exactly as [`Self::issue_client`] would:
+    /// the profile comes from here, never from the request.
+    pub fn sign_for_key(
+        &self,
+        who: &Identity,
+        public_key: rcgen::PublicKey,
+        validity: Duration,
+    ) -> Result<String, PkiError> {
+        let mut params = client_params(who)?;
+        finish(&mut params, OffsetDateTime::now_utc(), validity);
+        let request = rcgen::CertificateSigningRequestParams { params, public_key };
+        Ok(request.signed_by(&self.issuer)?.pem())
     }
 
     fn sign(
@@ -177,9 +198,7 @@ impl Ca {
         not_before: OffsetDateTime,
         validity: Duration,
     ) -> Result<Issued, PkiError> {
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, not_before, validity);
+        finish(&mut params, not_before, validity);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
@@ -187,6 +206,28 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// What every client certificate says: CN = the name, exactly one URI (the
+/// identity), clientAuth.
+fn client_params(who: &Identity) -> Result<CertificateParams, PkiError> {
+    identity::validate_name(&who.name).map_err(PkiError::InvalidName)?;
+    let uri = who
+        .uri()
+        .try_into()
+        .map_err(|e: rcgen::Error| PkiError::InvalidName(e.to_string()))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn(&who.name);
+    params.subject_alt_names = vec![SanType::URI(uri)];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
+}
+
+/// What every leaf certificate gets: key usage, the CA's key id, validity.
+fn finish(params: &mut CertificateParams, not_before: OffsetDateTime, validity: Duration) {
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    set_validity(params, not_before, validity);
 }
 
 fn dn(common_name: &str) -> DistinguishedName {
@@ -232,8 +273,23 @@ pub fn init(pki: &Path, sans: &[String]) -> Result<Vec<PathBuf>, PkiError> {
 
 /// `certs issue`: an agent or operator certificate signed by the CA in
 /// `pki`, written to `pki/agents/NAME.{crt,key}` or
-/// `pki/operators/NAME.{crt,key}`. Returns the certificate and key paths.
+/// `pki/operators/NAME.{crt,key}`, valid for the default life of its kind
+/// ([`AGENT_DAYS`], [`LEAF_VALIDITY`]). Returns the certificate and key paths.
 pub fn issue(pki: &Path, who: &Identity, force: bool) -> Result<(PathBuf, PathBuf), PkiError> {
+    let validity = match who.kind {
+        Kind::Agent => days(AGENT_DAYS),
+        Kind::Operator => LEAF_VALIDITY,
+    };
+    issue_valid(pki, who, force, validity)
+}
+
+/// [`issue`] for `validity` (`certs issue --days N`).
+pub fn issue_valid(
+    pki: &Path,
+    who: &Identity,
+    force: bool,
+    validity: Duration,
+) -> Result<(PathBuf, PathBuf), PkiError> {
     identity::validate_name(&who.name).map_err(PkiError::InvalidName)?;
     let dir = pki.join(match who.kind {
         Kind::Agent => "agents",
@@ -245,7 +301,7 @@ pub fn issue(pki: &Path, who: &Identity, force: bool) -> Result<(PathBuf, PathBu
         return Err(PkiError::LeafExists(crt));
     }
     let ca = Ca::load(pki)?;
-    let issued = ca.issue_client(who)?;
+    let issued = ca.issue_client_valid(who, OffsetDateTime::now_utc(), validity)?;
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     write_file(&key, &issued.key_pem, true)?;
     write_file(&crt, &issued.cert_pem, false)?;
@@ -317,6 +373,38 @@ mod tests {
             Err(PkiError::LeafExists(_))
         ));
         assert_eq!(fs::read(pki.join("ca.key")).expect("ca"), before);
+        fs::remove_dir_all(&pki).ok();
+    }
+
+    #[test]
+    fn agent_certificates_live_30_days_unless_told_and_operators_398() {
+        use rollcall_proto::certinfo::CertInfo;
+        let pki = tempdir("days");
+        init(&pki, &[]).expect("init");
+        let life = |crt: &Path| {
+            let pem = fs::read_to_string(crt).expect("crt");
+            // The minute of slack before `now` is part of the life.
+            CertInfo::from_pem(&pem)
+                .expect("parses")
+                .lifetime()
+                .as_secs()
+                - 60
+        };
+        let agent = Identity {
+            kind: Kind::Agent,
+            name: "cmp1".into(),
+        };
+        let op = Identity {
+            kind: Kind::Operator,
+            name: "alice".into(),
+        };
+        assert_eq!(
+            life(&issue(&pki, &agent, false).expect("agent").0),
+            30 * 86_400
+        );
+        assert_eq!(life(&issue(&pki, &op, false).expect("op").0), 398 * 86_400);
+        let (crt, _) = issue_valid(&pki, &agent, true, days(7)).expect("--days 7");
+        assert_eq!(life(&crt), 7 * 86_400);
         fs::remove_dir_all(&pki).ok();
     }
 

@@ -217,12 +217,24 @@ pub struct TestServer {
     /// Fails every store write while set (`faults.fail("disk full")`), as
     /// a full disk would; the server's store sits behind it.
     pub faults: rollcall_server::store::FaultSwitch,
+    /// What the server was started with beyond its config, for restarts.
+    options: rollcall_server::Options,
 }
 
 impl TestServer {
     /// Starts a server on a free port with a 1 s report interval (tests
     /// should not wait ten seconds for anything); `tweak` adjusts the rest.
     pub async fn start(pki: &Pki, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::start_with_options(pki, tweak, rollcall_server::Options::default()).await
+    }
+
+    /// [`Self::start`] with what a test injects beyond the config (kept
+    /// for restarts); the store's fault switch is the harness's own.
+    pub async fn start_with_options(
+        pki: &Pki,
+        tweak: impl FnOnce(&mut ServerConfig),
+        mut options: rollcall_server::Options,
+    ) -> Self {
         let data = TempDir::new("data");
         let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -242,7 +254,8 @@ impl TestServer {
         config.limits.max_handshakes_per_source = config.limits.max_handshakes;
         tweak(&mut config);
         let faults = rollcall_server::store::FaultSwitch::default();
-        let server = rollcall_server::start_with(&config, Self::options(&faults))
+        options.store_faults = Some(faults.clone());
+        let server = rollcall_server::start_with(&config, options.clone())
             .await
             .expect("server starts");
         config.listen = server.addr;
@@ -253,13 +266,7 @@ impl TestServer {
             ca_pem: pki.ca_pem(),
             operator: pki.operator("test-operator"),
             faults,
-        }
-    }
-
-    fn options(faults: &rollcall_server::store::FaultSwitch) -> rollcall_server::Options {
-        rollcall_server::Options {
-            store_faults: Some(faults.clone()),
-            ..Default::default()
+            options,
         }
     }
 
@@ -284,7 +291,7 @@ impl TestServer {
     /// Starts the server again on the same address and data dir.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let server = rollcall_server::start_with(&self.config, Self::options(&self.faults))
+        let server = rollcall_server::start_with(&self.config, self.options.clone())
             .await
             .expect("server restarts");
         self.server = Some(server);
@@ -435,6 +442,7 @@ impl TestAgent {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
             boot_id: boot_id.to_owned(),
+            renew: None,
         };
         let shutdown = CancellationToken::new();
         let mut session = Session::new(settings, make(&shutdown)).expect("session");

@@ -2,7 +2,8 @@
 //! `ansible`, the community.docker connection) installs the .deb packages
 //! built by scripts/package.sh on Debian bookworm nodes running systemd as
 //! PID 1 in containers (scripts/build-node-image.sh; no registry), on a
-//! Docker network made by the test.
+//! Docker network made by the test. The agent role re-issues a node's
+//! certificate when it has expired, and leaves a valid one alone.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -160,6 +161,56 @@ impl Lab {
     }
 }
 
+/// Waits up to a minute for the server's node list to satisfy `check`.
+fn wait_for(lab: &Lab, what: &str, check: impl Fn(&[Node]) -> bool) {
+    let started = Instant::now();
+    while !check(&lab.nodes()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Replaces `node`'s agent certificate and key with a pair the lab's CA
+/// signed a month ago for one day: expired, as on a node that was offline
+/// longer than its certificate's life.
+fn expire_certificate(lab: &Lab, node: &str) {
+    let pki = TempDir::new("ansible-ca");
+    for (file, mode) in [("ca.crt", 0o644), ("ca.key", 0o600)] {
+        let pem = lab.lab.sh(SERVER, &format!("cat /etc/rollcall/pki/{file}"));
+        let path = pki.path().join(file);
+        std::fs::write(&path, pem).expect("write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+    }
+    let ca = rollcall_server::pki::Ca::load(pki.path()).expect("the lab's CA");
+    let who = rollcall_proto::identity::Identity {
+        kind: rollcall_proto::identity::Kind::Agent,
+        name: node.to_owned(),
+    };
+    let month_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(30 * 86_400);
+    let issued = ca
+        .issue_client_valid(&who, month_ago, Duration::from_secs(86_400))
+        .expect("an expired certificate");
+    let dir = "/etc/rollcall/agent";
+    lab.lab.write(
+        node,
+        &format!("{dir}/agent.key"),
+        "600",
+        "root",
+        issued.key_pem.as_bytes(),
+    );
+    lab.lab.write(
+        node,
+        &format!("{dir}/agent.crt"),
+        "644",
+        "root",
+        issued.cert_pem.as_bytes(),
+    );
+}
+
 /// "changed=N" of every host in the PLAY RECAP.
 fn recap_changed(out: &str) -> Vec<(String, u32)> {
     let recap = out.split("PLAY RECAP").nth(1).unwrap_or("");
@@ -257,6 +308,56 @@ fn ansible_installs_the_fleet_idempotently_and_removes_a_node_cleanly() {
         "{}",
         text(&check)
     );
+
+    // A node offline longer than its certificate's life: cmp2's certificate
+    // expired (one the lab's CA signed a month ago, valid a day) and its
+    // agent restarted, so it is refused. The next run re-issues cmp2's
+    // certificate and only cmp2's: cmp1's valid one is left alone.
+    expire_certificate(&lab, "cmp2");
+    lab.lab.sh("cmp2", "systemctl restart rollcall-agent");
+    wait_for(&lab, "cmp2 offline with its expired certificate", |n| {
+        n.iter().any(|n| n.name == "cmp2" && !n.online)
+    });
+    let cmp1_cert = lab
+        .lab
+        .sh("cmp1", "sha256sum /etc/rollcall/agent/agent.crt");
+    let reissue = lab.playbook(&[]);
+    assert!(ok(&reissue), "re-issue run failed:\n{}", text(&reissue));
+    let changed = recap_changed(&text(&reissue));
+    for (host, n) in &changed {
+        if host == "cmp2" {
+            assert!(
+                *n > 0,
+                "cmp2's expired certificate was not re-issued: {changed:?}"
+            );
+        } else {
+            assert_eq!(
+                *n, 0,
+                "{host} changed although its certificate is valid: {changed:?}"
+            );
+        }
+    }
+    assert_eq!(
+        lab.lab
+            .sh("cmp1", "sha256sum /etc/rollcall/agent/agent.crt"),
+        cmp1_cert,
+        "cmp1's valid certificate was replaced"
+    );
+    let status: serde_json::Value = serde_json::from_str(&lab.lab.sh(
+        "cmp2",
+        "rollcall-agent cert-status --json --cert /etc/rollcall/agent/agent.crt",
+    ))
+    .expect("cert-status --json");
+    assert_eq!(status["usable"], true, "{status}");
+    assert!(
+        status["expires_in_secs"]
+            .as_i64()
+            .is_some_and(|s| s > 7 * 86_400),
+        "{status}"
+    );
+    wait_for(&lab, "cmp2 back online with its new certificate", |n| {
+        n.iter().any(|n| n.name == "cmp2" && n.online)
+    });
 
     // state: absent removes one node cleanly; the server shows it offline.
     let removed = lab.playbook(&["--limit", "sto1", "-e", "rollcall_agent_state=absent"]);

@@ -243,6 +243,7 @@ fn help_texts_match_their_snapshots() {
         ("rollcall-agent", &["--help"]),
         ("rollcall-agent", &["run", "--help"]),
         ("rollcall-agent", &["once", "--help"]),
+        ("rollcall-agent", &["cert-status", "--help"]),
     ];
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path("../snapshots");

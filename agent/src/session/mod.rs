@@ -5,6 +5,7 @@
 //! requests.
 
 mod actions;
+mod renewal;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::actions::{Actions, Record};
 use crate::backoff::Backoff;
 use crate::collect::{Sources, same_outcome};
 use crate::config::ConfigError;
+use crate::renew::{CertFiles, Renewal};
 
 /// Everything a session needs, resolved from the configuration.
 #[derive(Clone, Debug)]
@@ -46,6 +48,10 @@ pub struct Settings {
     /// This boot's id as Hello carries it: empty when the agent could not
     /// read it (see [`crate::collect::boot_id`]).
     pub boot_id: String,
+    /// Where the certificate and key live, when the agent renews its own:
+    /// every connection then reads them afresh (`cert_pem` and `key_pem`
+    /// only check them at start). `None`: the PEM above, for good.
+    pub renew: Option<CertFiles>,
 }
 
 /// How long the server may take to answer Hello with Welcome.
@@ -95,6 +101,8 @@ pub struct Stats {
 pub struct Session {
     settings: Settings,
     endpoint: Endpoint,
+    /// Renews the certificate over the session, if `settings.renew` says where.
+    renewal: Option<Renewal>,
     sources: Sources,
     /// The actions this agent may run; `None`: it refuses every request.
     actions: Option<Actions>,
@@ -132,6 +140,14 @@ async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) {
     }
 }
 
+/// Sleeps until the wall-clock time `at`, or forever without one.
+async fn sleep_until(at: Option<Timestamp>) {
+    match at {
+        Some(at) => tokio::time::sleep(at.since(Timestamp::now())).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn differs<T: PartialEq>(sent: &Option<T>, now: &T) -> bool {
     sent.as_ref() != Some(now)
 }
@@ -146,9 +162,14 @@ impl Session {
         )
         .map_err(ConfigError::Invalid)?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let renewal = settings
+            .renew
+            .clone()
+            .map(|files| Renewal::new(files, settings.node.clone()));
         Ok(Self {
             settings,
             endpoint,
+            renewal,
             sources,
             actions: None,
             done_tx,
@@ -202,6 +223,7 @@ impl Session {
                     return self.stats;
                 }
                 Err(e) => {
+                    self.renewal_session_ended();
                     let delay = backoff.next_delay();
                     tracing::warn!(server = %self.settings.server, error = %e, retry_in_ms = delay.as_millis() as u64, "Session ended; will reconnect.");
                     tokio::select! {
@@ -336,9 +358,10 @@ impl Session {
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<End, SessionError> {
+        let endpoint = self.connector()?;
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(End::Shutdown),
-            c = self.endpoint.connect() => c.map_err(|e| SessionError::Connect(rollcall_proto::connect::error_chain(&e)))?,
+            c = endpoint.connect() => c.map_err(|e| SessionError::Connect(rollcall_proto::connect::error_chain(&e)))?,
         };
         let mut client = v1::agent_service_client::AgentServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -387,6 +410,7 @@ impl Session {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let renew_due = self.renewal_due();
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(End::Shutdown),
                 _ = ticker.tick() => {
@@ -407,6 +431,7 @@ impl Session {
                 }
                 () = changed(&mut self.sources.updates) => self.send_changes(&tx).await?,
                 Some(record) = self.done_rx.recv() => self.finished(record, &tx),
+                () = sleep_until(renew_due) => self.renew_now(&tx),
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
                         if let Some(new_interval) = self.handle(msg, &tx)
@@ -464,6 +489,10 @@ impl Session {
                 if let Some(actions) = &mut self.actions {
                     actions.acknowledge(&ack.action_ids);
                 }
+                None
+            }
+            Some(server_message::Msg::CertificateIssued(answer)) => {
+                self.certificate_issued(answer);
                 None
             }
             Some(server_message::Msg::Notice(notice)) => {

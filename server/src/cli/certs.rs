@@ -84,6 +84,9 @@ pub enum CertsCommand {
         /// replaced certificate in the server's store (--data-dir or --config).
         #[arg(long)]
         force: bool,
+        /// Days the certificate is valid [default: 30 for an agent (it renews its own), 398 for an operator].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: Option<u32>,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -154,8 +157,9 @@ pub async fn run(cmd: CertsCommand) -> Result<(), CliError> {
             agent,
             operator,
             force,
+            days,
             data,
-        } => issue(&dir, agent, operator, force, &data),
+        } => issue(&dir, agent, operator, force, days, &data),
         CertsCommand::Revoke {
             target,
             reason,
@@ -201,6 +205,7 @@ fn issue(
     agent: Option<String>,
     operator: Option<String>,
     force: bool,
+    days: Option<u32>,
     data: &DataArgs,
 ) -> Result<(), CliError> {
     let who = match (agent, operator) {
@@ -237,7 +242,11 @@ fn issue(
             })
             .map_err(|e| CliError::Runtime(e.to_string()))?;
     }
-    let (crt, key) = pki::issue(dir, &who, force).map_err(pki_err)?;
+    let (crt, key) = match days {
+        Some(days) => pki::issue_valid(dir, &who, force, pki::days(days)),
+        None => pki::issue(dir, &who, force),
+    }
+    .map_err(pki_err)?;
     println!("{}\n{}", crt.display(), key.display());
     Ok(())
 }

@@ -27,6 +27,7 @@ use super::session_guard::{Complaints, TokenBucket};
 use super::session_stream::{self, Assembly, Inbound};
 use super::tls::Peer;
 use crate::fleet::{ActionResults, FleetHandle, Hello, SessionId, SessionLink};
+use crate::renewal::{CsrError, Signer};
 use crate::store::WriterHandle;
 
 /// Labels an agent may send: enough for any inventory, small enough that a
@@ -48,6 +49,8 @@ pub struct AgentApi {
     pub messages_per_sec: u32,
     pub message_burst: u32,
     pub assembly: Arc<Assembly>,
+    /// Signs the certificates agents ask for when they renew their own.
+    pub renewal: Arc<Signer>,
     pub shutdown: CancellationToken,
 }
 
@@ -153,6 +156,8 @@ impl AgentApi {
             bucket: TokenBucket::new(self.messages_per_sec, self.message_burst, Instant::now()),
             complaints: Complaints::default(),
             held_back: None,
+            renewal: self.renewal.clone(),
+            last_renewal: None,
         };
         tokio::spawn(task.run(inbound, kick, actions_rx, self.shutdown.clone()));
         Ok(rx)
@@ -220,7 +225,14 @@ struct SessionTask {
     /// token, so a flood costs the fleet one report per token and the
     /// latest state of every section still arrives.
     held_back: Option<Box<Report>>,
+    renewal: Arc<Signer>,
+    /// When this session last asked for a certificate: one request per
+    /// [`RENEWAL_EVERY`], so a session cannot keep the CA signing.
+    last_renewal: Option<Instant>,
 }
+
+/// A session may ask for a certificate once in this long.
+const RENEWAL_EVERY: Duration = Duration::from_secs(10);
 
 impl SessionTask {
     async fn run(
@@ -279,6 +291,47 @@ impl SessionTask {
         self.fleet
             .disconnect(&self.node, self.session, reason)
             .await;
+    }
+
+    /// Signs the session's own certificate request, or says why not.
+    fn renew(&mut self, csr_pem: &str, now: Instant) -> v1::CertificateIssued {
+        if self
+            .last_renewal
+            .is_some_and(|at| now.duration_since(at) < RENEWAL_EVERY)
+        {
+            return v1::CertificateIssued {
+                refused: format!(
+                    "one certificate request per {}s per session; ask again later",
+                    RENEWAL_EVERY.as_secs()
+                ),
+                ..Default::default()
+            };
+        }
+        self.last_renewal = Some(now);
+        match self.renewal.sign(&self.node, csr_pem) {
+            Ok(certificate_pem) => {
+                tracing::info!(node = %self.node, "Signed the agent's renewed certificate.");
+                v1::CertificateIssued {
+                    certificate_pem,
+                    ..Default::default()
+                }
+            }
+            Err(refused @ CsrError::NoCaKey) => {
+                // Said once at startup; every agent asks again and again.
+                tracing::debug!(node = %self.node, reason = %refused, "Refused an agent's certificate request.");
+                v1::CertificateIssued {
+                    refused: refused.to_string(),
+                    ..Default::default()
+                }
+            }
+            Err(refused) => {
+                tracing::warn!(node = %self.node, reason = %refused, "Refused an agent's certificate request.");
+                v1::CertificateIssued {
+                    refused: refused.to_string(),
+                    ..Default::default()
+                }
+            }
+        }
     }
 
     fn held_back_due(&self) -> Option<Instant> {
@@ -374,6 +427,13 @@ impl SessionTask {
                     };
                     let _ = self.tx.send(Ok(Box::new(ack))).await;
                 }
+            }
+            Some(agent_message::Msg::CertificateRequest(request)) => {
+                let answer = self.renew(&request.csr_pem, Instant::now());
+                let msg = v1::ServerMessage {
+                    msg: Some(server_message::Msg::CertificateIssued(answer)),
+                };
+                let _ = self.tx.send(Ok(Box::new(msg))).await;
             }
             Some(agent_message::Msg::Hello(_)) => {
                 return Err(Status::invalid_argument(

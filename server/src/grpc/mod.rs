@@ -45,6 +45,8 @@ pub struct Backends {
     pub campaigns: CampaignHandle,
     pub store: crate::store::WriterHandle,
     pub revocations: crate::revoke::Revocations,
+    /// Signs agents' own certificate requests (or refuses them all).
+    pub renewal: std::sync::Arc<crate::renewal::Signer>,
 }
 
 /// Serves every service on an already bound listener until `shutdown`.
@@ -60,6 +62,7 @@ pub async fn serve(
         campaigns,
         store,
         revocations,
+        renewal,
     } = backends;
     let limits = &config.limits;
     let incoming = tls::spawn_acceptor(
@@ -121,6 +124,7 @@ pub async fn serve(
         messages_per_sec: config.agents.messages_per_sec,
         message_burst: config.agents.message_burst,
         assembly: session_stream::Assembly::new(ASSEMBLING_SESSIONS, ASSEMBLY_DEADLINE),
+        renewal,
         shutdown: shutdown.clone(),
     }));
     let operator = OperatorApi {
