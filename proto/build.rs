@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "rollcall/v1/agent.proto",
     "rollcall/v1/operator.proto",
     "rollcall/v1/campaign.proto",
+    "rollcall/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -178,7 +178,7 @@ async fn an_operator_lists_services_and_nodes_with_grpcurl() {
         .await;
     assert!(!ok, "agent cert must not list nodes: {out}");
     assert!(
-        err.contains("PermissionDenied") && err.contains("operator certificate is required"),
+        err.contains("PermissionDenied") && err.contains("nodes list needs role viewer"),
         "{err}"
     );
 

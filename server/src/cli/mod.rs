@@ -13,8 +13,9 @@ pub mod render;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use rollcall_proto::identity::{Identity, Kind};
+use rollcall_proto::identity::{Identity, Role};
 
 use crate::config::{self, ServerConfig};
 use crate::{ServeError, pki};
@@ -73,6 +74,10 @@ pub enum CertsCommand {
         sans: Vec<String>,
     },
     /// Issue an agent certificate (agents/NODE.crt) or an operator certificate (operators/NAME.crt).
+    ///
+    /// An operator certificate carries one role, signed in by the CA: viewer (read and watch
+    /// everything), operator (also plan, start, pause, resume, cancel and undrain campaigns) or
+    /// admin (also forget nodes and manage certificates). Without --role it is operator.
     Issue {
         #[arg(long)]
         pki: PathBuf,
@@ -87,6 +92,16 @@ pub enum CertsCommand {
         /// The operator's name, recorded in the audit log.
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
+        /// What the operator may do: viewer, operator or admin (see above).
+        #[arg(
+            long,
+            value_name = "ROLE",
+            requires = "operator",
+            default_value = "operator",
+            value_parser = PossibleValuesParser::new(Role::ALL.map(Role::as_str))
+                .try_map(|s| s.parse::<Role>()),
+        )]
+        role: Role,
         /// Replace an existing certificate and key of that name.
         #[arg(long)]
         force: bool,
@@ -211,17 +226,12 @@ fn certs(cmd: CertsCommand) -> Result<(), CliError> {
             pki: dir,
             agent,
             operator,
+            role,
             force,
         } => {
             let who = match (agent, operator) {
-                (Some(name), None) => Identity {
-                    kind: Kind::Agent,
-                    name,
-                },
-                (None, Some(name)) => Identity {
-                    kind: Kind::Operator,
-                    name,
-                },
+                (Some(name), None) => Identity::agent(name),
+                (None, Some(name)) => Identity::operator(name, role),
                 _ => {
                     return Err(CliError::Usage(
                         "pass exactly one of --agent NODE or --operator NAME".into(),

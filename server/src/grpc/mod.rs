@@ -1,8 +1,10 @@
 //! The gRPC edge: mutual TLS, the agent session, the operator API, health
-//! and reflection. Handlers check who is calling, translate wire types to
-//! domain types, ask the fleet, and translate the answer back.
+//! and reflection. `authz` decides who may call what, for every request,
+//! before a handler runs; handlers translate wire types to domain types,
+//! ask the fleet, and translate the answer back.
 
 mod agent;
+pub mod authz;
 mod campaign;
 mod operator;
 pub mod page;
@@ -118,6 +120,9 @@ pub async fn serve(
         // agents park 10 GiB in the server's buffers if it fell behind.
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        // Before routing: every request, to any service or to none, is
+        // checked against the one table of who may call what.
+        .layer(authz::AuthorizeLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
