@@ -81,8 +81,9 @@ impl Identity {
         }
     }
 
-    /// The word between `urn:rollcall:` and the name: `agent`, or the role.
-    fn uri_kind(&self) -> &'static str {
+    /// `agent`, or the operator's role: the word between `urn:rollcall:`
+    /// and the name.
+    pub fn role_name(&self) -> &'static str {
         match (self.kind, self.role) {
             (Kind::Agent, _) => "agent",
             // An operator without a role is what certificates said before
@@ -92,14 +93,14 @@ impl Identity {
     }
 
     pub fn uri(&self) -> String {
-        format!("{URI_PREFIX}{}:{}", self.uri_kind(), self.name)
+        format!("{URI_PREFIX}{}:{}", self.role_name(), self.name)
     }
 }
 
 /// `agent cmp1`, `viewer alice`, `admin bob`: what refusals and logs say.
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.uri_kind(), self.name)
+        write!(f, "{} {}", self.role_name(), self.name)
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use rollcall_proto::connect::endpoint;
+use rollcall_proto::v1::admin_service_client::AdminServiceClient;
 use rollcall_proto::v1::campaign_service_client::CampaignServiceClient;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
 use tonic::transport::Channel;
@@ -43,6 +44,10 @@ impl ConnectArgs {
 
     pub async fn campaigns(&self) -> Result<CampaignServiceClient<Channel>, CliError> {
         Ok(CampaignServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn admin(&self) -> Result<AdminServiceClient<Channel>, CliError> {
+        Ok(AdminServiceClient::new(self.channel().await?))
     }
 
     async fn channel(&self) -> Result<Channel, CliError> {

@@ -3,6 +3,7 @@
 //! before a handler runs; handlers translate wire types to domain types,
 //! ask the fleet, and translate the answer back.
 
+mod admin;
 mod agent;
 pub mod authz;
 mod campaign;
@@ -15,6 +16,7 @@ pub mod tls;
 
 use std::time::Duration;
 
+use rollcall_proto::v1::admin_service_server::AdminServiceServer;
 use rollcall_proto::v1::campaign_service_server::CampaignServiceServer;
 use rollcall_proto::v1::operator_service_server::OperatorServiceServer;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,6 +27,7 @@ use crate::campaign::CampaignHandle;
 use crate::config::ServerConfig;
 use crate::fleet::FleetHandle;
 
+pub use admin::AdminApi;
 pub use agent::{AgentApi, AgentService};
 pub use campaign::CampaignApi;
 pub use operator::OperatorApi;
@@ -69,6 +72,7 @@ pub async fn serve(
     health
         .set_serving::<CampaignServiceServer<CampaignApi>>()
         .await;
+    health.set_serving::<AdminServiceServer<AdminApi>>().await;
 
     // grpcurl 1.8 speaks v1alpha; newer clients speak v1.
     let reflection = || {
@@ -85,6 +89,10 @@ pub async fn serve(
 
     let max = limits.max_message_bytes;
     let store_health = store.health();
+    let admin = AdminApi {
+        campaigns: campaigns.clone(),
+        store: store.clone(),
+    };
     let agent = AgentService(std::sync::Arc::new(AgentApi {
         fleet: fleet.clone(),
         store,
@@ -134,6 +142,11 @@ pub async fn serve(
         )
         .add_service(
             CampaignServiceServer::new(campaign)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            AdminServiceServer::new(admin)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

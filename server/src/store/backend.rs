@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use rollcall_proto::model::ActionResult;
 
 use super::{NodeWrite, Store, StoreError};
+use crate::audit::AuditRecord;
 use crate::campaign::record::CampaignWrite;
 
 /// What the writer thread needs of a store. Every method commits before it
@@ -27,6 +28,13 @@ pub trait Backend: Send + 'static {
     ) -> Result<usize, StoreError>;
     /// A small durable write that proves the store takes writes again.
     fn probe(&mut self) -> Result<(), StoreError>;
+    /// Removes a node's record and report sections and writes its audit
+    /// line, in one transaction. Returns the line's `seq`.
+    fn forget_node(&mut self, node: &str, audit: &AuditRecord) -> Result<u64, StoreError>;
+    /// Appends one operator audit line. Returns its `seq`.
+    fn record_audit(&mut self, audit: &AuditRecord) -> Result<u64, StoreError>;
+    /// Up to `limit` operator audit lines after `seq` `after`, oldest first.
+    fn read_audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 impl Backend for Store {
@@ -47,6 +55,18 @@ impl Backend for Store {
 
     fn probe(&mut self) -> Result<(), StoreError> {
         Store::probe(self)
+    }
+
+    fn forget_node(&mut self, node: &str, audit: &AuditRecord) -> Result<u64, StoreError> {
+        Store::forget_node(self, node, audit)
+    }
+
+    fn record_audit(&mut self, audit: &AuditRecord) -> Result<u64, StoreError> {
+        Store::record_audit(self, audit)
+    }
+
+    fn read_audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        Store::read_audit(self, after, limit)
     }
 }
 
@@ -131,5 +151,20 @@ impl<B: Backend> Backend for Faulty<B> {
     fn probe(&mut self) -> Result<(), StoreError> {
         self.check()?;
         self.inner.probe()
+    }
+
+    fn forget_node(&mut self, node: &str, audit: &AuditRecord) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.forget_node(node, audit)
+    }
+
+    fn record_audit(&mut self, audit: &AuditRecord) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.record_audit(audit)
+    }
+
+    /// A full disk still reads.
+    fn read_audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.read_audit(after, limit)
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 
 use rollcall_proto::model::ActionResult;
 
+use crate::audit::AuditRecord;
 use crate::campaign::record::CampaignWrite;
 use crate::throttle::{Throttle, WARN_EVERY};
 
@@ -33,6 +34,28 @@ enum Op {
     Action(Box<ActionResult>, oneshot::Sender<Result<(), NotStored>>),
     /// Committed at once, in one transaction.
     Campaign(Box<CampaignWrite>, oneshot::Sender<Result<(), NotStored>>),
+    /// A node's rows removed with its audit line, at once; a change of
+    /// that node still queued is dropped first (it came before the forget).
+    Forget(String, Box<AuditRecord>, Reply<u64>),
+    /// One operator audit line, committed at once.
+    Audit(Box<AuditRecord>, Reply<u64>),
+    /// A page of the operator audit.
+    ReadAudit {
+        after: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<AuditRecord>, NotRead>>,
+    },
+}
+
+type Reply<T> = oneshot::Sender<Result<T, NotStored>>;
+
+/// Why a read through the writer did not answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotRead {
+    #[error("the store cannot be read: {0}")]
+    Failed(String),
+    #[error("the store writer has stopped")]
+    WriterStopped,
 }
 
 /// Why a write the caller waits for is not on disk.
@@ -76,10 +99,48 @@ impl WriterHandle {
         self.ask(|reply| Op::Campaign(Box::new(write), reply)).await
     }
 
-    async fn ask(
+    /// Stores one operator audit line durably; `Ok` holds its `seq`.
+    pub async fn record_audit(&self, line: AuditRecord) -> Result<u64, NotStored> {
+        self.ask(|reply| Op::Audit(Box::new(line), reply)).await
+    }
+
+    /// Removes a node's stored record and report with its audit line (one
+    /// transaction). Queued now, in the caller's order (the fleet's task
+    /// calls it, so no change of the node it sent earlier is written after
+    /// it); the future says when it is on disk, with the line's `seq`.
+    pub fn forget(
         &self,
-        op: impl FnOnce(oneshot::Sender<Result<(), NotStored>>) -> Op,
-    ) -> Result<(), NotStored> {
+        node: &str,
+        line: AuditRecord,
+    ) -> impl Future<Output = Result<u64, NotStored>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let sent = self
+            .tx
+            .send(Op::Forget(node.to_owned(), Box::new(line), tx))
+            .is_ok();
+        async move {
+            if !sent {
+                return Err(NotStored::WriterStopped);
+            }
+            rx.await.unwrap_or(Err(NotStored::WriterStopped))
+        }
+    }
+
+    /// Up to `limit` operator audit lines after `seq` `after`, oldest first.
+    pub async fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, NotRead> {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::ReadAudit {
+            after,
+            limit,
+            reply,
+        };
+        if self.tx.send(op).is_err() {
+            return Err(NotRead::WriterStopped);
+        }
+        rx.await.unwrap_or(Err(NotRead::WriterStopped))
+    }
+
+    async fn ask<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, NotStored> {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(op(tx)).is_err() {
             return Err(NotStored::WriterStopped);
@@ -206,6 +267,23 @@ fn run(state: &mut State, rx: mpsc::Receiver<Op>, interval: Duration) {
                             let put = state.store.write_campaign(&write);
                             let _ = reply.send(state.outcome("a campaign change", put));
                         }
+                        Op::Forget(node, line, reply) => {
+                            pending.remove(&node);
+                            let done = state.store.forget_node(&node, &line);
+                            let _ = reply.send(state.outcome("a forgotten node", done));
+                        }
+                        Op::Audit(line, reply) => {
+                            let done = state.store.record_audit(&line);
+                            let _ = reply.send(state.outcome("an audit line", done));
+                        }
+                        Op::ReadAudit {
+                            after,
+                            limit,
+                            reply,
+                        } => {
+                            let read = state.store.read_audit(after, limit);
+                            let _ = reply.send(read.map_err(|e| NotRead::Failed(e.to_string())));
+                        }
                         other => absorb(&mut pending, &mut waiters, other),
                     }
                 }
@@ -249,8 +327,12 @@ fn absorb(
             }
         },
         Op::Flush(w) => waiters.push(w),
-        Op::Action(..) | Op::Campaign(..) => {
-            unreachable!("actions and campaigns are handled by the loop")
+        Op::Action(..)
+        | Op::Campaign(..)
+        | Op::Forget(..)
+        | Op::Audit(..)
+        | Op::ReadAudit { .. } => {
+            unreachable!("everything but node changes and flushes is handled by the loop")
         }
     }
 }
@@ -408,6 +490,15 @@ mod tests {
         }
         fn probe(&mut self) -> Result<(), StoreError> {
             Ok(())
+        }
+        fn forget_node(&mut self, _: &str, _: &AuditRecord) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+        fn record_audit(&mut self, _: &AuditRecord) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+        fn read_audit(&mut self, _: u64, _: usize) -> Result<Vec<AuditRecord>, StoreError> {
+            Ok(Vec::new())
         }
     }
 
