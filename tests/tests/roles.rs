@@ -28,16 +28,34 @@ const EXPECTED: &[(&str, Holder)] = &[
     ("/rollcall.v1.OperatorService/ListNodes", Holder::Viewer),
     ("/rollcall.v1.OperatorService/GetNode", Holder::Viewer),
     ("/rollcall.v1.OperatorService/WatchNodes", Holder::Viewer),
-    ("/rollcall.v1.OperatorService/ListContainers", Holder::Viewer),
+    (
+        "/rollcall.v1.OperatorService/ListContainers",
+        Holder::Viewer,
+    ),
     ("/rollcall.v1.OperatorService/FleetSummary", Holder::Viewer),
-    ("/rollcall.v1.CampaignService/PlanCampaign", Holder::Operator),
-    ("/rollcall.v1.CampaignService/StartCampaign", Holder::Operator),
+    (
+        "/rollcall.v1.CampaignService/PlanCampaign",
+        Holder::Operator,
+    ),
+    (
+        "/rollcall.v1.CampaignService/StartCampaign",
+        Holder::Operator,
+    ),
     ("/rollcall.v1.CampaignService/GetCampaign", Holder::Viewer),
     ("/rollcall.v1.CampaignService/ListCampaigns", Holder::Viewer),
     ("/rollcall.v1.CampaignService/WatchCampaign", Holder::Viewer),
-    ("/rollcall.v1.CampaignService/PauseCampaign", Holder::Operator),
-    ("/rollcall.v1.CampaignService/ResumeCampaign", Holder::Operator),
-    ("/rollcall.v1.CampaignService/CancelCampaign", Holder::Operator),
+    (
+        "/rollcall.v1.CampaignService/PauseCampaign",
+        Holder::Operator,
+    ),
+    (
+        "/rollcall.v1.CampaignService/ResumeCampaign",
+        Holder::Operator,
+    ),
+    (
+        "/rollcall.v1.CampaignService/CancelCampaign",
+        Holder::Operator,
+    ),
     ("/rollcall.v1.CampaignService/CampaignAudit", Holder::Viewer),
     ("/rollcall.v1.CampaignService/Undrain", Holder::Operator),
     ("/rollcall.v1.AdminService/ForgetNode", Holder::Admin),
@@ -140,9 +158,7 @@ async fn every_method_against_every_kind_of_certificate() {
                 code == Code::PermissionDenied
             };
             if !ok {
-                wrong.push(format!(
-                    "{path} with {holder:?}: {code:?} (needs {need:?})"
-                ));
+                wrong.push(format!("{path} with {holder:?}: {code:?} (needs {need:?})"));
             }
         }
     }
@@ -170,7 +186,8 @@ async fn a_refusal_names_the_role_needed_and_the_role_held() {
         "campaign pause needs role operator; viewer alice holds viewer"
     );
     // A viewer still reads.
-    let mut operator = rollcall_proto::v1::operator_service_client::OperatorServiceClient::new(channel);
+    let mut operator =
+        rollcall_proto::v1::operator_service_client::OperatorServiceClient::new(channel);
     operator
         .list_nodes(rollcall_proto::v1::ListNodesRequest::default())
         .await

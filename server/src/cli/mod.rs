@@ -98,16 +98,15 @@ pub enum CertsCommand {
         /// The operator's name, recorded in the audit log.
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
-        /// What the operator may do: viewer, operator or admin (see above).
+        /// What the operator may do: viewer, operator or admin (see above) [default: operator].
         #[arg(
             long,
             value_name = "ROLE",
-            requires = "operator",
-            default_value = "operator",
+            conflicts_with = "agent",
             value_parser = PossibleValuesParser::new(Role::ALL.map(Role::as_str))
                 .try_map(|s| s.parse::<Role>()),
         )]
-        role: Role,
+        role: Option<Role>,
         /// Replace an existing certificate and key of that name.
         #[arg(long)]
         force: bool,
@@ -238,7 +237,7 @@ fn certs(cmd: CertsCommand) -> Result<(), CliError> {
         } => {
             let who = match (agent, operator) {
                 (Some(name), None) => Identity::agent(name),
-                (None, Some(name)) => Identity::operator(name, role),
+                (None, Some(name)) => Identity::operator(name, role.unwrap_or(Role::Operator)),
                 _ => {
                     return Err(CliError::Usage(
                         "pass exactly one of --agent NODE or --operator NAME".into(),
