@@ -187,6 +187,7 @@ impl Writer {
                         store: Box::new(store),
                         health: reporter,
                         errors: Throttle::new(WARN_EVERY),
+                        forgets: Vec::new(),
                     };
                     run(&mut state, rx, interval);
                 }));
@@ -225,6 +226,11 @@ struct State {
     health: Reporter,
     /// Write errors, logged once per [`WARN_EVERY`] with a count.
     errors: Throttle,
+    /// Forgotten nodes the store refused to remove (the fleet no longer
+    /// has them): tried again before every commit of node changes, so
+    /// that a change of a node that came back after it is written after
+    /// the removal.
+    forgets: Vec<(String, Box<AuditRecord>)>,
 }
 
 impl State {
@@ -270,7 +276,11 @@ fn run(state: &mut State, rx: mpsc::Receiver<Op>, interval: Duration) {
                         Op::Forget(node, line, reply) => {
                             pending.remove(&node);
                             let done = state.store.forget_node(&node, &line);
-                            let _ = reply.send(state.outcome("a forgotten node", done));
+                            let done = state.outcome("a forgotten node", done);
+                            if done.is_err() {
+                                state.forgets.push((node, line));
+                            }
+                            let _ = reply.send(done);
                         }
                         Op::Audit(line, reply) => {
                             let done = state.store.record_audit(&line);
@@ -338,10 +348,18 @@ fn absorb(
 }
 
 fn commit(state: &mut State, pending: &mut HashMap<String, NodeWrite>) {
+    for (node, line) in std::mem::take(&mut state.forgets) {
+        let done = state.store.forget_node(&node, &line);
+        if state.outcome("a forgotten node", done).is_err() {
+            state.forgets.push((node, line));
+        } else {
+            tracing::info!(node = %node, "Forgotten node removed from the store after all.");
+        }
+    }
     if pending.is_empty() {
         // Nothing to write, but a failing store must learn when it can
         // write again: the scheduler holds every campaign until then.
-        if state.health.is_failing() {
+        if state.health.is_failing() && state.forgets.is_empty() {
             let probe = state.store.probe();
             let _ = state.outcome("the probe row", probe);
         }
@@ -467,6 +485,66 @@ mod tests {
             stored(),
             "the kept node change is written once the store recovers"
         );
+        drop(handle);
+        writer.join().expect("a clean end");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_forget_the_store_refused_is_tried_again_before_later_changes() {
+        use crate::audit::{AuditAction, AuditRecord};
+        use rollcall_proto::identity::{Identity, Role};
+        let dir = temp_data_dir("writer-forget");
+        let store = Store::open(&dir).expect("open");
+        let switch = FaultSwitch::default();
+        let (writer, handle) = Writer::spawn(
+            Faulty::new(store, switch.clone()),
+            Duration::from_millis(50),
+        );
+        for name in ["a", "b"] {
+            handle.put(NodeWrite {
+                node: node(name),
+                sections: vec![],
+            });
+        }
+        handle.flush().await;
+        let admin = Identity::operator("root", Role::Admin);
+        let line = |n: &str| AuditRecord::new(&admin, AuditAction::ForgetNode, n, "");
+        let mut health = handle.health();
+        switch.fail("disk full");
+        for name in ["a", "b"] {
+            assert_eq!(
+                handle.forget(name, line(name)).await,
+                Err(NotStored::Refused("disk full".into()))
+            );
+        }
+        // "a" comes back as a new node while the store still fails.
+        let mut back = node("a");
+        back.agent_version = "new life".into();
+        handle.put(NodeWrite {
+            node: back,
+            sections: vec![],
+        });
+        switch.heal();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while health.borrow_and_update().failing.is_some() {
+                health.changed().await.expect("writer alive");
+            }
+        })
+        .await
+        .expect("recovers within a few intervals");
+        handle.flush().await;
+        let mut stored = Store::open(&dir).expect("open");
+        assert!(
+            stored.load_node("b").expect("load").is_none(),
+            "b removed after all"
+        );
+        let a = stored.load_node("a").expect("load").expect("a is back");
+        assert_eq!(
+            a.node.agent_version, "new life",
+            "its new life, written after the removal"
+        );
+        assert_eq!(stored.read_audit(0, 10).expect("audit").len(), 2);
         drop(handle);
         writer.join().expect("a clean end");
         std::fs::remove_dir_all(&dir).ok();

@@ -27,7 +27,7 @@ pub enum ForgetError {
         phase: Phase,
     },
     #[error(
-        "{node} is gone from the fleet, but its stored record could not be removed ({source}), so it returns at the next restart; forget it again once the store writes"
+        "{node} is gone from the fleet, but the store could not remove its record yet ({source}); the server tries again until the store writes (a restart before then brings the node back)"
     )]
     Store { node: String, source: NotStored },
     #[error(transparent)]
