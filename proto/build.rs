@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "rollcall/v1/agent.proto",
     "rollcall/v1/operator.proto",
     "rollcall/v1/campaign.proto",
+    "rollcall/v1/admin.proto",
     "rollcall/v1/revoke.proto",
 ];
 

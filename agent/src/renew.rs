@@ -143,6 +143,7 @@ pub fn request(node: &str, now: Timestamp) -> Result<(Pending, String), RenewErr
     let who = Identity {
         kind: Kind::Agent,
         name: node.to_owned(),
+        role: None,
     };
     params.subject_alt_names = vec![SanType::URI(who.uri().try_into()?)];
     let csr = params.serialize_request(&key)?.pem()?;
@@ -271,6 +272,7 @@ impl Renewal {
         let me = Identity {
             kind: Kind::Agent,
             name: self.node.clone(),
+            role: None,
         };
         if info.identity != me {
             return Err(RenewError::BadAnswer(format!(

@@ -95,6 +95,7 @@ mod tests {
             identity: Identity {
                 kind: identity::Kind::Agent,
                 name: "cmp1".into(),
+                role: None,
             },
             not_before: Timestamp::from_unix_millis(not_before * 1_000),
             not_after: Timestamp::from_unix_millis(not_after * 1_000),

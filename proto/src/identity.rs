@@ -1,10 +1,12 @@
 //! How a certificate says who holds it.
 //!
 //! The CA signs one URI subject alternative name into every client
-//! certificate it issues: `urn:rollcall:agent:NODE` for a node's agent,
-//! `urn:rollcall:operator:NAME` for an operator. The subject common name
-//! repeats the name for people reading the certificate, but only the signed
-//! URI decides what the holder may do. What a client says about itself (a
+//! certificate it issues: `urn:rollcall:agent:NODE` for a node's agent;
+//! `urn:rollcall:viewer:NAME`, `urn:rollcall:operator:NAME` or
+//! `urn:rollcall:admin:NAME` for a person, whose [`Role`] is the URI's
+//! kind (certificates from before roles carry `operator`, and keep it).
+//! The subject common name repeats the name for people reading the
+//! certificate, but only the signed URI decides what the holder may do. What a client says about itself (a
 //! node name in Hello, say) is checked against this, never trusted instead.
 //!
 //! A client certificate carries exactly that one URI: any other URI beside
@@ -19,14 +21,30 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// The URI prefix of an agent identity.
 pub const AGENT_URI_PREFIX: &str = "urn:rollcall:agent:";
-/// The URI prefix of an operator identity.
-pub const OPERATOR_URI_PREFIX: &str = "urn:rollcall:operator:";
+/// What every rollcall identity URI starts with; the kind or role follows.
+const URI_PREFIX: &str = "urn:rollcall:";
 
+/// A certificate for a machine (an agent) or for a person (an operator of
+/// any [`Role`]): code that asks "is this a person?" looks at the kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Agent,
     Operator,
 }
+
+/// What a person's certificate allows, in increasing order: a viewer
+/// reads and watches everything; an operator also plans, starts and steers
+/// campaigns; an admin also manages certificates and nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+crate::names!(Role, "operator role" {
+    Viewer => "viewer", Operator => "operator", Admin => "admin",
+});
 
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,26 +55,52 @@ impl fmt::Display for Kind {
     }
 }
 
-/// Who a verified client certificate names.
+/// Who a verified client certificate names. `role` is `Some` exactly for
+/// [`Kind::Operator`] (the constructors keep it so).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub kind: Kind,
     pub name: String,
+    pub role: Option<Role>,
 }
 
 impl Identity {
+    pub fn agent(name: impl Into<String>) -> Self {
+        Identity {
+            kind: Kind::Agent,
+            name: name.into(),
+            role: None,
+        }
+    }
+
+    pub fn operator(name: impl Into<String>, role: Role) -> Self {
+        Identity {
+            kind: Kind::Operator,
+            name: name.into(),
+            role: Some(role),
+        }
+    }
+
+    /// `agent`, or the operator's role: the word between `urn:rollcall:`
+    /// and the name.
+    pub fn role_name(&self) -> &'static str {
+        match (self.kind, self.role) {
+            (Kind::Agent, _) => "agent",
+            // An operator without a role is what certificates said before
+            // roles: `operator`.
+            (Kind::Operator, role) => role.unwrap_or(Role::Operator).as_str(),
+        }
+    }
+
     pub fn uri(&self) -> String {
-        let prefix = match self.kind {
-            Kind::Agent => AGENT_URI_PREFIX,
-            Kind::Operator => OPERATOR_URI_PREFIX,
-        };
-        format!("{prefix}{}", self.name)
+        format!("{URI_PREFIX}{}:{}", self.role_name(), self.name)
     }
 }
 
+/// `agent cmp1`, `viewer alice`, `admin bob`: what refusals and logs say.
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind, self.name)
+        write!(f, "{} {}", self.role_name(), self.name)
     }
 }
 
@@ -65,13 +109,13 @@ pub enum IdentityError {
     #[error("certificate cannot be parsed: {0}")]
     Malformed(String),
     #[error(
-        "certificate carries no rollcall identity (no urn:rollcall:agent: or urn:rollcall:operator: URI)"
+        "certificate carries no rollcall identity (no urn:rollcall:agent:, viewer:, operator: or admin: URI)"
     )]
     Missing,
     /// A URI subject alternative name besides the one rollcall identity.
     /// The URI is escaped and shortened: it is the certificate holder's text.
     #[error(
-        "certificate carries the URI {0} besides its rollcall identity; a client certificate must carry exactly one URI (urn:rollcall:agent:NODE or urn:rollcall:operator:NAME)"
+        "certificate carries the URI {0} besides its rollcall identity; a client certificate must carry exactly one URI (urn:rollcall:agent:NODE, or urn:rollcall:ROLE:NAME with ROLE viewer, operator or admin)"
     )]
     ExtraUri(String),
     #[error("certificate names an invalid node or operator name {0}")]
@@ -99,18 +143,10 @@ pub fn from_der(der: &[u8]) -> Result<Identity, IdentityError> {
             _ => None,
         })
         .collect();
-    fn parse(uri: &str) -> Option<(Kind, &str)> {
-        if let Some(n) = uri.strip_prefix(AGENT_URI_PREFIX) {
-            Some((Kind::Agent, n))
-        } else {
-            uri.strip_prefix(OPERATOR_URI_PREFIX)
-                .map(|n| (Kind::Operator, n))
-        }
-    }
-    let Some((at, (kind, name))) = uris
+    let Some((at, (role, name))) = uris
         .iter()
         .enumerate()
-        .find_map(|(i, uri)| parse(uri).map(|p| (i, p)))
+        .find_map(|(i, uri)| parse_uri(uri).map(|p| (i, p)))
     else {
         return Err(IdentityError::Missing);
     };
@@ -122,10 +158,20 @@ pub fn from_der(der: &[u8]) -> Result<Identity, IdentityError> {
         return Err(IdentityError::ExtraUri(escape_uri(extra)));
     }
     validate_name(name).map_err(|_| IdentityError::InvalidName(escape_uri(name)))?;
-    Ok(Identity {
-        kind,
-        name: name.to_owned(),
+    Ok(match role {
+        None => Identity::agent(name),
+        Some(role) => Identity::operator(name, role),
     })
+}
+
+/// A rollcall identity URI's role (`None`: an agent) and name; `None` for
+/// any other URI.
+fn parse_uri(uri: &str) -> Option<(Option<Role>, &str)> {
+    let (kind, name) = uri.strip_prefix(URI_PREFIX)?.split_once(':')?;
+    match kind {
+        "agent" => Some((None, name)),
+        role => role.parse().ok().map(|r| (Some(r), name)),
+    }
 }
 
 /// At most this many characters of a foreign URI are quoted in an error.
@@ -244,6 +290,48 @@ mod tests {
         let long = escape_uri(&"a".repeat(10_000));
         assert_eq!(long.len(), QUOTED_URI_MAX + 5, "{long}");
         assert!(long.ends_with("...\""));
+    }
+
+    #[test]
+    fn uris_name_the_kind_or_the_role_and_read_back() {
+        let cases = [
+            (
+                Identity::agent("cmp1"),
+                "urn:rollcall:agent:cmp1",
+                "agent cmp1",
+            ),
+            (
+                Identity::operator("alice", Role::Viewer),
+                "urn:rollcall:viewer:alice",
+                "viewer alice",
+            ),
+            (
+                Identity::operator("bob", Role::Operator),
+                "urn:rollcall:operator:bob",
+                "operator bob",
+            ),
+            (
+                Identity::operator("carol", Role::Admin),
+                "urn:rollcall:admin:carol",
+                "admin carol",
+            ),
+        ];
+        for (who, uri, shown) in cases {
+            assert_eq!(who.uri(), uri);
+            assert_eq!(who.to_string(), shown);
+            assert_eq!(parse_uri(uri), Some((who.role, who.name.as_str())));
+        }
+        for foreign in [
+            "urn:rollcall:root:x",
+            "urn:rollcall:agent",
+            "https://example",
+            "urn:rollcall:Admin:x",
+        ] {
+            assert_eq!(parse_uri(foreign), None, "{foreign}");
+        }
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+        assert_eq!("admin".parse::<Role>(), Ok(Role::Admin));
+        assert!("root".parse::<Role>().is_err());
     }
 
     #[test]

@@ -436,10 +436,13 @@ pub enum NodeEventKind {
     Online,
     Report,
     Offline,
+    /// An admin forgot the node: it is gone from the fleet.
+    Forgotten,
 }
 
 crate::names!(NodeEventKind, "node event kind" {
     Snapshot => "snapshot", Online => "online", Report => "report", Offline => "offline",
+    Forgotten => "forgotten",
 });
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod campaign;
 pub mod cli;
 pub mod config;

@@ -331,6 +331,7 @@ pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<PathBuf, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rollcall_proto::identity::Role;
 
     fn tempdir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("rollcall-pki-{tag}-{}", std::process::id()));
@@ -342,21 +343,24 @@ mod tests {
     fn init_then_issue_writes_the_documented_layout_with_private_keys_0600() {
         let pki = tempdir("layout");
         init(&pki, &["rollcall.example".into()]).expect("init");
-        let agent = Identity {
-            kind: Kind::Agent,
-            name: "cmp1".into(),
-        };
-        let op = Identity {
-            kind: Kind::Operator,
-            name: "alice".into(),
-        };
+        let agent = Identity::agent("cmp1");
+        let op = Identity::operator("alice", Role::Operator);
+        let viewer = Identity::operator("vera", Role::Viewer);
+        let admin = Identity::operator("adam", Role::Admin);
         issue(&pki, &agent, false).expect("agent");
-        issue(&pki, &op, false).expect("operator");
+        for who in [&op, &viewer, &admin] {
+            issue(&pki, who, false).expect("operator");
+            let pem =
+                fs::read_to_string(pki.join(format!("operators/{}.crt", who.name))).expect("crt");
+            assert_eq!(identity::from_pem(&pem).as_ref(), Ok(who), "{who}");
+        }
         for key in [
             "ca.key",
             "server.key",
             "agents/cmp1.key",
             "operators/alice.key",
+            "operators/vera.key",
+            "operators/adam.key",
         ] {
             let mode = fs::metadata(pki.join(key)).expect(key).permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{key}");
@@ -393,10 +397,12 @@ mod tests {
         let agent = Identity {
             kind: Kind::Agent,
             name: "cmp1".into(),
+            role: None,
         };
         let op = Identity {
             kind: Kind::Operator,
             name: "alice".into(),
+            role: Some(rollcall_proto::identity::Role::Operator),
         };
         assert_eq!(
             life(&issue(&pki, &agent, false).expect("agent").0),
@@ -414,10 +420,7 @@ mod tests {
         init(&pki, &[]).expect("init");
         let ca_key = pki.join("ca.key");
         fs::set_permissions(&ca_key, fs::Permissions::from_mode(0o644)).expect("chmod");
-        let who = Identity {
-            kind: Kind::Agent,
-            name: "cmp1".into(),
-        };
+        let who = Identity::agent("cmp1");
         let err = issue(&pki, &who, false).expect_err("refused");
         assert!(matches!(err, PkiError::KeyMode(_)), "{err}");
         assert!(
@@ -443,10 +446,7 @@ mod tests {
     fn bad_names_are_refused_before_anything_is_written() {
         let pki = tempdir("badname");
         init(&pki, &[]).expect("init");
-        let bad = Identity {
-            kind: Kind::Agent,
-            name: "../etc/passwd".into(),
-        };
+        let bad = Identity::agent("../etc/passwd");
         assert!(matches!(
             issue(&pki, &bad, false),
             Err(PkiError::InvalidName(_))

@@ -144,6 +144,7 @@ impl Signer {
         let who = Identity {
             kind: Kind::Agent,
             name: node.to_owned(),
+            role: None,
         };
         let request = check(csr_pem, &who)?;
         ca.sign_for_key(&who, request.public_key, self.validity)
@@ -162,6 +163,7 @@ mod tests {
         Identity {
             kind: Kind::Agent,
             name: name.into(),
+            role: None,
         }
     }
 

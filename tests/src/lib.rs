@@ -24,7 +24,7 @@ use std::time::Duration;
 use rollcall_agent::collect::{Sources, SystemCollector};
 use rollcall_agent::config::HostConfig;
 use rollcall_agent::session::{Session, Settings};
-use rollcall_proto::identity::{Identity, Kind};
+use rollcall_proto::identity::{Identity, Role as OperatorRole};
 use rollcall_proto::model::{self, Role};
 use rollcall_proto::v1;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
@@ -138,11 +138,7 @@ impl Pki {
         std::fs::read(self.ca_cert()).expect("ca.crt")
     }
 
-    fn issue(&self, kind: Kind, name: &str) -> ClientCert {
-        let who = Identity {
-            kind,
-            name: name.to_owned(),
-        };
+    fn issue(&self, who: Identity) -> ClientCert {
         let (cert, key) = pki::issue(self.path(), &who, true).expect("certs issue");
         ClientCert {
             cert_pem: std::fs::read(&cert).expect("cert"),
@@ -153,11 +149,25 @@ impl Pki {
     }
 
     pub fn agent(&self, node: &str) -> ClientCert {
-        self.issue(Kind::Agent, node)
+        self.issue(Identity::agent(node))
     }
 
+    /// An operator certificate of role operator (what `certs issue
+    /// --operator NAME` makes).
     pub fn operator(&self, name: &str) -> ClientCert {
-        self.issue(Kind::Operator, name)
+        self.with_role(name, OperatorRole::Operator)
+    }
+
+    pub fn viewer(&self, name: &str) -> ClientCert {
+        self.with_role(name, OperatorRole::Viewer)
+    }
+
+    pub fn admin(&self, name: &str) -> ClientCert {
+        self.with_role(name, OperatorRole::Admin)
+    }
+
+    pub fn with_role(&self, name: &str, role: OperatorRole) -> ClientCert {
+        self.issue(Identity::operator(name, role))
     }
 
     /// The loaded CA, for certificates `certs issue` would never make

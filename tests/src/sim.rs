@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rollcall_proto::identity::{Identity, Kind};
+use rollcall_proto::identity::Identity;
 use rollcall_proto::model::Role;
 use rollcall_server::pki::Ca;
 use tokio::sync::Semaphore;
@@ -88,10 +88,7 @@ pub fn issue_agents(ca: &Ca, prefix: &str, n: usize) -> anyhow::Result<Vec<SimAg
     (0..n)
         .map(|i| {
             let node = format!("{prefix}-{i:05}");
-            let issued = ca.issue_client(&Identity {
-                kind: Kind::Agent,
-                name: node.clone(),
-            })?;
+            let issued = ca.issue_client(&Identity::agent(&node))?;
             Ok(SimAgent {
                 node,
                 cert_pem: issued.cert_pem.into_bytes(),

@@ -189,6 +189,7 @@ fn expire_certificate(lab: &Lab, node: &str) {
     let who = rollcall_proto::identity::Identity {
         kind: rollcall_proto::identity::Kind::Agent,
         name: node.to_owned(),
+        role: None,
     };
     let month_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(30 * 86_400);
     let issued = ca

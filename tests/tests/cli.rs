@@ -234,6 +234,8 @@ fn help_texts_match_their_snapshots() {
         ("rollcall-server", &["serve", "--help"]),
         ("rollcall-server", &["nodes", "list", "--help"]),
         ("rollcall-server", &["nodes", "show", "--help"]),
+        ("rollcall-server", &["nodes", "forget", "--help"]),
+        ("rollcall-server", &["audit", "list", "--help"]),
         ("rollcall-server", &["fleet", "status", "--help"]),
         ("rollcall-server", &["containers", "list", "--help"]),
         ("rollcall-server", &["campaign", "--help"]),

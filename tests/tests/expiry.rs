@@ -22,9 +22,9 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// A certificate from the test CA valid from now for `life`: what `certs
 /// issue` makes, with a shorter life. Written to `dir` (key 0600) for the CLI.
 fn short_lived(pki: &Pki, kind: Kind, name: &str, life: Duration, dir: &Path) -> ClientCert {
-    let who = Identity {
-        kind,
-        name: name.to_owned(),
+    let who = match kind {
+        Kind::Agent => Identity::agent(name),
+        Kind::Operator => Identity::operator(name, rollcall_proto::identity::Role::Operator),
     };
     let issued = pki
         .ca()

@@ -94,6 +94,8 @@ async fn an_operator_lists_services_and_nodes_with_grpcurl() {
     for service in [
         "rollcall.v1.AgentService",
         "rollcall.v1.OperatorService",
+        "rollcall.v1.CampaignService",
+        "rollcall.v1.AdminService",
         "rollcall.v1.RevocationService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -178,8 +180,33 @@ async fn an_operator_lists_services_and_nodes_with_grpcurl() {
         )
         .await;
     assert!(!ok, "agent cert must not list nodes: {out}");
+    // (grpcurl asks reflection first, which is a viewer's too.)
     assert!(
-        err.contains("PermissionDenied") && err.contains("operator certificate is required"),
+        err.contains("PermissionDenied")
+            && err.contains("needs role viewer; agent cmp1 holds no operator role"),
+        "{err}"
+    );
+
+    // A viewer reads the audit; forgetting is an admin's.
+    let viewer = pki.viewer("vera");
+    let (ok, out, err) = g
+        .run(
+            &viewer,
+            &["-d", "{}"],
+            &["rollcall.v1.AdminService/ListAudit"],
+        )
+        .await;
+    assert!(ok, "ListAudit failed: {err}{out}");
+    let (ok, _, err) = g
+        .run(
+            &viewer,
+            &["-d", r#"{"node": "cmp1"}"#],
+            &["rollcall.v1.AdminService/ForgetNode"],
+        )
+        .await;
+    assert!(
+        !ok && err.contains("PermissionDenied")
+            && err.contains("nodes forget needs role admin; viewer vera holds viewer"),
         "{err}"
     );
 

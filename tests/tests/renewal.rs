@@ -28,6 +28,7 @@ fn agent(node: &str) -> Identity {
     Identity {
         kind: Kind::Agent,
         name: node.to_owned(),
+        role: None,
     }
 }
 

@@ -101,10 +101,10 @@ async fn an_expired_certificate_is_refused() {
     init();
     let pki = Pki::new();
     let server = TestServer::start(&pki, |_| {}).await;
-    let who = rollcall_proto::identity::Identity {
-        kind: rollcall_proto::identity::Kind::Operator,
-        name: "old".into(),
-    };
+    let who = rollcall_proto::identity::Identity::operator(
+        "old",
+        rollcall_proto::identity::Role::Operator,
+    );
     let month_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(30 * 86_400);
     let issued = pki
         .ca()
@@ -138,7 +138,7 @@ async fn an_agent_certificate_cannot_use_the_operator_api() {
     assert!(
         status
             .message()
-            .contains("operator certificate is required"),
+            .contains("nodes list needs role viewer; agent cmp1 holds no operator role"),
         "{}",
         status.message()
     );

@@ -188,6 +188,7 @@ impl From<model::NodeEventKind> for v1::NodeEventKind {
             model::NodeEventKind::Online => v1::NodeEventKind::Online,
             model::NodeEventKind::Report => v1::NodeEventKind::Report,
             model::NodeEventKind::Offline => v1::NodeEventKind::Offline,
+            model::NodeEventKind::Forgotten => v1::NodeEventKind::Forgotten,
         }
     }
 }
@@ -209,6 +210,7 @@ impl TryFrom<v1::NodeEvent> for model::NodeEvent {
             Ok(v1::NodeEventKind::Online) => model::NodeEventKind::Online,
             Ok(v1::NodeEventKind::Report) => model::NodeEventKind::Report,
             Ok(v1::NodeEventKind::Offline) => model::NodeEventKind::Offline,
+            Ok(v1::NodeEventKind::Forgotten) => model::NodeEventKind::Forgotten,
             _ => {
                 return Err(ConvertError::Invalid {
                     field: "event.kind",

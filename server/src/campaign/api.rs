@@ -12,7 +12,9 @@ use super::control;
 use super::drive::NoHookRunner;
 use super::lifecycle::Step;
 use super::record::{AuditEntry, Campaign, NodeRun, Phase};
+use super::runner::ForgetError;
 use super::spec::CampaignSpec;
+use crate::audit::AuditRecord;
 use crate::fleet::{FleetStopped, Page};
 use crate::store::NotStored;
 
@@ -218,6 +220,13 @@ pub(super) enum Command {
         reason: String,
         reply: Reply<CampaignView>,
     },
+    /// `nodes forget`: here because the scheduler knows which campaigns
+    /// hold a node (`runner/forget.rs`).
+    Forget {
+        node: String,
+        audit: Box<AuditRecord>,
+        reply: oneshot::Sender<Result<AuditRecord, ForgetError>>,
+    },
 }
 
 /// A cheap handle on the scheduler.
@@ -323,6 +332,23 @@ impl CampaignHandle {
             reply,
         })
         .await
+    }
+
+    /// Forgets a node that is offline and held by no campaign, with
+    /// `audit` (who asked, and why); answers with the line as stored.
+    pub async fn forget_node(
+        &self,
+        node: &str,
+        audit: AuditRecord,
+    ) -> Result<AuditRecord, ForgetError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Forget {
+            node: node.to_owned(),
+            audit: Box::new(audit),
+            reply,
+        };
+        self.tx.send(cmd).await.map_err(|_| FleetStopped)?;
+        rx.await.map_err(|_| FleetStopped)?
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, CampaignError> {

@@ -26,4 +26,4 @@ pub mod wire;
 
 pub use api::{CampaignError, CampaignEvent, CampaignHandle, CampaignView, Control, Plan};
 pub use record::Phase;
-pub use runner::Scheduler;
+pub use runner::{ForgetError, Scheduler};

@@ -32,7 +32,10 @@ use super::undrain;
 use crate::fleet::{FleetHandle, Page};
 use crate::store::{StoreHealth, StoredCampaign, WriterHandle};
 
+mod forget;
 mod pass;
+
+pub use forget::{ForgetError, holder};
 
 use super::api::{CampaignError, CampaignEvent, CampaignHandle, CampaignView, Control, Plan};
 
@@ -231,6 +234,9 @@ impl Scheduler {
                 reply,
             } => {
                 let _ = reply.send(self.undrain(&id, &node, &operator, &reason).await);
+            }
+            Command::Forget { node, audit, reply } => {
+                let _ = reply.send(self.forget(&node, *audit).await);
             }
         }
     }

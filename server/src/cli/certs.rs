@@ -8,8 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
-use rollcall_proto::identity::{Identity, Kind};
+use rollcall_proto::identity::{Identity, Role};
 use rollcall_proto::text::for_terminal;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
@@ -66,6 +67,10 @@ pub enum CertsCommand {
         sans: Vec<String>,
     },
     /// Issue an agent certificate (agents/NODE.crt) or an operator certificate (operators/NAME.crt).
+    ///
+    /// An operator certificate carries one role, signed in by the CA: viewer (read and watch
+    /// everything), operator (also plan, start, pause, resume, cancel and undrain campaigns) or
+    /// admin (also forget nodes and manage certificates). Without --role it is operator.
     Issue {
         #[arg(long)]
         pki: PathBuf,
@@ -80,6 +85,15 @@ pub enum CertsCommand {
         /// The operator's name, recorded in the audit log.
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
+        /// What the operator may do: viewer, operator or admin (see above) [default: operator].
+        #[arg(
+            long,
+            value_name = "ROLE",
+            conflicts_with = "agent",
+            value_parser = PossibleValuesParser::new(Role::ALL.map(Role::as_str))
+                .try_map(|s| s.parse::<Role>()),
+        )]
+        role: Option<Role>,
         /// Replace an existing certificate and key of that name, and revoke the
         /// replaced certificate in the server's store (--data-dir or --config).
         #[arg(long)]
@@ -156,10 +170,11 @@ pub async fn run(cmd: CertsCommand) -> Result<(), CliError> {
             pki: dir,
             agent,
             operator,
+            role,
             force,
             days,
             data,
-        } => issue(&dir, agent, operator, force, days, &data),
+        } => issue(&dir, agent, operator, role, force, days, &data),
         CertsCommand::Revoke {
             target,
             reason,
@@ -204,19 +219,14 @@ fn issue(
     dir: &Path,
     agent: Option<String>,
     operator: Option<String>,
+    role: Option<Role>,
     force: bool,
     days: Option<u32>,
     data: &DataArgs,
 ) -> Result<(), CliError> {
     let who = match (agent, operator) {
-        (Some(name), None) => Identity {
-            kind: Kind::Agent,
-            name,
-        },
-        (None, Some(name)) => Identity {
-            kind: Kind::Operator,
-            name,
-        },
+        (Some(name), None) => Identity::agent(name),
+        (None, Some(name)) => Identity::operator(name, role.unwrap_or(Role::Operator)),
         _ => {
             return Err(CliError::Usage(
                 "pass exactly one of --agent NODE or --operator NAME".into(),
@@ -353,14 +363,9 @@ fn revoke_offline(
         ),
         (agent, operator, None) => {
             let who = match (agent, operator) {
-                (Some(name), _) => Identity {
-                    kind: Kind::Agent,
-                    name,
-                },
-                (_, Some(name)) => Identity {
-                    kind: Kind::Operator,
-                    name,
-                },
+                (Some(name), _) => Identity::agent(name),
+                // The pki file is found by name whatever the role.
+                (_, Some(name)) => Identity::operator(name, Role::Operator),
                 _ => {
                     return Err(CliError::Usage(
                         "pass --agent, --operator or --serial".into(),

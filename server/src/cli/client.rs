@@ -9,6 +9,7 @@ use rollcall_proto::connect::endpoint;
 use rollcall_proto::expiry;
 use rollcall_proto::text::for_terminal;
 use rollcall_proto::timestamp::Timestamp;
+use rollcall_proto::v1::admin_service_client::AdminServiceClient;
 use rollcall_proto::v1::campaign_service_client::CampaignServiceClient;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
 use rollcall_proto::v1::revocation_service_client::RevocationServiceClient;
@@ -52,6 +53,10 @@ impl ConnectArgs {
 
     pub async fn revocations(&self) -> Result<RevocationServiceClient<Channel>, CliError> {
         Ok(RevocationServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn admin(&self) -> Result<AdminServiceClient<Channel>, CliError> {
+        Ok(AdminServiceClient::new(self.channel().await?))
     }
 
     async fn channel(&self) -> Result<Channel, CliError> {
@@ -148,6 +153,7 @@ mod tests {
         let who = Identity {
             kind: Kind::Operator,
             name: "alice".into(),
+            role: Some(rollcall_proto::identity::Role::Operator),
         };
         let from = time::OffsetDateTime::from_unix_timestamp(1_795_000_000).expect("time");
         let issued = ca

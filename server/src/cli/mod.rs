@@ -1,9 +1,10 @@
 //! The `rollcall-server` command line: `certs` (in `certs.rs`), `serve`,
-//! `nodes`, `fleet`, `containers`, `campaign`.
+//! `nodes`, `fleet`, `containers`, `campaign`, `audit`.
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 //! Every error is one line naming what is wrong and what to do.
 
+pub mod audit;
 pub mod campaign;
 pub mod certs;
 pub mod client;
@@ -51,6 +52,11 @@ pub enum Command {
     Campaign {
         #[command(subcommand)]
         command: campaign::CampaignCommand,
+    },
+    /// The audit of operator actions beyond campaigns (talks to a running server).
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
 }
 
@@ -153,6 +159,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Fleet { command } => fleet::run_fleet(command).await,
         Command::Containers { command } => fleet::run_containers(command).await,
         Command::Campaign { command } => campaign::run(command).await,
+        Command::Audit { command } => audit::run(command).await,
     }
 }
 

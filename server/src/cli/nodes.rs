@@ -1,4 +1,4 @@
-//! `nodes list`, `nodes show`, `nodes watch`.
+//! `nodes list`, `nodes show`, `nodes watch`, `nodes forget`.
 
 use clap::{Args, Subcommand};
 use rollcall_proto::model::{self, Node, NodeDetail, NodeEvent, Role};
@@ -9,6 +9,7 @@ use rollcall_proto::v1;
 use super::client::{ConnectArgs, all_pages};
 use super::render::{render_detail, render_table};
 use super::{CliError, status_error};
+use crate::audit::AuditRecord;
 
 #[derive(Subcommand, Debug)]
 pub enum NodesCommand {
@@ -38,6 +39,23 @@ pub enum NodesCommand {
         /// The node's name (the name in its agent certificate).
         node: String,
         /// Print JSON ({"node": ..., "report": ...}) instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Remove a node that left the cloud: offline, and held by no running or paused campaign.
+    ///
+    /// Its stored report goes with it and it no longer counts anywhere (lists, fleet status, a
+    /// role's concurrency). Needs role admin; recorded in `audit list`. An agent that still holds
+    /// a valid certificate and connects again comes back as a new node.
+    Forget {
+        /// The node's name.
+        node: String,
+        /// Why, for the audit.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Print the audit line as JSON instead of a sentence.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -162,6 +180,39 @@ pub async fn run(cmd: NodesCommand) -> Result<(), CliError> {
                 );
             } else {
                 print!("{}", render_detail(&detail, Timestamp::now()));
+            }
+        }
+        NodesCommand::Forget {
+            node,
+            reason,
+            json,
+            connect,
+        } => {
+            let mut client = connect.admin().await?;
+            let resp = client
+                .forget_node(v1::ForgetNodeRequest { node, reason })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let line = resp
+                .audit
+                .ok_or_else(|| CliError::Runtime("server sent no audit line".into()))
+                .and_then(|a| {
+                    AuditRecord::try_from(a).map_err(|e| {
+                        CliError::Runtime(format!("server sent an invalid audit line: {e}"))
+                    })
+                })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&line).expect("audit line serializes")
+                );
+            } else {
+                println!(
+                    "Forgot {} (audit line {}).",
+                    for_terminal(&line.target),
+                    line.seq
+                );
             }
         }
         NodesCommand::Watch {

@@ -7,8 +7,10 @@ use rollcall_proto::model::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::forget::{ForgetRefused, Removal};
 use super::ledger::{LedgerCommand, NotSent, UpdateVerdict};
 use super::{Hello, SessionId, SessionLink, Update};
+use crate::audit::AuditRecord;
 
 /// One page of a listing, and whether more follow it.
 #[derive(Debug)]
@@ -82,6 +84,11 @@ pub(super) enum Command {
         list_limit: u32,
         cert_within_days: u32,
         reply: oneshot::Sender<FleetSummary>,
+    },
+    Forget {
+        name: String,
+        audit: Box<AuditRecord>,
+        reply: oneshot::Sender<Result<Removal, ForgetRefused>>,
     },
 }
 
@@ -243,6 +250,21 @@ impl FleetHandle {
             reply,
         })
         .await
+    }
+
+    /// Removes an offline node from the fleet at once (it no longer counts
+    /// anywhere) and from the store with `audit`, its line; the
+    /// [`Removal`] says when the store is done. The caller checks first
+    /// that no open campaign holds the node.
+    pub async fn forget(
+        &self,
+        name: &str,
+        audit: AuditRecord,
+    ) -> Result<Result<Removal, ForgetRefused>, FleetStopped> {
+        let name = name.to_owned();
+        let audit = Box::new(audit);
+        self.call(|reply| Command::Forget { name, audit, reply })
+            .await
     }
 
     async fn call<T>(

@@ -11,12 +11,14 @@
 //! word on one is taken through [`ActionResults`].
 
 mod expiring;
+mod forget;
 mod handle;
 mod held;
 mod ledger;
 mod results;
 mod summary;
 
+pub use forget::{ForgetRefused, Removal};
 pub use handle::{FleetHandle, FleetStopped, Page};
 pub use held::{Digest, Held, Merged, Update};
 pub use ledger::{Foreign, Ledger, NotSent, Reconciled, UpdateVerdict};
@@ -279,6 +281,9 @@ impl Fleet {
             Command::Watch { reply } => {
                 let nodes: Vec<Node> = self.nodes.values().map(|e| e.node.clone()).collect();
                 let _ = reply.send((nodes, self.events.subscribe()));
+            }
+            Command::Forget { name, audit, reply } => {
+                let _ = reply.send(self.forget(&name, *audit));
             }
         }
     }

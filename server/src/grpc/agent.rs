@@ -1,6 +1,7 @@
 //! `rollcall.v1.AgentService`: one session per agent.
 //!
-//! The handler checks the certificate and the Hello, registers the session
+//! The handler checks the Hello against the certificate (`authz` let only
+//! an agent certificate through), registers the session
 //! with the fleet, and hands the rest of the inbound stream to a task of its
 //! own; that task ends the session (and marks the node offline) when the
 //! agent goes away, sends something invalid, or a newer session replaces it.
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rollcall_proto::admit;
 use rollcall_proto::convert::role_from_wire;
-use rollcall_proto::identity::Kind;
+use rollcall_proto::identity::Identity;
 use rollcall_proto::model::Report;
 use rollcall_proto::text::Untrusted;
 use rollcall_proto::timestamp::Timestamp;
@@ -23,9 +24,9 @@ use tonic::Status;
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use tonic::server::NamedService;
 
+use super::authz::caller_of;
 use super::session_guard::{Complaints, TokenBucket};
 use super::session_stream::{self, Assembly, Inbound};
-use super::tls::Peer;
 use crate::fleet::{ActionResults, FleetHandle, Hello, SessionId, SessionLink};
 use crate::renewal::{CsrError, Signer};
 use crate::store::WriterHandle;
@@ -89,10 +90,17 @@ impl Service<http::Request<tonic::body::Body>> for AgentService {
                 ))
                 .into_http());
             }
-            let peer = req.extensions().get::<Peer>().cloned();
+            let identity = match caller_of(req.extensions()) {
+                Ok(who) => who.clone(),
+                Err(status) => return Ok(status.into_http()),
+            };
+            let cert_not_after = req
+                .extensions()
+                .get::<super::tls::Peer>()
+                .and_then(|p| p.cert_not_after);
             let inbound =
                 Inbound::new(req.into_body(), api.max_message_bytes, api.assembly.clone());
-            Ok(match api.session(peer, inbound).await {
+            Ok(match api.session(identity, cert_not_after, inbound).await {
                 Ok(rx) => session_stream::Outbound::response(rx),
                 Err(status) => status.into_http(),
             })
@@ -103,11 +111,10 @@ impl Service<http::Request<tonic::body::Body>> for AgentService {
 impl AgentApi {
     async fn session(
         &self,
-        peer: Option<Peer>,
+        identity: Identity,
+        cert_not_after: Option<rollcall_proto::timestamp::Timestamp>,
         mut inbound: Inbound,
     ) -> Result<mpsc::Receiver<Outbound>, Status> {
-        let peer = peer.ok_or_else(|| Status::unauthenticated("no TLS peer information"))?;
-        let identity = peer.require(Kind::Agent)?.clone();
         let first = tokio::time::timeout(self.hello_timeout, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))??;
@@ -126,7 +133,7 @@ impl AgentApi {
                 identity.name, hello.node
             )));
         }
-        let hello = check_hello(hello, peer.cert_not_after)?;
+        let hello = check_hello(hello, cert_not_after)?;
         let node = hello.node.clone();
 
         let kick = CancellationToken::new();

@@ -1,8 +1,11 @@
 //! The gRPC edge: mutual TLS, the agent session, the operator API, health
-//! and reflection. Handlers check who is calling, translate wire types to
-//! domain types, ask the fleet, and translate the answer back.
+//! and reflection. `authz` decides who may call what, for every request,
+//! before a handler runs; handlers translate wire types to domain types,
+//! ask the fleet, and translate the answer back.
 
+mod admin;
 mod agent;
+pub mod authz;
 mod campaign;
 mod operator;
 pub mod page;
@@ -14,6 +17,7 @@ pub mod tls;
 
 use std::time::Duration;
 
+use rollcall_proto::v1::admin_service_server::AdminServiceServer;
 use rollcall_proto::v1::campaign_service_server::CampaignServiceServer;
 use rollcall_proto::v1::operator_service_server::OperatorServiceServer;
 use rollcall_proto::v1::revocation_service_server::RevocationServiceServer;
@@ -25,6 +29,7 @@ use crate::campaign::CampaignHandle;
 use crate::config::ServerConfig;
 use crate::fleet::FleetHandle;
 
+pub use admin::AdminApi;
 pub use agent::{AgentApi, AgentService};
 pub use campaign::CampaignApi;
 pub use operator::OperatorApi;
@@ -89,6 +94,7 @@ pub async fn serve(
     health
         .set_serving::<RevocationServiceServer<RevocationApi>>()
         .await;
+    health.set_serving::<AdminServiceServer<AdminApi>>().await;
 
     // grpcurl 1.8 speaks v1alpha; newer clients speak v1.
     let reflection = || {
@@ -114,6 +120,10 @@ pub async fn serve(
             .as_deref()
             .and_then(std::path::Path::parent)
             .map(std::path::Path::to_owned),
+    };
+    let admin = AdminApi {
+        campaigns: campaigns.clone(),
+        store: store.clone(),
     };
     let agent = AgentService(std::sync::Arc::new(AgentApi {
         fleet: fleet.clone(),
@@ -151,6 +161,9 @@ pub async fn serve(
         // agents park 10 GiB in the server's buffers if it fell behind.
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        // Before routing: every request, to any service or to none, is
+        // checked against the one table of who may call what.
+        .layer(authz::AuthorizeLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -167,6 +180,11 @@ pub async fn serve(
         )
         .add_service(
             RevocationServiceServer::new(revoke)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            AdminServiceServer::new(admin)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

@@ -1,19 +1,19 @@
-//! `rollcall.v1.OperatorService`: read the fleet. Operator certificates only.
+//! `rollcall.v1.OperatorService`: read the fleet. Any role may (`authz`).
 
 use std::pin::Pin;
 
 use rollcall_proto::convert::{
     container_health_from_wire, container_state_from_wire, role_from_wire,
 };
-use rollcall_proto::identity::{Kind, validate_name};
+use rollcall_proto::identity::validate_name;
 use rollcall_proto::model::{ContainerFilter, NodeEvent, NodeEventKind, NodeFilter, OnlineFilter};
 use rollcall_proto::v1;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::authz::caller;
 use super::page::{self, PageRequest};
-use super::tls::peer;
 use crate::fleet::FleetHandle;
 
 pub struct OperatorApi {
@@ -39,7 +39,7 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
         &self,
         request: Request<v1::ListNodesRequest>,
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
-        peer(&request)?.require(Kind::Operator)?;
+        caller(&request)?;
         let req = request.into_inner();
         let online = match v1::OnlineFilter::try_from(req.online) {
             Ok(v1::OnlineFilter::Any) => OnlineFilter::Any,
@@ -70,7 +70,7 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
         &self,
         request: Request<v1::GetNodeRequest>,
     ) -> Result<Response<v1::GetNodeResponse>, Status> {
-        peer(&request)?.require(Kind::Operator)?;
+        caller(&request)?;
         let name = request.into_inner().name;
         validate_name(&name).map_err(Status::invalid_argument)?;
         let detail = self
@@ -88,7 +88,7 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
         &self,
         request: Request<v1::ListContainersRequest>,
     ) -> Result<Response<v1::ListContainersResponse>, Status> {
-        peer(&request)?.require(Kind::Operator)?;
+        caller(&request)?;
         let req = request.into_inner();
         let invalid =
             |e: rollcall_proto::convert::ConvertError| Status::invalid_argument(e.to_string());
@@ -129,7 +129,7 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
         &self,
         request: Request<v1::FleetSummaryRequest>,
     ) -> Result<Response<v1::FleetSummaryResponse>, Status> {
-        peer(&request)?.require(Kind::Operator)?;
+        caller(&request)?;
         let req = request.into_inner();
         let threshold = req.fs_usage_threshold_percent;
         if threshold > 100 {
@@ -151,7 +151,7 @@ impl v1::operator_service_server::OperatorService for OperatorApi {
         &self,
         request: Request<v1::WatchNodesRequest>,
     ) -> Result<Response<Self::WatchNodesStream>, Status> {
-        peer(&request)?.require(Kind::Operator)?;
+        caller(&request)?;
         let role = role_filter(request.into_inner().role)?;
         let (snapshot, mut events) = self.fleet.watch().await?;
         let stream = async_stream(move |tx| async move {

@@ -7,13 +7,13 @@
 use std::path::PathBuf;
 
 use rollcall_proto::convert::timestamp_to_wire;
-use rollcall_proto::identity::{Identity, Kind, validate_name};
+use rollcall_proto::identity::{Identity, Role, validate_name};
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 use rollcall_proto::v1::revoke_request::Target;
 use tonic::{Request, Response, Status};
 
-use super::tls::{Peer, peer};
+use super::authz::caller;
 use crate::revoke::{MAX_REASON_BYTES, Revocation, Revocations, Serial, serials_of};
 use crate::store::WriterHandle;
 
@@ -23,14 +23,6 @@ pub struct RevocationApi {
     /// The server's pki directory (where its CA certificate is): "revoke by
     /// name" also revokes the certificate it holds for that name.
     pub pki: Option<PathBuf>,
-}
-
-/// Only an admin may revoke. Until operator roles are signed into
-/// certificates (issue 13, item 1) every operator certificate is an
-/// admin's; the roles change replaces this one check with
-/// `identity.role == Admin`.
-fn require_admin(peer: &Peer) -> Result<&Identity, Status> {
-    peer.require(Kind::Operator)
 }
 
 fn to_wire(r: Revocation) -> v1::Revocation {
@@ -46,27 +38,41 @@ fn to_wire(r: Revocation) -> v1::Revocation {
 impl RevocationApi {
     /// The serials a request names, and the identity URI they carry.
     fn targets(&self, target: Target) -> Result<(Vec<Serial>, Option<String>), Status> {
-        let who = |kind, name: String| {
+        let valid = |name: String| {
             validate_name(&name).map_err(Status::invalid_argument)?;
-            Ok::<_, Status>(Identity { kind, name })
+            Ok::<_, Status>(name)
         };
-        let who = match target {
+        // An operator's certificate URI names its role: look under each.
+        let holders: Vec<Identity> = match target {
             Target::Serial(text) => {
                 let serial =
                     Serial::parse(&text).map_err(|e| Status::invalid_argument(e.to_string()))?;
                 return Ok((vec![serial], None));
             }
-            Target::Agent(name) => who(Kind::Agent, name)?,
-            Target::Operator(name) => who(Kind::Operator, name)?,
+            Target::Agent(name) => vec![Identity::agent(valid(name)?)],
+            Target::Operator(name) => {
+                let name = valid(name)?;
+                Role::ALL
+                    .iter()
+                    .map(|role| Identity::operator(name.clone(), *role))
+                    .collect()
+            }
         };
-        let uri = who.uri();
-        let serials = serials_of(&who, self.pki.as_deref(), self.revocations.seen(&uri));
+        let seen: Vec<Serial> = holders
+            .iter()
+            .flat_map(|h| self.revocations.seen(&h.uri()))
+            .collect();
+        let who = holders
+            .iter()
+            .find(|h| h.role.is_none_or(|r| r == Role::Operator))
+            .unwrap_or(&holders[0]);
+        let serials = serials_of(who, self.pki.as_deref(), seen);
         if serials.is_empty() {
             return Err(Status::not_found(format!(
                 "no certificate of {who} is known to the server: none connected since it started and none is in its pki directory; revoke it by its serial"
             )));
         }
-        Ok((serials, Some(uri)))
+        Ok((serials, Some(who.uri())))
     }
 }
 
@@ -76,7 +82,8 @@ impl v1::revocation_service_server::RevocationService for RevocationApi {
         &self,
         request: Request<v1::RevokeRequest>,
     ) -> Result<Response<v1::RevokeResponse>, Status> {
-        let admin = require_admin(peer(&request)?)?.uri();
+        // Only an admin gets here (`authz::RPCS`).
+        let admin = caller(&request)?.uri();
         let req = request.into_inner();
         if req.reason.len() > MAX_REASON_BYTES {
             return Err(Status::invalid_argument(format!(

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rollcall_proto::expiry;
-use rollcall_proto::identity::{self, Identity, IdentityError, Kind};
+use rollcall_proto::identity::{self, Identity, IdentityError};
 use rollcall_proto::timestamp::Timestamp;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
@@ -67,34 +67,21 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn require(&self, kind: Kind) -> Result<&Identity, tonic::Status> {
-        let id = self.identity.as_ref().map_err(|e| {
-            tonic::Status::unauthenticated(format!("client certificate not usable: {e}"))
-        })?;
-        if id.kind != kind {
-            if let Some(refused) = self.warnings.wrong_kind.hit() {
-                let peer = self.addr.map(|a| a.to_string()).unwrap_or_default();
-                tracing::warn!(%peer, identity = %id, needed = %kind, refused, "Request refused: certificate of the wrong kind (count since the last such line).");
-            }
-            let msg = match kind {
-                Kind::Agent => {
-                    format!("{id} cannot open an agent session: an agent certificate is required")
-                }
-                Kind::Operator => {
-                    format!("{id} cannot use the operator API: an operator certificate is required")
-                }
-            };
-            return Err(tonic::Status::permission_denied(msg));
+    /// Logs a refused request, rate-limited: a certificate of the wrong
+    /// kind or role. (Certificates without a usable identity are logged
+    /// once per connection, when it is made.)
+    pub(super) fn refused(&self, refusal: &super::authz::Refusal) {
+        use super::authz::Refusal;
+        let (who, needed) = match refusal {
+            Refusal::NotAnAgent { who, .. } => (who, "agent"),
+            Refusal::Role { who, need, .. } => (who, need.as_str()),
+            Refusal::NoIdentity(_) | Refusal::Unknown(_) => return,
+        };
+        if let Some(refused) = self.warnings.wrong_kind.hit() {
+            let peer = self.addr.map(|a| a.to_string()).unwrap_or_default();
+            tracing::warn!(%peer, identity = %who, needed = %needed, refused, "Request refused: certificate of the wrong kind or role (count since the last such line).");
         }
-        Ok(id)
     }
-}
-
-/// Reads the peer from a request's extensions (set for every request).
-pub fn peer<T>(req: &tonic::Request<T>) -> Result<&Peer, tonic::Status> {
-    req.extensions()
-        .get::<Peer>()
-        .ok_or_else(|| tonic::Status::unauthenticated("no TLS peer information"))
 }
 
 /// A TLS connection with its peer, handed to tonic.
@@ -249,7 +236,7 @@ pub struct AcceptLimits {
 }
 
 /// The warnings of the accept loop and of the requests refused on its
-/// connections (a certificate of the wrong kind, in [`Peer::require`]),
+/// connections (a certificate of the wrong kind or role, in [`Peer::refused`]),
 /// each rate-limited on its own: a flood of one kind of refusal gives one
 /// line per [`WARN_EVERY`] with a count, and does not hide the other kinds.
 #[derive(Debug)]

@@ -184,6 +184,7 @@ mod tests {
         let who = Identity {
             kind: Kind::Agent,
             name: "n1".into(),
+            role: None,
         };
         assert_eq!(serials_of(&who, Some(pki.path()), Vec::new()), vec![]);
         crate::pki::issue(pki.path(), &who, false).expect("issue");
@@ -197,6 +198,7 @@ mod tests {
         let operator = Identity {
             kind: Kind::Operator,
             name: "n1".into(),
+            role: Some(rollcall_proto::identity::Role::Operator),
         };
         assert_eq!(serial_in_pki(pki.path(), &operator), None, "another kind");
     }
@@ -207,6 +209,7 @@ mod tests {
         let who = rollcall_proto::identity::Identity {
             kind: rollcall_proto::identity::Kind::Agent,
             name: "n1".into(),
+            role: None,
         };
         let issued = ca.issue_client(&who).expect("issue");
         let serial = Serial::of_pem(issued.cert_pem.as_bytes()).expect("serial");

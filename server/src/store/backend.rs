@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use rollcall_proto::model::ActionResult;
 
 use super::{NodeWrite, Store, StoreError};
+use crate::audit::AuditRecord;
 use crate::campaign::record::CampaignWrite;
 use crate::revoke::Revocation;
 
@@ -33,6 +34,13 @@ pub trait Backend: Send + 'static {
     fn revoke(&mut self, revocation: &Revocation) -> Result<Revocation, StoreError>;
     /// Revocations stored after `seq` (a read: what offline commands wrote).
     fn revocations_since(&mut self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError>;
+    /// Removes a node's record and report sections and writes its audit
+    /// line, in one transaction. Returns the line's `seq`.
+    fn forget_node(&mut self, node: &str, audit: &AuditRecord) -> Result<u64, StoreError>;
+    /// Appends one operator audit line. Returns its `seq`.
+    fn record_audit(&mut self, audit: &AuditRecord) -> Result<u64, StoreError>;
+    /// Up to `limit` operator audit lines after `seq` `after`, oldest first.
+    fn read_audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 impl Backend for Store {
@@ -61,6 +69,18 @@ impl Backend for Store {
 
     fn revocations_since(&mut self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
         Store::revocations_since(self, seq)
+    }
+
+    fn forget_node(&mut self, node: &str, audit: &AuditRecord) -> Result<u64, StoreError> {
+        Store::forget_node(self, node, audit)
+    }
+
+    fn record_audit(&mut self, audit: &AuditRecord) -> Result<u64, StoreError> {
+        Store::record_audit(self, audit)
+    }
+
+    fn read_audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        Store::read_audit(self, after, limit)
     }
 }
 
@@ -155,5 +175,20 @@ impl<B: Backend> Backend for Faulty<B> {
     /// Reads go through: a full disk still reads.
     fn revocations_since(&mut self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
         self.inner.revocations_since(seq)
+    }
+
+    fn forget_node(&mut self, node: &str, audit: &AuditRecord) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.forget_node(node, audit)
+    }
+
+    fn record_audit(&mut self, audit: &AuditRecord) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.record_audit(audit)
+    }
+
+    /// A full disk still reads.
+    fn read_audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.read_audit(after, limit)
     }
 }

@@ -92,7 +92,19 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY CHECK (id = 1),
         at_ms INTEGER NOT NULL
     ) STRICT;",
-    // 7 (issue 13's 8th, after the operator audit): revoked certificates,
+    // 7: the audit of operator actions beyond campaigns (`audit.rs`): who
+    // (certificate name and role), what, to what. Append-only; `seq` is
+    // the order of recording and the key pages are cut at.
+    "CREATE TABLE operator_audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        who TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    ) STRICT;",
+    // 8: revoked certificates,
     // one row per serial (lowercase hex), never changed once written: the
     // first revocation of a serial stands. `identity` is the URI the
     // certificate carried ('' when only its serial was known), `revoked_by` the

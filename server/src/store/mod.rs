@@ -6,6 +6,7 @@
 //! node and commits them in one transaction per flush interval, so 10,000
 //! agents reporting every 10 s cost one commit a second, not a thousand.
 
+mod admin;
 mod backend;
 #[cfg(test)]
 mod damage_tests;
@@ -29,7 +30,7 @@ use rusqlite::Connection;
 
 pub use backend::{Backend, FaultSwitch, Faulty};
 pub use health::{Failure, StoreHealth};
-pub use writer::{NotStored, Writer, WriterHandle, WriterPanicked};
+pub use writer::{NotRead, NotStored, Writer, WriterHandle, WriterPanicked};
 
 pub const DB_FILE: &str = "rollcall.db";
 

@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 
 use rollcall_proto::model::ActionResult;
 
+use crate::audit::AuditRecord;
 use crate::campaign::record::CampaignWrite;
 use crate::revoke::Revocation;
 use crate::throttle::{Throttle, WARN_EVERY};
@@ -44,6 +45,28 @@ enum Op {
         i64,
         oneshot::Sender<Result<Vec<(i64, Revocation)>, NotStored>>,
     ),
+    /// A node's rows removed with its audit line, at once; a change of
+    /// that node still queued is dropped first (it came before the forget).
+    Forget(String, Box<AuditRecord>, Reply<u64>),
+    /// One operator audit line, committed at once.
+    Audit(Box<AuditRecord>, Reply<u64>),
+    /// A page of the operator audit.
+    ReadAudit {
+        after: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<AuditRecord>, NotRead>>,
+    },
+}
+
+type Reply<T> = oneshot::Sender<Result<T, NotStored>>;
+
+/// Why a read through the writer did not answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotRead {
+    #[error("the store cannot be read: {0}")]
+    Failed(String),
+    #[error("the store writer has stopped")]
+    WriterStopped,
 }
 
 /// Why a write the caller waits for is not on disk.
@@ -99,10 +122,48 @@ impl WriterHandle {
         self.ask(|reply| Op::Revocations(seq, reply)).await
     }
 
-    async fn ask<T>(
+    /// Stores one operator audit line durably; `Ok` holds its `seq`.
+    pub async fn record_audit(&self, line: AuditRecord) -> Result<u64, NotStored> {
+        self.ask(|reply| Op::Audit(Box::new(line), reply)).await
+    }
+
+    /// Removes a node's stored record and report with its audit line (one
+    /// transaction). Queued now, in the caller's order (the fleet's task
+    /// calls it, so no change of the node it sent earlier is written after
+    /// it); the future says when it is on disk, with the line's `seq`.
+    pub fn forget(
         &self,
-        op: impl FnOnce(oneshot::Sender<Result<T, NotStored>>) -> Op,
-    ) -> Result<T, NotStored> {
+        node: &str,
+        line: AuditRecord,
+    ) -> impl Future<Output = Result<u64, NotStored>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let sent = self
+            .tx
+            .send(Op::Forget(node.to_owned(), Box::new(line), tx))
+            .is_ok();
+        async move {
+            if !sent {
+                return Err(NotStored::WriterStopped);
+            }
+            rx.await.unwrap_or(Err(NotStored::WriterStopped))
+        }
+    }
+
+    /// Up to `limit` operator audit lines after `seq` `after`, oldest first.
+    pub async fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, NotRead> {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::ReadAudit {
+            after,
+            limit,
+            reply,
+        };
+        if self.tx.send(op).is_err() {
+            return Err(NotRead::WriterStopped);
+        }
+        rx.await.unwrap_or(Err(NotRead::WriterStopped))
+    }
+
+    async fn ask<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, NotStored> {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(op(tx)).is_err() {
             return Err(NotStored::WriterStopped);
@@ -149,6 +210,7 @@ impl Writer {
                         store: Box::new(store),
                         health: reporter,
                         errors: Throttle::new(WARN_EVERY),
+                        forgets: Vec::new(),
                     };
                     run(&mut state, rx, interval);
                 }));
@@ -187,6 +249,11 @@ struct State {
     health: Reporter,
     /// Write errors, logged once per [`WARN_EVERY`] with a count.
     errors: Throttle,
+    /// Forgotten nodes the store refused to remove (the fleet no longer
+    /// has them): tried again before every commit of node changes, so
+    /// that a change of a node that came back after it is written after
+    /// the removal.
+    forgets: Vec<(String, Box<AuditRecord>)>,
 }
 
 impl State {
@@ -241,6 +308,27 @@ fn run(state: &mut State, rx: mpsc::Receiver<Op>, interval: Duration) {
                                 .map_err(|e| NotStored::Refused(e.to_string()));
                             let _ = reply.send(read);
                         }
+                        Op::Forget(node, line, reply) => {
+                            pending.remove(&node);
+                            let done = state.store.forget_node(&node, &line);
+                            let done = state.outcome("a forgotten node", done);
+                            if done.is_err() {
+                                state.forgets.push((node, line));
+                            }
+                            let _ = reply.send(done);
+                        }
+                        Op::Audit(line, reply) => {
+                            let done = state.store.record_audit(&line);
+                            let _ = reply.send(state.outcome("an audit line", done));
+                        }
+                        Op::ReadAudit {
+                            after,
+                            limit,
+                            reply,
+                        } => {
+                            let read = state.store.read_audit(after, limit);
+                            let _ = reply.send(read.map_err(|e| NotRead::Failed(e.to_string())));
+                        }
                         other => absorb(&mut pending, &mut waiters, other),
                     }
                 }
@@ -284,17 +372,31 @@ fn absorb(
             }
         },
         Op::Flush(w) => waiters.push(w),
-        Op::Action(..) | Op::Campaign(..) | Op::Revoke(..) | Op::Revocations(..) => {
-            unreachable!("actions, campaigns and revocations are handled by the loop")
+        Op::Action(..)
+        | Op::Campaign(..)
+        | Op::Revoke(..)
+        | Op::Revocations(..)
+        | Op::Forget(..)
+        | Op::Audit(..)
+        | Op::ReadAudit { .. } => {
+            unreachable!("everything but node changes and flushes is handled by the loop")
         }
     }
 }
 
 fn commit(state: &mut State, pending: &mut HashMap<String, NodeWrite>) {
+    for (node, line) in std::mem::take(&mut state.forgets) {
+        let done = state.store.forget_node(&node, &line);
+        if state.outcome("a forgotten node", done).is_err() {
+            state.forgets.push((node, line));
+        } else {
+            tracing::info!(node = %node, "Forgotten node removed from the store after all.");
+        }
+    }
     if pending.is_empty() {
         // Nothing to write, but a failing store must learn when it can
         // write again: the scheduler holds every campaign until then.
-        if state.health.is_failing() {
+        if state.health.is_failing() && state.forgets.is_empty() {
             let probe = state.store.probe();
             let _ = state.outcome("the probe row", probe);
         }
@@ -425,6 +527,66 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    #[tokio::test]
+    async fn a_forget_the_store_refused_is_tried_again_before_later_changes() {
+        use crate::audit::{AuditAction, AuditRecord};
+        use rollcall_proto::identity::{Identity, Role};
+        let dir = temp_data_dir("writer-forget");
+        let store = Store::open(&dir).expect("open");
+        let switch = FaultSwitch::default();
+        let (writer, handle) = Writer::spawn(
+            Faulty::new(store, switch.clone()),
+            Duration::from_millis(50),
+        );
+        for name in ["a", "b"] {
+            handle.put(NodeWrite {
+                node: node(name),
+                sections: vec![],
+            });
+        }
+        handle.flush().await;
+        let admin = Identity::operator("root", Role::Admin);
+        let line = |n: &str| AuditRecord::new(&admin, AuditAction::ForgetNode, n, "");
+        let mut health = handle.health();
+        switch.fail("disk full");
+        for name in ["a", "b"] {
+            assert_eq!(
+                handle.forget(name, line(name)).await,
+                Err(NotStored::Refused("disk full".into()))
+            );
+        }
+        // "a" comes back as a new node while the store still fails.
+        let mut back = node("a");
+        back.agent_version = "new life".into();
+        handle.put(NodeWrite {
+            node: back,
+            sections: vec![],
+        });
+        switch.heal();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while health.borrow_and_update().failing.is_some() {
+                health.changed().await.expect("writer alive");
+            }
+        })
+        .await
+        .expect("recovers within a few intervals");
+        handle.flush().await;
+        let mut stored = Store::open(&dir).expect("open");
+        assert!(
+            stored.load_node("b").expect("load").is_none(),
+            "b removed after all"
+        );
+        let a = stored.load_node("a").expect("load").expect("a is back");
+        assert_eq!(
+            a.node.agent_version, "new life",
+            "its new life, written after the removal"
+        );
+        assert_eq!(stored.read_audit(0, 10).expect("audit").len(), 2);
+        drop(handle);
+        writer.join().expect("a clean end");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     /// A backend whose first action write panics: a bug in the store.
     struct Panicky;
 
@@ -448,6 +610,15 @@ mod tests {
             Ok(r.clone())
         }
         fn revocations_since(&mut self, _: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn forget_node(&mut self, _: &str, _: &AuditRecord) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+        fn record_audit(&mut self, _: &AuditRecord) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+        fn read_audit(&mut self, _: u64, _: usize) -> Result<Vec<AuditRecord>, StoreError> {
             Ok(Vec::new())
         }
     }

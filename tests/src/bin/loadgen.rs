@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use rollcall_proto::identity::{Identity, Kind};
+use rollcall_proto::identity::{Identity, Role};
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_server::pki::Ca;
 use rollcall_tests::sim::procfs::{self, ProcSample};
@@ -186,10 +186,7 @@ async fn main() -> anyhow::Result<()> {
     let pki = args.pki.as_ref().context("--pki is required")?;
     let ca = Ca::load(pki).context("load the CA from --pki")?;
     let ca_pem = std::fs::read(pki.join("ca.crt")).context("read ca.crt in --pki")?;
-    let operator = ca.issue_client(&Identity {
-        kind: Kind::Operator,
-        name: "loadgen".into(),
-    })?;
+    let operator = ca.issue_client(&Identity::operator("loadgen", Role::Viewer))?;
 
     eprintln!("Issuing {} agent certificates...", args.agents);
     let started = Instant::now();
