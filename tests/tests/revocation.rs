@@ -90,7 +90,7 @@ async fn a_revoked_agent_is_cut_within_a_second_refused_on_reconnect_and_others_
     let mut session = open_session(&server, &cert, "cmp1").await;
 
     let asked = Instant::now();
-    let answer = revoke(&server, &server.operator, Target::Agent("cmp1".into()))
+    let answer = revoke(&server, &pki.admin("root"), Target::Agent("cmp1".into()))
         .await
         .expect("an admin revokes");
     let cut = cut_after(&mut session, asked, CUT_WITHIN).await;
@@ -142,7 +142,7 @@ async fn a_revoked_operators_watch_is_cut_and_their_next_call_refused() {
     let asked = Instant::now();
     revoke(
         &server,
-        &server.operator,
+        &pki.admin("root"),
         Target::Operator("watcher".into()),
     )
     .await
@@ -298,14 +298,20 @@ async fn only_an_admin_may_revoke() {
         .await
         .expect_err("an agent may not revoke");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    // Nor may an operator: revocation is an admin's.
+    let status = revoke(&server, &server.operator, Target::Agent("cmp5".into()))
+        .await
+        .expect_err("an operator may not revoke");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("needs role admin"), "{status:?}");
     // Nothing was revoked: the agent still gets its session.
     drop(open_session(&server, &agent, "cmp5").await);
 
-    let unknown = revoke(&server, &server.operator, Target::Agent("nowhere".into()))
+    let unknown = revoke(&server, &pki.admin("root"), Target::Agent("nowhere".into()))
         .await
         .expect_err("no certificate known");
     assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
-    let bad = revoke(&server, &server.operator, Target::Serial("xyz".into()))
+    let bad = revoke(&server, &pki.admin("root"), Target::Serial("xyz".into()))
         .await
         .expect_err("not a serial");
     assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
@@ -346,7 +352,7 @@ async fn the_cli_revokes_through_the_server_and_says_what_it_needs_offline() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("permission denied"), "{err}");
 
-    let mut cmd = cli(&server.operator, &["certs", "revoke", "--serial", &typed]);
+    let mut cmd = cli(&pki.admin("root"), &["certs", "revoke", "--serial", &typed]);
     let out = tokio::task::spawn_blocking(move || run(&mut cmd))
         .await
         .expect("join");
