@@ -118,6 +118,21 @@ async fn an_agent_renews_keeps_reporting_and_reconnects_after_its_first_certific
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     let renewed_at = Timestamp::now();
+    // The operator audit has the renewal, by the node's own certificate.
+    let channel = server.channel(&pki.viewer("vera")).await.expect("connect");
+    let audit = v1::admin_service_client::AdminServiceClient::new(channel)
+        .list_audit(v1::ListAuditRequest::default())
+        .await
+        .expect("audit")
+        .into_inner()
+        .records;
+    assert!(
+        audit.iter().any(|r| r.action == "renew-certificate"
+            && r.who == "cmp1"
+            && r.target == "cmp1"
+            && r.detail.starts_with("valid until ")),
+        "{audit:?}"
+    );
 
     // The session goes on over its connection: reports keep coming.
     server

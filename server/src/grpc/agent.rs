@@ -165,6 +165,7 @@ impl AgentApi {
             held_back: None,
             renewal: self.renewal.clone(),
             last_renewal: None,
+            store: self.store.clone(),
         };
         tokio::spawn(task.run(inbound, kick, actions_rx, self.shutdown.clone()));
         Ok(rx)
@@ -236,6 +237,8 @@ struct SessionTask {
     /// When this session last asked for a certificate: one request per
     /// [`RENEWAL_EVERY`], so a session cannot keep the CA signing.
     last_renewal: Option<Instant>,
+    /// Where a renewal's audit line goes.
+    store: WriterHandle,
 }
 
 /// A session may ask for a certificate once in this long.
@@ -298,6 +301,27 @@ impl SessionTask {
         self.fleet
             .disconnect(&self.node, self.session, reason)
             .await;
+    }
+
+    /// The operator audit's line for a certificate the server signed. A
+    /// store that cannot take it does not keep the node from its
+    /// certificate: the log says so instead.
+    async fn audit_renewal(&self, certificate_pem: &str) {
+        let until = rollcall_proto::expiry::not_after_pem(certificate_pem.as_bytes())
+            .map(|t| format!("valid until {t}"))
+            .unwrap_or_default();
+        let who = rollcall_proto::identity::Identity::agent(self.node.clone());
+        if let Err(e) = crate::audit::record(
+            &self.store,
+            &who,
+            crate::audit::AuditAction::RenewCertificate,
+            &self.node,
+            &until,
+        )
+        .await
+        {
+            tracing::warn!(node = %self.node, error = %e, "A renewed certificate is not in the operator audit.");
+        }
     }
 
     /// Signs the session's own certificate request, or says why not.
@@ -437,6 +461,9 @@ impl SessionTask {
             }
             Some(agent_message::Msg::CertificateRequest(request)) => {
                 let answer = self.renew(&request.csr_pem, Instant::now());
+                if !answer.certificate_pem.is_empty() {
+                    self.audit_renewal(&answer.certificate_pem).await;
+                }
                 let msg = v1::ServerMessage {
                     msg: Some(server_message::Msg::CertificateIssued(answer)),
                 };

@@ -14,6 +14,7 @@ use rollcall_proto::v1::revoke_request::Target;
 use tonic::{Request, Response, Status};
 
 use super::authz::caller;
+use crate::audit::{self, AuditAction};
 use crate::revoke::{MAX_REASON_BYTES, Revocation, Revocations, Serial, serials_of};
 use crate::store::WriterHandle;
 
@@ -83,7 +84,8 @@ impl v1::revocation_service_server::RevocationService for RevocationApi {
         request: Request<v1::RevokeRequest>,
     ) -> Result<Response<v1::RevokeResponse>, Status> {
         // Only an admin gets here (`authz::RPCS`).
-        let admin = caller(&request)?.uri();
+        let caller = caller(&request)?.clone();
+        let admin = caller.uri();
         let req = request.into_inner();
         if req.reason.len() > MAX_REASON_BYTES {
             return Err(Status::invalid_argument(format!(
@@ -111,6 +113,19 @@ impl v1::revocation_service_server::RevocationService for RevocationApi {
                 .map_err(|e| Status::unavailable(format!("the revocation is not stored: {e}")))?;
             tracing::info!(serial = %stored.serial, identity = stored.identity.as_deref().unwrap_or(""), by = %admin, reason = %rollcall_proto::text::Untrusted(&stored.reason), "Certificate revoked.");
             self.revocations.apply([stored.clone()]);
+            let target = stored.identity.clone().unwrap_or_default();
+            let detail = format!("serial {}: {}", stored.serial, stored.reason);
+            if let Err(e) = audit::record(
+                &self.store,
+                &caller,
+                AuditAction::RevokeCertificate,
+                &target,
+                &detail,
+            )
+            .await
+            {
+                tracing::warn!(serial = %stored.serial, error = %e, "A revocation is not in the operator audit.");
+            }
             revoked.push(to_wire(stored));
         }
         Ok(Response::new(v1::RevokeResponse { revoked }))
