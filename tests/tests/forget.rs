@@ -273,3 +273,43 @@ async fn the_cli_forgets_as_an_admin_only_and_lists_the_audit_escaped() {
     assert_eq!(json[0]["who"], "root");
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_with_revoke_also_revokes_the_nodes_certificate() {
+    init();
+    let fleet = Fleet::start(&[(Role::Compute, 2)]).await;
+    fleet.power_off("cmp01").await;
+    let root = fleet.pki.admin("root");
+    let (code, out, err) = cli(
+        &fleet,
+        &root,
+        &["nodes", "forget", "cmp01", "--revoke", "--reason", "sold"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("Forgot cmp01 (audit line 1)."), "{out}");
+    let revoked = lines.next().unwrap_or_default();
+    assert!(
+        revoked.contains("urn:rollcall:agent:cmp01") && revoked.contains("forgotten: sold"),
+        "{out}"
+    );
+    assert!(!fleet.server.list().await.iter().any(|n| n.name == "cmp01"));
+    // Both are in the operator audit, in that order.
+    let actions: Vec<(String, String)> = audit(&fleet)
+        .await
+        .into_iter()
+        .map(|r| (r.action, r.target))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("forget-node".to_owned(), "cmp01".to_owned()),
+            (
+                "revoke-certificate".to_owned(),
+                "urn:rollcall:agent:cmp01".to_owned()
+            ),
+        ]
+    );
+    fleet.stop().await;
+}

@@ -299,7 +299,7 @@ fn open_store(data: &DataArgs) -> Result<(Store, ServerConfig), String> {
     Ok((store, cfg))
 }
 
-async fn revoke_online(
+pub(super) async fn revoke_online(
     connect: &ConnectArgs,
     target: Target,
     reason: String,
@@ -417,7 +417,7 @@ struct RevokedLine<'a> {
     revoked_by: &'a str,
 }
 
-fn print_revoked(revoked: &[Revocation], json: bool) {
+pub(super) fn print_revoked(revoked: &[Revocation], json: bool) {
     for r in revoked {
         if json {
             let line = RevokedLine {

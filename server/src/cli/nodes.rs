@@ -6,6 +6,7 @@ use rollcall_proto::text::for_terminal;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
 
+use super::certs;
 use super::client::{ConnectArgs, all_pages};
 use super::render::{render_detail, render_table};
 use super::{CliError, status_error};
@@ -55,7 +56,12 @@ pub enum NodesCommand {
         /// Why, for the audit.
         #[arg(long, default_value = "")]
         reason: String,
-        /// Print the audit line as JSON instead of a sentence.
+        /// Then revoke every certificate of its agent the server knows, so it cannot come back
+        /// (like `certs revoke --agent NODE`).
+        #[arg(long)]
+        revoke: bool,
+        /// Print the audit line as JSON instead of a sentence (then one JSON line per
+        /// revoked certificate).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -185,12 +191,16 @@ pub async fn run(cmd: NodesCommand) -> Result<(), CliError> {
         NodesCommand::Forget {
             node,
             reason,
+            revoke,
             json,
             connect,
         } => {
             let mut client = connect.admin().await?;
             let resp = client
-                .forget_node(v1::ForgetNodeRequest { node, reason })
+                .forget_node(v1::ForgetNodeRequest {
+                    node: node.clone(),
+                    reason: reason.clone(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -213,6 +223,26 @@ pub async fn run(cmd: NodesCommand) -> Result<(), CliError> {
                     for_terminal(&line.target),
                     line.seq
                 );
+            }
+            if revoke {
+                let target = certs::Target {
+                    agent: Some(node.clone()),
+                    operator: None,
+                    serial: None,
+                };
+                let why = if reason.is_empty() {
+                    "forgotten".to_owned()
+                } else {
+                    format!("forgotten: {reason}")
+                };
+                let revoked = certs::revoke_online(&connect, target, why)
+                    .await
+                    .map_err(|e| {
+                        CliError::Runtime(format!(
+                            "{node} is forgotten but not revoked ({e}); run `certs revoke --agent {node}`"
+                        ))
+                    })?;
+                certs::print_revoked(&revoked, json);
             }
         }
         NodesCommand::Watch {
