@@ -69,6 +69,7 @@ pub struct CertFiles {
 impl CertFiles {
     /// The certificate and key as they are now, for the next connection.
     pub fn read(&self) -> Result<(Vec<u8>, Vec<u8>), RenewError> {
+        self.recover()?;
         let cert = std::fs::read(&self.cert).map_err(io_err(&self.cert))?;
         let key = std::fs::read(&self.key).map_err(io_err(&self.key))?;
         Ok((cert, key))
@@ -83,19 +84,66 @@ impl CertFiles {
         })
     }
 
-    /// Writes a key and its certificate, each through a temporary file,
-    /// fsync and rename: the key first (0600 from its first byte), so that
-    /// a certificate on disk never names a key that is not there yet.
+    /// Writes a key and its certificate as a pair: both are staged first
+    /// (`KEY.new`, 0600 from its first byte, and `CERT.new`, each synced),
+    /// then renamed, the key first. A failure while staging leaves the old
+    /// pair as it was; a stop between the two renames leaves `CERT.new`
+    /// alone beside the new key, which [`CertFiles::recover`] completes.
     fn install(&self, key_pem: &str, cert_pem: &str) -> Result<(), RenewError> {
-        write_atomic(&self.key, key_pem, 0o600)?;
-        write_atomic(&self.cert, cert_pem, 0o644)
+        let (key_new, cert_new) = (staged(&self.key), staged(&self.cert));
+        let staging = write_synced(&key_new, key_pem, 0o600)
+            .and_then(|()| write_synced(&cert_new, cert_pem, 0o644));
+        if let Err(e) = staging {
+            let _ = std::fs::remove_file(&key_new);
+            let _ = std::fs::remove_file(&cert_new);
+            return Err(e);
+        }
+        std::fs::rename(&key_new, &self.key).map_err(io_err(&self.key))?;
+        std::fs::rename(&cert_new, &self.cert).map_err(io_err(&self.cert))?;
+        sync_dir(&self.key)?;
+        sync_dir(&self.cert)
+    }
+
+    /// Completes or undoes an install that stopped half way: `CERT.new`
+    /// without `KEY.new` means the new key is in place and its certificate
+    /// is not yet (finish the rename); `KEY.new` still there means nothing
+    /// was renamed (drop what was staged).
+    pub fn recover(&self) -> Result<(), RenewError> {
+        let (key_new, cert_new) = (staged(&self.key), staged(&self.cert));
+        if key_new.exists() {
+            let _ = std::fs::remove_file(&key_new);
+            let _ = std::fs::remove_file(&cert_new);
+        } else if cert_new.exists() {
+            std::fs::rename(&cert_new, &self.cert).map_err(io_err(&self.cert))?;
+            sync_dir(&self.cert)?;
+        }
+        Ok(())
     }
 }
 
-fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), RenewError> {
+fn staged(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".new");
-    let tmp = PathBuf::from(tmp);
+    PathBuf::from(tmp)
+}
+
+fn sync_dir(path: &Path) -> Result<(), RenewError> {
+    // A rename is durable only once its directory is.
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+fn write_synced(tmp: &Path, contents: &str, mode: u32) -> Result<(), RenewError> {
+    let tmp = tmp.to_owned();
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -108,18 +156,6 @@ fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), RenewError
     f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    // The rename is durable only once the directory is.
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
-    }
     Ok(())
 }
 
@@ -313,6 +349,48 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         dir
+    }
+
+    #[test]
+    fn a_pair_is_replaced_whole_or_not_at_all() {
+        let dir = tempdir("pair");
+        let files = CertFiles {
+            cert: dir.join("agent.crt"),
+            key: dir.join("agent.key"),
+        };
+        std::fs::write(&files.cert, "old cert").expect("cert");
+        std::fs::write(&files.key, "old key").expect("key");
+        let read = |f: &CertFiles| {
+            let (c, k) = f.read().expect("read");
+            (String::from_utf8(c).unwrap(), String::from_utf8(k).unwrap())
+        };
+        // Staging fails (the certificate's directory is gone): the old pair stays.
+        let broken = CertFiles {
+            cert: dir.join("missing/agent.crt"),
+            key: files.key.clone(),
+        };
+        assert!(broken.install("new key", "new cert").is_err());
+        assert_eq!(read(&files), ("old cert".into(), "old key".into()));
+        assert!(!staged(&files.key).exists(), "nothing staged is left");
+        // Stopped between the two renames: the new key is in place and its
+        // certificate staged; the next read completes the pair.
+        std::fs::write(&files.key, "new key").expect("key");
+        std::fs::write(staged(&files.cert), "new cert").expect("staged cert");
+        assert_eq!(read(&files), ("new cert".into(), "new key".into()));
+        // Stopped before any rename: what was staged is dropped.
+        std::fs::write(staged(&files.key), "newer key").expect("staged key");
+        std::fs::write(staged(&files.cert), "newer cert").expect("staged cert");
+        assert_eq!(read(&files), ("new cert".into(), "new key".into()));
+        assert!(!staged(&files.cert).exists());
+        // A whole install.
+        files.install("newest key", "newest cert").expect("install");
+        assert_eq!(read(&files), ("newest cert".into(), "newest key".into()));
+        let mode = std::fs::metadata(&files.key)
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Signs `csr` as a CA would, for node `node` (rcgen, a CA of the test's).

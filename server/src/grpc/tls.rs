@@ -142,10 +142,18 @@ impl AsyncWrite for PeerConn {
         self.check_revoked(cx)?;
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
+    // A revoked peer that stops reading would park a flush (and the
+    // shutdown after it) until keepalive gave up: the cut must not wait
+    // for the peer.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check_revoked(cx)?;
         Pin::new(&mut self.stream).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.check_revoked(cx).is_err() {
+            // Nothing more is owed to it; dropping the socket closes it.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
     fn poll_write_vectored(
