@@ -104,15 +104,13 @@ impl Options {
 
 /// The CA as renewals need it: loaded from `[tls] ca_key` if set (a key
 /// that cannot be read, or that others may read, is a configuration
-/// error), else a signer that refuses every renewal, said once here.
+/// error), else a signer that refuses every renewal (said once the store
+/// opened: a server that cannot start says only why).
 fn renewal_signer(
     config: &ServerConfig,
     validity: Option<Duration>,
 ) -> Result<renewal::Signer, ServeError> {
     let Some(ca_key) = &config.tls.ca_key else {
-        tracing::info!(
-            "No [tls] ca_key: agents cannot renew their certificates through this server."
-        );
         return Ok(renewal::Signer::off());
     };
     let validity = validity.unwrap_or_else(|| pki::days(config.tls.agent_cert_days));
@@ -145,6 +143,11 @@ pub async fn start_with(
     let actions = store.load_actions()?;
     let campaigns = store.load_campaigns()?;
     tracing::info!(db = %store.path().display(), nodes = stored.len(), "Store opened.");
+    if config.tls.ca_key.is_none() {
+        tracing::info!(
+            "No [tls] ca_key: agents cannot renew their certificates through this server."
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
