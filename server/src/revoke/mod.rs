@@ -225,12 +225,8 @@ mod tests {
         use rollcall_proto::identity::Role;
         let pki = tempfile::tempdir().expect("dir");
         crate::pki::init(pki.path(), &[]).expect("init");
-        crate::pki::issue(
-            pki.path(),
-            &Identity::operator("alice", Role::Admin),
-            false,
-        )
-        .expect("issue");
+        crate::pki::issue(pki.path(), &Identity::operator("alice", Role::Admin), false)
+            .expect("issue");
         let file = serial_in_pki(pki.path(), &Identity::operator("alice", Role::Admin))
             .expect("the admin's own serial");
         for role in [Role::Viewer, Role::Operator] {

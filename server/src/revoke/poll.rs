@@ -64,3 +64,24 @@ async fn poll(store: &WriterHandle, revocations: &Revocations, seq: i64) -> i64 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_data_dir;
+
+    #[test]
+    fn revocations_that_cannot_be_read_at_startup_are_an_error_not_an_empty_set() {
+        let dir = temp_data_dir("revocations-load");
+        let store = Store::open(&dir).expect("open");
+        let path = store.path().to_owned();
+        drop(store);
+        rusqlite::Connection::open(&path)
+            .and_then(|c| c.execute_batch("DROP TABLE revocations"))
+            .expect("damage");
+        let store = Store::open(&dir).expect("opens: the damage is in one table");
+        let revocations = Revocations::default();
+        let err = load(&store, &revocations).expect_err("refused");
+        assert!(err.to_string().contains("revocations"), "{err}");
+    }
+}
