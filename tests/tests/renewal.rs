@@ -320,3 +320,22 @@ async fn revoking_an_agent_by_name_revokes_the_certificates_it_renewed() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_renewal_the_store_cannot_record_is_refused() {
+    init();
+    let pki = Pki::new();
+    let server = renewing_server(&pki).await;
+    server.faults.fail("disk full");
+    let answer = ask(&server, &pki.agent("cmp1"), "cmp1", "cmp1").await;
+    assert!(
+        answer.certificate_pem.is_empty(),
+        "nothing unrecorded is sent"
+    );
+    assert!(
+        answer.refused.contains("cannot record the certificate")
+            && answer.refused.contains("disk full"),
+        "{}",
+        answer.refused
+    );
+}
