@@ -142,6 +142,10 @@ pub async fn start_with(
     store.each_node(|node| stored.push(fleet::Loaded::from(node)))?;
     let actions = store.load_actions()?;
     let campaigns = store.load_campaigns()?;
+    // Loaded before the first connection is accepted: a revoked
+    // certificate is never let in by a server that just started.
+    let revocations = revoke::Revocations::default();
+    let revoked_upto = revoke::load(&store, &revocations)?;
     tracing::info!(db = %store.path().display(), nodes = stored.len(), "Store opened.");
     if config.tls.ca_key.is_none() {
         tracing::info!(
@@ -192,10 +196,12 @@ pub async fn start_with(
         shutdown.clone(),
     );
     parts.task(Part::Scheduler, scheduler_task);
-    // Loaded before the first connection is accepted: a revoked
-    // certificate is never let in by a server that just started.
-    let revocations = revoke::Revocations::default();
-    revoke::spawn_poller(writer_handle.clone(), revocations.clone(), shutdown.clone()).await;
+    revoke::spawn_poller(
+        writer_handle.clone(),
+        revocations.clone(),
+        revoked_upto,
+        shutdown.clone(),
+    );
     let serve = tokio::spawn({
         let (config, fleet, campaigns, shutdown) = (
             config.clone(),

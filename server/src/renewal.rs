@@ -11,13 +11,20 @@
 //! wishes are checked, then ignored), so a request cannot ask for a CA, a
 //! server certificate or another name.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rcgen::{CertificateSigningRequestParams, DnType, DnValue, IsCa, SanType};
 use rollcall_proto::identity::{Identity, Kind};
 
 use crate::pki::{Ca, PkiError};
+
+/// A session may ask for a certificate once in this long, and the server
+/// signs for one node at most once in this long (or a tenth of a
+/// certificate's life, if longer).
+pub const RENEWAL_EVERY: Duration = Duration::from_secs(10);
 
 /// Largest request the server reads; a P-256 request is about 500 bytes.
 pub const MAX_CSR_BYTES: usize = 8 * 1024;
@@ -46,6 +53,11 @@ pub enum CsrError {
     KeyAlgorithm,
     #[error("signing failed: {0}")]
     Sign(String),
+    #[error(
+        "a certificate was signed for this node {ago_secs}s ago; the server signs one per node per {every_secs}s (a tenth of a certificate's life, at least {}s); ask again later",
+        RENEWAL_EVERY.as_secs()
+    )]
+    TooSoon { ago_secs: u64, every_secs: u64 },
 }
 
 /// Checks that `csr_pem` asks for exactly `who`'s certificate and nothing
@@ -106,6 +118,9 @@ fn dn_text(value: &DnValue) -> Option<&str> {
 pub struct Signer {
     ca: Option<Ca>,
     validity: Duration,
+    /// When each node last got a certificate: a node that reconnects to
+    /// ask again still waits [`Signer::every`].
+    last_signed: Mutex<HashMap<String, Instant>>,
 }
 
 impl Signer {
@@ -114,6 +129,7 @@ impl Signer {
         Self {
             ca: None,
             validity: Duration::ZERO,
+            last_signed: Mutex::default(),
         }
     }
 
@@ -123,6 +139,7 @@ impl Signer {
         Ok(Self {
             ca: Some(Ca::load_files(cert, key)?),
             validity,
+            last_signed: Mutex::default(),
         })
     }
 
@@ -131,6 +148,7 @@ impl Signer {
         Self {
             ca: Some(ca),
             validity,
+            last_signed: Mutex::default(),
         }
     }
 
@@ -138,8 +156,21 @@ impl Signer {
         self.ca.is_some()
     }
 
+    /// How long the server waits between two certificates for one node: a
+    /// tenth of a certificate's life, at least [`RENEWAL_EVERY`] (agents
+    /// renew at two thirds of it, so this never holds back an honest one).
+    pub fn every(&self) -> Duration {
+        (self.validity / 10).max(RENEWAL_EVERY)
+    }
+
     /// Signs `csr_pem` for the agent `node`, or says why not.
     pub fn sign(&self, node: &str, csr_pem: &str) -> Result<String, CsrError> {
+        self.sign_at(node, csr_pem, Instant::now())
+    }
+
+    /// [`Signer::sign`] at `now`: a node that got a certificate less than
+    /// [`Signer::every`] ago is refused, however many sessions it opens.
+    pub fn sign_at(&self, node: &str, csr_pem: &str, now: Instant) -> Result<String, CsrError> {
         let ca = self.ca.as_ref().ok_or(CsrError::NoCaKey)?;
         let who = Identity {
             kind: Kind::Agent,
@@ -147,8 +178,27 @@ impl Signer {
             role: None,
         };
         let request = check(csr_pem, &who)?;
-        ca.sign_for_key(&who, request.public_key, self.validity)
-            .map_err(|e| CsrError::Sign(e.to_string()))
+        // Held across the signature so two sessions of one node cannot both
+        // pass the check; signing takes a millisecond.
+        let mut last = self
+            .last_signed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let every = self.every();
+        if let Some(at) = last.get(node) {
+            let ago = now.saturating_duration_since(*at);
+            if ago < every {
+                return Err(CsrError::TooSoon {
+                    ago_secs: ago.as_secs(),
+                    every_secs: every.as_secs(),
+                });
+            }
+        }
+        let pem = ca
+            .sign_for_key(&who, request.public_key, self.validity)
+            .map_err(|e| CsrError::Sign(e.to_string()))?;
+        last.insert(node.to_owned(), now);
+        Ok(pem)
     }
 }
 
@@ -210,6 +260,41 @@ mod tests {
         // The server's life, not anything the request said.
         let life = info.lifetime().as_secs();
         assert!((3_600..=3_660).contains(&life), "{life}");
+    }
+
+    #[test]
+    fn a_node_gets_one_certificate_per_tenth_of_a_life_across_sessions() {
+        let signer = signer();
+        assert_eq!(signer.every(), Duration::from_secs(360), "3600s / 10");
+        let key = KeyPair::generate().expect("key");
+        let csr = request(&key, "cmp1", &["urn:rollcall:agent:cmp1"], |_| {});
+        let t0 = Instant::now();
+        signer.sign_at("cmp1", &csr, t0).expect("first");
+        let err = signer
+            .sign_at("cmp1", &csr, t0 + Duration::from_secs(359))
+            .expect_err("too soon");
+        assert_eq!(
+            err,
+            CsrError::TooSoon {
+                ago_secs: 359,
+                every_secs: 360
+            }
+        );
+        assert!(err.to_string().contains("per 360s"), "{err}");
+        // Another node is not held back by this one.
+        let other = request(&key, "cmp2", &["urn:rollcall:agent:cmp2"], |_| {});
+        signer
+            .sign_at("cmp2", &other, t0 + Duration::from_secs(1))
+            .expect("another node");
+        signer
+            .sign_at("cmp1", &csr, t0 + Duration::from_secs(360))
+            .expect("after the wait");
+        // A refused request does not count as a signature.
+        let short = Signer::new(Ca::generate("t").expect("ca"), Duration::from_secs(60));
+        assert_eq!(short.every(), RENEWAL_EVERY, "at least RENEWAL_EVERY");
+        let bad = request(&key, "cmp1", &["urn:rollcall:agent:cmp2"], |_| {});
+        assert!(short.sign_at("cmp1", &bad, t0).is_err());
+        short.sign_at("cmp1", &csr, t0).expect("first signature");
     }
 
     #[test]

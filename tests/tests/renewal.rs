@@ -178,6 +178,50 @@ async fn ask(
     node: &str,
     csr_for: &str,
 ) -> v1::CertificateIssued {
+    let (_, csr_pem) = rollcall_agent::renew::request(csr_for, Timestamp::now()).expect("request");
+    ask_with(server, cert, node, csr_pem).await
+}
+
+/// `node` renews by hand over a session of `cert`; the certificate it gets,
+/// with the key it asked for, written into `dir`.
+async fn renew_by_hand(
+    server: &TestServer,
+    cert: &ClientCert,
+    node: &str,
+    dir: &TempDir,
+) -> ClientCert {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, node);
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        agent(node).uri().try_into().expect("uri"),
+    )];
+    let csr_pem = params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    let answer = ask_with(server, cert, node, csr_pem).await;
+    assert!(answer.refused.is_empty(), "{}", answer.refused);
+    let renewed = ClientCert {
+        cert: dir.path().join("renewed.crt"),
+        key: dir.path().join("renewed.key"),
+        cert_pem: answer.certificate_pem.into_bytes(),
+        key_pem: key.serialize_pem().into_bytes(),
+    };
+    std::fs::write(&renewed.cert, &renewed.cert_pem).expect("write cert");
+    std::fs::write(&renewed.key, &renewed.key_pem).expect("write key");
+    renewed
+}
+
+async fn ask_with(
+    server: &TestServer,
+    cert: &ClientCert,
+    node: &str,
+    csr_pem: String,
+) -> v1::CertificateIssued {
     let mut session = RawSession::open(server, cert, hello(node, Role::Compute))
         .await
         .expect("session");
@@ -186,7 +230,6 @@ async fn ask(
         welcome.and_then(|m| m.msg),
         Some(server_message::Msg::Welcome(_))
     ));
-    let (_, csr_pem) = rollcall_agent::renew::request(csr_for, Timestamp::now()).expect("request");
     session
         .tx
         .send(v1::AgentMessage {
@@ -223,6 +266,75 @@ async fn a_request_for_another_node_or_to_a_server_without_the_ca_key_is_refused
     assert!(answer.certificate_pem.is_empty());
     assert!(
         answer.refused.contains("[tls] ca_key"),
+        "{}",
+        answer.refused
+    );
+}
+
+#[tokio::test]
+async fn revoking_an_agent_by_name_revokes_the_certificates_it_renewed() {
+    init();
+    let pki = Pki::new();
+    let server = renewing_server(&pki).await;
+    let dir = TempDir::new("renewed");
+    let first = pki.agent("cmp1");
+    let renewed = renew_by_hand(&server, &first, "cmp1", &dir).await;
+    let serial = |pem: &[u8]| {
+        rollcall_server::revoke::Serial::of_pem(pem)
+            .expect("serial")
+            .to_string()
+    };
+    let mut want = vec![serial(&first.cert_pem), serial(&renewed.cert_pem)];
+    want.sort();
+    // The renewed certificate works until it is revoked.
+    drop(
+        RawSession::open(&server, &renewed, hello("cmp1", Role::Compute))
+            .await
+            .expect("the renewed certificate connects"),
+    );
+    // A second signature for the node this soon is refused, whatever session asks.
+    let again = ask(&server, &renewed, "cmp1", "cmp1").await;
+    assert!(again.certificate_pem.is_empty());
+    assert!(again.refused.contains("per 10s"), "{}", again.refused);
+
+    let channel = server.channel(&pki.admin("root")).await.expect("connect");
+    let answer = v1::revocation_service_client::RevocationServiceClient::new(channel)
+        .revoke(v1::RevokeRequest {
+            target: Some(v1::revoke_request::Target::Agent("cmp1".into())),
+            reason: "lost".into(),
+        })
+        .await
+        .expect("an admin revokes")
+        .into_inner();
+    let mut revoked: Vec<String> = answer.revoked.iter().map(|r| r.serial.clone()).collect();
+    revoked.sort();
+    assert_eq!(revoked, want, "both the first and the renewed certificate");
+    for cert in [&renewed, &first] {
+        let refused = RawSession::open(&server, cert, hello("cmp1", Role::Compute))
+            .await
+            .err()
+            .expect("a revoked certificate is refused");
+        assert!(
+            refused.message().contains("certificate revoked: serial"),
+            "{refused:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_renewal_the_store_cannot_record_is_refused() {
+    init();
+    let pki = Pki::new();
+    let server = renewing_server(&pki).await;
+    server.faults.fail("disk full");
+    let answer = ask(&server, &pki.agent("cmp1"), "cmp1", "cmp1").await;
+    assert!(
+        answer.certificate_pem.is_empty(),
+        "nothing unrecorded is sent"
+    );
+    assert!(
+        answer.refused.contains("cannot record the certificate")
+            && answer.refused.contains("disk full"),
         "{}",
         answer.refused
     );

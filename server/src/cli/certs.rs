@@ -235,22 +235,34 @@ fn issue(
     };
     // Revoked before the new one is written: if the store cannot take the
     // revocation, nothing changes and the old certificate is not left
-    // valid beside a new one.
-    if force && let Some(old) = revoke::serial_in_pki(dir, &who) {
-        let (mut store, _) = open_store(data).map_err(|e| {
-            CliError::Usage(format!(
-                "--force revokes the certificate it replaces (serial {old}) in the server's store: {e}"
-            ))
-        })?;
-        store
-            .revoke(&Revocation {
-                serial: old,
-                identity: Some(who.uri()),
-                reason: "replaced by a new certificate".into(),
-                at: Timestamp::now(),
-                by: revoke::BY_CERTS_ISSUE_FORCE.into(),
-            })
-            .map_err(|e| CliError::Runtime(e.to_string()))?;
+    // valid beside a new one. Replaced are the pki directory's file and
+    // every certificate the server signed for the name (renewals).
+    if force {
+        let old = revoke::serial_in_pki(dir, &who);
+        match open_store(data) {
+            Ok((mut store, _)) => {
+                let known = signed_serials(&store, &who)?;
+                for serial in revoke::serials_of(&who, Some(dir), known) {
+                    store
+                        .revoke(&Revocation {
+                            serial,
+                            identity: Some(who.uri()),
+                            reason: "replaced by a new certificate".into(),
+                            at: Timestamp::now(),
+                            by: revoke::BY_CERTS_ISSUE_FORCE.into(),
+                        })
+                        .map_err(|e| CliError::Runtime(e.to_string()))?;
+                }
+            }
+            // No store and no old file: nothing is known to replace.
+            Err(_) if old.is_none() => {}
+            Err(e) => {
+                return Err(CliError::Usage(format!(
+                    "--force revokes the certificate it replaces (serial {}) in the server's store: {e}",
+                    old.map(|s| s.to_string()).unwrap_or_default()
+                )));
+            }
+        }
     }
     let (crt, key) = match days {
         Some(days) => pki::issue_valid(dir, &who, force, pki::days(days)),
@@ -259,6 +271,20 @@ fn issue(
     .map_err(pki_err)?;
     println!("{}\n{}", crt.display(), key.display());
     Ok(())
+}
+
+/// The serials of every certificate the server signed for `who`'s name
+/// (under each role, for an operator).
+fn signed_serials(store: &Store, who: &Identity) -> Result<Vec<Serial>, CliError> {
+    let mut serials = Vec::new();
+    for uri in revoke::uris_of(who) {
+        serials.extend(store.serials_signed_for(&uri).map_err(|e| {
+            CliError::Runtime(format!(
+                "cannot read the certificates the server signed for {uri}, so nothing is revoked: {e}"
+            ))
+        })?);
+    }
+    Ok(serials)
 }
 
 impl DataArgs {
@@ -380,10 +406,11 @@ fn revoke_offline(
                     .and_then(Path::parent)
                     .map(Path::to_owned)
             });
-            let serials = revoke::serials_of(&who, pki.as_deref(), Vec::new());
+            let signed = signed_serials(&store, &who)?;
+            let serials = revoke::serials_of(&who, pki.as_deref(), signed);
             if serials.is_empty() {
                 return Err(CliError::Runtime(format!(
-                    "no certificate of {who} found{}; pass --pki DIR, or --serial HEX",
+                    "no certificate of {who} found among those the server signed{}; pass --pki DIR, or --serial HEX",
                     pki.map(|p| format!(" in {}", p.display()))
                         .unwrap_or_default()
                 )));

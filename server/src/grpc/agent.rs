@@ -28,8 +28,9 @@ use super::authz::caller_of;
 use super::session_guard::{Complaints, TokenBucket};
 use super::session_stream::{self, Assembly, Inbound};
 use crate::fleet::{ActionResults, FleetHandle, Hello, SessionId, SessionLink};
-use crate::renewal::{CsrError, Signer};
-use crate::store::WriterHandle;
+use crate::renewal::{CsrError, RENEWAL_EVERY, Signer};
+use crate::revoke::Serial;
+use crate::store::{SignedCertificate, WriterHandle};
 
 /// Labels an agent may send: enough for any inventory, small enough that a
 /// hostile agent cannot bloat the store.
@@ -241,9 +242,6 @@ struct SessionTask {
     store: WriterHandle,
 }
 
-/// A session may ask for a certificate once in this long.
-const RENEWAL_EVERY: Duration = Duration::from_secs(10);
-
 impl SessionTask {
     async fn run(
         mut self,
@@ -324,8 +322,29 @@ impl SessionTask {
         }
     }
 
-    /// Signs the session's own certificate request, or says why not.
-    fn renew(&mut self, csr_pem: &str, now: Instant) -> v1::CertificateIssued {
+    /// Records a certificate the server signed for this node, so that
+    /// revoking the node by name finds it; said as the refusal the agent
+    /// reads when the store cannot take it.
+    async fn record_signed(&self, certificate_pem: &str) -> Result<(), String> {
+        let unreadable = |e: String| format!("the signed certificate cannot be read back: {e}");
+        let serial = Serial::of_pem(certificate_pem.as_bytes())
+            .ok_or_else(|| unreadable("no serial".into()))?;
+        let not_after = rollcall_proto::expiry::not_after_pem(certificate_pem.as_bytes())
+            .map_err(|e| unreadable(e.to_string()))?;
+        let cert = SignedCertificate {
+            serial,
+            identity: Identity::agent(self.node.clone()).uri(),
+            issued: Timestamp::now(),
+            not_after,
+        };
+        self.store.record_certificate(cert).await.map_err(|e| {
+            format!("the server cannot record the certificate it would sign ({e}); ask again later")
+        })
+    }
+
+    /// Signs the session's own certificate request and records it, or says
+    /// why not: nothing leaves the server signed that is not on record.
+    async fn renew(&mut self, csr_pem: &str, now: Instant) -> v1::CertificateIssued {
         if self
             .last_renewal
             .is_some_and(|at| now.duration_since(at) < RENEWAL_EVERY)
@@ -339,14 +358,23 @@ impl SessionTask {
             };
         }
         self.last_renewal = Some(now);
-        match self.renewal.sign(&self.node, csr_pem) {
-            Ok(certificate_pem) => {
-                tracing::info!(node = %self.node, "Signed the agent's renewed certificate.");
-                v1::CertificateIssued {
-                    certificate_pem,
-                    ..Default::default()
+        match self.renewal.sign_at(&self.node, csr_pem, now) {
+            Ok(certificate_pem) => match self.record_signed(&certificate_pem).await {
+                Ok(()) => {
+                    tracing::info!(node = %self.node, "Signed the agent's renewed certificate.");
+                    v1::CertificateIssued {
+                        certificate_pem,
+                        ..Default::default()
+                    }
                 }
-            }
+                Err(refused) => {
+                    tracing::warn!(node = %self.node, reason = %refused, "Refused an agent's certificate request.");
+                    v1::CertificateIssued {
+                        refused,
+                        ..Default::default()
+                    }
+                }
+            },
             Err(refused @ CsrError::NoCaKey) => {
                 // Said once at startup; every agent asks again and again.
                 tracing::debug!(node = %self.node, reason = %refused, "Refused an agent's certificate request.");
@@ -460,7 +488,7 @@ impl SessionTask {
                 }
             }
             Some(agent_message::Msg::CertificateRequest(request)) => {
-                let answer = self.renew(&request.csr_pem, Instant::now());
+                let answer = self.renew(&request.csr_pem, Instant::now()).await;
                 if !answer.certificate_pem.is_empty() {
                     self.audit_renewal(&answer.certificate_pem).await;
                 }

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use super::authz::caller;
 use crate::audit::{self, AuditAction};
-use crate::revoke::{MAX_REASON_BYTES, Revocation, Revocations, Serial, serials_of};
+use crate::revoke::{MAX_REASON_BYTES, Revocation, Revocations, Serial, serials_of, uris_of};
 use crate::store::WriterHandle;
 
 pub struct RevocationApi {
@@ -38,39 +38,37 @@ fn to_wire(r: Revocation) -> v1::Revocation {
 
 impl RevocationApi {
     /// The serials a request names, and the identity URI they carry.
-    fn targets(&self, target: Target) -> Result<(Vec<Serial>, Option<String>), Status> {
-        let valid = |name: String| {
-            validate_name(&name).map_err(Status::invalid_argument)?;
-            Ok::<_, Status>(name)
-        };
-        // An operator's certificate URI names its role: look under each.
-        let holders: Vec<Identity> = match target {
+    async fn targets(&self, target: Target) -> Result<(Vec<Serial>, Option<String>), Status> {
+        let who = match target {
             Target::Serial(text) => {
                 let serial =
                     Serial::parse(&text).map_err(|e| Status::invalid_argument(e.to_string()))?;
                 return Ok((vec![serial], None));
             }
-            Target::Agent(name) => vec![Identity::agent(valid(name)?)],
+            Target::Agent(name) => {
+                validate_name(&name).map_err(Status::invalid_argument)?;
+                Identity::agent(name)
+            }
             Target::Operator(name) => {
-                let name = valid(name)?;
-                Role::ALL
-                    .iter()
-                    .map(|role| Identity::operator(name.clone(), *role))
-                    .collect()
+                validate_name(&name).map_err(Status::invalid_argument)?;
+                Identity::operator(name, Role::Operator)
             }
         };
-        let seen: Vec<Serial> = holders
-            .iter()
-            .flat_map(|h| self.revocations.seen(&h.uri()))
-            .collect();
-        let who = holders
-            .iter()
-            .find(|h| h.role.is_none_or(|r| r == Role::Operator))
-            .unwrap_or(&holders[0]);
-        let serials = serials_of(who, self.pki.as_deref(), seen);
+        // An operator's certificate URI names its role: look under each.
+        let mut known = Vec::new();
+        for uri in uris_of(&who) {
+            known.extend(self.revocations.seen(&uri));
+            let signed = self.store.serials_signed_for(&uri).await.map_err(|e| {
+                Status::unavailable(format!(
+                    "cannot read the certificates the server signed for {uri}, so nothing is revoked: {e}"
+                ))
+            })?;
+            known.extend(signed);
+        }
+        let serials = serials_of(&who, self.pki.as_deref(), known);
         if serials.is_empty() {
             return Err(Status::not_found(format!(
-                "no certificate of {who} is known to the server: none connected since it started and none is in its pki directory; revoke it by its serial"
+                "no certificate of {who} is known to the server: none connected since it started, none was signed by it and none is in its pki directory; revoke it by its serial"
             )));
         }
         Ok((serials, Some(who.uri())))
@@ -96,7 +94,7 @@ impl v1::revocation_service_server::RevocationService for RevocationApi {
         let target = req.target.ok_or_else(|| {
             Status::invalid_argument("name what to revoke: an agent, an operator or a serial")
         })?;
-        let (serials, identity) = self.targets(target)?;
+        let (serials, identity) = self.targets(target).await?;
         let at = Timestamp::now();
         let mut revoked = Vec::with_capacity(serials.len());
         for serial in serials {

@@ -2,7 +2,7 @@
 //! names, and the server's in-memory set of them ([`Revocations`]).
 //!
 //! Revocations live in the store (`revocations` table); the running server
-//! holds them all in memory, loaded at start, added to by the
+//! holds them all in memory, loaded at start (a failed load stops it), added to by the
 //! `RevocationService` and by a poll of the table every [`POLL_EVERY`]
 //! (revocations written offline by `certs revoke` or `certs issue --force`).
 //! The accept loop asks the set about every new connection, so a handshake
@@ -19,7 +19,7 @@ use rollcall_proto::identity::{self, Identity, Kind};
 use rollcall_proto::timestamp::Timestamp;
 
 pub use crl::{CrlError, crl_pem};
-pub use poll::{POLL_EVERY, spawn_poller};
+pub use poll::{POLL_EVERY, load, spawn_poller};
 pub use registry::{Revocations, Seat};
 
 /// A certificate serial number: lowercase hex, whole bytes, no leading zero
@@ -130,7 +130,8 @@ impl Revocation {
 
 /// The serial of `who`'s certificate in a pki directory
 /// (`agents/NODE.crt` or `operators/NAME.crt`), if one is there and names
-/// `who`.
+/// `who`'s kind and name. An operator's role is not compared: re-issuing
+/// or revoking `alice` reaches her certificate whatever role it carries.
 pub fn serial_in_pki(pki: &Path, who: &Identity) -> Option<Serial> {
     let dir = match who.kind {
         Kind::Agent => "agents",
@@ -138,14 +139,30 @@ pub fn serial_in_pki(pki: &Path, who: &Identity) -> Option<Serial> {
     };
     let pem = std::fs::read(pki.join(dir).join(format!("{}.crt", who.name))).ok()?;
     let named = identity::from_pem(std::str::from_utf8(&pem).ok()?).ok()?;
-    (named == *who).then(|| Serial::of_pem(&pem)).flatten()
+    (named.kind == who.kind && named.name == who.name)
+        .then(|| Serial::of_pem(&pem))
+        .flatten()
+}
+
+/// Every identity URI a certificate of `who`'s kind and name may carry: an
+/// agent's one, an operator's under each role. Revoke by name looks up
+/// each.
+pub fn uris_of(who: &Identity) -> Vec<String> {
+    match who.kind {
+        Kind::Agent => vec![Identity::agent(who.name.clone()).uri()],
+        Kind::Operator => identity::Role::ALL
+            .iter()
+            .map(|role| Identity::operator(who.name.clone(), *role).uri())
+            .collect(),
+    }
 }
 
 /// What "revoke by name" revokes: the certificate in the pki directory and
-/// every serial `seen` (the running server's: connected since it started),
-/// each once, in order.
-pub fn serials_of(who: &Identity, pki: Option<&Path>, seen: Vec<Serial>) -> Vec<Serial> {
-    let mut serials = seen;
+/// every serial `known` otherwise (the ones the server signed, from the
+/// store, and the running server's: connected since it started), each
+/// once, in order.
+pub fn serials_of(who: &Identity, pki: Option<&Path>, known: Vec<Serial>) -> Vec<Serial> {
+    let mut serials = known;
     serials.extend(pki.and_then(|dir| serial_in_pki(dir, who)));
     serials.sort();
     serials.dedup();
@@ -201,6 +218,35 @@ mod tests {
             role: Some(rollcall_proto::identity::Role::Operator),
         };
         assert_eq!(serial_in_pki(pki.path(), &operator), None, "another kind");
+    }
+
+    #[test]
+    fn an_operators_certificate_is_found_by_name_whatever_its_role() {
+        use rollcall_proto::identity::Role;
+        let pki = tempfile::tempdir().expect("dir");
+        crate::pki::init(pki.path(), &[]).expect("init");
+        crate::pki::issue(pki.path(), &Identity::operator("alice", Role::Admin), false)
+            .expect("issue");
+        let file = serial_in_pki(pki.path(), &Identity::operator("alice", Role::Admin))
+            .expect("the admin's own serial");
+        for role in [Role::Viewer, Role::Operator] {
+            assert_eq!(
+                serial_in_pki(pki.path(), &Identity::operator("alice", role)),
+                Some(file.clone()),
+                "{role:?}"
+            );
+        }
+        assert_eq!(
+            serial_in_pki(pki.path(), &Identity::operator("bob", Role::Admin)),
+            None
+        );
+        let uris = uris_of(&Identity::operator("alice", Role::Viewer));
+        assert_eq!(uris.len(), Role::ALL.len());
+        assert!(uris.contains(&Identity::operator("alice", Role::Admin).uri()));
+        assert_eq!(
+            uris_of(&Identity::agent("n1")),
+            vec!["urn:rollcall:agent:n1".to_owned()]
+        );
     }
 
     #[test]

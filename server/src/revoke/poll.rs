@@ -8,23 +8,34 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Revocations;
-use crate::store::WriterHandle;
+use crate::store::{Store, StoreError, WriterHandle};
 
 /// How soon an offline revocation takes effect on a running server.
-pub const POLL_EVERY: Duration = Duration::from_secs(2);
+pub const POLL_EVERY: Duration = Duration::from_millis(500);
 
-/// Loads every stored revocation into `revocations` now, then polls for new
-/// ones until `shutdown`. Returns once the first load is done.
-pub async fn spawn_poller(
-    store: WriterHandle,
-    revocations: Revocations,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    let mut last = poll(&store, &revocations, 0).await;
+/// Loads every stored revocation into `revocations`, at startup, before
+/// the writer thread owns the store. An error stops the server: one that
+/// started without its revocations would let revoked certificates in.
+/// Returns the last `seq` loaded, where the poll begins.
+pub fn load(store: &Store, revocations: &Revocations) -> Result<i64, StoreError> {
+    let rows = store.revocations_since(0)?;
+    let last = rows.last().map_or(0, |(seq, _)| *seq);
+    revocations.apply(rows.into_iter().map(|(_, r)| r));
     tracing::info!(
         revoked = revocations.len(),
         "Certificate revocations loaded."
     );
+    Ok(last)
+}
+
+/// Polls for revocations stored after `last` (see [`load`]) until
+/// `shutdown`.
+pub fn spawn_poller(
+    store: WriterHandle,
+    revocations: Revocations,
+    mut last: i64,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -51,5 +62,26 @@ async fn poll(store: &WriterHandle, revocations: &Revocations, seq: i64) -> i64 
             tracing::warn!(error = %e, "Cannot read certificate revocations from the store.");
             seq
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_data_dir;
+
+    #[test]
+    fn revocations_that_cannot_be_read_at_startup_are_an_error_not_an_empty_set() {
+        let dir = temp_data_dir("revocations-load");
+        let store = Store::open(&dir).expect("open");
+        let path = store.path().to_owned();
+        drop(store);
+        rusqlite::Connection::open(&path)
+            .and_then(|c| c.execute_batch("DROP TABLE revocations"))
+            .expect("damage");
+        let store = Store::open(&dir).expect("opens: the damage is in one table");
+        let revocations = Revocations::default();
+        let err = load(&store, &revocations).expect_err("refused");
+        assert!(err.to_string().contains("revocations"), "{err}");
     }
 }

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use rollcall_proto::model::ActionResult;
 
-use super::{NodeWrite, Store, StoreError};
+use super::{NodeWrite, SignedCertificate, Store, StoreError};
 use crate::audit::AuditRecord;
 use crate::campaign::record::CampaignWrite;
-use crate::revoke::Revocation;
+use crate::revoke::{Revocation, Serial};
 
 /// What the writer thread needs of a store. Every method commits before it
 /// returns `Ok`, or changes nothing.
@@ -34,6 +34,10 @@ pub trait Backend: Send + 'static {
     fn revoke(&mut self, revocation: &Revocation) -> Result<Revocation, StoreError>;
     /// Revocations stored after `seq` (a read: what offline commands wrote).
     fn revocations_since(&mut self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError>;
+    /// Records a certificate the server signed.
+    fn record_certificate(&mut self, cert: &SignedCertificate) -> Result<(), StoreError>;
+    /// The serials signed for an identity URI (a read).
+    fn serials_signed_for(&mut self, identity: &str) -> Result<Vec<Serial>, StoreError>;
     /// Removes a node's record and report sections and writes its audit
     /// line, in one transaction. Returns the line's `seq`.
     fn forget_node(&mut self, node: &str, audit: &AuditRecord) -> Result<u64, StoreError>;
@@ -69,6 +73,14 @@ impl Backend for Store {
 
     fn revocations_since(&mut self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
         Store::revocations_since(self, seq)
+    }
+
+    fn record_certificate(&mut self, cert: &SignedCertificate) -> Result<(), StoreError> {
+        Store::record_certificate(self, cert)
+    }
+
+    fn serials_signed_for(&mut self, identity: &str) -> Result<Vec<Serial>, StoreError> {
+        Store::serials_signed_for(self, identity)
     }
 
     fn forget_node(&mut self, node: &str, audit: &AuditRecord) -> Result<u64, StoreError> {
@@ -175,6 +187,16 @@ impl<B: Backend> Backend for Faulty<B> {
     /// Reads go through: a full disk still reads.
     fn revocations_since(&mut self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
         self.inner.revocations_since(seq)
+    }
+
+    fn record_certificate(&mut self, cert: &SignedCertificate) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_certificate(cert)
+    }
+
+    /// A full disk still reads.
+    fn serials_signed_for(&mut self, identity: &str) -> Result<Vec<Serial>, StoreError> {
+        self.inner.serials_signed_for(identity)
     }
 
     fn forget_node(&mut self, node: &str, audit: &AuditRecord) -> Result<u64, StoreError> {

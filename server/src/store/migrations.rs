@@ -118,6 +118,17 @@ const MIGRATIONS: &[&str] = &[
         at_ms INTEGER NOT NULL,
         revoked_by TEXT NOT NULL
     ) STRICT;",
+    // 9: every certificate the server signed (renewals), so that revoking
+    // an agent by name finds the certificates it got by renewal too.
+    // `serial` is lowercase hex as in `revocations`; `identity` the URI
+    // the certificate carries.
+    "CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY,
+        identity TEXT NOT NULL,
+        issued_ms INTEGER NOT NULL,
+        not_after_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX certificates_identity ON certificates (identity);",
 ];
 
 /// `PRAGMA application_id` of a rollcall database: "RCLL".

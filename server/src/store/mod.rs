@@ -8,6 +8,7 @@
 
 mod admin;
 mod backend;
+mod certificates;
 #[cfg(test)]
 mod damage_tests;
 mod finite;
@@ -29,6 +30,7 @@ use crate::campaign::record::{AuditEntry, Campaign, CampaignWrite, NodeRun};
 use rusqlite::Connection;
 
 pub use backend::{Backend, FaultSwitch, Faulty};
+pub use certificates::SignedCertificate;
 pub use health::{Failure, StoreHealth};
 pub use writer::{NotRead, NotStored, Writer, WriterHandle, WriterPanicked};
 

@@ -21,12 +21,12 @@ use rollcall_proto::model::ActionResult;
 
 use crate::audit::AuditRecord;
 use crate::campaign::record::CampaignWrite;
-use crate::revoke::Revocation;
+use crate::revoke::{Revocation, Serial};
 use crate::throttle::{Throttle, WARN_EVERY};
 
 use super::backend::Backend;
 use super::health::{Reporter, StoreHealth};
-use super::{NodeWrite, StoreError};
+use super::{NodeWrite, SignedCertificate, StoreError};
 
 enum Op {
     Put(Box<NodeWrite>),
@@ -45,6 +45,10 @@ enum Op {
         i64,
         oneshot::Sender<Result<Vec<(i64, Revocation)>, NotStored>>,
     ),
+    /// A certificate the server signed, committed at once.
+    Certificate(Box<SignedCertificate>, Reply<()>),
+    /// A read of the serials signed for an identity URI.
+    SignedFor(String, oneshot::Sender<Result<Vec<Serial>, NotRead>>),
     /// A node's rows removed with its audit line, at once; a change of
     /// that node still queued is dropped first (it came before the forget).
     Forget(String, Box<AuditRecord>, Reply<u64>),
@@ -120,6 +124,22 @@ impl WriterHandle {
     /// The revocations stored after `seq`, each with its own `seq`.
     pub async fn revocations_since(&self, seq: i64) -> Result<Vec<(i64, Revocation)>, NotStored> {
         self.ask(|reply| Op::Revocations(seq, reply)).await
+    }
+
+    /// Records a certificate the server signed, durably, before it is
+    /// handed out: nothing signed is left off the record.
+    pub async fn record_certificate(&self, cert: SignedCertificate) -> Result<(), NotStored> {
+        self.ask(|reply| Op::Certificate(Box::new(cert), reply))
+            .await
+    }
+
+    /// The serials of the certificates signed for `identity` (a URI).
+    pub async fn serials_signed_for(&self, identity: &str) -> Result<Vec<Serial>, NotRead> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Op::SignedFor(identity.to_owned(), reply))
+            .map_err(|_| NotRead::WriterStopped)?;
+        answer.await.map_err(|_| NotRead::WriterStopped)?
     }
 
     /// Stores one operator audit line durably; `Ok` holds its `seq`.
@@ -308,6 +328,14 @@ fn run(state: &mut State, rx: mpsc::Receiver<Op>, interval: Duration) {
                                 .map_err(|e| NotStored::Refused(e.to_string()));
                             let _ = reply.send(read);
                         }
+                        Op::Certificate(cert, reply) => {
+                            let put = state.store.record_certificate(&cert);
+                            let _ = reply.send(state.outcome("a signed certificate", put));
+                        }
+                        Op::SignedFor(identity, reply) => {
+                            let read = state.store.serials_signed_for(&identity);
+                            let _ = reply.send(read.map_err(|e| NotRead::Failed(e.to_string())));
+                        }
                         Op::Forget(node, line, reply) => {
                             pending.remove(&node);
                             let done = state.store.forget_node(&node, &line);
@@ -376,6 +404,8 @@ fn absorb(
         | Op::Campaign(..)
         | Op::Revoke(..)
         | Op::Revocations(..)
+        | Op::Certificate(..)
+        | Op::SignedFor(..)
         | Op::Forget(..)
         | Op::Audit(..)
         | Op::ReadAudit { .. } => {
@@ -610,6 +640,12 @@ mod tests {
             Ok(r.clone())
         }
         fn revocations_since(&mut self, _: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn record_certificate(&mut self, _: &SignedCertificate) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn serials_signed_for(&mut self, _: &str) -> Result<Vec<Serial>, StoreError> {
             Ok(Vec::new())
         }
         fn forget_node(&mut self, _: &str, _: &AuditRecord) -> Result<u64, StoreError> {
