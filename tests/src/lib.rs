@@ -319,6 +319,17 @@ impl TestServer {
         endpoint.connect().await
     }
 
+    /// The operator audit (`audit list`), read with `cert`.
+    pub async fn operator_audit(&self, cert: &ClientCert) -> Vec<rollcall_proto::v1::AuditRecord> {
+        let channel = self.channel(cert).await.expect("connect");
+        rollcall_proto::v1::admin_service_client::AdminServiceClient::new(channel)
+            .list_audit(rollcall_proto::v1::ListAuditRequest::default())
+            .await
+            .expect("audit")
+            .into_inner()
+            .records
+    }
+
     pub async fn operator_client(&self) -> OperatorServiceClient<Channel> {
         OperatorServiceClient::new(
             self.channel(&self.operator)

@@ -35,13 +35,7 @@ async fn forget(fleet: &Fleet, node: &str) -> Result<v1::AuditRecord, tonic::Sta
 }
 
 async fn audit(fleet: &Fleet) -> Vec<v1::AuditRecord> {
-    admin(fleet)
-        .await
-        .list_audit(v1::ListAuditRequest::default())
-        .await
-        .expect("audit")
-        .into_inner()
-        .records
+    fleet.server.operator_audit(&fleet.pki.admin("root")).await
 }
 
 fn count(db: &std::path::Path, sql: &str) -> i64 {

@@ -119,13 +119,7 @@ async fn an_agent_renews_keeps_reporting_and_reconnects_after_its_first_certific
     assert_eq!(mode & 0o777, 0o600);
     let renewed_at = Timestamp::now();
     // The operator audit has the renewal, by the node's own certificate.
-    let channel = server.channel(&pki.viewer("vera")).await.expect("connect");
-    let audit = v1::admin_service_client::AdminServiceClient::new(channel)
-        .list_audit(v1::ListAuditRequest::default())
-        .await
-        .expect("audit")
-        .into_inner()
-        .records;
+    let audit = server.operator_audit(&pki.viewer("vera")).await;
     assert!(
         audit.iter().any(|r| r.action == "renew-certificate"
             && r.who == "cmp1"

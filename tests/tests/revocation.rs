@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use rollcall_proto::model::Role;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1;
-use rollcall_proto::v1::admin_service_client::AdminServiceClient;
 use rollcall_proto::v1::revocation_service_client::RevocationServiceClient;
 use rollcall_proto::v1::revoke_request::Target;
 use rollcall_tests::{
@@ -99,13 +98,7 @@ async fn a_revoked_agent_is_cut_within_a_second_refused_on_reconnect_and_others_
     assert_eq!(answer.revoked.len(), 1, "{answer:?}");
     assert_eq!(answer.revoked[0].identity, "urn:rollcall:agent:cmp1");
     // The operator audit names who revoked what.
-    let channel = server.channel(&pki.viewer("vera")).await.expect("connect");
-    let audit = AdminServiceClient::new(channel)
-        .list_audit(v1::ListAuditRequest::default())
-        .await
-        .expect("audit")
-        .into_inner()
-        .records;
+    let audit = server.operator_audit(&pki.viewer("vera")).await;
     assert!(
         audit.iter().any(|r| r.action == "revoke-certificate"
             && r.who == "root"
