@@ -8,7 +8,6 @@
 
 use std::str::FromStr;
 
-use prost::Message;
 use rollcall_tests::{ClientCert, Pki, TestServer, init};
 use tonic::Code;
 use tonic::codegen::http::uri::PathAndQuery;
@@ -83,35 +82,6 @@ fn allowed(holder: Holder, need: Holder) -> bool {
     }
 }
 
-/// Every method in the descriptor sets the server serves.
-fn served_methods() -> Vec<String> {
-    let sets = [
-        rollcall_proto::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ];
-    let mut paths = Vec::new();
-    for set in sets {
-        let set = prost_types::FileDescriptorSet::decode(set).expect("descriptor set");
-        for file in &set.file {
-            for service in &file.service {
-                for method in &service.method {
-                    paths.push(format!(
-                        "/{}.{}/{}",
-                        file.package(),
-                        service.name(),
-                        method.name()
-                    ));
-                }
-            }
-        }
-    }
-    paths.sort();
-    paths.dedup();
-    paths
-}
-
 /// Calls `path` with one empty message, as a stream (the wire is the same
 /// for every kind of method), and returns the code of the answer's head:
 /// `Ok` once the server answered with headers (a stream that goes on, or a
@@ -141,7 +111,7 @@ async fn every_method_against_every_kind_of_certificate() {
         (Holder::Admin, pki.admin("adam")),
     ];
 
-    let served = served_methods();
+    let served = rollcall_server::grpc::authz::served_methods();
     let mut expected: Vec<&str> = EXPECTED.iter().map(|(p, _)| *p).collect();
     expected.sort_unstable();
     assert_eq!(

@@ -294,40 +294,40 @@ where
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use prost::Message;
-
-    /// Every method of every service in the descriptor sets the server
-    /// serves, as `/package.Service/Method`.
-    pub(crate) fn served_methods() -> Vec<String> {
-        let sets = [
-            rollcall_proto::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-        ];
-        let mut paths = Vec::new();
-        for set in sets {
-            let set = prost_types::FileDescriptorSet::decode(set).expect("a valid descriptor set");
-            for file in set.file {
-                for service in &file.service {
-                    for method in &service.method {
-                        paths.push(format!(
-                            "/{}.{}/{}",
-                            file.package(),
-                            service.name(),
-                            method.name()
-                        ));
-                    }
+/// Every method of every service in the descriptor sets the server
+/// serves, as `/package.Service/Method`.
+pub fn served_methods() -> Vec<String> {
+    let sets = [
+        rollcall_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut paths = Vec::new();
+    for set in sets {
+        let set = <prost_types::FileDescriptorSet as prost::Message>::decode(set)
+            .expect("a valid descriptor set");
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
                 }
             }
         }
-        paths.sort();
-        paths.dedup();
-        paths
     }
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn the_table_names_every_served_method_and_nothing_else() {
