@@ -301,20 +301,17 @@ impl SessionTask {
             .await;
     }
 
-    /// The operator audit's line for a certificate the server signed. A
-    /// store that cannot take it does not keep the node from its
-    /// certificate: the log says so instead.
-    async fn audit_renewal(&self, certificate_pem: &str) {
-        let until = rollcall_proto::expiry::not_after_pem(certificate_pem.as_bytes())
-            .map(|t| format!("valid until {t}"))
-            .unwrap_or_default();
-        let who = rollcall_proto::identity::Identity::agent(self.node.clone());
+    /// The operator audit's line for a certificate the server signed and
+    /// recorded. A store that cannot take it does not keep the node from
+    /// its certificate: the log says so instead.
+    async fn audit_renewal(&self, not_after: Timestamp) {
+        let who = Identity::agent(self.node.clone());
         if let Err(e) = crate::audit::record(
             &self.store,
             &who,
             crate::audit::AuditAction::RenewCertificate,
             &self.node,
-            &until,
+            &format!("valid until {not_after}"),
         )
         .await
         {
@@ -324,8 +321,8 @@ impl SessionTask {
 
     /// Records a certificate the server signed for this node, so that
     /// revoking the node by name finds it; said as the refusal the agent
-    /// reads when the store cannot take it.
-    async fn record_signed(&self, certificate_pem: &str) -> Result<(), String> {
+    /// reads when the store cannot take it. Returns the certificate's end.
+    async fn record_signed(&self, certificate_pem: &str) -> Result<Timestamp, String> {
         let unreadable = |e: String| format!("the signed certificate cannot be read back: {e}");
         let serial = Serial::of_pem(certificate_pem.as_bytes())
             .ok_or_else(|| unreadable("no serial".into()))?;
@@ -339,7 +336,8 @@ impl SessionTask {
         };
         self.store.record_certificate(cert).await.map_err(|e| {
             format!("the server cannot record the certificate it would sign ({e}); ask again later")
-        })
+        })?;
+        Ok(not_after)
     }
 
     /// Signs the session's own certificate request and records it, or says
@@ -360,8 +358,9 @@ impl SessionTask {
         self.last_renewal = Some(now);
         match self.renewal.sign_at(&self.node, csr_pem, now) {
             Ok(certificate_pem) => match self.record_signed(&certificate_pem).await {
-                Ok(()) => {
+                Ok(not_after) => {
                     tracing::info!(node = %self.node, "Signed the agent's renewed certificate.");
+                    self.audit_renewal(not_after).await;
                     v1::CertificateIssued {
                         certificate_pem,
                         ..Default::default()
@@ -489,9 +488,6 @@ impl SessionTask {
             }
             Some(agent_message::Msg::CertificateRequest(request)) => {
                 let answer = self.renew(&request.csr_pem, Instant::now()).await;
-                if !answer.certificate_pem.is_empty() {
-                    self.audit_renewal(&answer.certificate_pem).await;
-                }
                 let msg = v1::ServerMessage {
                     msg: Some(server_message::Msg::CertificateIssued(answer)),
                 };
