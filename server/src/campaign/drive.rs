@@ -258,13 +258,9 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
                     move_on(run, Event::Lost, Facts::default(), ctx.now)
                 }
                 Some(n) if n.online && !n.boot_id.is_empty() && n.boot_id != run.boot_id_before => {
-                    // Keep the reboot's action id: its result arrives after
-                    // the return and belongs in the audit log.
-                    let (id, node) = (run.action_id.clone(), run.action_node.clone());
-                    let moved = succeeded(run, ctx.now);
-                    run.action_id = id;
-                    run.action_node = node;
-                    moved
+                    // The reboot's result arrives after the return and
+                    // belongs in the audit log.
+                    succeeded_keeping_request(run, ctx.now)
                 }
                 _ => Advance::Wait(format!(
                     "waiting for {} to come back with a new boot id",
@@ -282,14 +278,23 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
 
 /// Reboot → wait-return, keeping the reboot's request: its result (or
 /// word that it was lost) still decides whether the node rebooted.
+/// The wait for an answer goes on too.
 fn wait_for_return(run: &mut NodeRun, now: Timestamp) -> Advance {
-    let (id, node, asked) = (
+    let asked = run.asked_at;
+    let moved = succeeded_keeping_request(run, now);
+    run.asked_at = asked;
+    moved
+}
+
+/// On to the next step with the current step's request still named, so its
+/// result is still looked up.
+fn succeeded_keeping_request(run: &mut NodeRun, now: Timestamp) -> Advance {
+    let (id, node) = (
         std::mem::take(&mut run.action_id),
         std::mem::take(&mut run.action_node),
-        run.asked_at,
     );
     let moved = succeeded(run, now);
-    (run.action_id, run.action_node, run.asked_at) = (id, node, asked);
+    (run.action_id, run.action_node) = (id, node);
     moved
 }
 
