@@ -6,6 +6,7 @@
 //! which event happened, never the step it leads to.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use rollcall_proto::model::{
     ActionKind, ActionRequest, ActionResult, ActionState, Node, Report, Role,
@@ -14,9 +15,9 @@ use rollcall_proto::timestamp::Timestamp;
 
 use super::checks::{postcheck, precheck, reboot_required_after};
 use super::lifecycle::{Event, Facts, Step};
-use super::record::NodeRun;
+use super::record::{GateProgress, NodeRun};
 use super::schedule::Health;
-use super::spec::{CampaignSpec, RunOn};
+use super::spec::{CampaignSpec, GatePhase, RunOn};
 
 /// How long a request may go unanswered (the server handed it to the
 /// node's session, and the agent said nothing of it since) before it is
@@ -59,13 +60,18 @@ pub enum Advance {
     },
     /// The step is done; `run` is already in its next step.
     Moved,
+    /// A gate's try ended (passed, with more hooks to go or the gate now
+    /// passed, or failed, to be tried again after the interval): record it
+    /// with the action's outcome, then look again.
+    Tried(String),
     /// The node failed; `run` is already `failed` with the reason in
     /// `note` (and `left_drained` set if it stays drained), or, with
     /// `undrain_on_failure`, in `undrain` with the reason in `failure`.
     Failed,
-    /// A guard cannot be met because a node failed in this campaign:
-    /// nothing was done to the node, `run` is back in `pending`; pause the
-    /// campaign with this reason instead of waiting for nothing.
+    /// A guard cannot be met because a node failed in this campaign, or a
+    /// before gate did not pass in time: nothing was done to the node,
+    /// `run` is back in `pending`; pause the campaign with this reason
+    /// instead of waiting for nothing.
     Pause(String),
 }
 
@@ -78,16 +84,31 @@ pub fn advance(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
     let drained = run.step.may_be_drained(!run.action_id.is_empty());
     // An undrain after a failure is under way: its end is the node's end.
     let undraining = run.failure.is_some();
-    let event = if run
-        .step
-        .timed_out(&ctx.spec.timeouts, ctx.now.since(run.since))
-    {
-        let limit = run.step.timeout(&ctx.spec.timeouts).unwrap_or_default();
-        let last = if run.note.is_empty() {
+    let limit = ctx.spec.step_timeout(run.role, run.step);
+    let event = if let Some(limit) = limit.filter(|l| ctx.now.since(run.since) > *l) {
+        let last = run
+            .gate
+            .as_ref()
+            .map(|g| g.last.as_str())
+            .filter(|l| !l.is_empty())
+            .unwrap_or(&run.note);
+        let last = if last.is_empty() {
             String::new()
         } else {
-            format!(": {}", run.note)
+            format!(": {last}")
         };
+        if run.step == Step::GateBefore {
+            // Nothing was done to the node: it waits in pending, and the
+            // campaign holds until an operator says the cluster can spare one.
+            let why = format!(
+                "before gate of {} did not pass within {}s{last}; resume to try again",
+                run.node,
+                limit.as_secs()
+            );
+            run.on(Event::GuardBlocked, Facts::default(), ctx.now);
+            run.note.clone_from(&why);
+            return Advance::Pause(why);
+        }
         run.note = format!(
             "{} did not finish within {}s{last}",
             run.step,
@@ -198,12 +219,14 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
                     run.containers = containers;
                     run.boot_id_before =
                         ctx.view.node.map(|n| n.boot_id.clone()).unwrap_or_default();
-                    succeeded(run, ctx.now)
+                    succeeded(run, ctx)
                 }
                 Err(why) => Advance::Wait(why),
             }
         }
         Step::Drain | Step::Undrain => hook_step(run, ctx),
+        Step::GateBefore => gate_step(run, ctx, GatePhase::Before),
+        Step::GateAfter => gate_step(run, ctx, GatePhase::After),
         Step::Patch => match action_state(run, ctx, ActionKind::Patch, "") {
             Err(advance) => advance,
             Ok(done) => {
@@ -213,8 +236,8 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
                     None => Advance::Wait("waiting for a reboot check after the patch".into()),
                     Some(reboot_required) => {
                         let facts = Facts {
-                            reboot: ctx.spec.reboot,
                             reboot_required,
+                            ..ctx.spec.facts(run.role)
                         };
                         move_on(run, Event::Succeeded, facts, ctx.now)
                     }
@@ -236,10 +259,8 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
                     let a = ctx.action.expect("matched Some");
                     failure(run, action_failure("reboot", a))
                 }
-                Some(ActionState::Running | ActionState::Succeeded) => {
-                    wait_for_return(run, ctx.now)
-                }
-                _ if gone => wait_for_return(run, ctx.now),
+                Some(ActionState::Running | ActionState::Succeeded) => wait_for_return(run, ctx),
+                _ if gone => wait_for_return(run, ctx),
                 _ => Advance::Wait("reboot asked for".into()),
             }
         }
@@ -255,12 +276,12 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
                 // request (lost with the connection that dropped it): the
                 // node did not reboot. Ask again, under the same id.
                 Some(n) if n.online && n.boot_id == run.boot_id_before && lost => {
-                    move_on(run, Event::Lost, Facts::default(), ctx.now)
+                    move_on(run, Event::Lost, ctx.spec.facts(run.role), ctx.now)
                 }
                 Some(n) if n.online && !n.boot_id.is_empty() && n.boot_id != run.boot_id_before => {
                     // The reboot's result arrives after the return and
                     // belongs in the audit log.
-                    succeeded_keeping_request(run, ctx.now)
+                    succeeded_keeping_request(run, ctx)
                 }
                 _ => Advance::Wait(format!(
                     "waiting for {} to come back with a new boot id",
@@ -269,7 +290,7 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
             }
         }
         Step::Postcheck => match postcheck(ctx.spec.reboot, run, ctx.view) {
-            Ok(()) => succeeded(run, ctx.now),
+            Ok(()) => succeeded(run, ctx),
             Err(why) => Advance::Wait(why),
         },
         Step::Pending | Step::Done | Step::Failed | Step::Skipped => Advance::Wait(String::new()),
@@ -279,28 +300,29 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
 /// Reboot → wait-return, keeping the reboot's request: its result (or
 /// word that it was lost) still decides whether the node rebooted.
 /// The wait for an answer goes on too.
-fn wait_for_return(run: &mut NodeRun, now: Timestamp) -> Advance {
+fn wait_for_return(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
     let asked = run.asked_at;
-    let moved = succeeded_keeping_request(run, now);
+    let moved = succeeded_keeping_request(run, ctx);
     run.asked_at = asked;
     moved
 }
 
 /// On to the next step with the current step's request still named, so its
 /// result is still looked up.
-fn succeeded_keeping_request(run: &mut NodeRun, now: Timestamp) -> Advance {
+fn succeeded_keeping_request(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
     let (id, node) = (
         std::mem::take(&mut run.action_id),
         std::mem::take(&mut run.action_node),
     );
-    let moved = succeeded(run, now);
+    let moved = succeeded(run, ctx);
     (run.action_id, run.action_node) = (id, node);
     moved
 }
 
-/// The step's work is done: on to the next one.
-fn succeeded(run: &mut NodeRun, now: Timestamp) -> Advance {
-    move_on(run, Event::Succeeded, Facts::default(), now)
+/// The step's work is done: on to the next one (the role's gates, if it
+/// has any, are on the way).
+fn succeeded(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
+    move_on(run, Event::Succeeded, ctx.spec.facts(run.role), ctx.now)
 }
 
 fn move_on(run: &mut NodeRun, event: Event, facts: Facts, now: Timestamp) -> Advance {
@@ -343,9 +365,20 @@ fn send(
     if run.action_id.is_empty() || ctx.action.is_some() {
         run.asked_at = Some(ctx.now);
     }
-    run.action_id = run.action_id_for(ctx.campaign, run.step);
+    let (id, timeout) = match run.step.gate() {
+        Some(_) => (
+            run.gate_try_id(ctx.campaign, run.gate_tries),
+            std::time::Duration::from_secs(ctx.spec.gates[&run.role].try_secs),
+        ),
+        _ => (
+            run.action_id_for(ctx.campaign, run.step),
+            ctx.spec
+                .step_timeout(run.role, run.step)
+                .unwrap_or_default(),
+        ),
+    };
+    run.action_id = id;
     run.action_node = on.to_owned();
-    let timeout = run.step.timeout(&ctx.spec.timeouts).unwrap_or_default();
     Advance::Send {
         node: on.to_owned(),
         request: ActionRequest {
@@ -371,7 +404,7 @@ fn action_state<'a>(
         return Err(send(run, ctx, kind, name, Vec::new(), &target));
     }
     if unanswered(run, ctx) {
-        let (on, args) = (run.action_node.clone(), resend_args(run, name));
+        let (on, args) = (run.action_node.clone(), hook_args(run, name));
         return Err(send(run, ctx, kind, name, args, &on));
     }
     match ctx.action {
@@ -394,7 +427,7 @@ fn action_state<'a>(
         // server restarted before recording it): ask again under the same
         // id; an agent that already has it never runs it twice.
         None => {
-            let (on, args) = (run.action_node.clone(), resend_args(run, name));
+            let (on, args) = (run.action_node.clone(), hook_args(run, name));
             Err(send(run, ctx, kind, name, args, &on))
         }
     }
@@ -415,11 +448,13 @@ fn unanswered(run: &NodeRun, ctx: &Ctx<'_>) -> bool {
     }
 }
 
-fn resend_args(run: &NodeRun, name: &str) -> Vec<String> {
-    if name.is_empty() {
-        Vec::new()
-    } else {
-        vec![run.node.clone()]
+/// The arguments the server appends to a hook's own argv: the target's
+/// name, and for a gate first whether it runs before or after the node.
+fn hook_args(run: &NodeRun, name: &str) -> Vec<String> {
+    match run.step.gate() {
+        _ if name.is_empty() => Vec::new(),
+        Some(phase) => vec![phase.as_str().to_owned(), run.node.clone()],
+        None => vec![run.node.clone()],
     }
 }
 
@@ -430,15 +465,15 @@ fn hook_step(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
         _ => hooks.and_then(|h| h.undrain.clone()),
     };
     let Some(name) = name else {
-        return succeeded(run, ctx.now);
+        return succeeded(run, ctx);
     };
     if run.action_id.is_empty() {
         let on = match hook_runner(ctx.spec, run, ctx.fleet, &name) {
             Ok(on) => on,
             Err(why) => return Advance::Wait(why.to_string()),
         };
-        let target = run.node.clone();
-        return send(run, ctx, ActionKind::Hook, &name, vec![target], &on);
+        let args = hook_args(run, &name);
+        return send(run, ctx, ActionKind::Hook, &name, args, &on);
     }
     match action_state(run, ctx, ActionKind::Hook, &name) {
         // Undrained after a failure (undrain_on_failure): the node ends
@@ -448,11 +483,98 @@ fn hook_step(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
             run.left_drained = None;
             match run.failure.take() {
                 Some(why) => failure(run, why),
-                None => succeeded(run, ctx.now),
+                None => succeeded(run, ctx),
             }
         }
-        Ok(_) => succeeded(run, ctx.now),
+        Ok(_) => succeeded(run, ctx),
         Err(advance) => advance,
+    }
+}
+
+/// A gate step: the role's gate hooks, in order, each tried until it passes
+/// or the step's timeout ends (`advance` decides what that means). A failed
+/// try is tried again after `interval_secs`, under a new id; a hook the
+/// agent does not define is never tried again.
+fn gate_step(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase) -> Advance {
+    let gates = ctx.spec.gates.get(&run.role);
+    let hooks = ctx.spec.gate(run.role, phase);
+    let progress = run.gate.get_or_insert_with(GateProgress::default);
+    let Some(name) = hooks.get(progress.hook).cloned() else {
+        return succeeded(run, ctx);
+    };
+    if run.action_id.is_empty() {
+        if let Some(at) = progress.next_at
+            && ctx.now < at
+        {
+            let left = at.since(ctx.now).as_secs().max(1);
+            return Advance::Wait(format!(
+                "{phase} gate: {} (try {}); next try in {left}s",
+                progress.last, progress.tries
+            ));
+        }
+        let run_on = gates.map(|g| g.run_on).unwrap_or_default();
+        let on = match runner(run_on, run, ctx.fleet, &name) {
+            Ok(on) => on,
+            Err(why) => return Advance::Wait(format!("{phase} gate: {why}")),
+        };
+        run.gate.as_mut().expect("set above").tries += 1;
+        run.gate_tries += 1;
+        let args = hook_args(run, &name);
+        return send(run, ctx, ActionKind::Hook, &name, args, &on);
+    }
+    let tries = run.gate.as_ref().map_or(0, |g| g.tries);
+    let (outcome, on) = match action_state(run, ctx, ActionKind::Hook, &name) {
+        Ok(done) => (Ok(()), done.node.clone()),
+        // Running, or asked again: a failure is the try's, not the node's.
+        Err(Advance::Failed) => match ctx.action {
+            Some(a) if a.state == ActionState::Rejected => {
+                let why = format!("{phase} gate: {}", std::mem::take(&mut run.note));
+                return refused_gate(run, ctx, phase, why);
+            }
+            Some(a) => (Err(std::mem::take(&mut run.note)), a.node.clone()),
+            None => return Advance::Wait(String::new()),
+        },
+        Err(Advance::Wait(_)) => {
+            return Advance::Wait(format!(
+                "{phase} gate: {name} running on {} (try {tries})",
+                run.action_node
+            ));
+        }
+        Err(other) => return other,
+    };
+    let interval = gates.map_or(10, |g| g.interval_secs);
+    run.action_id.clear();
+    run.action_node.clear();
+    run.asked_at = None;
+    let progress = run.gate.as_mut().expect("set above");
+    let detail = match outcome {
+        Ok(()) => {
+            progress.hook += 1;
+            progress.next_at = None;
+            progress.last.clear();
+            format!("{phase} gate: {name} on {on} passed (try {tries})")
+        }
+        Err(why) => {
+            progress.next_at = Some(ctx.now.saturating_add(Duration::from_secs(interval)));
+            let detail = format!("{phase} gate: {why} (try {tries}); next try in {interval}s");
+            progress.last = why;
+            detail
+        }
+    };
+    Advance::Tried(detail)
+}
+
+/// A gate hook the agent refused (it does not define it): trying again
+/// cannot help. A before gate holds the campaign; an after gate fails the
+/// node.
+fn refused_gate(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase, why: String) -> Advance {
+    match phase {
+        GatePhase::Before => {
+            run.on(Event::GuardBlocked, Facts::default(), ctx.now);
+            run.note.clone_from(&why);
+            Advance::Pause(why)
+        }
+        GatePhase::After => failure(run, why),
     }
 }
 
@@ -472,12 +594,23 @@ pub(super) fn hook_runner(
     fleet: &BTreeMap<String, Health>,
     name: &str,
 ) -> Result<String, NoHookRunner> {
-    match spec
+    let run_on = spec
         .hooks
         .get(&run.role)
         .map(|h| h.run_on)
-        .unwrap_or_default()
-    {
+        .unwrap_or_default();
+    runner(run_on, run, fleet, name)
+}
+
+/// Who runs `name` for `run`: the node itself, or the first online,
+/// healthy node of the role `run_on` names.
+fn runner(
+    run_on: RunOn,
+    run: &NodeRun,
+    fleet: &BTreeMap<String, Health>,
+    name: &str,
+) -> Result<String, NoHookRunner> {
+    match run_on {
         RunOn::Target => Ok(run.node.clone()),
         RunOn::Role(role) => delegate(fleet, role, &run.node).ok_or_else(|| NoHookRunner {
             role,
@@ -939,5 +1072,199 @@ mod tests {
         w.action = Some(result(ActionState::Succeeded, Some(0), "", 19));
         assert_eq!(w.advance(&mut run), Advance::Moved);
         assert_eq!((run.step, run.left_drained.clone()), (Step::Done, None));
+    }
+
+    fn with_compute_gates(w: &mut World) {
+        w.spec.gates.insert(
+            Role::Compute,
+            crate::campaign::spec::RoleGates {
+                before: vec!["cells-spare".into(), "rabbit-spare".into()],
+                after: vec!["nova-up".into()],
+                run_on: RunOn::Role(Role::Controller),
+                interval_secs: 10,
+                try_secs: 30,
+                timeout_secs: Some(300),
+            },
+        );
+    }
+
+    /// The agent's word on `run`'s current request.
+    fn answer(run: &NodeRun, state: ActionState, exit: i32, tail: &str, at: i64) -> ActionResult {
+        let mut a = result(state, Some(exit), tail, at);
+        a.id.clone_from(&run.action_id);
+        a.node.clone_from(&run.action_node);
+        a
+    }
+
+    #[test]
+    fn a_before_gate_tries_its_hooks_in_order_until_each_passes_and_only_then_drains() {
+        let mut w = World::new();
+        with_compute_gates(&mut w);
+        let mut run = run_in(Step::Precheck, Role::Compute, 15);
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(
+            run.step,
+            Step::GateBefore,
+            "precheck passed, on to the gate"
+        );
+        let Advance::Send { node, request } = w.advance(&mut run) else {
+            panic!("the first hook is asked")
+        };
+        assert_eq!(
+            node, "ctl1",
+            "run_on = controller: a healthy controller runs it"
+        );
+        assert_eq!(request.name, "cells-spare");
+        assert_eq!(request.args, ["before", "cmp1"]);
+        assert_eq!(request.id, "c1.cmp1.1.gate-before-1");
+        assert_eq!(request.timeout_secs, 30, "one try is bounded by try_secs");
+        // The try fails: the node is not failed, the try is recorded and
+        // the next one waits for the interval.
+        w.action = Some(answer(
+            &run,
+            ActionState::Failed,
+            1,
+            "checking\ncells: 2 of 3 up\n",
+            20,
+        ));
+        let Advance::Tried(detail) = w.advance(&mut run) else {
+            panic!("a failed try is recorded")
+        };
+        assert_eq!(
+            detail,
+            "before gate: cells-spare on ctl1 failed (exit code 1): cells: 2 of 3 up (try 1); next try in 10s"
+        );
+        assert_eq!(run.step, Step::GateBefore);
+        w.action = None;
+        let Advance::Wait(note) = w.advance(&mut run) else {
+            panic!("waits for the interval")
+        };
+        assert_eq!(
+            note,
+            "before gate: cells-spare on ctl1 failed (exit code 1): cells: 2 of 3 up (try 1); next try in 10s"
+        );
+        w.now = t(31);
+        let Advance::Send { request, .. } = w.advance(&mut run) else {
+            panic!("tried again after the interval")
+        };
+        assert_eq!(
+            (request.name.as_str(), request.id.as_str()),
+            ("cells-spare", "c1.cmp1.1.gate-before-2")
+        );
+        w.action = Some(answer(
+            &run,
+            ActionState::Succeeded,
+            0,
+            "cells: 3 of 3 up\n",
+            32,
+        ));
+        assert!(
+            matches!(w.advance(&mut run), Advance::Tried(d) if d == "before gate: cells-spare on ctl1 passed (try 2)")
+        );
+        w.action = None;
+        let Advance::Send { request, .. } = w.advance(&mut run) else {
+            panic!("the second hook is asked at once")
+        };
+        assert_eq!(
+            (request.name.as_str(), request.id.as_str()),
+            ("rabbit-spare", "c1.cmp1.1.gate-before-3")
+        );
+        w.action = Some(answer(&run, ActionState::Succeeded, 0, "", 33));
+        assert!(matches!(w.advance(&mut run), Advance::Tried(_)));
+        w.action = None;
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Drain, "every hook passed: the node may go");
+        assert_eq!(run.gate, None, "the step's progress is gone with the step");
+    }
+
+    #[test]
+    fn a_before_gate_that_never_passes_holds_the_campaign_with_the_last_reason() {
+        let mut w = World::new();
+        with_compute_gates(&mut w);
+        let mut run = run_in(Step::GateBefore, Role::Compute, 15);
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        w.action = Some(answer(&run, ActionState::Failed, 1, "cells: 1 of 3 up", 20));
+        assert!(matches!(w.advance(&mut run), Advance::Tried(_)));
+        w.action = None;
+        w.now = t(15 + 301);
+        let out = w.advance(&mut run);
+        assert_eq!(
+            out,
+            Advance::Pause(
+                "before gate of cmp1 did not pass within 300s: cells-spare on ctl1 failed (exit code 1): cells: 1 of 3 up; resume to try again".into()
+            )
+        );
+        assert_eq!(run.step, Step::Pending, "nothing was done to the node");
+        assert_eq!(run.left_drained, None);
+        // After a resume its tries get new ids: the agent never runs one twice.
+        run.on(Event::Start, Facts::default(), w.now);
+        run.on(Event::Succeeded, w.spec.facts(Role::Compute), w.now);
+        let Advance::Send { request, .. } = w.advance(&mut run) else {
+            panic!("asked again")
+        };
+        assert_eq!(request.id, "c1.cmp1.1.gate-before-2");
+    }
+
+    #[test]
+    fn a_gate_hook_the_agent_does_not_define_holds_before_and_fails_after() {
+        let mut w = World::new();
+        with_compute_gates(&mut w);
+        with_compute_hooks(&mut w);
+        let mut run = run_in(Step::GateBefore, Role::Compute, 15);
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        let mut refused = answer(&run, ActionState::Rejected, 0, "", 20);
+        refused.exit_code = None;
+        "hook cells-spare is not defined in this agent's configuration"
+            .clone_into(&mut refused.error);
+        w.action = Some(refused.clone());
+        let Advance::Pause(why) = w.advance(&mut run) else {
+            panic!("trying again cannot help")
+        };
+        assert!(why.contains("is not defined"), "{why}");
+        assert_eq!(run.step, Step::Pending);
+
+        let mut run = run_in(Step::GateAfter, Role::Compute, 15);
+        w.action = None;
+        assert!(
+            matches!(w.advance(&mut run), Advance::Send { request, .. } if request.args == ["after", "cmp1"])
+        );
+        refused.id.clone_from(&run.action_id);
+        w.action = Some(refused);
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(run.step, Step::Failed);
+        assert_eq!(
+            run.left_drained.as_deref(),
+            Some("nova-undrain"),
+            "a node whose cluster is not whole again stays out of service"
+        );
+    }
+
+    #[test]
+    fn an_after_gate_past_its_timeout_fails_the_node_and_the_budget_decides() {
+        let mut w = World::new();
+        with_compute_gates(&mut w);
+        let mut run = run_in(Step::Postcheck, Role::Compute, 15);
+        run.containers = vec!["nova_compute".into()];
+        run.boot_id_before = "boot-0".into();
+        w.spec.reboot = crate::campaign::spec::RebootPolicy::Never;
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::GateAfter);
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        w.action = Some(answer(
+            &run,
+            ActionState::Failed,
+            1,
+            "nova-compute on cmp1 is down",
+            21,
+        ));
+        assert!(matches!(w.advance(&mut run), Advance::Tried(_)));
+        w.action = None;
+        w.now = t(20 + 301);
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(run.step, Step::Failed);
+        assert_eq!(
+            run.note,
+            "gate-after did not finish within 300s: nova-up on ctl1 failed (exit code 1): nova-compute on cmp1 is down"
+        );
     }
 }

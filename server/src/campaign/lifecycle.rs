@@ -8,14 +8,15 @@
 //! the property tests walk, is the one production follows.
 //!
 //! ```text
-//! pending ─start→ precheck → drain → patch ─(reboot)→ reboot → wait-return → postcheck → undrain → done
-//!   │  ▲             │                 │                ▲           │            ▲
-//!   │  └guard blocked┘                 │                └reboot lost┘            │
-//!   └─skip→ skipped                    └───────────────(no reboot)───────────────┘
+//! pending ─start→ precheck ─→ [gate-before] → drain → patch ─(reboot)→ reboot → wait-return → postcheck → [gate-after] → undrain → done
+//!   │  ▲             │              │                    │                ▲           │            ▲
+//!   │  └guard blocked┴──────────────┘                    │                └reboot lost┘            │
+//!   └─skip→ skipped                                      └───────────────(no reboot)───────────────┘
 //! any active step ─(failed, timed out)→ failed ─retry→ pending
-//! drain … postcheck ─(failed, with undrain_on_failure)→ undrain ─(failed)→ failed
+//! drain … gate-after ─(failed, with undrain_on_failure)→ undrain ─(failed)→ failed
 //! ```
-//! Unlabelled arrows are `succeeded`.
+//! Unlabelled arrows are `succeeded`. The gate steps are taken only when the
+//! node's role has such a gate (`Facts::gate_before`, `Facts::gate_after`).
 
 use std::time::Duration;
 
@@ -37,6 +38,10 @@ pub enum Step {
     Done,
     Failed,
     Skipped,
+    /// The role's before gate: the cluster can spare this node.
+    GateBefore,
+    /// The role's after gate: the cluster is whole again.
+    GateAfter,
 }
 
 /// What happened to a node in its step: with [`Facts`], all that decides
@@ -54,8 +59,9 @@ pub enum Event {
     /// The node came back under the boot it had, and its agent never got
     /// the reboot (lost with the connection that dropped): ask again.
     Lost,
-    /// A guard cannot be met (a controller failed in this campaign): nothing
-    /// was done to the node yet, so it waits in pending.
+    /// A guard cannot be met (a controller failed in this campaign, or the
+    /// before gate did not pass in time): nothing was done to the node yet,
+    /// so it waits in pending.
     GuardBlocked,
     /// The node failed while drained, and the spec says
     /// `undrain_on_failure`: it is undrained before it ends failed.
@@ -88,6 +94,10 @@ pub struct Facts {
     pub reboot: RebootPolicy,
     /// The node reported reboot-required after its patch.
     pub reboot_required: bool,
+    /// The node's role has a before gate.
+    pub gate_before: bool,
+    /// The node's role has an after gate.
+    pub gate_after: bool,
 }
 
 impl Facts {
@@ -101,14 +111,17 @@ impl Facts {
 }
 
 impl Step {
-    pub const ALL: [Step; 11] = [
+    /// In the order a node goes through them (the graph's tests rely on it).
+    pub const ALL: [Step; 13] = [
         Step::Pending,
         Step::Precheck,
+        Step::GateBefore,
         Step::Drain,
         Step::Patch,
         Step::Reboot,
         Step::WaitReturn,
         Step::Postcheck,
+        Step::GateAfter,
         Step::Undrain,
         Step::Done,
         Step::Failed,
@@ -128,6 +141,17 @@ impl Step {
             Step::Done => "done",
             Step::Failed => "failed",
             Step::Skipped => "skipped",
+            Step::GateBefore => "gate-before",
+            Step::GateAfter => "gate-after",
+        }
+    }
+
+    /// The gate this step runs, if it is a gate step.
+    pub fn gate(self) -> Option<super::spec::GatePhase> {
+        match self {
+            Step::GateBefore => Some(super::spec::GatePhase::Before),
+            Step::GateAfter => Some(super::spec::GatePhase::After),
+            _ => None,
         }
     }
 
@@ -148,8 +172,18 @@ impl Step {
     pub fn may_be_drained(self, drain_asked: bool) -> bool {
         match self {
             Step::Drain => drain_asked,
-            Step::Patch | Step::Reboot | Step::WaitReturn | Step::Postcheck | Step::Undrain => true,
-            Step::Pending | Step::Precheck | Step::Done | Step::Failed | Step::Skipped => false,
+            Step::Patch
+            | Step::Reboot
+            | Step::WaitReturn
+            | Step::Postcheck
+            | Step::GateAfter
+            | Step::Undrain => true,
+            Step::Pending
+            | Step::Precheck
+            | Step::GateBefore
+            | Step::Done
+            | Step::Failed
+            | Step::Skipped => false,
         }
     }
 
@@ -160,18 +194,23 @@ impl Step {
         match (self, event) {
             (Pending, Event::Start) => Precheck,
             (Pending, Event::Skip) => Skipped,
-            (Precheck, Event::GuardBlocked) => Pending,
+            (Precheck | GateBefore, Event::GuardBlocked) => Pending,
             (Failed, Event::Retry) => Pending,
-            (Precheck, Event::Succeeded) => Drain,
+            (Precheck, Event::Succeeded) if facts.gate_before => GateBefore,
+            (Precheck | GateBefore, Event::Succeeded) => Drain,
             (Drain, Event::Succeeded) => Patch,
             (Patch, Event::Succeeded) if facts.reboots() => Reboot,
             (Patch, Event::Succeeded) => Postcheck,
             (Reboot, Event::Succeeded) => WaitReturn,
             (WaitReturn, Event::Succeeded) => Postcheck,
             (WaitReturn, Event::Lost) => Reboot,
-            (Postcheck, Event::Succeeded) => Undrain,
+            (Postcheck, Event::Succeeded) if facts.gate_after => GateAfter,
+            (Postcheck | GateAfter, Event::Succeeded) => Undrain,
             (Undrain, Event::Succeeded) => Done,
-            (Drain | Patch | Reboot | WaitReturn | Postcheck, Event::UndrainOnFailure) => Undrain,
+            (
+                Drain | Patch | Reboot | WaitReturn | Postcheck | GateAfter,
+                Event::UndrainOnFailure,
+            ) => Undrain,
             // Its own undrain failed: nothing is left to undo the drain with.
             (Undrain, Event::UndrainOnFailure) => Failed,
             (step, Event::Failed | Event::TimedOut) if step.is_active() => Failed,
@@ -189,6 +228,7 @@ impl Step {
             Step::WaitReturn => t.return_secs,
             Step::Postcheck => t.postcheck_secs,
             Step::Undrain => t.undrain_secs,
+            Step::GateBefore | Step::GateAfter => t.gate_secs,
             Step::Pending | Step::Done | Step::Failed | Step::Skipped => return None,
         };
         Some(Duration::from_secs(secs))
@@ -225,20 +265,30 @@ mod tests {
             RebootPolicy::Never,
         ] {
             for reboot_required in [false, true] {
-                all.push(Facts {
-                    reboot,
-                    reboot_required,
-                });
+                for (gate_before, gate_after) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
+                    all.push(Facts {
+                        reboot,
+                        reboot_required,
+                        gate_before,
+                        gate_after,
+                    });
+                }
             }
         }
         all
     }
 
     fn walk(reboot: RebootPolicy, reboot_required: bool) -> Vec<Step> {
-        let facts = Facts {
+        walk_with(Facts {
             reboot,
             reboot_required,
-        };
+            ..Facts::default()
+        })
+    }
+
+    fn walk_with(facts: Facts) -> Vec<Step> {
         let mut steps = vec![Step::Pending];
         let mut s = Step::Pending.on(Event::Start, facts);
         while !s.is_terminal() {
@@ -260,6 +310,36 @@ mod tests {
         assert_eq!(walk(RebootPolicy::IfRequired, false), no_reboot);
         assert_eq!(walk(RebootPolicy::Always, false), full);
         assert_eq!(walk(RebootPolicy::Never, true), no_reboot);
+    }
+
+    #[test]
+    fn gate_steps_are_taken_only_where_the_role_has_a_gate() {
+        use Step::*;
+        let gated = walk_with(Facts {
+            reboot: RebootPolicy::Never,
+            gate_before: true,
+            gate_after: true,
+            ..Facts::default()
+        });
+        assert_eq!(
+            gated,
+            [
+                Pending, Precheck, GateBefore, Drain, Patch, Postcheck, GateAfter, Undrain, Done
+            ]
+        );
+        let after_only = walk_with(Facts {
+            reboot: RebootPolicy::Always,
+            gate_after: true,
+            ..Facts::default()
+        });
+        assert!(!after_only.contains(&GateBefore) && after_only.contains(&GateAfter));
+        let f = Facts::default();
+        // A before gate that never passed: nothing was done, back to pending.
+        assert_eq!(GateBefore.on(Event::GuardBlocked, f), Pending);
+        // An after gate that fails leaves a drained node: it may be undrained.
+        assert_eq!(GateAfter.on(Event::UndrainOnFailure, f), Undrain);
+        assert_eq!(GateBefore.on(Event::UndrainOnFailure, f), GateBefore);
+        assert!(GateAfter.may_be_drained(false) && !GateBefore.may_be_drained(true));
     }
 
     #[test]
@@ -307,10 +387,13 @@ mod tests {
                     if event == Event::Succeeded && moved {
                         assert!(rank(to) > rank(from), "{from} → {to} goes back");
                     }
-                    // Back to pending only from what did nothing (precheck)
-                    // or what an operator retries.
+                    // Back to pending only from what did nothing (precheck,
+                    // the before gate) or what an operator retries.
                     if to == Step::Pending && moved {
-                        assert!(matches!(from, Step::Precheck | Step::Failed), "{from}");
+                        assert!(
+                            matches!(from, Step::Precheck | Step::GateBefore | Step::Failed),
+                            "{from}"
+                        );
                     }
                 }
             }
@@ -344,9 +427,15 @@ mod tests {
     fn a_node_may_be_drained_from_its_drain_request_to_its_end() {
         assert!(!Step::Drain.may_be_drained(false));
         assert!(Step::Drain.may_be_drained(true));
-        for s in walk(RebootPolicy::Always, true) {
+        let every = walk_with(Facts {
+            reboot: RebootPolicy::Always,
+            gate_before: true,
+            gate_after: true,
+            ..Facts::default()
+        });
+        for s in every {
             let drained = s.may_be_drained(true);
-            let between = s.is_active() && s != Step::Precheck;
+            let between = s.is_active() && !matches!(s, Step::Precheck | Step::GateBefore);
             assert_eq!(drained, between, "{s}");
         }
     }
@@ -354,7 +443,7 @@ mod tests {
     #[test]
     fn every_active_step_has_a_timeout_and_terminal_ones_none() {
         let t = Timeouts::default();
-        for s in walk(RebootPolicy::Always, true) {
+        for s in Step::ALL {
             assert_eq!(s.timeout(&t).is_some(), s.is_active(), "{s:?}");
         }
         assert!(Step::Patch.timed_out(&t, Duration::from_secs(t.patch_secs + 1)));
@@ -368,11 +457,13 @@ mod tests {
         let names = [
             "pending",
             "precheck",
+            "gate-before",
             "drain",
             "patch",
             "reboot",
             "wait-return",
             "postcheck",
+            "gate-after",
             "undrain",
             "done",
             "failed",

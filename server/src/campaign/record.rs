@@ -119,6 +119,30 @@ pub struct NodeRun {
     /// (`…ATTEMPT.undrain-N`), as an agent never runs an id twice.
     #[serde(default)]
     pub manual_undrains: u32,
+    /// Where the current gate step stands (`gate-before`, `gate-after`).
+    #[serde(default)]
+    pub gate: Option<GateProgress>,
+    /// Gate tries asked in this attempt, of every gate step and every time
+    /// the node entered one: try `n` asks under `…STEP-n`, so no try reuses
+    /// an id an agent already ran (a before gate that held the campaign is
+    /// entered again after the resume).
+    #[serde(default)]
+    pub gate_tries: u32,
+}
+
+/// A gate step's progress: its hooks run in order, each tried until it
+/// passes; a failed try is tried again after the role's `interval_secs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateProgress {
+    /// The hook being tried (an index into the role's gate); the gate
+    /// passed when it reaches their number.
+    pub hook: usize,
+    /// Tries started in this step, of every hook.
+    pub tries: u32,
+    /// No new try before then (a try failed at that time less the interval).
+    pub next_at: Option<Timestamp>,
+    /// Why the last failed try failed.
+    pub last: String,
 }
 
 /// An undrain an operator asked for (`campaign undrain ID NODE`) of a node
@@ -159,6 +183,8 @@ impl NodeRun {
             failure: None,
             undrain: None,
             manual_undrains: 0,
+            gate: None,
+            gate_tries: 0,
         }
     }
 
@@ -194,6 +220,7 @@ impl NodeRun {
         self.action_id.clear();
         self.action_node.clear();
         self.asked_at = None;
+        self.gate = None;
         if step == Step::Precheck {
             self.started_at = Some(now);
         }
@@ -206,6 +233,13 @@ impl NodeRun {
     /// again after any restart is recognised by the agent and never rerun.
     pub fn action_id_for(&self, campaign: &str, step: Step) -> String {
         format!("{campaign}.{}.{}.{step}", self.node, self.attempt)
+    }
+
+    /// The id of the attempt's `n`th gate try (`gate_tries`), in the
+    /// current gate step: never the same as another try's, another step's
+    /// or another attempt's.
+    pub fn gate_try_id(&self, campaign: &str, n: u32) -> String {
+        format!("{}-{n}", self.action_id_for(campaign, self.step))
     }
 
     /// The id of the `n`th undrain an operator asked for: never the

@@ -564,6 +564,8 @@ mod tests {
                     let facts = Facts {
                         reboot: spec.reboot,
                         reboot_required: rng.bool(),
+                        gate_before: rng.bool(),
+                        gate_after: rng.bool(),
                     };
                     m.step = m.step.on(event, facts);
                 }

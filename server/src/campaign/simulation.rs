@@ -23,7 +23,7 @@ use super::lifecycle::{Event, Facts, Step};
 use super::record::{Campaign, NodeRun, Phase};
 use super::runner::fleet_health;
 use super::schedule::{self, Decision};
-use super::spec::{Amount, CampaignSpec, RebootPolicy, RoleHooks, RunOn, Timeouts};
+use super::spec::{Amount, CampaignSpec, RebootPolicy, RoleGates, RoleHooks, RunOn, Timeouts};
 
 /// A node and its simulated agent.
 struct Agent {
@@ -83,6 +83,9 @@ impl Agent {
         });
     }
 }
+
+/// Out of 100: a gate hook's try fails (the cluster is not whole yet).
+const GATE_FLAKE: u32 = 25;
 
 /// One seed in four runs in a world where nothing goes wrong.
 fn calm(seed: u64) -> bool {
@@ -163,8 +166,31 @@ impl Sim {
                 return_secs: secs(),
                 postcheck_secs: secs(),
                 undrain_secs: secs(),
+                gate_secs: secs(),
                 guard_secs: secs(),
             };
+        }
+        // Gates: hooks that fail now and then as a cluster that is not yet
+        // whole does (`GATE_FLAKE`), in every weather.
+        for (role, run_on) in [
+            (Role::Compute, RunOn::Role(Role::Controller)),
+            (Role::Storage, RunOn::Target),
+            (Role::Controller, RunOn::Target),
+        ] {
+            if rng.bool() {
+                let mut gates = RoleGates {
+                    run_on,
+                    interval_secs: rng.u64(5..30),
+                    ..RoleGates::default()
+                };
+                if rng.bool() {
+                    gates.before = vec![format!("{role}-spare"), format!("{role}-quorum")];
+                }
+                if rng.bool() {
+                    gates.after = vec![format!("{role}-whole")];
+                }
+                spec.gates.insert(role, gates);
+            }
         }
         for (role, run_on) in [
             (Role::Compute, RunOn::Role(Role::Controller)),
@@ -334,7 +360,13 @@ impl Sim {
             if self.rng.u8(0..3) != 0 {
                 continue;
             }
-            let failed = self.chance(self.weather.fail);
+            let name_of = &self.agents[name].running[&id].name;
+            let gate = self
+                .spec
+                .gates
+                .values()
+                .any(|g| g.before.contains(name_of) || g.after.contains(name_of));
+            let failed = self.chance(self.weather.fail) || (gate && self.chance(GATE_FLAKE));
             let reboot_required = self.rng.bool();
             let away = Duration::from_secs(self.rng.u64(5..90));
             let agent = self.agents.get_mut(name).expect("an agent");
@@ -475,7 +507,7 @@ impl Sim {
             let out = drive::advance(&mut run, &ctx);
             let edge = (before.step, run.step);
             assert!(
-                edge.0 == edge.1 || self.is_edge(edge.0, edge.1),
+                edge.0 == edge.1 || self.is_edge(run.role, edge.0, edge.1),
                 "{} moved {} → {}, which the step graph has no way for",
                 node,
                 edge.0,
@@ -510,7 +542,7 @@ impl Sim {
                     self.wire.push((on, request));
                     return;
                 }
-                Advance::Moved => self.store(run),
+                Advance::Moved | Advance::Tried(_) => self.store(run),
                 Advance::Failed => {
                     let ended = !run.step.is_active();
                     self.store(run);
@@ -531,12 +563,12 @@ impl Sim {
         }
     }
 
-    fn is_edge(&self, from: Step, to: Step) -> bool {
+    fn is_edge(&self, role: Role, from: Step, to: Step) -> bool {
         Event::ALL.iter().any(|e| {
             [false, true].iter().any(|required| {
                 let facts = Facts {
-                    reboot: self.spec.reboot,
                     reboot_required: *required,
+                    ..self.spec.facts(role)
                 };
                 from.on(*e, facts) == to
             })
@@ -631,6 +663,12 @@ fn property_random_campaigns_through_the_real_decisions_keep_the_rules() {
     let wanted = [
         (Pending, Precheck),
         (Precheck, Drain),
+        (Precheck, GateBefore),
+        (GateBefore, Drain),
+        (GateBefore, Pending),
+        (Postcheck, GateAfter),
+        (GateAfter, Undrain),
+        (GateAfter, Failed),
         (Drain, Patch),
         (Patch, Reboot),
         (Patch, Postcheck),

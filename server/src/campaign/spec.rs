@@ -11,6 +11,7 @@ use std::time::Duration;
 use rollcall_proto::model::{Node, Role, glob_match};
 use serde::{Deserialize, Deserializer};
 
+use super::lifecycle::{Facts, Step};
 pub use super::window::Window;
 
 /// A number of nodes, absolute or as a share of a group.
@@ -124,6 +125,9 @@ pub struct Timeouts {
     pub return_secs: u64,
     pub postcheck_secs: u64,
     pub undrain_secs: u64,
+    /// How long a gate may keep failing (every role's, unless its
+    /// `[gates.ROLE] timeout_secs` says otherwise).
+    pub gate_secs: u64,
     /// The longest the campaign waits on the controller quorum guard (a
     /// controller outside the campaign, or one whose failure an operator
     /// accepted, offline or unhealthy) before it pauses with the reason.
@@ -140,6 +144,7 @@ impl Default for Timeouts {
             return_secs: 900,
             postcheck_secs: 600,
             undrain_secs: 600,
+            gate_secs: 1_800,
             guard_secs: 1_800,
         }
     }
@@ -186,6 +191,60 @@ pub struct RoleHooks {
     pub run_on: RunOn,
 }
 
+/// A role's gates: hooks the agents define that must pass before a node of
+/// the role starts ("the cluster can spare one") and after a node's patch,
+/// before its undrain and before the next node ("the cluster is whole
+/// again"). Each hook gets `before|after` and the target's name as its last
+/// two arguments; a failing hook is tried again every `interval_secs`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleGates {
+    /// Hook names, run in order; all must pass.
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+    /// Where the hooks run: the node itself, or a healthy node of a role.
+    pub run_on: RunOn,
+    /// Seconds between a failed try and the next.
+    pub interval_secs: u64,
+    /// How long one try may run before the agent kills it.
+    pub try_secs: u64,
+    /// How long the gate may keep failing; `timeouts.gate_secs` if unset.
+    pub timeout_secs: Option<u64>,
+}
+
+impl Default for RoleGates {
+    fn default() -> Self {
+        Self {
+            before: Vec::new(),
+            after: Vec::new(),
+            run_on: RunOn::Target,
+            interval_secs: 10,
+            try_secs: 120,
+            timeout_secs: None,
+        }
+    }
+}
+
+/// Which of a role's gates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatePhase {
+    Before,
+    After,
+}
+
+rollcall_proto::names!(GatePhase, "gate phase" {
+    Before => "before", After => "after",
+});
+
+impl RoleGates {
+    pub fn hooks(&self, phase: GatePhase) -> &[String] {
+        match phase {
+            GatePhase::Before => &self.before,
+            GatePhase::After => &self.after,
+        }
+    }
+}
+
 /// A campaign as asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -206,6 +265,8 @@ pub struct CampaignSpec {
     pub min_free_percent: u32,
     /// Drain and undrain hooks per role.
     pub hooks: BTreeMap<Role, RoleHooks>,
+    /// Gates per role: cluster checks before and after each node.
+    pub gates: BTreeMap<Role, RoleGates>,
     /// Skip a node whose last update check found nothing to install and
     /// that needs no reboot (saves a drain of a node with nothing to do).
     pub skip_up_to_date: bool,
@@ -228,6 +289,7 @@ impl Default for CampaignSpec {
             timeouts: Timeouts::default(),
             min_free_percent: 10,
             hooks: BTreeMap::new(),
+            gates: BTreeMap::new(),
             skip_up_to_date: true,
             undrain_on_failure: false,
         }
@@ -273,6 +335,22 @@ impl CampaignSpec {
                 ));
             }
         }
+        for (role, gates) in &self.gates {
+            for name in gates.before.iter().chain(&gates.after) {
+                rollcall_proto::identity::validate_name(name)
+                    .map_err(|e| format!("gates.{role}: hook name {name:?}: {e}"))?;
+            }
+            if gates.run_on == RunOn::Role(*role) {
+                return Err(format!(
+                    "gates.{role}.run_on is {role}: a node of the role being patched cannot be relied on; use \"self\" or another role"
+                ));
+            }
+            if gates.interval_secs == 0 || gates.try_secs == 0 || gates.timeout_secs == Some(0) {
+                return Err(format!(
+                    "gates.{role}: interval_secs, try_secs and timeout_secs must be at least 1 second"
+                ));
+            }
+        }
         let t = &self.timeouts;
         if [
             t.precheck_secs,
@@ -282,6 +360,7 @@ impl CampaignSpec {
             t.return_secs,
             t.postcheck_secs,
             t.undrain_secs,
+            t.gate_secs,
             t.guard_secs,
         ]
         .contains(&0)
@@ -289,6 +368,35 @@ impl CampaignSpec {
             return Err("every timeout must be at least 1 second".into());
         }
         Ok(())
+    }
+
+    /// What the spec decides of a `role` node's way: its reboot policy and
+    /// which gates it passes.
+    pub fn facts(&self, role: Role) -> Facts {
+        Facts {
+            reboot: self.reboot,
+            reboot_required: false,
+            gate_before: !self.gate(role, GatePhase::Before).is_empty(),
+            gate_after: !self.gate(role, GatePhase::After).is_empty(),
+        }
+    }
+
+    /// The hooks of `role`'s gate, in the order they run (none: no gate).
+    pub fn gate(&self, role: Role, phase: GatePhase) -> &[String] {
+        self.gates.get(&role).map_or(&[], |g| g.hooks(phase))
+    }
+
+    /// How long a node of `role` may stay in `step` before it fails (or,
+    /// in its before gate, before the campaign pauses).
+    pub fn step_timeout(&self, role: Role, step: Step) -> Option<Duration> {
+        let own = match step {
+            Step::GateBefore | Step::GateAfter => {
+                self.gates.get(&role).and_then(|g| g.timeout_secs)
+            }
+            _ => None,
+        };
+        own.map(Duration::from_secs)
+            .or_else(|| step.timeout(&self.timeouts))
     }
 
     /// How many nodes of `role` (out of `role_size` in the campaign) may be

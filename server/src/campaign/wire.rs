@@ -27,6 +27,8 @@ impl From<Step> for v1::Step {
             Step::Done => v1::Step::Done,
             Step::Failed => v1::Step::Failed,
             Step::Skipped => v1::Step::Skipped,
+            Step::GateBefore => v1::Step::GateBefore,
+            Step::GateAfter => v1::Step::GateAfter,
         }
     }
 }
@@ -46,6 +48,8 @@ fn step_from_wire(field: &'static str, raw: i32) -> Result<Option<Step>, Convert
         Ok(v1::Step::Done) => Some(Step::Done),
         Ok(v1::Step::Failed) => Some(Step::Failed),
         Ok(v1::Step::Skipped) => Some(Step::Skipped),
+        Ok(v1::Step::GateBefore) => Some(Step::GateBefore),
+        Ok(v1::Step::GateAfter) => Some(Step::GateAfter),
         Err(_) => return Err(ConvertError::Invalid { field, value: raw }),
     };
     Ok(step)
@@ -165,6 +169,9 @@ pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, ConvertErro
             }),
             // Internal: how many ids were used.
             manual_undrains: 0,
+            // Internal: the gate's progress is in `note`.
+            gate: None,
+            gate_tries: 0,
             node: n.node,
         });
     }

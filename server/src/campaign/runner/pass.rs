@@ -230,6 +230,11 @@ impl Scheduler {
                     self.record(id, run, "step", detail, action.as_ref(), Vec::new())
                         .await?;
                 }
+                Advance::Tried(detail) => {
+                    // Every try is in the audit with its exit code and tail.
+                    self.record(id, run, "gate", detail, action.as_ref(), Vec::new())
+                        .await?;
+                }
                 Advance::Failed => {
                     let detail = drive::failure_detail(id, &before, &run);
                     tracing::warn!(campaign = %id, node, reason = %Untrusted(&detail), "Node failed.");
