@@ -1,7 +1,8 @@
 //! Rolling patch campaigns: the spec an operator gives (`spec`, its
 //! maintenance `window`), a node's lifecycle and its one step graph
 //! (`lifecycle`), the pure decisions of which nodes start (`schedule`), how
-//! a node in flight moves on (`drive`, `checks`), what operators may do
+//! a node in flight moves on (`drive`, `checks`, and the role's cluster
+//! `gate`s), what operators may do
 //! (`control`, `undrain`) and what a store outage changes (`outage`), what
 //! is kept (`record`), the operators' API (`api`) and the scheduler task
 //! that carries the decisions out (`runner`).
@@ -12,6 +13,7 @@ pub mod control;
 pub mod drive;
 #[cfg(test)]
 mod fixtures;
+pub mod gate;
 pub mod lifecycle;
 pub mod outage;
 pub mod record;

@@ -13,6 +13,7 @@ use rollcall_proto::timestamp::Timestamp;
 use super::{CampaignError, Scheduler, fleet_health};
 use crate::campaign::control;
 use crate::campaign::drive::{self, Advance, Ctx, View};
+use crate::campaign::gate;
 use crate::campaign::lifecycle::{Event, Facts};
 use crate::campaign::outage;
 use crate::campaign::record::Phase;
@@ -146,6 +147,14 @@ impl Scheduler {
             live.guard_since,
         );
         live.waiting = pass.waiting.clone().unwrap_or_default();
+        if let Some(gates) = gate::waits(live.runs.values()) {
+            // The role's slots are held by nodes at a gate: say what for.
+            live.waiting = if live.waiting.is_empty() {
+                gates
+            } else {
+                format!("{}; {gates}", live.waiting)
+            };
+        }
         live.guard_since = if pass.guard {
             live.guard_since.or(Some(Timestamp::now()))
         } else {

@@ -1,0 +1,335 @@
+//! A role's gates: cluster checks that the agents define as hooks, tried
+//! before a node of the role is drained ("the cluster can spare one") and
+//! after its postcheck, before its undrain ("the cluster is whole again").
+//! Pure, like `drive`, which hands a node in a gate step to [`step`].
+
+use std::time::Duration;
+
+use rollcall_proto::model::{ActionKind, ActionState};
+
+use super::drive::{Advance, Ctx, action_state, failure, hook_args, runner, send, succeeded};
+use super::lifecycle::{Event, Facts};
+use super::record::{GateProgress, NodeRun};
+use super::spec::GatePhase;
+
+/// A gate step: the role's gate hooks, in order, each tried until it passes
+/// or the step's timeout ends (`advance` decides what that means). A failed
+/// try is tried again after `interval_secs`, under a new id; a hook the
+/// agent does not define is never tried again.
+pub(super) fn step(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase) -> Advance {
+    let gates = ctx.spec.gates.get(&run.role);
+    let hooks = ctx.spec.gate(run.role, phase);
+    let progress = run.gate.get_or_insert_with(GateProgress::default);
+    let Some(name) = hooks.get(progress.hook).cloned() else {
+        return succeeded(run, ctx);
+    };
+    if run.action_id.is_empty() {
+        if let Some(at) = progress.next_at
+            && ctx.now < at
+        {
+            let left = at.since(ctx.now).as_secs().max(1);
+            return Advance::Wait(format!(
+                "{phase} gate: {} (try {}); next try in {left}s",
+                progress.last, progress.tries
+            ));
+        }
+        let run_on = gates.map(|g| g.run_on).unwrap_or_default();
+        let on = match runner(run_on, run, ctx.fleet, &name) {
+            Ok(on) => on,
+            Err(why) => return Advance::Wait(format!("{phase} gate: {why}")),
+        };
+        run.gate.as_mut().expect("set above").tries += 1;
+        run.gate_tries += 1;
+        let args = hook_args(run, &name);
+        return send(run, ctx, ActionKind::Hook, &name, args, &on);
+    }
+    let tries = run.gate.as_ref().map_or(0, |g| g.tries);
+    let (outcome, on) = match action_state(run, ctx, ActionKind::Hook, &name) {
+        Ok(done) => (Ok(()), done.node.clone()),
+        // Running, or asked again: a failure is the try's, not the node's.
+        Err(Advance::Failed) => match ctx.action {
+            Some(a) if a.state == ActionState::Rejected => {
+                let why = format!("{phase} gate: {}", std::mem::take(&mut run.note));
+                return refused(run, ctx, phase, why);
+            }
+            Some(a) => (Err(std::mem::take(&mut run.note)), a.node.clone()),
+            None => return Advance::Wait(String::new()),
+        },
+        Err(Advance::Wait(_)) => {
+            return Advance::Wait(format!(
+                "{phase} gate: {name} running on {} (try {tries})",
+                run.action_node
+            ));
+        }
+        Err(other) => return other,
+    };
+    let interval = gates.map_or(10, |g| g.interval_secs);
+    run.action_id.clear();
+    run.action_node.clear();
+    run.asked_at = None;
+    let progress = run.gate.as_mut().expect("set above");
+    let detail = match outcome {
+        Ok(()) => {
+            progress.hook += 1;
+            progress.next_at = None;
+            progress.last.clear();
+            format!("{phase} gate: {name} on {on} passed (try {tries})")
+        }
+        Err(why) => {
+            progress.next_at = Some(ctx.now.saturating_add(Duration::from_secs(interval)));
+            let detail = format!("{phase} gate: {why} (try {tries}); next try in {interval}s");
+            progress.last = why;
+            detail
+        }
+    };
+    Advance::Tried(detail)
+}
+
+/// A gate hook the agent refused (it does not define it): trying again
+/// cannot help. A before gate holds the campaign; an after gate fails the
+/// node.
+fn refused(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase, why: String) -> Advance {
+    match phase {
+        GatePhase::Before => {
+            run.on(Event::GuardBlocked, Facts::default(), ctx.now);
+            run.note.clone_from(&why);
+            Advance::Pause(why)
+        }
+        GatePhase::After => failure(run, why),
+    }
+}
+
+/// What the nodes in a gate step wait for, for the campaign's `waiting`
+/// line: `ctl1 at its before gate: galera-synced on ctl1 failed …`.
+pub fn waits<'a>(runs: impl IntoIterator<Item = &'a NodeRun>) -> Option<String> {
+    let waits: Vec<String> = runs
+        .into_iter()
+        .filter_map(|r| {
+            let phase = r.step.gate()?;
+            let what = r
+                .note
+                .strip_prefix(&format!("{phase} gate: "))
+                .unwrap_or(&r.note);
+            Some(format!("{} at its {phase} gate: {what}", r.node))
+        })
+        .collect();
+    (!waits.is_empty()).then(|| waits.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::fixtures::*;
+    use crate::campaign::lifecycle::Step;
+    use crate::campaign::spec::RunOn;
+    use rollcall_proto::model::{ActionResult, Role};
+
+    fn with_compute_gates(w: &mut World) {
+        w.spec.gates.insert(
+            Role::Compute,
+            crate::campaign::spec::RoleGates {
+                before: vec!["cells-spare".into(), "rabbit-spare".into()],
+                after: vec!["nova-up".into()],
+                run_on: RunOn::Role(Role::Controller),
+                interval_secs: 10,
+                try_secs: 30,
+                timeout_secs: Some(300),
+            },
+        );
+    }
+
+    /// The agent's word on `run`'s current request.
+    fn answer(run: &NodeRun, state: ActionState, exit: i32, tail: &str, at: i64) -> ActionResult {
+        let mut a = result(state, Some(exit), tail, at);
+        a.id.clone_from(&run.action_id);
+        a.node.clone_from(&run.action_node);
+        a
+    }
+
+    #[test]
+    fn a_before_gate_tries_its_hooks_in_order_until_each_passes_and_only_then_drains() {
+        let mut w = World::new();
+        with_compute_gates(&mut w);
+        let mut run = run_in(Step::Precheck, Role::Compute, 15);
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(
+            run.step,
+            Step::GateBefore,
+            "precheck passed, on to the gate"
+        );
+        let Advance::Send { node, request } = w.advance(&mut run) else {
+            panic!("the first hook is asked")
+        };
+        assert_eq!(
+            node, "ctl1",
+            "run_on = controller: a healthy controller runs it"
+        );
+        assert_eq!(request.name, "cells-spare");
+        assert_eq!(request.args, ["before", "cmp1"]);
+        assert_eq!(request.id, "c1.cmp1.1.gate-before-1");
+        assert_eq!(request.timeout_secs, 30, "one try is bounded by try_secs");
+        // The try fails: the node is not failed, the try is recorded and
+        // the next one waits for the interval.
+        w.action = Some(answer(
+            &run,
+            ActionState::Failed,
+            1,
+            "checking\ncells: 2 of 3 up\n",
+            20,
+        ));
+        let Advance::Tried(detail) = w.advance(&mut run) else {
+            panic!("a failed try is recorded")
+        };
+        assert_eq!(
+            detail,
+            "before gate: cells-spare on ctl1 failed (exit code 1): cells: 2 of 3 up (try 1); next try in 10s"
+        );
+        assert_eq!(run.step, Step::GateBefore);
+        w.action = None;
+        let Advance::Wait(note) = w.advance(&mut run) else {
+            panic!("waits for the interval")
+        };
+        assert_eq!(
+            note,
+            "before gate: cells-spare on ctl1 failed (exit code 1): cells: 2 of 3 up (try 1); next try in 10s"
+        );
+        w.now = t(31);
+        let Advance::Send { request, .. } = w.advance(&mut run) else {
+            panic!("tried again after the interval")
+        };
+        assert_eq!(
+            (request.name.as_str(), request.id.as_str()),
+            ("cells-spare", "c1.cmp1.1.gate-before-2")
+        );
+        w.action = Some(answer(
+            &run,
+            ActionState::Succeeded,
+            0,
+            "cells: 3 of 3 up\n",
+            32,
+        ));
+        assert!(
+            matches!(w.advance(&mut run), Advance::Tried(d) if d == "before gate: cells-spare on ctl1 passed (try 2)")
+        );
+        w.action = None;
+        let Advance::Send { request, .. } = w.advance(&mut run) else {
+            panic!("the second hook is asked at once")
+        };
+        assert_eq!(
+            (request.name.as_str(), request.id.as_str()),
+            ("rabbit-spare", "c1.cmp1.1.gate-before-3")
+        );
+        w.action = Some(answer(&run, ActionState::Succeeded, 0, "", 33));
+        assert!(matches!(w.advance(&mut run), Advance::Tried(_)));
+        w.action = None;
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Drain, "every hook passed: the node may go");
+        assert_eq!(run.gate, None, "the step's progress is gone with the step");
+    }
+
+    #[test]
+    fn a_before_gate_that_never_passes_holds_the_campaign_with_the_last_reason() {
+        let mut w = World::new();
+        with_compute_gates(&mut w);
+        let mut run = run_in(Step::GateBefore, Role::Compute, 15);
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        w.action = Some(answer(&run, ActionState::Failed, 1, "cells: 1 of 3 up", 20));
+        assert!(matches!(w.advance(&mut run), Advance::Tried(_)));
+        w.action = None;
+        w.now = t(15 + 301);
+        let out = w.advance(&mut run);
+        assert_eq!(
+            out,
+            Advance::Pause(
+                "before gate of cmp1 did not pass within 300s: cells-spare on ctl1 failed (exit code 1): cells: 1 of 3 up; resume to try again".into()
+            )
+        );
+        assert_eq!(run.step, Step::Pending, "nothing was done to the node");
+        assert_eq!(run.left_drained, None);
+        // After a resume its tries get new ids: the agent never runs one twice.
+        run.on(Event::Start, Facts::default(), w.now);
+        run.on(Event::Succeeded, w.spec.facts(Role::Compute), w.now);
+        let Advance::Send { request, .. } = w.advance(&mut run) else {
+            panic!("asked again")
+        };
+        assert_eq!(request.id, "c1.cmp1.1.gate-before-2");
+    }
+
+    #[test]
+    fn a_gate_hook_the_agent_does_not_define_holds_before_and_fails_after() {
+        let mut w = World::new();
+        with_compute_gates(&mut w);
+        with_compute_hooks(&mut w);
+        let mut run = run_in(Step::GateBefore, Role::Compute, 15);
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        let mut refused = answer(&run, ActionState::Rejected, 0, "", 20);
+        refused.exit_code = None;
+        "hook cells-spare is not defined in this agent's configuration"
+            .clone_into(&mut refused.error);
+        w.action = Some(refused.clone());
+        let Advance::Pause(why) = w.advance(&mut run) else {
+            panic!("trying again cannot help")
+        };
+        assert!(why.contains("is not defined"), "{why}");
+        assert_eq!(run.step, Step::Pending);
+
+        let mut run = run_in(Step::GateAfter, Role::Compute, 15);
+        w.action = None;
+        assert!(
+            matches!(w.advance(&mut run), Advance::Send { request, .. } if request.args == ["after", "cmp1"])
+        );
+        refused.id.clone_from(&run.action_id);
+        w.action = Some(refused);
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(run.step, Step::Failed);
+        assert_eq!(
+            run.left_drained.as_deref(),
+            Some("nova-undrain"),
+            "a node whose cluster is not whole again stays out of service"
+        );
+    }
+
+    #[test]
+    fn an_after_gate_past_its_timeout_fails_the_node_and_the_budget_decides() {
+        let mut w = World::new();
+        with_compute_gates(&mut w);
+        let mut run = run_in(Step::Postcheck, Role::Compute, 15);
+        run.containers = vec!["nova_compute".into()];
+        run.boot_id_before = "boot-0".into();
+        w.spec.reboot = crate::campaign::spec::RebootPolicy::Never;
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::GateAfter);
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        w.action = Some(answer(
+            &run,
+            ActionState::Failed,
+            1,
+            "nova-compute on cmp1 is down",
+            21,
+        ));
+        assert!(matches!(w.advance(&mut run), Advance::Tried(_)));
+        w.action = None;
+        w.now = t(20 + 301);
+        assert_eq!(w.advance(&mut run), Advance::Failed);
+        assert_eq!(run.step, Step::Failed);
+        assert_eq!(
+            run.note,
+            "gate-after did not finish within 300s: nova-up on ctl1 failed (exit code 1): nova-compute on cmp1 is down"
+        );
+    }
+
+    #[test]
+    fn waiting_names_each_node_at_a_gate_and_what_it_waits_for() {
+        let mut a = run_in(Step::GateBefore, Role::Controller, 1);
+        a.node = "ctl1".into();
+        a.note = "before gate: galera-synced on ctl1 failed (exit code 1): wsrep_cluster_size is 2, want at least 3 (try 4); next try in 6s".into();
+        let b = run_in(Step::Patch, Role::Controller, 1);
+        assert_eq!(
+            waits([&a, &b]).as_deref(),
+            Some(
+                "ctl1 at its before gate: galera-synced on ctl1 failed (exit code 1): wsrep_cluster_size is 2, want at least 3 (try 4); next try in 6s"
+            )
+        );
+        assert_eq!(waits([&b]), None);
+    }
+}
