@@ -464,6 +464,111 @@ mod tests {
     }
 
     #[test]
+    fn gates_parse_with_their_defaults_and_bad_ones_are_refused() {
+        let spec = CampaignSpec::parse(
+            r#"
+            [gates.storage]
+            after = ["ceph-healthy"]
+            [gates.compute]
+            after = ["nova-compute-up"]
+            run_on = "controller"
+            timeout_secs = 600
+            "#,
+        )
+        .expect("parses");
+        let storage = &spec.gates[&Role::Storage];
+        assert_eq!((storage.interval_secs, storage.try_secs), (10, 120));
+        assert_eq!(storage.run_on, RunOn::Target);
+        assert_eq!(
+            spec.gate(Role::Storage, GatePhase::Before),
+            [] as [String; 0]
+        );
+        assert_eq!(spec.gate(Role::Storage, GatePhase::After), ["ceph-healthy"]);
+        assert_eq!(
+            spec.step_timeout(Role::Storage, Step::GateAfter),
+            Some(Duration::from_secs(1800)),
+            "timeouts.gate_secs when the role says nothing"
+        );
+        assert_eq!(
+            spec.step_timeout(Role::Compute, Step::GateAfter),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            spec.step_timeout(Role::Compute, Step::Patch),
+            Some(Duration::from_secs(3600))
+        );
+        let facts = spec.facts(Role::Compute);
+        assert!(facts.gate_after && !facts.gate_before);
+        for (text, needle) in [
+            (
+                "[gates.compute]\nbefore = [\"a b\"]",
+                "gates.compute: hook name \"a b\"",
+            ),
+            (
+                "[gates.compute]\nrun_on = \"compute\"",
+                "gates.compute.run_on is compute",
+            ),
+            ("[gates.compute]\ninterval_secs = 0", "at least 1 second"),
+            ("[gates.compute]\nafter = \"x\"", "invalid type"),
+            ("[gates.compute]\nbefor = []", "befor"),
+            ("[gates.nova]\nafter = []", "nova"),
+        ] {
+            let err = CampaignSpec::parse(text).expect_err(text);
+            assert!(err.contains(needle) && !err.contains('\n'), "{text}: {err}");
+        }
+    }
+
+    /// The OpenStack profile parses, and names only hooks and gates whose
+    /// shipped READMEs give them to the agents: one name, one script.
+    #[test]
+    fn the_openstack_profile_parses_and_names_shipped_hooks_and_gates() {
+        let text = include_str!("../../../packaging/campaign.openstack.toml");
+        let spec = CampaignSpec::parse(text).expect("the OpenStack profile parses");
+        let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+        let readmes: String = ["hooks/README.md", "gates/README.md"]
+            .iter()
+            .map(|f| std::fs::read_to_string(packaging.join(f)).expect("a shipped README"))
+            .collect();
+        let mut names: Vec<&String> = Vec::new();
+        for hooks in spec.hooks.values() {
+            names.extend(hooks.drain.iter().chain(&hooks.undrain));
+        }
+        for gates in spec.gates.values() {
+            names.extend(gates.before.iter().chain(&gates.after));
+        }
+        assert!(names.len() >= 8, "{names:?}");
+        for name in names {
+            // `name = ["/usr/share/rollcall/{hooks,gates}/SCRIPT", ...]`.
+            let line = readmes
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{name} = [")))
+                .unwrap_or_else(|| panic!("no README wires hook {name} to a script"));
+            let script = line
+                .split('"')
+                .find(|w| w.starts_with("/usr/share/rollcall/"))
+                .unwrap_or_else(|| panic!("{line}"));
+            let shipped = packaging.join(script.trim_start_matches("/usr/share/rollcall/"));
+            assert!(
+                shipped.is_file(),
+                "{name}: {script} is not shipped ({shipped:?})"
+            );
+        }
+        assert_eq!(
+            spec.gate(Role::Controller, GatePhase::Before),
+            ["galera-synced", "rabbitmq-healthy"]
+        );
+        assert_eq!(spec.gate(Role::Storage, GatePhase::After), ["ceph-healthy"]);
+        assert_eq!(
+            spec.gate(Role::Compute, GatePhase::After),
+            ["nova-compute-up"]
+        );
+        assert_eq!(
+            spec.hooks[&Role::Compute].run_on,
+            RunOn::Role(Role::Controller)
+        );
+    }
+
+    #[test]
     fn bad_specs_say_what_is_wrong() {
         for (text, needle) in [
             ("role_order = [\"compute\", \"compute\"]", "twice"),
