@@ -10,7 +10,11 @@
 //!   "boots" the node: it stops the agent, clears the tmpfs-like
 //!   reboot-required file and starts the agent again under a new boot id
 //!   (or never does, for a node told to stay down);
-//! - hooks record their argv in `hooks`.
+//! - hooks record their argv in `hooks`;
+//! - `FakeGate` (hook `cluster-whole`) stands in for a cluster check such
+//!   as galera-synced: it records its argv in `hooks` too, and fails with
+//!   "cluster: 2 of 3 members" while the fleet's cluster is degraded
+//!   (`Fleet::degrade_cluster`).
 //!
 //! ```ignore
 //! let fleet = Fleet::start(&[(Role::Compute, 12), (Role::Storage, 5), (Role::Controller, 3)]).await;
@@ -191,6 +195,20 @@ echo "FakePatch: 1 upgraded""#,
                 let argv = vec!["sh".to_owned(), "-c".to_owned(), script, work.clone()];
                 (h.to_owned(), argv)
             })
+            .chain(std::iter::once((
+                // FakeGate: $0 is the node's directory, $* what the server
+                // appended (before|after TARGET).
+                "cluster-whole".to_owned(),
+                vec![
+                    "sh".to_owned(),
+                    "-c".to_owned(),
+                    r#"echo "cluster-whole $*" >> "$0/hooks"
+if [ -e "$0/../cluster-degraded" ]; then echo "checking members"; echo "cluster: 2 of 3 members"; exit 1; fi
+echo "cluster: 3 of 3 members""#
+                        .to_owned(),
+                    work.clone(),
+                ],
+            )))
             .collect(),
             patch_env: vec![],
         }
@@ -333,6 +351,16 @@ impl Fleet {
             nodes,
             _dir: dir,
             boots,
+        }
+    }
+
+    /// Makes every node's `FakeGate` fail (a cluster member down), or pass.
+    pub fn degrade_cluster(&self, degraded: bool) {
+        let flag = self._dir.path().join("cluster-degraded");
+        if degraded {
+            std::fs::write(&flag, "").expect("flag");
+        } else {
+            let _ = std::fs::remove_file(&flag);
         }
     }
 

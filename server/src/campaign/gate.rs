@@ -56,8 +56,14 @@ pub(super) fn step(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase) -> Advanc
             None => return Advance::Wait(String::new()),
         },
         Err(Advance::Wait(_)) => {
+            let last = run.gate.as_ref().map_or("", |g| g.last.as_str());
+            let last = if last.is_empty() {
+                String::new()
+            } else {
+                format!("; the last try: {last}")
+            };
             return Advance::Wait(format!(
-                "{phase} gate: {name} running on {} (try {tries})",
+                "{phase} gate: {name} running on {} (try {tries}){last}",
                 run.action_node
             ));
         }
