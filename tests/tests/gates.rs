@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use rollcall_proto::model::Role;
+use rollcall_server::campaign::CampaignView;
 use rollcall_server::campaign::lifecycle::Step;
 use rollcall_server::campaign::record::{AuditEntry, Phase};
 use rollcall_tests::fleet::Fleet;
@@ -28,6 +29,19 @@ after = ["cluster-whole"]
 run_on = "self"
 interval_secs = 1
 "#;
+
+/// Starts a campaign over the computes (no reboot) with `gates`, and
+/// waits until it pauses.
+async fn paused_computes(fleet: &Fleet, gates: &str) -> CampaignView {
+    let spec =
+        format!("role_order = [\"compute\"]\nreboot = \"never\"\nskip_up_to_date = false\n{gates}");
+    let c = fleet.start_campaign(&spec).await;
+    fleet
+        .wait_for(&c.campaign.id, "the campaign to pause", LONG, |v| {
+            v.campaign.phase == Phase::Paused
+        })
+        .await
+}
 
 fn gate_lines<'a>(audit: &'a [AuditEntry], node: &str) -> Vec<&'a AuditEntry> {
     audit
@@ -156,25 +170,17 @@ async fn a_before_gate_that_never_passes_pauses_and_an_after_gate_that_never_pas
     init();
     let fleet = Fleet::start(&[(Role::Compute, 2), (Role::Controller, 1)]).await;
     fleet.degrade_cluster(true);
-    let c = fleet
-        .start_campaign(
-            r#"
-            role_order = ["compute"]
-            reboot = "never"
-            skip_up_to_date = false
-            [gates.compute]
-            before = ["cluster-whole"]
-            run_on = "controller"
-            interval_secs = 1
-            timeout_secs = 3
-            "#,
-        )
-        .await;
-    let paused = fleet
-        .wait_for(&c.campaign.id, "the campaign to pause", LONG, |v| {
-            v.campaign.phase == Phase::Paused
-        })
-        .await;
+    let paused = paused_computes(
+        &fleet,
+        r#"
+        [gates.compute]
+        before = ["cluster-whole"]
+        run_on = "controller"
+        interval_secs = 1
+        timeout_secs = 3
+        "#,
+    )
+    .await;
     assert!(
         paused.campaign.reason.starts_with("before gate of cmp01 did not pass within 3s: cluster-whole on ctl01 failed (exit code 1): cluster: 2 of 3 members"),
         "{}",
@@ -197,38 +203,28 @@ async fn a_before_gate_that_never_passes_pauses_and_an_after_gate_that_never_pas
             .contains(&"cluster-whole before cmp01".to_owned()),
         "run_on = controller: ctl01 ran the gate for cmp01"
     );
-    let cancel = fleet.cli(&["campaign", "cancel", &c.campaign.id]).await;
+    let id = &paused.campaign.id;
+    let cancel = fleet.cli(&["campaign", "cancel", id]).await;
     assert!(cancel.status.success(), "{cancel:?}");
-    fleet.wait_ended(&c.campaign.id, LONG).await;
+    fleet.wait_ended(id, LONG).await;
 
     // An after gate that never passes: the node fails where it stands,
     // still drained, and the error budget (0) pauses the campaign.
-    let c = fleet
-        .start_campaign(
-            r#"
-            role_order = ["compute"]
-            reboot = "never"
-            skip_up_to_date = false
-            [hooks.compute]
-            drain = "nova-drain"
-            undrain = "nova-undrain"
-            run_on = "controller"
-            [gates.compute]
-            after = ["cluster-whole"]
-            run_on = "controller"
-            interval_secs = 1
-            timeout_secs = 3
-            "#,
-        )
-        .await;
-    let paused = fleet
-        .wait_for(
-            &c.campaign.id,
-            "the budget to pause the campaign",
-            LONG,
-            |v| v.campaign.phase == Phase::Paused,
-        )
-        .await;
+    let paused = paused_computes(
+        &fleet,
+        r#"
+        [hooks.compute]
+        drain = "nova-drain"
+        undrain = "nova-undrain"
+        run_on = "controller"
+        [gates.compute]
+        after = ["cluster-whole"]
+        run_on = "controller"
+        interval_secs = 1
+        timeout_secs = 3
+        "#,
+    )
+    .await;
     let failed = paused
         .nodes
         .iter()
