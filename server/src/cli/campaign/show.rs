@@ -228,12 +228,14 @@ mod tests {
                 updated_at: now,
                 finished_at: None,
                 held: false,
+                blast: Default::default(),
             },
             nodes: vec![failed],
             nodes_by_step: BTreeMap::new(),
             waiting: String::new(),
             ended: false,
             left_drained: vec!["cmp03".into()],
+            impacts: Vec::new(),
         };
         let text = render_status(&view, now);
         assert!(
