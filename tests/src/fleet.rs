@@ -133,11 +133,7 @@ impl FakeNode {
     /// One of this node's containers turns `health` (an unhealthy kolla
     /// health check, or healthy again); the agent reports the change at
     /// once, as its Docker events watcher would.
-    pub fn set_container_health(
-        &self,
-        name: &str,
-        health: rollcall_proto::model::ContainerHealth,
-    ) {
+    pub fn set_container_health(&self, name: &str, health: rollcall_proto::model::ContainerHealth) {
         self.containers.send_modify(|section| {
             let c = section
                 .containers

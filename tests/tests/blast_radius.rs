@@ -39,6 +39,16 @@ roles = ["controller"]
     )
 }
 
+/// Waits until the campaign ends, or pauses: a test that expects it to
+/// complete then fails at once, with the pause's reason.
+async fn ended_or_paused(fleet: &Fleet, id: &str) -> CampaignView {
+    fleet
+        .wait_for(id, "the campaign to end (or pause)", LONG, |v| {
+            v.ended || v.campaign.phase == Phase::Paused
+        })
+        .await
+}
+
 fn step_of(v: &CampaignView, node: &str) -> Step {
     v.nodes
         .iter()
@@ -89,9 +99,8 @@ async fn a_container_hurt_elsewhere_during_maintenance_pauses_the_campaign_and_s
     let reason = &paused.campaign.reason;
     assert!(
         reason.starts_with("blast radius: container nova_compute on cmp02 unhealthy for ")
-            && reason.ends_with(
-                "s (began while ctl01 was in patch); resume when the cloud is whole"
-            ),
+            && reason
+                .ends_with("s (began while ctl01 was in patch); resume when the cloud is whole"),
         "{reason}"
     );
     assert!(
@@ -151,7 +160,7 @@ async fn a_container_hurt_elsewhere_during_maintenance_pauses_the_campaign_and_s
         })
         .await
         .expect("resume");
-    let done = fleet.wait_ended(&id, LONG).await;
+    let done = ended_or_paused(&fleet, &id).await;
     assert_eq!(done.campaign.phase, Phase::Completed, "{done:#?}");
     assert!(done.impacts[0].accepted);
     assert_eq!(impact_lines(&fleet, &id).await.len(), 1);
@@ -159,7 +168,8 @@ async fn a_container_hurt_elsewhere_during_maintenance_pauses_the_campaign_and_s
     assert!(
         audit
             .iter()
-            .any(|e| e.event == "resumed" && e.detail.contains("impacts accepted: cmp02/nova_compute")),
+            .any(|e| e.event == "resumed"
+                && e.detail.contains("impacts accepted: cmp02/nova_compute")),
         "{audit:#?}"
     );
     fleet.stop().await;
@@ -200,7 +210,7 @@ async fn a_container_already_unhealthy_at_start_is_no_impact_across_a_server_res
     // The barrier: the campaign ends. It pauses for nothing on its way,
     // and cmp02 stayed unhealthy longer than blast_radius_secs after the
     // restart while it ran.
-    let done = fleet.wait_ended(&id, LONG).await;
+    let done = ended_or_paused(&fleet, &id).await;
     assert_eq!(done.campaign.phase, Phase::Completed, "{done:#?}");
     let finished = done.campaign.finished_at.expect("finished");
     assert!(
@@ -237,7 +247,9 @@ async fn with_a_budget_of_none_an_impact_pauses_the_campaign_for_its_budget() {
     let lines = impact_lines(&fleet, &id).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
-        lines[0].1.starts_with("container nova_compute on cmp02 unhealthy for ")
+        lines[0]
+            .1
+            .starts_with("container nova_compute on cmp02 unhealthy for ")
             && lines[0]
                 .1
                 .ends_with("; counted against the error budget (1 impact(s) counted)"),
@@ -270,7 +282,7 @@ async fn with_a_budget_of_one_an_impact_counts_once_and_the_campaign_completes()
     );
 
     // cmp02 stays unhealthy through ctl02's patch: still one impact.
-    let done = fleet.wait_ended(&id, LONG).await;
+    let done = ended_or_paused(&fleet, &id).await;
     assert_eq!(done.campaign.phase, Phase::Completed, "{done:#?}");
     assert_eq!(done.impacts.len(), 1, "{:?}", done.impacts);
     assert_eq!(impact_lines(&fleet, &id).await.len(), 1);
