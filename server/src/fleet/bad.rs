@@ -13,8 +13,8 @@ use super::held::Held;
 
 /// The most bad containers one look lists (see [`BadContainers::cut`]). A
 /// fleet with more than this many bad at once is past what a guard that
-/// names containers can say; the nodes past the cut are judged again at
-/// the next look that reaches them.
+/// names containers can say: the nodes past the cut are not judged until
+/// fewer are bad.
 pub const MAX_BAD_CONTAINERS: usize = 1_000;
 
 /// Unhealthy (its health check fails), or should run and does not (exited,
