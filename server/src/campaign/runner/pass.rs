@@ -1,9 +1,9 @@
 //! A pass: one look at every campaign that can move. Each node in flight
 //! moves on as far as `drive::advance` lets it, the blast-radius guard
 //! judges the fleet's containers (`runner/blast.rs`), then
-//! `schedule::next_steps` says which nodes start; operators' undrains are followed; a store that
-//! cannot write holds everything (`outage`). Each change is committed
-//! before anything is sent.
+//! `schedule::next_steps` says which nodes start; operators' undrains are
+//! followed; a store that cannot write holds everything (`outage`). Each
+//! change is committed before anything is sent.
 
 use std::collections::BTreeMap;
 
