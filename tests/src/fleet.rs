@@ -14,7 +14,9 @@
 //! - `FakeGate` (hook `cluster-whole`) stands in for a cluster check such
 //!   as galera-synced: it records its argv in `hooks` too, and fails with
 //!   "cluster: 2 of 3 members" while the fleet's cluster is degraded
-//!   (`Fleet::degrade_cluster`).
+//!   (`Fleet::degrade_cluster`);
+//! - a FakeDocker section (`nova_compute`, `openvswitch_vswitchd`) whose
+//!   containers' health a test sets (`set_container_health`).
 //!
 //! ```ignore
 //! let fleet = Fleet::start(&[(Role::Compute, 12), (Role::Storage, 5), (Role::Controller, 3)]).await;
@@ -51,6 +53,10 @@ pub struct FakeNode {
     pub work: PathBuf,
     agent: Mutex<Option<TestAgent>>,
     boots: Mutex<u32>,
+    /// What the node's FakeDocker reports: `nova_compute` and
+    /// `openvswitch_vswitchd`, running and healthy, until a test says
+    /// otherwise (`set_container_health`). Outlives the agent's reboots.
+    containers: watch::Sender<ContainersSection>,
 }
 
 impl FakeNode {
@@ -126,6 +132,20 @@ impl FakeNode {
     pub fn slow_reboot_check(&self, secs: f32) {
         std::fs::write(self.work.join("reboot-check-delay"), secs.to_string())
             .expect("write delay");
+    }
+
+    /// One of this node's containers turns `health` (an unhealthy kolla
+    /// health check, or healthy again); the agent reports the change at
+    /// once, as its Docker events watcher would.
+    pub fn set_container_health(&self, name: &str, health: rollcall_proto::model::ContainerHealth) {
+        self.containers.send_modify(|section| {
+            let c = section
+                .containers
+                .iter_mut()
+                .find(|c| c.name == name)
+                .unwrap_or_else(|| panic!("{} has no container {name}", self.name));
+            c.health = health;
+        });
     }
 
     /// Stops this node's agent (as kill -9 would: its records stay).
@@ -229,6 +249,7 @@ echo "cluster: 3 of 3 members""#
         let sentinel = std::fs::read_to_string(self.work.join("reboot-check-delay"))
             .map(|secs| vec!["sh".into(), "-c".into(), format!("sleep {secs}; exit 1")])
             .unwrap_or_default();
+        let containers = self.containers.subscribe();
         let agent = TestAgent::start_full(
             url,
             pki,
@@ -249,7 +270,6 @@ echo "cluster: 3 of 3 members""#
                     recheck.clone(),
                     shutdown.clone(),
                 );
-                let (_, containers) = watch::channel(healthy_containers());
                 let (_, updates) = watch::channel(UpdatesSection {
                     manager: "fake".into(),
                     checked: true,
@@ -332,6 +352,7 @@ impl Fleet {
                     work,
                     agent: Mutex::new(None),
                     boots: Mutex::new(1),
+                    containers: watch::Sender::new(healthy_containers()),
                 });
                 node.boot(&server.url(), &pki);
                 nodes.insert(name, node);

@@ -341,6 +341,7 @@ fn stored_campaign(id: &str, spec_toml: &str) -> rollcall_server::campaign::reco
             updated_at: now,
             finished_at: Some(now),
             held: false,
+            blast: Default::default(),
         }),
         ..Default::default()
     }

@@ -8,6 +8,7 @@ use rollcall_proto::model::Role;
 use rollcall_proto::timestamp::Timestamp;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::blast::{Blast, Impact};
 use super::control;
 use super::drive::NoHookRunner;
 use super::lifecycle::Step;
@@ -82,13 +83,18 @@ pub struct CampaignView {
     /// The nodes that failed and stay drained (see `NodeRun::left_drained`),
     /// in listings too, so `fleet status` can name them.
     pub left_drained: Vec<String>,
+    /// The blast-radius guard's impacts (see `blast.rs`), in listings too.
+    pub impacts: Vec<Impact>,
 }
 
 impl CampaignView {
     /// The whole campaign, every node's run with it.
     pub fn full(campaign: &Campaign, runs: &BTreeMap<String, NodeRun>, waiting: &str) -> Self {
         CampaignView {
-            campaign: campaign.clone(),
+            campaign: Campaign {
+                blast: Blast::default(),
+                ..campaign.clone()
+            },
             nodes: runs.values().cloned().collect(),
             ..CampaignView::summary(campaign, runs, waiting)
         }
@@ -103,8 +109,11 @@ impl CampaignView {
                 .or_default() += 1;
         }
         CampaignView {
+            // The guard's record is the server's: operators see its
+            // impacts (below), never the baseline.
             campaign: Campaign {
                 spec_toml: String::new(),
+                blast: Blast::default(),
                 ..campaign.clone()
             },
             nodes: Vec::new(),
@@ -116,6 +125,7 @@ impl CampaignView {
                 .filter(|r| r.left_drained.is_some())
                 .map(|r| r.node.clone())
                 .collect(),
+            impacts: campaign.blast.impacts.clone(),
         }
     }
 }

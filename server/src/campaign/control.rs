@@ -184,6 +184,7 @@ pub fn open(
         updated_at: now,
         finished_at: None,
         held: false,
+        blast: Default::default(),
     };
     let mut runs = BTreeMap::new();
     for (name, role) in &selection.members {
@@ -276,7 +277,12 @@ pub fn steer(
                 (false, true) => format!("; retrying {}", failed.join(", ")),
                 (false, false) => format!("; failures accepted: {}", failed.join(", ")),
             };
-            with_reason(&format!("resumed by {operator}{what}"), reason)
+            // Blast-radius impacts cannot be retried: they are accepted.
+            let impacts = match c.blast.accept() {
+                accepted if accepted.is_empty() => String::new(),
+                accepted => format!("; impacts accepted: {}", accepted.join(", ")),
+            };
+            with_reason(&format!("resumed by {operator}{what}{impacts}"), reason)
         }
         (Control::Cancel, Phase::Running | Phase::Paused) => {
             c.phase = Phase::Cancelled;
@@ -391,6 +397,7 @@ mod tests {
             updated_at: t(0),
             finished_at: None,
             held: false,
+            blast: Default::default(),
         }
     }
 
@@ -504,6 +511,33 @@ mod tests {
         );
         let c = w.campaign.expect("the campaign changes");
         assert_eq!((c.phase, c.held), (Phase::Running, false));
+    }
+
+    #[test]
+    fn resume_accepts_blast_radius_impacts() {
+        use crate::campaign::blast::Impact;
+        let mut paused = campaign(Phase::Paused);
+        paused.blast.impacts.push(Impact {
+            node: "cmp9".into(),
+            container: "nova_compute".into(),
+            what: "unhealthy".into(),
+            began_at: t(1),
+            at: t(3),
+            during: "while cmp1 was in patch".into(),
+            accepted: false,
+        });
+        let runs = runs(&[("cmp1", Step::Patch)]);
+        let resume = Control::Resume { retry_failed: true };
+        let w = steer(&paused, &runs, resume, "alice", "", t(50))
+            .expect("resumes")
+            .write;
+        assert_eq!(
+            w.audit[0].detail,
+            "resumed by alice; impacts accepted: cmp9/nova_compute"
+        );
+        let c = w.campaign.expect("the campaign changes");
+        assert_eq!(c.blast.counted(), 0);
+        assert!(c.blast.baseline["cmp9"].contains("nova_compute"));
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! maintenance `window`), a node's lifecycle and its one step graph
 //! (`lifecycle`), the pure decisions of which nodes start (`schedule`), how
 //! a node in flight moves on (`drive`, `checks`, and the role's cluster
-//! `gate`s), what operators may do
-//! (`control`, `undrain`) and what a store outage changes (`outage`), what
+//! `gate`s), what operators may do (`control`, `undrain`), the fleet-wide
+//! blast-radius guard (`blast`) and what a store outage changes (`outage`), what
 //! is kept (`record`), the operators' API (`api`) and the scheduler task
 //! that carries the decisions out (`runner`).
 
 pub mod api;
+pub mod blast;
 pub mod checks;
 pub mod control;
 pub mod drive;

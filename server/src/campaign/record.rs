@@ -6,6 +6,7 @@ use rollcall_proto::model::Role;
 use rollcall_proto::timestamp::{Civil, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use super::blast::Blast;
 use super::lifecycle::{Event, Facts, Step};
 
 /// A campaign as started. The spec is kept as the TOML it was given in, so
@@ -28,6 +29,11 @@ pub struct Campaign {
     /// error budget only stops new nodes; nodes in flight finish.)
     #[serde(default)]
     pub held: bool,
+    /// The blast-radius guard's record (`blast.rs`): what was bad at
+    /// start, and the impacts found. Left out of JSON while empty, so
+    /// older stored campaigns read as before.
+    #[serde(default, skip_serializing_if = "Blast::is_empty")]
+    pub blast: Blast,
 }
 
 impl Campaign {
@@ -328,6 +334,20 @@ mod tests {
         assert_eq!(
             e.to_string(),
             r#"unknown phase "Running": use running, paused, cancelled or completed"#
+        );
+    }
+
+    #[test]
+    fn a_campaign_stored_before_the_blast_radius_guard_reads_back() {
+        let old = r#"{"id":"c1","name":"n","spec_toml":"","phase":"running","reason":"",
+            "started_by":"alice","created_at":"2026-11-23T08:05:38Z",
+            "updated_at":"2026-11-23T08:05:38Z","finished_at":null,"held":false}"#;
+        let c: Campaign = serde_json::from_str(old).expect("reads");
+        assert!(c.blast.is_empty());
+        let again = serde_json::to_string(&c).expect("json");
+        assert!(
+            !again.contains("blast"),
+            "an empty record adds nothing: {again}"
         );
     }
 

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Command, Refused};
+use super::blast::Clocks as BlastClocks;
 use super::control::{self, Selection, with_reason};
 use super::lifecycle::Step;
 use super::record::{AuditEntry, Campaign, CampaignWrite, NodeRun, Phase, campaign_id};
@@ -32,6 +33,7 @@ use super::undrain;
 use crate::fleet::{FleetHandle, Page};
 use crate::store::{StoreHealth, StoredCampaign, WriterHandle};
 
+mod blast;
 mod forget;
 mod pass;
 
@@ -51,6 +53,9 @@ struct Live {
     /// restarted server starts the wait's clock again, which at worst
     /// waits `guard_secs` once more before it pauses.
     guard_since: Option<Timestamp>,
+    /// Since when each container the blast-radius guard judges is bad
+    /// (`runner/blast.rs`). Memory only, like `guard_since`.
+    blast_clocks: BlastClocks,
 }
 
 impl Live {
@@ -127,6 +132,7 @@ impl Scheduler {
                     audit: s.audit,
                     waiting: String::new(),
                     guard_since: None,
+                    blast_clocks: BlastClocks::new(),
                 },
             );
         }
@@ -286,7 +292,8 @@ impl Scheduler {
         let selection = self.select(&spec).await?;
         let now = Timestamp::now();
         let id = campaign_id(now, self.campaigns.len() + 1);
-        let change = control::open(&id, &spec, spec_toml, operator, &selection, now);
+        let mut change = control::open(&id, &spec, spec_toml, operator, &selection, now);
+        self.take_baseline(&mut change, now).await?;
         self.writer.put_campaign(change.write.clone()).await?;
         tracing::info!(campaign = %id, operator = %Untrusted(operator), nodes = selection.members.len(), skipped = selection.skipped.len(), "Campaign started.");
         let write = change.write;
@@ -301,6 +308,7 @@ impl Scheduler {
             audit: write.audit,
             waiting: String::new(),
             guard_since: None,
+            blast_clocks: BlastClocks::new(),
         };
         let view = live.view();
         self.campaigns.insert(id.clone(), live);

@@ -91,6 +91,25 @@ pub enum RebootPolicy {
     Never,
 }
 
+/// What the fleet-wide blast-radius guard does with an impact: a
+/// container that turned unhealthy or stopped on a node the campaign is
+/// not working on, and stayed so `blast_radius_secs` (see `blast.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlastRadius {
+    /// The campaign pauses, naming the container, its node and the nodes
+    /// being worked on when it turned bad.
+    #[default]
+    Pause,
+    /// The impact counts as one failure against the error budget (once per
+    /// node and container), which pauses the campaign once exceeded.
+    Budget,
+}
+
+rollcall_proto::names!(BlastRadius, "blast_radius" {
+    Pause => "pause", Budget => "budget",
+});
+
 /// Which nodes a campaign covers. Empty lists select everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -274,6 +293,11 @@ pub struct CampaignSpec {
     /// then ends failed. Off by default: a node that failed its patch is not
     /// handed back to tenants without a person deciding (`campaign undrain`).
     pub undrain_on_failure: bool,
+    /// How long a container on a node the campaign is not working on may
+    /// stay unhealthy or stopped before it is an impact (see `blast.rs`).
+    pub blast_radius_secs: u64,
+    /// What an impact does: pause the campaign, or count against the budget.
+    pub blast_radius: BlastRadius,
 }
 
 impl Default for CampaignSpec {
@@ -292,6 +316,8 @@ impl Default for CampaignSpec {
             gates: BTreeMap::new(),
             skip_up_to_date: true,
             undrain_on_failure: false,
+            blast_radius_secs: 120,
+            blast_radius: BlastRadius::Pause,
         }
     }
 }
@@ -366,6 +392,12 @@ impl CampaignSpec {
         .contains(&0)
         {
             return Err("every timeout must be at least 1 second".into());
+        }
+        if self.blast_radius_secs == 0 {
+            return Err(
+                "blast_radius_secs must be at least 1 second: a container that blinks is no impact"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -588,6 +620,11 @@ mod tests {
             ),
             ("reboot = \"sometimes\"", "sometimes"),
             ("bogus = 1", "bogus"),
+            (
+                "blast_radius_secs = 0",
+                "blast_radius_secs must be at least 1",
+            ),
+            ("blast_radius = \"halt\"", "halt"),
         ] {
             let err = CampaignSpec::parse(text).expect_err(text);
             assert!(err.contains(needle) && !err.contains('\n'), "{text}: {err}");
@@ -610,6 +647,8 @@ mod tests {
         assert_eq!(spec.min_free_percent, defaults.min_free_percent);
         assert_eq!(spec.skip_up_to_date, defaults.skip_up_to_date);
         assert_eq!(spec.undrain_on_failure, defaults.undrain_on_failure);
+        assert_eq!(spec.blast_radius_secs, defaults.blast_radius_secs);
+        assert_eq!(spec.blast_radius, defaults.blast_radius);
         assert_eq!(
             spec.hooks[&Role::Compute].run_on,
             RunOn::Role(Role::Controller)
@@ -635,5 +674,26 @@ mod tests {
             .window
             .expect("a window");
         assert_eq!(window.zone().label(), "Europe/Berlin");
+    }
+
+    #[test]
+    fn blast_radius_names_are_the_spec_words() {
+        for mode in BlastRadius::ALL {
+            let spec = CampaignSpec::parse(&format!("blast_radius = \"{mode}\"")).expect("parses");
+            assert_eq!(spec.blast_radius, mode);
+            assert_eq!(mode.as_str().parse::<BlastRadius>(), Ok(mode));
+        }
+        assert_eq!(
+            "Budget"
+                .parse::<BlastRadius>()
+                .expect_err("exact")
+                .to_string(),
+            r#"unknown blast_radius "Budget": use pause or budget"#
+        );
+        let spec = CampaignSpec::parse("blast_radius_secs = 30").expect("parses");
+        assert_eq!(
+            (spec.blast_radius_secs, spec.blast_radius),
+            (30, BlastRadius::Pause)
+        );
     }
 }

@@ -9,6 +9,7 @@ use rollcall_proto::model::Role;
 use rollcall_proto::v1;
 
 use super::api::{CampaignEvent, CampaignView, Plan, Skip, Wave};
+use super::blast::Impact;
 use super::lifecycle::Step;
 use super::record::Phase;
 use super::record::{AuditEntry, Campaign, ManualUndrain, NodeRun};
@@ -101,6 +102,21 @@ impl From<CampaignView> for v1::CampaignStatus {
             nodes: v.nodes.into_iter().map(Into::into).collect(),
             nodes_by_step: v.nodes_by_step.into_iter().collect(),
             left_drained: v.left_drained,
+            impacts: v.impacts.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<Impact> for v1::BlastImpact {
+    fn from(i: Impact) -> Self {
+        v1::BlastImpact {
+            node: i.node,
+            container: i.container,
+            what: i.what,
+            began_at: Some(timestamp_to_wire(i.began_at)),
+            at: Some(timestamp_to_wire(i.at)),
+            during: i.during,
+            accepted: i.accepted,
         }
     }
 }
@@ -187,12 +203,26 @@ pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, ConvertErro
             updated_at: ts(s.updated_at).unwrap_or_default(),
             finished_at: ts(s.finished_at),
             held: s.held,
+            blast: Default::default(),
         },
         nodes,
         nodes_by_step: s.nodes_by_step.into_iter().collect(),
         waiting: s.waiting,
         ended: s.ended,
         left_drained: s.left_drained,
+        impacts: s
+            .impacts
+            .into_iter()
+            .map(|i| Impact {
+                began_at: ts(i.began_at).unwrap_or_default(),
+                at: ts(i.at).unwrap_or_default(),
+                node: i.node,
+                container: i.container,
+                what: i.what,
+                during: i.during,
+                accepted: i.accepted,
+            })
+            .collect(),
     })
 }
 
@@ -367,12 +397,22 @@ mod tests {
                 updated_at: now,
                 finished_at: None,
                 held: true,
+                blast: Default::default(),
             },
             nodes: vec![run, failed],
             nodes_by_step: [("wait-return".to_owned(), 1)].into(),
             waiting: "campaign is paused".into(),
             ended: false,
             left_drained: vec!["cmp2".into()],
+            impacts: vec![Impact {
+                node: "cmp9".into(),
+                container: "nova_compute".into(),
+                what: "unhealthy".into(),
+                began_at: now,
+                at: now,
+                during: "while cmp1 was in wait-return".into(),
+                accepted: true,
+            }],
         };
         let back = view_from_wire(view.clone().into()).expect("back");
         assert_eq!(back, view);

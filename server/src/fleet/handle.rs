@@ -7,6 +7,7 @@ use rollcall_proto::model::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::bad::BadContainers;
 use super::forget::{ForgetRefused, Removal};
 use super::ledger::{LedgerCommand, NotSent, UpdateVerdict};
 use super::{Hello, SessionId, SessionLink, Update};
@@ -89,6 +90,10 @@ pub(super) enum Command {
         name: String,
         audit: Box<AuditRecord>,
         reply: oneshot::Sender<Result<Removal, ForgetRefused>>,
+    },
+    BadContainers {
+        cap: usize,
+        reply: oneshot::Sender<BadContainers>,
     },
 }
 
@@ -264,6 +269,14 @@ impl FleetHandle {
         let name = name.to_owned();
         let audit = Box::new(audit);
         self.call(|reply| Command::Forget { name, audit, reply })
+            .await
+    }
+
+    /// Every container that is unhealthy or stopped on a node whose
+    /// containers are known now, at most `cap` (see `bad.rs`): for the
+    /// campaigns' blast-radius guard.
+    pub async fn bad_containers(&self, cap: usize) -> Result<BadContainers, FleetStopped> {
+        self.call(|reply| Command::BadContainers { cap, reply })
             .await
     }
 

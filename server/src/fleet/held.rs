@@ -36,6 +36,14 @@ pub struct Digest {
     pub pending_security_updates: u32,
 }
 
+impl Digest {
+    /// Some container is unhealthy or should run and does not: the node's
+    /// containers are worth unpacking for the blast-radius guard (`bad.rs`).
+    pub fn has_bad_containers(&self) -> bool {
+        self.containers_unhealthy > 0 || self.containers_down > 0
+    }
+}
+
 /// One node's merged report, compact.
 #[derive(Clone, Debug, Default)]
 pub struct Held {

@@ -10,6 +10,7 @@
 //! The actions asked of nodes are the ledger's (`ledger.rs`); an agent's
 //! word on one is taken through [`ActionResults`].
 
+mod bad;
 mod expiring;
 mod forget;
 mod handle;
@@ -18,6 +19,7 @@ mod ledger;
 mod results;
 mod summary;
 
+pub use bad::{BadContainer, BadContainers, MAX_BAD_CONTAINERS, is_bad};
 pub use forget::{ForgetRefused, Removal};
 pub use handle::{FleetHandle, FleetStopped, Page};
 pub use held::{Digest, Held, Merged, Update};
@@ -284,6 +286,13 @@ impl Fleet {
             }
             Command::Forget { name, audit, reply } => {
                 let _ = reply.send(self.forget(&name, *audit));
+            }
+            Command::BadContainers { cap, reply } => {
+                let nodes = self
+                    .nodes
+                    .iter()
+                    .map(|(name, e)| (name.as_str(), e.node.online, e.held.as_ref()));
+                let _ = reply.send(bad::collect(nodes, cap));
             }
         }
     }

@@ -384,6 +384,7 @@ fn campaign(id: &str, at: i64) -> CampaignWrite {
             updated_at: now,
             finished_at: None,
             held: false,
+            blast: Default::default(),
         }),
         nodes: vec![(id.into(), NodeRun::new("a".into(), Role::Compute, now))],
         actions: Vec::new(),

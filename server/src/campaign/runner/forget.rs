@@ -110,6 +110,7 @@ mod tests {
             updated_at: fixtures::t(0),
             finished_at: None,
             held: false,
+            blast: Default::default(),
         };
         for phase in [Phase::Running, Phase::Paused] {
             campaign.phase = phase;

@@ -1,8 +1,9 @@
 //! A pass: one look at every campaign that can move. Each node in flight
-//! moves on as far as `drive::advance` lets it, then `schedule::next_steps`
-//! says which nodes start; operators' undrains are followed; a store that
-//! cannot write holds everything (`outage`). Each change is committed
-//! before anything is sent.
+//! moves on as far as `drive::advance` lets it, the blast-radius guard
+//! judges the fleet's containers (`runner/blast.rs`), then
+//! `schedule::next_steps` says which nodes start; operators' undrains are
+//! followed; a store that cannot write holds everything (`outage`). Each
+//! change is committed before anything is sent.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ use crate::campaign::outage;
 use crate::campaign::record::Phase;
 use crate::campaign::schedule::{self, Decision, Health};
 use crate::campaign::undrain::{self, Undrain};
+use crate::fleet::BadContainers;
 
 /// How many steps one node may take in one pass (a node with no hooks goes
 /// from precheck to its patch request at once).
@@ -43,8 +45,9 @@ impl Scheduler {
             return;
         };
         let fleet = fleet_health(&nodes);
+        let look = self.blast_look(&ids).await;
         for id in ids {
-            if let Err(e) = self.pass_one(&id, &fleet).await {
+            if let Err(e) = self.pass_one(&id, &fleet, look.as_ref()).await {
                 tracing::error!(campaign = %id, error = %e, "Campaign pass stopped.");
             }
         }
@@ -111,6 +114,7 @@ impl Scheduler {
         &mut self,
         id: &str,
         fleet: &BTreeMap<String, Health>,
+        look: Option<&BadContainers>,
     ) -> Result<(), CampaignError> {
         let active: Vec<String> = self.campaigns[id]
             .runs
@@ -121,6 +125,7 @@ impl Scheduler {
         for node in active {
             self.drive_node(id, &node, fleet).await?;
         }
+        self.judge_blast(id, look).await?;
         let live = self.campaigns.get_mut(id).expect("the campaign exists");
         if live.campaign.phase != Phase::Running {
             // A guard wait is a wait of a running campaign: a pause (and

@@ -112,6 +112,10 @@ pub(super) fn render_status(v: &CampaignView, now: Timestamp) -> String {
     if !v.waiting.is_empty() {
         let _ = writeln!(out, "waiting: {}", safe(&v.waiting));
     }
+    for i in &v.impacts {
+        let accepted = if i.accepted { " (accepted)" } else { "" };
+        let _ = writeln!(out, "impact: {}{accepted}", safe(&i.describe()));
+    }
     let steps = v
         .nodes
         .iter()
@@ -228,14 +232,30 @@ mod tests {
                 updated_at: now,
                 finished_at: None,
                 held: false,
+                blast: Default::default(),
             },
             nodes: vec![failed],
             nodes_by_step: BTreeMap::new(),
             waiting: String::new(),
             ended: false,
             left_drained: vec!["cmp03".into()],
+            impacts: vec![crate::campaign::blast::Impact {
+                node: "cmp09\x1b[2J".into(),
+                container: "nova_compute".into(),
+                what: "unhealthy".into(),
+                began_at: now,
+                at: now.saturating_add(std::time::Duration::from_secs(120)),
+                during: "while cmp03 was in patch".into(),
+                accepted: true,
+            }],
         };
         let text = render_status(&view, now);
+        assert!(
+            text.contains(
+                "impact: container nova_compute on cmp09\\x1b[2J unhealthy for 120s (began while cmp03 was in patch) (accepted)\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("[left drained] patch on cmp03 failed"),
             "{text}"

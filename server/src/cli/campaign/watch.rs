@@ -188,12 +188,14 @@ mod tests {
                 updated_at: now,
                 finished_at: Some(now),
                 held: false,
+                blast: Default::default(),
             },
             nodes: vec![],
             nodes_by_step: BTreeMap::new(),
             waiting: String::new(),
             ended: true,
             left_drained: vec![],
+            impacts: Vec::new(),
         };
         assert_eq!(
             line(&Watched::Snapshot(Box::new(view))),
