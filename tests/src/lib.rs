@@ -231,6 +231,21 @@ pub struct TestServer {
     options: rollcall_server::Options,
 }
 
+/// A free loopback port below Linux's ephemeral range (32768–60999 by
+/// default). A server the test restarts on its own port must get it back:
+/// a port the kernel handed out as ephemeral can meanwhile be taken as the
+/// source port of an agent's reconnect to it (a TCP self-connect), and the
+/// restart fails with "address in use".
+pub fn port_outside_ephemeral_range() -> u16 {
+    for _ in 0..1000 {
+        let port = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000..32000");
+}
+
 impl TestServer {
     /// Starts a server on a free port with a 1 s report interval (tests
     /// should not wait ten seconds for anything); `tweak` adjusts the rest.
@@ -263,6 +278,9 @@ impl TestServer {
         // operator's connection closed. Tests of that cap set it back.
         config.limits.max_handshakes_per_source = config.limits.max_handshakes;
         tweak(&mut config);
+        if config.listen.port() == 0 {
+            config.listen.set_port(port_outside_ephemeral_range());
+        }
         let faults = rollcall_server::store::FaultSwitch::default();
         options.store_faults = Some(faults.clone());
         let server = rollcall_server::start_with(&config, options.clone())
