@@ -1,0 +1,54 @@
+#!/bin/sh
+# A RECORDING FAKE of the docker CLI, for tests/run.sh only: it talks to no
+# engine. Every call is appended to $FAKE_CLI_LOG as one line: "docker" and
+# the arguments. It stands for a kolla node whose running containers are
+# $FAKE_DOCKER_RUNNING (space-separated names):
+#   inspect --format {{.State.Running}} NAME   prints "true" for a running
+#                                              one, else fails as docker does
+#   exec NAME mysql|rabbitmq-diagnostics ARG...  runs the recording fake of
+#                                              that tool with ARG...
+# Any other call is unexpected: exit 64.
+set -eu
+
+: "${FAKE_CLI_LOG:?FAKE_CLI_LOG must name the call log}"
+
+printf '%s\n' "docker $*" >>"$FAKE_CLI_LOG"
+here=$(dirname "$(readlink -f "$0")")
+
+unexpected() {
+    echo "fake docker: unexpected call: docker $*" >&2
+    exit 64
+}
+running() {
+    case " ${FAKE_DOCKER_RUNNING:-} " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+
+case ${1:-} in
+    inspect)
+        if [ "$#" -ne 4 ] || [ "$2" != --format ] || [ "$3" != '{{.State.Running}}' ]; then
+            unexpected "$@"
+        fi
+        if running "$4"; then
+            echo true
+        else
+            echo "Error: No such object: $4" >&2
+            exit 1
+        fi
+        ;;
+    exec)
+        [ "$#" -ge 3 ] || unexpected "$@"
+        running "$2" || {
+            echo "Error response from daemon: No such container: $2" >&2
+            exit 1
+        }
+        tool=$3
+        shift 3
+        case $tool in
+            mysql) exec "$here/fake-mysql-recording.sh" "$@" ;;
+            rabbitmq-diagnostics) exec "$here/fake-rabbitmq-diagnostics-recording.sh" "$@" ;;
+            *) unexpected exec "$tool" "$@" ;;
+        esac
+        ;;
+    *) unexpected "$@" ;;
+esac
