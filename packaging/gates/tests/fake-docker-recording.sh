@@ -1,7 +1,8 @@
 #!/bin/sh
 # A RECORDING FAKE of the docker CLI, for tests/run.sh only: it talks to no
 # engine. Every call is appended to $FAKE_CLI_LOG as one line: "docker" and
-# the arguments. It stands for a kolla node whose running containers are
+# the arguments, an argument holding a space (or empty) in single quotes.
+# It stands for a kolla node whose running containers are
 # $FAKE_DOCKER_RUNNING (space-separated names):
 #   inspect --format {{.State.Running}} NAME   prints "true" for a running
 #                                              one, else fails as docker does
@@ -12,7 +13,14 @@ set -eu
 
 : "${FAKE_CLI_LOG:?FAKE_CLI_LOG must name the call log}"
 
-printf '%s\n' "docker $*" >>"$FAKE_CLI_LOG"
+line=docker
+for arg in "$@"; do
+    case $arg in
+        '' | *' '*) line="$line '$arg'" ;;
+        *) line="$line $arg" ;;
+    esac
+done
+printf '%s\n' "$line" >>"$FAKE_CLI_LOG"
 here=$(dirname "$(readlink -f "$0")")
 
 unexpected() {
