@@ -4,7 +4,8 @@
 # the arguments, an argument holding a space (or empty) in single quotes.
 # It stands for a kolla node whose running containers are
 # $FAKE_DOCKER_RUNNING (space-separated names):
-#   inspect --format {{.State.Running}} NAME   prints "true" for a running
+#   inspect --type container --format {{.State.Running}} NAME
+#                                              prints "true" for a running
 #                                              one, else fails as docker does
 #   exec NAME mysql|rabbitmq-diagnostics ARG...  runs the recording fake of
 #                                              that tool with ARG...
@@ -34,13 +35,14 @@ running() {
 
 case ${1:-} in
     inspect)
-        if [ "$#" -ne 4 ] || [ "$2" != --format ] || [ "$3" != '{{.State.Running}}' ]; then
+        if [ "$#" -ne 6 ] || [ "$2" != --type ] || [ "$3" != container ] \
+            || [ "$4" != --format ] || [ "$5" != '{{.State.Running}}' ]; then
             unexpected "$@"
         fi
-        if running "$4"; then
+        if running "$6"; then
             echo true
         else
-            echo "Error: No such object: $4" >&2
+            echo "Error response from daemon: No such container: $6" >&2
             exit 1
         fi
         ;;

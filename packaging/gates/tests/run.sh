@@ -153,7 +153,7 @@ bare_bin docker=fake-docker-recording.sh
 run_gate FAKE_MYSQL_CAPTURE=synced3 FAKE_DOCKER_RUNNING="rabbitmq mariadb" GALERA_MYSQL= PATH="$work/bin" \
     galera-synced before ctl-1
 expect_eq "exit status" 0 "$status"
-expect_eq "calls" "docker inspect --format {{.State.Running}} mariadb
+expect_eq "calls" "docker inspect --type container --format {{.State.Running}} mariadb
 docker exec mariadb mysql $MYSQL_ARGS
 mysql $MYSQL_ARGS" "$calls"
 expect_contains "says how it asked" "asking MariaDB through: docker exec mariadb mysql" "$out"
@@ -162,7 +162,7 @@ setup "galera-synced, GALERA_CONTAINER names the container"
 run_gate FAKE_MYSQL_CAPTURE=synced3 FAKE_DOCKER_RUNNING="galera" GALERA_CONTAINER=galera GALERA_MYSQL= PATH="$work/bin" \
     galera-synced before ctl-1
 expect_eq "exit status" 0 "$status"
-expect_eq "calls" "docker inspect --format {{.State.Running}} galera
+expect_eq "calls" "docker inspect --type container --format {{.State.Running}} galera
 docker exec galera mysql $MYSQL_ARGS
 mysql $MYSQL_ARGS" "$calls"
 
@@ -171,7 +171,7 @@ bare_bin docker=fake-docker-recording.sh mysql=fake-mysql-recording.sh mariadb=f
 run_gate FAKE_MYSQL_CAPTURE=synced3 FAKE_DOCKER_RUNNING="rabbitmq" GALERA_MYSQL= PATH="$work/bin" \
     galera-synced after ctl-1
 expect_eq "exit status" 0 "$status"
-expect_eq "calls" "docker inspect --format {{.State.Running}} mariadb
+expect_eq "calls" "docker inspect --type container --format {{.State.Running}} mariadb
 mysql $MYSQL_ARGS" "$calls"
 
 setup "galera-synced, no docker, only the mariadb client"
@@ -276,7 +276,7 @@ setup "rabbitmq-healthy, kolla: docker exec into the running rabbitmq container"
 bare_bin docker=fake-docker-recording.sh
 run_gate FAKE_DOCKER_RUNNING="mariadb rabbitmq" RABBITMQ_DIAGNOSTICS= PATH="$work/bin" rabbitmq-healthy before ctl-1
 expect_eq "exit status" 0 "$status"
-expect_eq "calls" "docker inspect --format {{.State.Running}} rabbitmq
+expect_eq "calls" "docker inspect --type container --format {{.State.Running}} rabbitmq
 docker exec rabbitmq rabbitmq-diagnostics -q check_running
 $RUNNING
 docker exec rabbitmq rabbitmq-diagnostics -q check_local_alarms
@@ -289,14 +289,14 @@ $QUORUM" "$calls"
 setup "rabbitmq-healthy, RABBITMQ_CONTAINER names the container"
 run_gate FAKE_DOCKER_RUNNING="rmq" RABBITMQ_CONTAINER=rmq RABBITMQ_DIAGNOSTICS= PATH="$work/bin" rabbitmq-healthy after ctl-1
 expect_eq "exit status" 0 "$status"
-expect_eq "first calls" "docker inspect --format {{.State.Running}} rmq
+expect_eq "first calls" "docker inspect --type container --format {{.State.Running}} rmq
 docker exec rmq rabbitmq-diagnostics -q check_running" "$(head -n 2 <<<"$calls")"
 
 setup "rabbitmq-healthy, no container: the local rabbitmq-diagnostics"
 bare_bin docker=fake-docker-recording.sh rabbitmq-diagnostics=fake-rabbitmq-diagnostics-recording.sh
 run_gate FAKE_DOCKER_RUNNING="" RABBITMQ_DIAGNOSTICS= PATH="$work/bin" rabbitmq-healthy after ctl-1
 expect_eq "exit status" 0 "$status"
-expect_eq "calls" "docker inspect --format {{.State.Running}} rabbitmq
+expect_eq "calls" "docker inspect --type container --format {{.State.Running}} rabbitmq
 $RUNNING
 $ALARMS
 $CLUSTER" "$calls"
