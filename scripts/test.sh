@@ -49,8 +49,9 @@ cargo fmt --all --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "Hook scripts: shellcheck, and each one against a recording fake CLI"
+step "Hook and gate scripts: shellcheck, and each one against recording fake CLIs"
 bash packaging/hooks/tests/run.sh
+bash packaging/gates/tests/run.sh
 
 step "Building the binaries the end-to-end suites run"
 cargo build --workspace --bins --locked
