@@ -32,10 +32,13 @@ ansible-playbook --version | sed -n 1p  # sed reads it all: head would break the
 step "Building the packages (.deb with cargo-deb, .rpm with cargo-generate-rpm)"
 scripts/package.sh
 
-step "Building the test container images (no registry: busybox FROM scratch, debootstrapped bookworm nodes)"
+step "Building the test container images (no registry: busybox FROM scratch, debootstrapped bookworm nodes, cluster nodes FROM them)"
 if docker info >/dev/null 2>&1; then
     scripts/build-test-images.sh
     scripts/build-node-image.sh
+    # FROM the node image: Debian's MariaDB + Galera and RabbitMQ, for the
+    # real-cluster gate suite (tests/tests/gates_real.rs).
+    scripts/build-cluster-image.sh
 elif [ "${CI:-}" = "true" ]; then
     echo "CI=true but no Docker engine is reachable: the Docker suite cannot run." >&2
     exit 1

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chaos;
+pub mod clusters;
 pub mod fleet;
 pub mod intake;
 pub mod nodes;

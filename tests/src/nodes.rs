@@ -136,6 +136,13 @@ impl NodeLab {
     /// Starts node `name` (its hostname, and its name on the network) with
     /// systemd as PID 1; `extra` goes to `docker run` before the image.
     pub fn start(&mut self, name: &str, extra: &[&str]) {
+        self.start_image(name, NODE_IMAGE, extra);
+    }
+
+    /// [`NodeLab::start`] with another image built FROM the node image
+    /// (systemd as PID 1 too), such as the cluster image of
+    /// [`crate::clusters`].
+    pub fn start_image(&mut self, name: &str, image: &str, extra: &[&str]) {
         let container = self.container(name);
         let mut args = vec![
             "run",
@@ -161,7 +168,7 @@ impl NodeLab {
             "rollcall.test=nodes",
         ];
         args.extend_from_slice(extra);
-        args.push(NODE_IMAGE);
+        args.push(image);
         // Recorded first: a container that half started is removed too.
         self.containers.push(container.clone());
         let out = docker(&args);
