@@ -107,9 +107,15 @@ fn refused(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase, why: String) -> A
 
 /// What the nodes in a gate step wait for, for the campaign's `waiting`
 /// line: `ctl1 at its before gate: galera-synced on ctl1 failed …`.
+/// At most [`WAITS_SHOWN`] nodes are named, then how many more wait.
 pub fn waits<'a>(runs: impl IntoIterator<Item = &'a NodeRun>) -> Option<String> {
-    let waits: Vec<String> = runs
+    let at_gate: Vec<&NodeRun> = runs
         .into_iter()
+        .filter(|r| r.step.gate().is_some())
+        .collect();
+    let mut waits: Vec<String> = at_gate
+        .iter()
+        .take(WAITS_SHOWN)
         .filter_map(|r| {
             let phase = r.step.gate()?;
             let what = r
@@ -119,8 +125,18 @@ pub fn waits<'a>(runs: impl IntoIterator<Item = &'a NodeRun>) -> Option<String> 
             Some(format!("{} at its {phase} gate: {what}", r.node))
         })
         .collect();
+    if at_gate.len() > WAITS_SHOWN {
+        waits.push(format!(
+            "{} more node(s) at a gate",
+            at_gate.len() - WAITS_SHOWN
+        ));
+    }
     (!waits.is_empty()).then(|| waits.join("; "))
 }
+
+/// How many nodes at a gate the `waiting` line names: a role of computes
+/// at their after gate would otherwise make it as long as the role.
+pub const WAITS_SHOWN: usize = 3;
 
 #[cfg(test)]
 mod tests {
@@ -337,5 +353,15 @@ mod tests {
             )
         );
         assert_eq!(waits([&b]), None);
+        let many: Vec<NodeRun> = (0..5)
+            .map(|i| {
+                let mut r = a.clone();
+                r.node = format!("cmp{i}");
+                r
+            })
+            .collect();
+        let line = waits(&many).expect("waits");
+        assert!(line.starts_with("cmp0 at its before gate"), "{line}");
+        assert!(line.ends_with("; cmp2 at its before gate: galera-synced on ctl1 failed (exit code 1): wsrep_cluster_size is 2, want at least 3 (try 4); next try in 6s; 2 more node(s) at a gate"), "{line}");
     }
 }
