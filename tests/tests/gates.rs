@@ -61,11 +61,16 @@ async fn controllers_wait_at_their_before_gate_while_the_cluster_is_degraded_and
 
     // The first controller tries its gate, again and again; nothing is done.
     let held = fleet
-        .wait_for(&id, "two failed tries of ctl01's before gate", LONG, |v| {
-            v.nodes.iter().any(|n| {
-                n.node == "ctl01" && n.step == Step::GateBefore && n.note.contains("(try 2)")
-            })
-        })
+        .wait_for(
+            &id,
+            "a third try of ctl01's before gate (two failed)",
+            LONG,
+            |v| {
+                v.nodes.iter().any(|n| {
+                    n.node == "ctl01" && n.step == Step::GateBefore && n.note.contains("(try 3)")
+                })
+            },
+        )
         .await;
     assert!(
         held.waiting
@@ -79,13 +84,23 @@ async fn controllers_wait_at_their_before_gate_while_the_cluster_is_degraded_and
     let audit = fleet.audit(&id).await;
     let tries = gate_lines(&audit, "ctl01");
     assert!(tries.len() >= 2, "{tries:?}");
-    for t in &tries {
-        assert_eq!(t.exit_code, Some(1), "{t:?}");
+    // The first failure in full; the tries that fail the same way after it
+    // with their exit code, and say so.
+    assert!(
+        tries[0]
+            .output_tail
+            .contains("checking members\ncluster: 2 of 3 members"),
+        "{:?}",
+        tries[0]
+    );
+    for t in &tries[1..] {
         assert!(
-            t.output_tail
-                .contains("checking members\ncluster: 2 of 3 members"),
+            t.output_tail.is_empty() && t.detail.ends_with("(the same output as the try before)"),
             "{t:?}"
         );
+    }
+    for t in &tries {
+        assert_eq!(t.exit_code, Some(1), "{t:?}");
         assert!(
             t.detail
                 .starts_with("before gate: cluster-whole on ctl01 failed"),
@@ -177,6 +192,7 @@ async fn a_before_gate_that_never_passes_pauses_and_an_after_gate_that_never_pas
         before = ["cluster-whole"]
         run_on = "controller"
         interval_secs = 1
+        try_secs = 2
         timeout_secs = 3
         "#,
     )
@@ -221,6 +237,7 @@ async fn a_before_gate_that_never_passes_pauses_and_an_after_gate_that_never_pas
         after = ["cluster-whole"]
         run_on = "controller"
         interval_secs = 1
+        try_secs = 2
         timeout_secs = 3
         "#,
     )
@@ -247,6 +264,62 @@ async fn a_before_gate_that_never_passes_pauses_and_an_after_gate_that_never_pas
         fleet.node(&failed.node).patch_runs(),
         1,
         "patched, then the cluster did not come back"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_at_its_before_gate_when_the_campaign_is_cancelled_is_never_drained() {
+    init();
+    let fleet = Fleet::start(&[(Role::Compute, 2), (Role::Controller, 1)]).await;
+    fleet.degrade_cluster(true);
+    let c = fleet
+        .start_campaign(
+            r#"
+            role_order = ["compute"]
+            reboot = "never"
+            skip_up_to_date = false
+            [hooks.compute]
+            drain = "nova-drain"
+            undrain = "nova-undrain"
+            run_on = "controller"
+            [gates.compute]
+            before = ["cluster-whole"]
+            run_on = "controller"
+            interval_secs = 1
+            "#,
+        )
+        .await;
+    let id = c.campaign.id;
+    fleet
+        .wait_for(&id, "cmp01 to fail a try at its before gate", LONG, |v| {
+            v.nodes.iter().any(|n| {
+                n.node == "cmp01" && n.step == Step::GateBefore && n.note.contains("failed")
+            })
+        })
+        .await;
+    let cancel = fleet.cli(&["campaign", "cancel", &id]).await;
+    assert!(cancel.status.success(), "{cancel:?}");
+    // The cancelled campaign ends: nothing of it moves any more.
+    let ended = fleet.wait_ended(&id, LONG).await;
+    let cmp01 = ended
+        .nodes
+        .iter()
+        .find(|n| n.node == "cmp01")
+        .expect("cmp01");
+    assert_eq!(cmp01.step, Step::Skipped, "{cmp01:?}");
+    // Skipped in an ended campaign, which no pass drives any more: the
+    // drain can never be asked, whatever a gate try still under way says.
+    fleet.degrade_cluster(false);
+    assert_eq!(fleet.node("cmp01").patch_runs(), 0);
+    assert!(
+        !fleet
+            .node("ctl01")
+            .hooks()
+            .iter()
+            .any(|h| h.starts_with("nova-drain")),
+        "{:?}",
+        fleet.node("ctl01").hooks()
     );
     fleet.stop().await;
 }

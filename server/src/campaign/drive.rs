@@ -17,7 +17,7 @@ use super::gate;
 use super::lifecycle::{Event, Facts, Step};
 use super::record::NodeRun;
 use super::schedule::Health;
-use super::spec::{CampaignSpec, GatePhase, RunOn};
+use super::spec::{CampaignSpec, GatePhase, RoleGates, RunOn};
 
 /// How long a request may go unanswered (the server handed it to the
 /// node's session, and the agent said nothing of it since) before it is
@@ -62,8 +62,10 @@ pub enum Advance {
     Moved,
     /// A gate's try ended (passed, with more hooks to go or the gate now
     /// passed, or failed, to be tried again after the interval): record it
-    /// with the action's outcome, then look again.
-    Tried(String),
+    /// with the action's outcome, then look again. `repeated`: it failed
+    /// with the exit code and output of the try before, which the audit
+    /// already holds in full.
+    Tried { detail: String, repeated: bool },
     /// The node failed; `run` is already `failed` with the reason in
     /// `note` (and `left_drained` set if it stays drained), or, with
     /// `undrain_on_failure`, in `undrain` with the reason in `failure`.
@@ -368,7 +370,12 @@ pub(super) fn send(
     let (id, timeout) = match run.step.gate() {
         Some(_) => (
             run.gate_try_id(ctx.campaign, run.gate_tries),
-            std::time::Duration::from_secs(ctx.spec.gates[&run.role].try_secs),
+            std::time::Duration::from_secs(
+                ctx.spec
+                    .gates
+                    .get(&run.role)
+                    .map_or_else(|| RoleGates::default().try_secs, |g| g.try_secs),
+            ),
         ),
         _ => (
             run.action_id_for(ctx.campaign, run.step),

@@ -6,22 +6,30 @@
 use std::time::Duration;
 
 use rollcall_proto::model::{ActionKind, ActionState};
+use rollcall_proto::timestamp::Timestamp;
 
-use super::drive::{Advance, Ctx, action_state, failure, hook_args, runner, send, succeeded};
-use super::lifecycle::{Event, Facts};
-use super::record::{GateProgress, NodeRun};
+use super::checks::precheck;
+use super::control;
+use super::drive::{
+    Advance, Ctx, RESEND_AFTER, action_state, failure, hook_args, runner, send, succeeded,
+};
+use super::lifecycle::{Event, Facts, Step};
+use super::record::{GateProgress, NodeRun, Phase};
 use super::spec::GatePhase;
 
 /// A gate step: the role's gate hooks, in order, each tried until it passes
 /// or the step's timeout ends (`advance` decides what that means). A failed
-/// try is tried again after `interval_secs`, under a new id; a hook the
-/// agent does not define is never tried again.
+/// try is tried again after `interval_secs`, under a new id. A hook the agent
+/// does not define, or one that exits 2 (the gates' usage or configuration
+/// error), is never tried again. A before gate that passed runs the precheck
+/// again: it may have waited long, and the drain goes by what the node is
+/// now (its boot id, its containers).
 pub(super) fn step(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase) -> Advance {
     let gates = ctx.spec.gates.get(&run.role);
     let hooks = ctx.spec.gate(run.role, phase);
     let progress = run.gate.get_or_insert_with(GateProgress::default);
     let Some(name) = hooks.get(progress.hook).cloned() else {
-        return succeeded(run, ctx);
+        return passed(run, ctx, phase);
     };
     if run.action_id.is_empty() {
         if let Some(at) = progress.next_at
@@ -38,62 +46,103 @@ pub(super) fn step(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase) -> Advanc
             Ok(on) => on,
             Err(why) => return Advance::Wait(format!("{phase} gate: {why}")),
         };
-        run.gate.as_mut().expect("set above").tries += 1;
+        run.gate
+            .as_mut()
+            .expect("a gate step has its progress")
+            .tries += 1;
         run.gate_tries += 1;
         let args = hook_args(run, &name);
         return send(run, ctx, ActionKind::Hook, &name, args, &on);
     }
     let tries = run.gate.as_ref().map_or(0, |g| g.tries);
-    let (outcome, on) = match action_state(run, ctx, ActionKind::Hook, &name) {
-        Ok(done) => (Ok(()), done.node.clone()),
-        // Running, or asked again: a failure is the try's, not the node's.
-        Err(Advance::Failed) => match ctx.action {
-            Some(a) if a.state == ActionState::Rejected => {
-                let why = format!("{phase} gate: {}", std::mem::take(&mut run.note));
-                return refused(run, ctx, phase, why);
+    let outcome = match runner_lost(run, ctx) {
+        Some(why) => Err((why, None)),
+        None => match action_state(run, ctx, ActionKind::Hook, &name) {
+            Ok(done) => Ok(done.node.clone()),
+            // A failure is the try's, not the node's.
+            Err(Advance::Failed) => match ctx.action {
+                Some(a) if a.state == ActionState::Rejected || a.exit_code == Some(2) => {
+                    let why = format!("{phase} gate: {}", cut(std::mem::take(&mut run.note)));
+                    return refused(run, ctx, phase, why);
+                }
+                Some(a) => Err((cut(std::mem::take(&mut run.note)), Some(a))),
+                None => return Advance::Wait(String::new()),
+            },
+            Err(Advance::Wait(_)) => {
+                let last = run.gate.as_ref().map_or("", |g| g.last.as_str());
+                let last = if last.is_empty() {
+                    String::new()
+                } else {
+                    format!("; the last try: {last}")
+                };
+                return Advance::Wait(format!(
+                    "{phase} gate: {name} running on {} (try {tries}){last}",
+                    run.action_node
+                ));
             }
-            Some(a) => (Err(std::mem::take(&mut run.note)), a.node.clone()),
-            None => return Advance::Wait(String::new()),
+            Err(other) => return other,
         },
-        Err(Advance::Wait(_)) => {
-            let last = run.gate.as_ref().map_or("", |g| g.last.as_str());
-            let last = if last.is_empty() {
-                String::new()
-            } else {
-                format!("; the last try: {last}")
-            };
-            return Advance::Wait(format!(
-                "{phase} gate: {name} running on {} (try {tries}){last}",
-                run.action_node
-            ));
-        }
-        Err(other) => return other,
     };
     let interval = gates.map_or(10, |g| g.interval_secs);
     run.action_id.clear();
     run.action_node.clear();
     run.asked_at = None;
-    let progress = run.gate.as_mut().expect("set above");
-    let detail = match outcome {
-        Ok(()) => {
+    let progress = run.gate.as_mut().expect("a gate step has its progress");
+    match outcome {
+        Ok(on) => {
             progress.hook += 1;
             progress.next_at = None;
             progress.last.clear();
-            format!("{phase} gate: {name} on {on} passed (try {tries})")
+            progress.last_output = None;
+            Advance::Tried {
+                detail: format!("{phase} gate: {name} on {on} passed (try {tries})"),
+                repeated: false,
+            }
         }
-        Err(why) => {
+        Err((why, action)) => {
             progress.next_at = Some(ctx.now.saturating_add(Duration::from_secs(interval)));
             let detail = format!("{phase} gate: {why} (try {tries}); next try in {interval}s");
             progress.last = why;
-            detail
+            // A gate that keeps failing the same way says so once in full:
+            // the tries after it are audited with their exit code only.
+            let output = action.map(|a| (a.exit_code, fingerprint(&a.output_tail)));
+            let repeated = output.is_some() && output == progress.last_output;
+            progress.last_output = output;
+            Advance::Tried { detail, repeated }
         }
-    };
-    Advance::Tried(detail)
+    }
 }
 
-/// A gate hook the agent refused (it does not define it): trying again
-/// cannot help. A before gate holds the campaign; an after gate fails the
-/// node.
+/// Every hook of the gate passed. After a before gate, the precheck again.
+fn passed(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase) -> Advance {
+    if phase == GatePhase::Before {
+        match precheck(ctx.spec, run, ctx.view, ctx.fleet) {
+            Ok(containers) => {
+                run.containers = containers;
+                run.boot_id_before = ctx.view.node.map(|n| n.boot_id.clone()).unwrap_or_default();
+            }
+            Err(why) => {
+                return Advance::Wait(format!("before gate passed; the precheck again: {why}"));
+            }
+        }
+    }
+    succeeded(run, ctx)
+}
+
+/// The node a try was delegated to went away with it: the try failed, and
+/// the next one picks a runner again. (The target itself is waited for:
+/// nothing else can run its own gate.)
+fn runner_lost(run: &NodeRun, ctx: &Ctx<'_>) -> Option<String> {
+    let on = &run.action_node;
+    let gone = on != &run.node && !ctx.fleet.get(on).is_some_and(|h| h.online);
+    let long = run
+        .asked_at
+        .is_none_or(|t| ctx.now.since(t) >= RESEND_AFTER);
+    (gone && long).then(|| format!("{on} went offline during the try"))
+}
+
+/// A gate hook that cannot pass by being tried again: a before gate holds
+/// the campaign; an after gate fails the node.
 fn refused(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase, why: String) -> Advance {
     match phase {
         GatePhase::Before => {
@@ -103,6 +152,44 @@ fn refused(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase, why: String) -> A
         }
         GatePhase::After => failure(run, why),
     }
+}
+
+/// A node at its before gate when its campaign stops running (paused by
+/// its own rules, or cancelled) had nothing done to it: it goes back to
+/// pending (skipped, if cancelled) instead of being drained once the gate
+/// passes. Returns the audit detail if it moved. (An operator's own pause
+/// holds every step where it stands: the gate is asked again on resume.)
+pub fn stand_down(run: &mut NodeRun, phase: Phase, now: Timestamp) -> Option<String> {
+    if run.step != Step::GateBefore || phase == Phase::Running {
+        return None;
+    }
+    run.on(Event::GuardBlocked, Facts::default(), now);
+    let why = format!("the campaign is {phase}: nothing was done to the node");
+    let cancelled = !control::guard_blocked(run, phase, &why, now) && run.step == Step::Skipped;
+    if !cancelled {
+        run.note.clone_from(&why);
+    }
+    Some(format!("gate-before stopped, now {}: {why}", run.step))
+}
+
+/// The longest reason a gate keeps (an agent's last output line can be
+/// 4 KiB): notes, the `waiting` line and pause reasons carry it.
+const REASON_CHARS: usize = 240;
+
+fn cut(mut why: String) -> String {
+    if let Some((at, _)) = why.char_indices().nth(REASON_CHARS) {
+        why.truncate(at);
+        why.push('…');
+    }
+    why
+}
+
+/// FNV-1a of a try's output: equal outputs, equal prints (stored, so the
+/// hash must not change between builds, as `DefaultHasher` may).
+fn fingerprint(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What the nodes in a gate step wait for, for the campaign's `waiting`
@@ -142,7 +229,6 @@ pub const WAITS_SHOWN: usize = 3;
 mod tests {
     use super::*;
     use crate::campaign::fixtures::*;
-    use crate::campaign::lifecycle::Step;
     use crate::campaign::spec::RunOn;
     use rollcall_proto::model::{ActionResult, Role};
 
@@ -199,7 +285,11 @@ mod tests {
             "checking\ncells: 2 of 3 up\n",
             20,
         ));
-        let Advance::Tried(detail) = w.advance(&mut run) else {
+        let Advance::Tried {
+            detail,
+            repeated: false,
+        } = w.advance(&mut run)
+        else {
             panic!("a failed try is recorded")
         };
         assert_eq!(
@@ -231,7 +321,7 @@ mod tests {
             32,
         ));
         assert!(
-            matches!(w.advance(&mut run), Advance::Tried(d) if d == "before gate: cells-spare on ctl1 passed (try 2)")
+            matches!(w.advance(&mut run), Advance::Tried { detail, .. } if detail == "before gate: cells-spare on ctl1 passed (try 2)")
         );
         w.action = None;
         let Advance::Send { request, .. } = w.advance(&mut run) else {
@@ -242,7 +332,7 @@ mod tests {
             ("rabbit-spare", "c1.cmp1.1.gate-before-3")
         );
         w.action = Some(answer(&run, ActionState::Succeeded, 0, "", 33));
-        assert!(matches!(w.advance(&mut run), Advance::Tried(_)));
+        assert!(matches!(w.advance(&mut run), Advance::Tried { .. }));
         w.action = None;
         assert_eq!(w.advance(&mut run), Advance::Moved);
         assert_eq!(run.step, Step::Drain, "every hook passed: the node may go");
@@ -256,7 +346,7 @@ mod tests {
         let mut run = run_in(Step::GateBefore, Role::Compute, 15);
         assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
         w.action = Some(answer(&run, ActionState::Failed, 1, "cells: 1 of 3 up", 20));
-        assert!(matches!(w.advance(&mut run), Advance::Tried(_)));
+        assert!(matches!(w.advance(&mut run), Advance::Tried { .. }));
         w.action = None;
         w.now = t(15 + 301);
         let out = w.advance(&mut run);
@@ -329,7 +419,7 @@ mod tests {
             "nova-compute on cmp1 is down",
             21,
         ));
-        assert!(matches!(w.advance(&mut run), Advance::Tried(_)));
+        assert!(matches!(w.advance(&mut run), Advance::Tried { .. }));
         w.action = None;
         w.now = t(20 + 301);
         assert_eq!(w.advance(&mut run), Advance::Failed);
@@ -363,5 +453,135 @@ mod tests {
         let line = waits(&many).expect("waits");
         assert!(line.starts_with("cmp0 at its before gate"), "{line}");
         assert!(line.ends_with("; cmp2 at its before gate: galera-synced on ctl1 failed (exit code 1): wsrep_cluster_size is 2, want at least 3 (try 4); next try in 6s; 2 more node(s) at a gate"), "{line}");
+    }
+
+    #[test]
+    fn a_gate_that_exits_2_cannot_pass_by_trying_again() {
+        let mut w = World::new();
+        with_compute_gates(&mut w);
+        let mut run = run_in(Step::GateBefore, Role::Compute, 15);
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        w.action = Some(answer(
+            &run,
+            ActionState::Failed,
+            2,
+            "cells-spare: python3 is not installed",
+            20,
+        ));
+        let Advance::Pause(why) = w.advance(&mut run) else {
+            panic!("a configuration error holds the campaign at once")
+        };
+        assert_eq!(
+            why,
+            "before gate: cells-spare on ctl1 failed (exit code 2): cells-spare: python3 is not installed"
+        );
+        assert_eq!(run.step, Step::Pending);
+    }
+
+    #[test]
+    fn a_try_whose_delegate_went_offline_fails_and_the_next_picks_another() {
+        let mut w = World::new();
+        with_compute_gates(&mut w);
+        let mut run = run_in(Step::GateBefore, Role::Compute, 15);
+        let Advance::Send { node, .. } = w.advance(&mut run) else {
+            panic!("asked")
+        };
+        assert_eq!(node, "ctl1");
+        w.fleet.get_mut("ctl1").expect("ctl1").online = false;
+        w.now = t(20 + 10);
+        let Advance::Tried { detail, .. } = w.advance(&mut run) else {
+            panic!("the try is over")
+        };
+        assert_eq!(
+            detail,
+            "before gate: ctl1 went offline during the try (try 1); next try in 10s"
+        );
+        w.now = t(20 + 21);
+        let Advance::Send { node, request } = w.advance(&mut run) else {
+            panic!("tried again")
+        };
+        assert_eq!(
+            (node.as_str(), request.id.as_str()),
+            ("ctl2", "c1.cmp1.1.gate-before-2")
+        );
+    }
+
+    #[test]
+    fn a_try_that_fails_like_the_one_before_is_marked_repeated_and_long_reasons_are_cut() {
+        let mut w = World::new();
+        with_compute_gates(&mut w);
+        let mut run = run_in(Step::GateAfter, Role::Compute, 15);
+        let long = format!("down: {}", "x".repeat(4000));
+        let mut repeats = Vec::new();
+        for i in 0..3 {
+            w.action = None;
+            w.now = t(20 + i * 20);
+            assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+            w.action = Some(answer(&run, ActionState::Failed, 1, &long, 21 + i * 20));
+            let Advance::Tried { detail, repeated } = w.advance(&mut run) else {
+                panic!("a failed try")
+            };
+            assert!(detail.chars().count() < 400, "{detail}");
+            repeats.push(repeated);
+        }
+        assert_eq!(repeats, [false, true, true]);
+        assert!(run.gate.as_ref().expect("progress").last.ends_with('…'));
+    }
+
+    #[test]
+    fn a_before_gate_that_passed_looks_at_the_node_again_before_the_drain() {
+        let mut w = World::new();
+        w.spec.gates.insert(
+            Role::Compute,
+            crate::campaign::spec::RoleGates {
+                before: vec!["cells-spare".into()],
+                ..Default::default()
+            },
+        );
+        let mut run = run_in(Step::GateBefore, Role::Compute, 15);
+        run.boot_id_before = "boot-0".into();
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        w.action = Some(answer(&run, ActionState::Succeeded, 0, "", 20));
+        assert!(matches!(w.advance(&mut run), Advance::Tried { .. }));
+        w.action = None;
+        // The node went offline meanwhile: it waits at the gate.
+        w.node.online = false;
+        let Advance::Wait(note) = w.advance(&mut run) else {
+            panic!("waits")
+        };
+        assert_eq!(
+            note,
+            "before gate passed; the precheck again: the node is offline"
+        );
+        w.node.online = true;
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Drain);
+        assert_eq!(
+            run.boot_id_before, "boot-1",
+            "taken again: the drain goes by the node as it is now"
+        );
+        assert_eq!(run.containers, ["nova_compute", "cron"]);
+    }
+
+    #[test]
+    fn a_node_at_its_before_gate_stands_down_when_its_campaign_stops_running() {
+        let mut run = run_in(Step::GateBefore, Role::Compute, 15);
+        assert_eq!(stand_down(&mut run, Phase::Running, t(20)), None);
+        assert_eq!(run.step, Step::GateBefore);
+        let detail = stand_down(&mut run, Phase::Paused, t(20)).expect("moved");
+        assert_eq!(
+            detail,
+            "gate-before stopped, now pending: the campaign is paused: nothing was done to the node"
+        );
+        assert_eq!(run.step, Step::Pending);
+        let mut run = run_in(Step::GateBefore, Role::Compute, 15);
+        stand_down(&mut run, Phase::Cancelled, t(20)).expect("moved");
+        assert_eq!(run.step, Step::Skipped);
+        let mut run = run_in(Step::GateAfter, Role::Compute, 15);
+        assert_eq!(
+            stand_down(&mut run, Phase::Cancelled, t(20)),
+            None,
+            "a drained node finishes its way"
+        );
     }
 }

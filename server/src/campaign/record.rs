@@ -149,6 +149,10 @@ pub struct GateProgress {
     pub next_at: Option<Timestamp>,
     /// Why the last failed try failed.
     pub last: String,
+    /// The last failed try's exit code and output print: a try that fails
+    /// the same way is audited without its output again.
+    #[serde(default)]
+    pub last_output: Option<(Option<i32>, u64)>,
 }
 
 /// An undrain an operator asked for (`campaign undrain ID NODE`) of a node

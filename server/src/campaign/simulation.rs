@@ -19,6 +19,7 @@ use super::api::Control;
 use super::control::{self, Change, Selection};
 use super::drive::{self, Advance, Ctx, View};
 use super::fixtures::t;
+use super::gate;
 use super::lifecycle::{Event, Facts, Step};
 use super::record::{Campaign, NodeRun, Phase};
 use super::runner::fleet_health;
@@ -185,6 +186,9 @@ impl Sim {
                 };
                 if rng.bool() {
                     gates.before = vec![format!("{role}-spare"), format!("{role}-quorum")];
+                    // As `CampaignSpec::validate` asks of a role with a
+                    // before gate.
+                    spec.concurrency.insert(role, Amount::Count(1));
                 }
                 if rng.bool() {
                     gates.after = vec![format!("{role}-whole")];
@@ -488,6 +492,10 @@ impl Sim {
             if !run.step.is_active() {
                 return;
             }
+            if gate::stand_down(&mut run, self.campaign.phase, self.now).is_some() {
+                self.store(run);
+                return;
+            }
             let failed = control::failed(&self.runs);
             let action = self.ledger.get(&run.action_id).cloned();
             let agent = &self.agents[node];
@@ -542,7 +550,7 @@ impl Sim {
                     self.wire.push((on, request));
                     return;
                 }
-                Advance::Moved | Advance::Tried(_) => self.store(run),
+                Advance::Moved | Advance::Tried { .. } => self.store(run),
                 Advance::Failed => {
                     let ended = !run.step.is_active();
                     self.store(run);

@@ -376,6 +376,24 @@ impl CampaignSpec {
                     "gates.{role}: interval_secs, try_secs and timeout_secs must be at least 1 second"
                 ));
             }
+            let timeout = gates.timeout_secs.unwrap_or(self.timeouts.gate_secs);
+            if gates.try_secs > timeout {
+                return Err(format!(
+                    "gates.{role}: try_secs ({}) is longer than the gate's timeout ({timeout}s)",
+                    gates.try_secs
+                ));
+            }
+            // A before gate asks whether the cluster can spare one node: two
+            // nodes passing it in the same look would both go.
+            if let Some(amount) = self.concurrency.get(role)
+                && !gates.before.is_empty()
+                && *role != Role::Controller
+                && *amount != Amount::Count(1)
+            {
+                return Err(format!(
+                    "gates.{role}.before asks whether the cluster can spare one node: set concurrency.{role} = 1 (it is {amount})"
+                ));
+            }
         }
         let t = &self.timeouts;
         if [
@@ -541,6 +559,14 @@ mod tests {
                 "gates.compute.run_on is compute",
             ),
             ("[gates.compute]\ninterval_secs = 0", "at least 1 second"),
+            (
+                "[gates.compute]\ntry_secs = 90\ntimeout_secs = 60",
+                "try_secs (90) is longer",
+            ),
+            (
+                "[concurrency]\ncompute = \"10%\"\n[gates.compute]\nbefore = [\"x\"]",
+                "set concurrency.compute = 1 (it is 10%)",
+            ),
             ("[gates.compute]\nafter = \"x\"", "invalid type"),
             ("[gates.compute]\nbefor = []", "befor"),
             ("[gates.nova]\nafter = []", "nova"),

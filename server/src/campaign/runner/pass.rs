@@ -199,6 +199,12 @@ impl Scheduler {
             if !run.step.is_active() {
                 return Ok(());
             }
+            if let Some(detail) = gate::stand_down(&mut run, live.campaign.phase, Timestamp::now())
+            {
+                self.record(id, run, "step", detail, None, Vec::new())
+                    .await?;
+                return Ok(());
+            }
             let failed = control::failed(&live.runs);
             let detail = self.fleet.get(node).await?;
             let action = if run.action_id.is_empty() {
@@ -244,8 +250,17 @@ impl Scheduler {
                     self.record(id, run, "step", detail, action.as_ref(), Vec::new())
                         .await?;
                 }
-                Advance::Tried(detail) => {
-                    // Every try is in the audit with its exit code and tail.
+                Advance::Tried { detail, repeated } => {
+                    // Every try is in the audit with its exit code, and its
+                    // output unless the try before said the same.
+                    let mut action = action;
+                    let detail = match action.as_mut() {
+                        Some(a) if repeated => {
+                            a.output_tail.clear();
+                            format!("{detail} (the same output as the try before)")
+                        }
+                        _ => detail,
+                    };
                     self.record(id, run, "gate", detail, action.as_ref(), Vec::new())
                         .await?;
                 }
