@@ -452,6 +452,10 @@ fn packages_hold_the_expected_files() {
         "./usr/share/rollcall/hooks/log-hook.sh",
         "./usr/share/rollcall/hooks/nova-compute-drain.sh",
         "./usr/share/rollcall/hooks/ceph-noout-unset.sh",
+        "./usr/share/rollcall/gates/galera-synced",
+        "./usr/share/rollcall/gates/rabbitmq-healthy",
+        "./usr/share/rollcall/gates/ceph-healthy",
+        "./usr/share/rollcall/gates/nova-compute-up",
     ] {
         assert!(
             listing.contains(file),
