@@ -38,6 +38,19 @@ expect_contains() { # what needle haystack
         fail "$1: no '$2' in:" "$3"
     fi
 }
+expect_match() { # what glob-pattern actual: for lines that hold a time or an age
+    # shellcheck disable=SC2053 # $2 is a pattern on purpose
+    if [[ $3 == $2 ]]; then pass; else
+        fail "$1" "$(printf 'expected a match of:\n%s\nactual:\n%s' "$2" "$3")"
+    fi
+}
+# Whatever a gate reads, its output never ends in (or holds) a Python
+# traceback: the last line must say what is wrong in words.
+expect_no_traceback() {
+    if [[ $out != *Traceback* ]]; then pass; else
+        fail "a Python traceback in the output:" "$out"
+    fi
+}
 
 GATES=(galera-synced rabbitmq-healthy ceph-healthy nova-compute-up)
 timeout_bin=$(command -v timeout)
@@ -185,7 +198,23 @@ bare_bin
 run_gate FAKE_MYSQL_CAPTURE=synced3 GALERA_MYSQL= PATH="$work/bin" galera-synced after ctl-1
 expect_eq "exit status" 2 "$status"
 expect_eq "calls" "" "$calls"
-expect_eq "output" "galera-synced: no MariaDB client: no running 'mariadb' container, no mysql or mariadb on PATH (set GALERA_MYSQL)" "$out"
+expect_eq "output" "galera-synced: no MariaDB client: no docker, no mysql or mariadb on PATH (set GALERA_MYSQL)" "$out"
+
+# Exit 2 tells the server that retrying cannot help: a kolla node whose
+# mariadb container is still starting after the reboot must get exit 1.
+setup "galera-synced, kolla: the mariadb container not running (yet) is exit 1"
+bare_bin docker=fake-docker-recording.sh
+run_gate FAKE_MYSQL_CAPTURE=synced3 FAKE_DOCKER_RUNNING="rabbitmq" GALERA_MYSQL= PATH="$work/bin" \
+    galera-synced after ctl-1
+expect_eq "exit status" 1 "$status"
+expect_eq "calls" "docker inspect --type container --format {{.State.Running}} mariadb" "$calls"
+expect_eq "last line" "cannot query MariaDB: no running 'mariadb' container, and no mysql or mariadb on PATH (set GALERA_CONTAINER or GALERA_MYSQL if that is not the container)" "$last"
+
+setup "galera-synced, GALERA_MYSQL of blanks only"
+run_gate GALERA_MYSQL="   " galera-synced after ctl-1
+expect_eq "exit status" 2 "$status"
+expect_eq "calls" "" "$calls"
+expect_eq "output" "galera-synced: GALERA_MYSQL holds no command" "$out"
 
 setup "galera-synced, GALERA_MYSQL names no executable"
 run_gate GALERA_MYSQL="/nonexistent/mysql --batch" galera-synced after ctl-1
@@ -203,6 +232,7 @@ rabbit_case() { # expected status, expected last line, expected calls, then env 
     expect_eq "exit status" "$want_status" "$status"
     expect_eq "last line" "$want_last" "$last"
     expect_eq "calls" "$want_calls" "$calls"
+    expect_no_traceback
 }
 rabbit_case 0 "RabbitMQ running, no alarms, 3 of 3 nodes running (want at least 3), not quorum-critical" \
     "$RUNNING
@@ -236,6 +266,16 @@ rabbit_case 1 "cannot read the cluster status: this command requires the 'rabbit
     "$RUNNING
 $ALARMS
 $CLUSTER" FAKE_RABBITMQ_CLUSTER_STATUS=app_stopped rabbitmq-healthy after ctl-1
+# The Elixir CLI prints its locale warning on stdout even with -q
+# (rabbitmq/rabbitmq-server#1572); the JSON after it is read all the same.
+rabbit_case 0 "RabbitMQ running, no alarms, 3 of 3 nodes running (want at least 3)" \
+    "$RUNNING
+$ALARMS
+$CLUSTER" FAKE_RABBITMQ_CLUSTER_STATUS=latin1_warning rabbitmq-healthy after ctl-1
+rabbit_case 1 "unexpected cluster_status JSON: AttributeError: 'str' object has no attribute 'get'" \
+    "$RUNNING
+$ALARMS
+$CLUSTER" FAKE_RABBITMQ_CLUSTER_STATUS=alarm_strings rabbitmq-healthy after ctl-1
 rabbit_case 1 "quorum critical: queue 'q1' in vhost '/' would lose quorum if node rabbit@vm is stopped" \
     "$RUNNING
 $ALARMS
@@ -306,7 +346,20 @@ bare_bin
 run_gate RABBITMQ_DIAGNOSTICS= PATH="$work/bin" rabbitmq-healthy after ctl-1
 expect_eq "exit status" 2 "$status"
 expect_eq "calls" "" "$calls"
-expect_eq "output" "rabbitmq-healthy: no rabbitmq-diagnostics: no running 'rabbitmq' container and none on PATH (set RABBITMQ_DIAGNOSTICS)" "$out"
+expect_eq "output" "rabbitmq-healthy: no rabbitmq-diagnostics: no docker and none on PATH (set RABBITMQ_DIAGNOSTICS)" "$out"
+
+setup "rabbitmq-healthy, kolla: the rabbitmq container not running (yet) is exit 1"
+bare_bin docker=fake-docker-recording.sh
+run_gate FAKE_DOCKER_RUNNING="mariadb" RABBITMQ_DIAGNOSTICS= PATH="$work/bin" rabbitmq-healthy after ctl-1
+expect_eq "exit status" 1 "$status"
+expect_eq "calls" "docker inspect --type container --format {{.State.Running}} rabbitmq" "$calls"
+expect_eq "last line" "RabbitMQ is not running here: no running 'rabbitmq' container, and no rabbitmq-diagnostics on PATH (set RABBITMQ_CONTAINER or RABBITMQ_DIAGNOSTICS if that is not the container)" "$last"
+
+setup "rabbitmq-healthy, RABBITMQ_DIAGNOSTICS of blanks only"
+run_gate RABBITMQ_DIAGNOSTICS=" " rabbitmq-healthy after ctl-1
+expect_eq "exit status" 2 "$status"
+expect_eq "calls" "" "$calls"
+expect_eq "output" "rabbitmq-healthy: RABBITMQ_DIAGNOSTICS holds no command" "$out"
 
 setup "rabbitmq-healthy, failure reason on stderr"
 FAKE_CLI_LOG="$work/calls" FAKE_RABBITMQ_QUORUM_CRITICAL=critical \
@@ -322,6 +375,7 @@ ceph_case() { # fixture, expected status, expected last line
     expect_eq "exit status" "$2" "$status"
     expect_eq "last line" "$3" "$last"
     expect_eq "calls" "$CEPH" "$calls"
+    expect_no_traceback
 }
 ceph_case healthy 0 "Ceph HEALTH_OK, all 97 pgs active, none degraded or undersized"
 ceph_case noout 0 "Ceph HEALTH_WARN (noout set), all 97 pgs active, none degraded or undersized"
@@ -334,6 +388,10 @@ ceph_case other-warning 1 "no pg degraded, undersized or inactive; HEALTH_WARN: 
 expect_contains "names the check" "RECENT_CRASH: 1 daemons have recently crashed" "$out"
 ceph_case noout-norebalance 1 "no pg degraded, undersized or inactive; HEALTH_WARN: OSDMAP_FLAGS"
 expect_contains "names the flags" "OSDMAP_FLAGS: noout,norebalance flag(s) set" "$out"
+# Lines around the JSON (here what a cephadm wrapper may print) are skipped.
+ceph_case warning-lines-healthy 0 "Ceph HEALTH_OK, all 97 pgs active, none degraded or undersized"
+ceph_case checks-list 1 "unexpected ceph status JSON: AttributeError: 'list' object has no attribute 'items'"
+ceph_case no-json 1 "unexpected ceph status JSON: ValueError: no JSON object in the output: Error initializing cluster client: ObjectNotFound('RADOS object not found (error calling conf_read_file)')"
 ceph_case no-keyring 1 "cannot read the Ceph status: [errno 2] RADOS object not found (error connecting to the cluster)"
 
 setup "ceph-healthy, default CLI found on PATH"
@@ -350,15 +408,31 @@ expect_eq "output" "ceph-healthy: the ceph CLI '/nonexistent/ceph' is not an exe
 
 # --- nova-compute-up: python-openstackclient's JSON -------------------------
 
-nova_case() { # fixture, expected status, expected last line
-    setup "nova-compute-up on $1"
-    run_gate FAKE_OPENSTACK_SERVICES="$1" nova-compute-up after cmp-1
+nova_case() { # fixture, expected status, a glob pattern of the last line, then extra environment
+    setup "nova-compute-up on $1${4:+ with ${*:4}}"
+    run_gate FAKE_OPENSTACK_SERVICES="$1" "${@:4}" nova-compute-up after cmp-1
     expect_eq "exit status" "$2" "$status"
-    expect_eq "last line" "$3" "$last"
+    expect_match "last line" "$3" "$last"
     expect_eq "calls" "$NOVA" "$calls"
+    expect_no_traceback
 }
-nova_case up 0 "nova-compute on cmp-1 is up (enabled)"
-nova_case up-disabled 0 "nova-compute on cmp-1 is up (disabled)"
+# The fake replays "Updated At" relative to now (fake-openstack-compute-recording.sh),
+# so an age may be some seconds more than the fixture says on a busy machine.
+nova_case up 0 "nova-compute on cmp-1 is up (enabled), reported [0-9]* s ago"
+nova_case up-disabled 0 "nova-compute on cmp-1 is up (disabled), reported [0-9]* s ago"
+nova_case up-utc-offset 0 "nova-compute on cmp-1 is up (disabled), reported [0-9]* s ago"
+nova_case up-other-offset 0 "nova-compute on cmp-1 is up (disabled), reported [0-9]* s ago"
+nova_case up-zulu 0 "nova-compute on cmp-1 is up (disabled), reported [0-9]* s ago"
+nova_case warning-then-up 0 "nova-compute on cmp-1 is up (enabled), reported [0-9]* s ago"
+# "up" with a last report older than NOVA_FRESH_SECS: nova (service_down_time
+# raised above 90 s) still counts a report from before the reboot.
+nova_case up-stale 1 "nova-compute on cmp-1 is up (disabled) but last reported 9[0-9] s ago, at 20[0-9][0-9]-[01][0-9]-[0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-5][0-9] UTC, want within 60 s (NOVA_FRESH_SECS): no report since it came back?"
+nova_case up-stale 0 "nova-compute on cmp-1 is up (disabled), reported 9[0-9] s ago" NOVA_FRESH_SECS=120
+nova_case up 1 "nova-compute on cmp-1 is up (enabled) but last reported [0-9]* s ago, * want within 5 s (NOVA_FRESH_SECS): *" NOVA_FRESH_SECS=5
+nova_case up-future 1 "nova-compute on cmp-1 is up (disabled) but last reported 2[89][0-9] s in the future, at * UTC: is the clock here off from the one nova uses?"
+nova_case up-no-update 1 "nova-compute on cmp-1 is up (disabled) but nova gives no Updated At, so its last report cannot be dated"
+nova_case bad-time 1 "unexpected compute service list JSON: ValueError: Updated At 'yesterday' is not a time"
+nova_case not-a-list 1 "unexpected compute service list JSON: TypeError: a dict, want a list of services"
 nova_case down 1 "nova-compute on cmp-1 is down (disabled), last update 2024-06-17T08:02:47.000000"
 nova_case none 1 "nova lists no nova-compute service on host cmp-1 (is that the host name nova knows?)"
 nova_case unauthorized 1 "cannot list nova-compute services: The request you have made requires authentication. (HTTP 401) (Request-ID: req-7c1f3b52-9e0a-4d2b-8f6e-3a4c5d6e7f80)"
@@ -373,6 +447,14 @@ setup "nova-compute-up, OPENSTACK_CLI names no executable"
 run_gate OPENSTACK_CLI=/nonexistent/openstack nova-compute-up after cmp-1
 expect_eq "exit status" 2 "$status"
 expect_eq "calls" "" "$calls"
+
+for bad in x 0 -5 1.5 060; do
+    setup "nova-compute-up, NOVA_FRESH_SECS=$bad"
+    run_gate FAKE_OPENSTACK_SERVICES=up NOVA_FRESH_SECS="$bad" nova-compute-up after cmp-1
+    expect_eq "exit status" 2 "$status"
+    expect_eq "calls" "" "$calls"
+    expect_eq "output" "nova-compute-up: NOVA_FRESH_SECS must be a whole number of seconds above 0, got '$bad'" "$out"
+done
 
 # --- usage errors: exit 2, one line, no CLI called --------------------------
 
