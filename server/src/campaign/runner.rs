@@ -74,6 +74,12 @@ impl Live {
     /// Takes a change the store holds now.
     fn take(&mut self, write: CampaignWrite) {
         if let Some(c) = write.campaign {
+            if c.phase != self.campaign.phase {
+                // Every pause, resume or cancel, an operator's or the
+                // runner's own: no pass may look at a held campaign, so
+                // clocks kept across it would make an impact of the hold.
+                self.blast_clocks.clear();
+            }
             self.campaign = c;
         }
         for (_, run) in write.nodes {

@@ -60,9 +60,8 @@ impl Scheduler {
     ) -> Result<(), CampaignError> {
         let live = self.campaigns.get_mut(id).expect("the campaign exists");
         if live.campaign.phase != Phase::Running {
-            // Only a running campaign is judged; a resume starts every
-            // clock again.
-            live.blast_clocks.clear();
+            // Only a running campaign is judged; its clocks were dropped
+            // when it stopped running (`Live::take`).
             return Ok(());
         }
         let Some(look) = look else {
