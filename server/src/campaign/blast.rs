@@ -30,7 +30,10 @@
 //! 6. A clock per node and container starts at the first look that sees it
 //!    bad and stops when it is seen well. The clocks live in the runner's
 //!    memory only: a restarted server starts them again, which at worst
-//!    waits `blast_radius_secs` once more.
+//!    waits `blast_radius_secs` once more. The runner drops a campaign's
+//!    clocks whenever its phase changes (pause, resume, cancel) and when
+//!    the store writes again after an outage: no look ran in between, so a
+//!    clock kept across would count the hold as time seen bad.
 //! 7. Resuming a campaign accepts every impact so far: it stops counting
 //!    against the budget, and its container joins the baseline (judged
 //!    again once seen well).
@@ -545,7 +548,11 @@ mod tests {
         assert!(v.clocks.is_empty(), "offline: its containers are unknown");
         let (v, _) = passes(&spec, &Blast::default(), &runs, &bad, &mut clocks, 10, 10);
         let key = ("cmp3".to_owned(), "nova_compute".to_owned());
-        assert_eq!(v.clocks[&key].since, t(10), "back: its clock starts from zero");
+        assert_eq!(
+            v.clocks[&key].since,
+            t(10),
+            "back: its clock starts from zero"
+        );
         clocks.clear();
         // Offline at start: what it shows when it comes back is taken as
         // it is, and is judged again once seen well.

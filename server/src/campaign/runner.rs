@@ -99,6 +99,9 @@ pub struct Scheduler {
     /// Since when campaigns are held for a failing store: the step clocks
     /// stopped then, and get that time back when it writes again.
     held_since: Option<Timestamp>,
+    /// When the blast-radius guard last looked at the fleet: at most once
+    /// per `runner::blast::LOOK_GAP`, however often passes run.
+    blast_looked: Option<tokio::time::Instant>,
 }
 
 const EVENT_BUFFER: usize = 4_096;
@@ -151,6 +154,7 @@ impl Scheduler {
             events,
             store,
             held_since: None,
+            blast_looked: None,
         };
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(scheduler.run(rx, wake, tick, shutdown));
