@@ -23,15 +23,24 @@ const LONG: Duration = Duration::from_secs(60);
 /// The spec's blast_radius_secs.
 const SECS: u64 = 1;
 
+/// The blast_radius_secs of the tests that hold the campaign while a
+/// container is bad: time to pause it (or fail the store) before the
+/// container's clock runs out.
+const HELD_SECS: u64 = 3;
+
 /// A campaign over the controllers only: the computes are the rest of
 /// the fleet, which the guard watches.
 fn spec(extra: &str) -> String {
+    spec_secs(SECS, extra)
+}
+
+fn spec_secs(secs: u64, extra: &str) -> String {
     format!(
         r#"
 name = "blast"
 role_order = ["controller"]
 reboot = "never"
-blast_radius_secs = {SECS}
+blast_radius_secs = {secs}
 {extra}
 [select]
 roles = ["controller"]
@@ -287,5 +296,102 @@ async fn with_a_budget_of_one_an_impact_counts_once_and_the_campaign_completes()
     assert_eq!(done.impacts.len(), 1, "{:?}", done.impacts);
     assert_eq!(impact_lines(&fleet, &id).await.len(), 1);
     assert!(done.nodes.iter().all(|n| n.step == Step::Done));
+    fleet.stop().await;
+}
+
+/// Turns cmp02's nova_compute unhealthy while ctl01 patches (slowly, as
+/// ctl02 does after it: the campaign outlasts the test) and returns once
+/// the server's passes have seen it bad for a while: its clock runs, short
+/// of HELD_SECS.
+async fn a_clock_runs_on_cmp02(fleet: &Fleet) -> String {
+    fleet.node("ctl01").slow_patch(12.0);
+    fleet.node("ctl02").slow_patch(12.0);
+    let id = fleet
+        .start_campaign(&spec_secs(HELD_SECS, ""))
+        .await
+        .campaign
+        .id;
+    hurt_cmp02_while_ctl01_patches(fleet, &id).await;
+    fleet
+        .server
+        .wait_node("cmp02", "with nova_compute unhealthy", |d| {
+            d.node.containers_unhealthy == 1
+        })
+        .await;
+    // More than the one look per second the guard takes.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    id
+}
+
+/// Waits for the impact that follows `from` and checks its clock started
+/// then, not before the campaign was held.
+async fn the_impact_began_after(fleet: &Fleet, id: &str, from: Timestamp) {
+    let paused = fleet
+        .wait_for(id, "the blast-radius pause", LONG, |v| {
+            v.campaign.phase == Phase::Paused && !v.impacts.is_empty()
+        })
+        .await;
+    let [impact] = paused.impacts.as_slice() else {
+        panic!("one impact: {:?}", paused.impacts);
+    };
+    assert_eq!(impact.node, "cmp02");
+    assert!(
+        impact.began_at >= from,
+        "the clock started again at {from:?}, not at {:?}",
+        impact.began_at
+    );
+    assert!(
+        paused.campaign.updated_at.since(from) >= Duration::from_secs(HELD_SECS),
+        "a full blast_radius_secs after {from:?}: {:?}",
+        paused.campaign.updated_at
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_pause_starts_the_clocks_again_at_the_resume() {
+    init();
+    let fleet = Fleet::start(FLEET).await;
+    let id = a_clock_runs_on_cmp02(&fleet).await;
+    let mut client = fleet.campaigns().await;
+    client
+        .pause_campaign(v1::ControlRequest {
+            id: id.clone(),
+            reason: "looking at cmp02".into(),
+        })
+        .await
+        .expect("pause");
+    // Held (no pass looks at it) for longer than blast_radius_secs.
+    tokio::time::sleep(Duration::from_secs(HELD_SECS + 1)).await;
+    let resumed = Timestamp::now();
+    client
+        .resume_campaign(v1::ResumeRequest {
+            id: id.clone(),
+            reason: String::new(),
+            retry_failed: false,
+        })
+        .await
+        .expect("resume");
+    the_impact_began_after(&fleet, &id, resumed).await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_starts_the_clocks_again_when_the_store_writes_again() {
+    init();
+    let fleet = Fleet::start(FLEET).await;
+    let id = a_clock_runs_on_cmp02(&fleet).await;
+    fleet
+        .server
+        .faults
+        .fail("database or disk is full (injected)");
+    fleet
+        .wait_for(&id, "the campaign to say it is held", LONG, |v| {
+            v.waiting.contains("store failing")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(HELD_SECS + 1)).await;
+    let healed = Timestamp::now();
+    fleet.server.faults.heal();
+    the_impact_began_after(&fleet, &id, healed).await;
     fleet.stop().await;
 }

@@ -22,14 +22,18 @@
 //! 3. The baseline: what was bad at start is not judged, until it is seen
 //!    well; then it leaves the baseline, and a later fall counts.
 //! 4. A node whose containers are unknown now (offline, its engine
-//!    unreachable, past the look's cut) is not judged, and its clocks
-//!    stop: what an offline node last said may be stale.
+//!    unreachable, past the look's cut) is not judged, and its clocks are
+//!    dropped (what an offline node last said may be stale): a container
+//!    still bad when it is known again starts its clock from zero.
 //! 5. A node that was unknown at start: what is bad on it when it is first
 //!    seen joins the baseline (it was not seen going bad).
 //! 6. A clock per node and container starts at the first look that sees it
 //!    bad and stops when it is seen well. The clocks live in the runner's
 //!    memory only: a restarted server starts them again, which at worst
-//!    waits `blast_radius_secs` once more.
+//!    waits `blast_radius_secs` once more. The runner drops a campaign's
+//!    clocks whenever its phase changes (pause, resume, cancel) and when
+//!    the store writes again after an outage: no look ran in between, so a
+//!    clock kept across would count the hold as time seen bad.
 //! 7. Resuming a campaign accepts every impact so far: it stops counting
 //!    against the budget, and its container joins the baseline (judged
 //!    again once seen well).
@@ -252,11 +256,13 @@ pub fn judge(
     let mut kept = Clocks::new();
     let mut found = Vec::new();
     for b in &look.items {
+        // Counted once while it stays counted; an accepted impact is in
+        // the baseline until seen well, and a fall after that is new.
         let counted_once = spec.blast_radius == BlastRadius::Budget
             && blast
                 .impacts
                 .iter()
-                .any(|i| i.node == b.node && i.container == b.name);
+                .any(|i| !i.accepted && i.node == b.node && i.container == b.name);
         if next.in_baseline(&b.node, &b.name) || worked_on(runs, &b.node) || counted_once {
             continue;
         }
@@ -530,7 +536,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_node_stops_its_clocks_and_one_unseen_at_start_is_taken_as_it_is() {
+    fn an_unknown_node_drops_its_clocks_and_one_unseen_at_start_is_taken_as_it_is() {
         let spec = spec(BlastRadius::Pause, 10);
         let runs = runs(&[("ctl1", Step::Patch)]);
         let bad = look(vec![unhealthy("cmp3", "nova_compute")]);
@@ -540,6 +546,14 @@ mod tests {
         passes(&spec, &Blast::default(), &runs, &bad, &mut clocks, 0, 8);
         let (v, _) = passes(&spec, &Blast::default(), &runs, &offline, &mut clocks, 9, 9);
         assert!(v.clocks.is_empty(), "offline: its containers are unknown");
+        let (v, _) = passes(&spec, &Blast::default(), &runs, &bad, &mut clocks, 10, 10);
+        let key = ("cmp3".to_owned(), "nova_compute".to_owned());
+        assert_eq!(
+            v.clocks[&key].since,
+            t(10),
+            "back: its clock starts from zero"
+        );
+        clocks.clear();
         // Offline at start: what it shows when it comes back is taken as
         // it is, and is judged again once seen well.
         let start = Blast::at_start(&offline);
@@ -599,6 +613,25 @@ mod tests {
             v.pause
                 .is_some_and(|p| p.contains("1 node(s) failed and 2"))
         );
+    }
+
+    #[test]
+    fn with_a_budget_an_accepted_impact_seen_well_then_bad_again_counts_again() {
+        let mut spec = spec(BlastRadius::Budget, 5);
+        spec.error_budget = Amount::Count(1);
+        let runs = runs(&[("ctl1", Step::Patch), ("ctl2", Step::Pending)]);
+        let bad = look(vec![unhealthy("cmp3", "nova_compute")]);
+        let mut clocks = Clocks::new();
+        let (_, mut blast) = passes(&spec, &Blast::default(), &runs, &bad, &mut clocks, 0, 5);
+        assert_eq!(blast.accept(), ["cmp3/nova_compute"]);
+        // Seen well after the resume: it leaves the baseline.
+        let (_, blast) = passes(&spec, &blast, &runs, &look(vec![]), &mut clocks, 6, 6);
+        assert!(blast.baseline.is_empty() && blast.counted() == 0);
+        // Bad again for blast_radius_secs: judged again, and counted.
+        let (v, blast) = passes(&spec, &blast, &runs, &bad, &mut clocks, 7, 12);
+        assert_eq!(v.impacts.len(), 1, "a new fall is a new impact");
+        assert_eq!((blast.impacts.len(), blast.counted()), (2, 1));
+        assert_eq!(blast.impacts[1].began_at, t(7));
     }
 
     #[test]

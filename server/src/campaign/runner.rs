@@ -74,6 +74,12 @@ impl Live {
     /// Takes a change the store holds now.
     fn take(&mut self, write: CampaignWrite) {
         if let Some(c) = write.campaign {
+            if c.phase != self.campaign.phase {
+                // Every pause, resume or cancel, an operator's or the
+                // runner's own: no pass may look at a held campaign, so
+                // clocks kept across it would make an impact of the hold.
+                self.blast_clocks.clear();
+            }
             self.campaign = c;
         }
         for (_, run) in write.nodes {
@@ -93,6 +99,9 @@ pub struct Scheduler {
     /// Since when campaigns are held for a failing store: the step clocks
     /// stopped then, and get that time back when it writes again.
     held_since: Option<Timestamp>,
+    /// When the blast-radius guard last looked at the fleet: at most once
+    /// per `runner::blast::LOOK_GAP`, however often passes run.
+    blast_looked: Option<tokio::time::Instant>,
 }
 
 const EVENT_BUFFER: usize = 4_096;
@@ -145,6 +154,7 @@ impl Scheduler {
             events,
             store,
             held_since: None,
+            blast_looked: None,
         };
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(scheduler.run(rx, wake, tick, shutdown));

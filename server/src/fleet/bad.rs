@@ -3,19 +3,23 @@
 //! across the whole fleet. Each node's [`Digest`](super::Digest) counts its
 //! bad containers, so only the nodes that have one are unpacked: at 10,000
 //! nodes a look costs a walk over the digests plus the few sections that
-//! matter, and the answer is cut at a fixed size whatever happens.
+//! matter, and the answer is cut at a fixed size whatever happens (the
+//! campaign's baseline aside: it is bounded by the campaign's record).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rollcall_proto::model::{Container, ContainerHealth, ContainerState};
 
 use super::held::Held;
 
-/// The most bad containers one look lists (see [`BadContainers::cut`]). A
-/// fleet with more than this many bad at once is past what a guard that
-/// names containers can say: the nodes past the cut are not judged until
-/// fewer are bad.
+/// The most bad containers one look lists (see [`BadContainers::cut`]),
+/// those of the campaign's baseline not counted. A fleet with more than
+/// this many newly bad at once is past what a guard that names containers
+/// can say: the nodes past the cut are not judged until fewer are bad.
 pub const MAX_BAD_CONTAINERS: usize = 1_000;
+
+/// Containers by node: a campaign's baseline, what was bad at its start.
+pub type ByNode = BTreeMap<String, BTreeSet<String>>;
 
 /// Unhealthy (its health check fails), or should run and does not (exited,
 /// dead, restart-looping: [`Container::is_down`]).
@@ -47,7 +51,8 @@ impl BadContainer {
 /// One look at the fleet's bad containers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BadContainers {
-    /// In (node, name) order; at most [`MAX_BAD_CONTAINERS`].
+    /// In (node, name) order; at most the cap, plus those of the baseline
+    /// the look was given.
     pub items: Vec<BadContainer>,
     /// Nodes whose containers are not known now: offline (what they last
     /// said may be stale), or their container engine unreachable.
@@ -66,12 +71,17 @@ impl BadContainers {
 }
 
 /// The bad containers of `nodes` (name, online, what the fleet holds of
-/// its reports; in name order), at most `cap`.
+/// its reports; in name order), at most `cap` of those not in `baseline`.
+/// The baseline's are listed (the guard must see them well to judge them
+/// again) but not counted: containers broken long before a campaign would
+/// otherwise fill the cap and blind the guard past it.
 pub fn collect<'a>(
     nodes: impl Iterator<Item = (&'a str, bool, Option<&'a Held>)>,
     cap: usize,
+    baseline: &ByNode,
 ) -> BadContainers {
     let mut out = BadContainers::default();
+    let mut counted = 0;
     for (name, online, held) in nodes {
         if !online || held.is_some_and(|h| h.digest.engine_unavailable) {
             out.unknown.insert(name.to_owned());
@@ -85,10 +95,14 @@ pub fn collect<'a>(
         };
         let mut bad: Vec<&Container> = section.containers.iter().filter(|c| is_bad(c)).collect();
         bad.sort_by(|a, b| a.name.cmp(&b.name));
+        let taken = baseline.get(name);
         for c in bad {
-            if out.items.len() == cap {
-                out.cut = Some(name.to_owned());
-                return out;
+            if !taken.is_some_and(|cs| cs.contains(&c.name)) {
+                if counted == cap {
+                    out.cut = Some(name.to_owned());
+                    return out;
+                }
+                counted += 1;
             }
             out.items.push(BadContainer {
                 node: name.to_owned(),
@@ -156,6 +170,7 @@ mod tests {
             ]
             .into_iter(),
             MAX_BAD_CONTAINERS,
+            &ByNode::new(),
         );
         let listed: Vec<(&str, &str, &str)> = look
             .items
@@ -196,11 +211,36 @@ mod tests {
         let a = held(true, vec![bad("x"), bad("y")]);
         let b = held(true, vec![bad("x"), bad("y")]);
         let nodes = [("a", true, Some(&a)), ("b", true, Some(&b))];
-        let look = collect(nodes.into_iter(), 3);
+        let none = ByNode::new();
+        let look = collect(nodes.into_iter(), 3, &none);
         assert_eq!(look.items.len(), 3);
         assert_eq!(look.cut.as_deref(), Some("b"));
         assert!(look.knows("a") && !look.knows("b") && !look.knows("c"));
-        let whole = collect(nodes.into_iter(), 4);
+        let whole = collect(nodes.into_iter(), 4, &none);
         assert_eq!((whole.items.len(), whole.cut), (4, None));
+    }
+
+    #[test]
+    fn the_baseline_is_listed_but_does_not_fill_the_cap() {
+        let bad = |n: &str| container(n, ContainerState::Exited, ContainerHealth::None);
+        let a = held(true, vec![bad("x"), bad("y"), bad("z")]);
+        let b = held(true, vec![bad("w")]);
+        let nodes = [("a", true, Some(&a)), ("b", true, Some(&b))];
+        let blind = collect(nodes.into_iter(), 2, &ByNode::new());
+        assert_eq!(blind.cut.as_deref(), Some("a"), "two old ones fill it");
+        let baseline = ByNode::from([(
+            "a".to_owned(),
+            BTreeSet::from(["x".to_owned(), "y".to_owned()]),
+        )]);
+        let look = collect(nodes.into_iter(), 2, &baseline);
+        let listed: Vec<(&str, &str)> = look
+            .items
+            .iter()
+            .map(|b| (b.node.as_str(), b.name.as_str()))
+            .collect();
+        assert_eq!(listed, [("a", "x"), ("a", "y"), ("a", "z"), ("b", "w")]);
+        assert_eq!(look.cut, None, "b is judged");
+        let past = collect(nodes.into_iter(), 1, &baseline);
+        assert_eq!((past.items.len(), past.cut.as_deref()), (3, Some("b")));
     }
 }

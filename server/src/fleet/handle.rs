@@ -7,7 +7,7 @@ use rollcall_proto::model::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::bad::BadContainers;
+use super::bad::{BadContainers, ByNode};
 use super::forget::{ForgetRefused, Removal};
 use super::ledger::{LedgerCommand, NotSent, UpdateVerdict};
 use super::{Hello, SessionId, SessionLink, Update};
@@ -93,6 +93,7 @@ pub(super) enum Command {
     },
     BadContainers {
         cap: usize,
+        baseline: ByNode,
         reply: oneshot::Sender<BadContainers>,
     },
 }
@@ -273,11 +274,19 @@ impl FleetHandle {
     }
 
     /// Every container that is unhealthy or stopped on a node whose
-    /// containers are known now, at most `cap` (see `bad.rs`): for the
-    /// campaigns' blast-radius guard.
-    pub async fn bad_containers(&self, cap: usize) -> Result<BadContainers, FleetStopped> {
-        self.call(|reply| Command::BadContainers { cap, reply })
-            .await
+    /// containers are known now, at most `cap` of those not in `baseline`
+    /// (see `bad.rs`): for the campaigns' blast-radius guard.
+    pub async fn bad_containers(
+        &self,
+        cap: usize,
+        baseline: ByNode,
+    ) -> Result<BadContainers, FleetStopped> {
+        self.call(|reply| Command::BadContainers {
+            cap,
+            baseline,
+            reply,
+        })
+        .await
     }
 
     async fn call<T>(

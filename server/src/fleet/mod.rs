@@ -19,7 +19,7 @@ mod ledger;
 mod results;
 mod summary;
 
-pub use bad::{BadContainer, BadContainers, MAX_BAD_CONTAINERS, is_bad};
+pub use bad::{BadContainer, BadContainers, ByNode, MAX_BAD_CONTAINERS, is_bad};
 pub use forget::{ForgetRefused, Removal};
 pub use handle::{FleetHandle, FleetStopped, Page};
 pub use held::{Digest, Held, Merged, Update};
@@ -287,12 +287,16 @@ impl Fleet {
             Command::Forget { name, audit, reply } => {
                 let _ = reply.send(self.forget(&name, *audit));
             }
-            Command::BadContainers { cap, reply } => {
+            Command::BadContainers {
+                cap,
+                baseline,
+                reply,
+            } => {
                 let nodes = self
                     .nodes
                     .iter()
                     .map(|(name, e)| (name.as_str(), e.node.online, e.held.as_ref()));
-                let _ = reply.send(bad::collect(nodes, cap));
+                let _ = reply.send(bad::collect(nodes, cap, &baseline));
             }
         }
     }

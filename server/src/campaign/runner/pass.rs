@@ -103,6 +103,7 @@ impl Scheduler {
             }
             let live = self.campaigns.get_mut(&id).expect("the campaign exists");
             live.guard_since = live.guard_since.map(|t| t.saturating_add(lost));
+            live.blast_clocks.clear(); // No look saw the fleet meanwhile.
             live.waiting.clear();
             tracing::info!(campaign = %id, held_secs = lost.as_secs(), "Campaign goes on: the store writes again.");
         }
