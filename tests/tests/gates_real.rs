@@ -627,11 +627,11 @@ fn campaign_scenario(suite: &Suite, galera: &Galera, mut ops: Ops) {
     let finished = done.campaign.finished_at.expect("a completed campaign");
     suite.log(&format!(
         "TIMING campaign: ctl1's {GALERA} passed {:.1}s after `systemctl start mariadb` on \
-         {DOWN} was called ({:.1}s after the cluster was whole), its before gate \
-         ({RABBIT} too) {:.1}s after the call; the campaign took {:.1}s in all, {:.1}s \
+         {DOWN} was called ({:+.1}s from when this test saw the cluster whole), its before \
+         gate ({RABBIT} too) {:.1}s after the call; the campaign took {:.1}s in all, {:.1}s \
          after {DOWN} was back",
         galera_passed.since(back_from).as_secs_f32(),
-        galera_passed.since(back).as_secs_f32(),
+        (galera_passed.unix_millis() - back.unix_millis()) as f64 / 1_000.0,
         gate_passed.since(back_from).as_secs_f32(),
         finished.since(done.campaign.created_at).as_secs_f32(),
         finished.since(back).as_secs_f32()
