@@ -16,6 +16,7 @@ pub mod clusters;
 pub mod fleet;
 pub mod intake;
 pub mod nodes;
+pub mod ops;
 pub mod sim;
 
 use std::future::Future;
