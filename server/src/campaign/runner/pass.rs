@@ -239,8 +239,13 @@ impl Scheduler {
                         self.record(id, run, "action", detail, None, vec![issued])
                             .await?;
                     }
+                    // A gate's note says which hook, as its wait notes do.
+                    let asked = match before.step.gate() {
+                        Some(phase) => format!("{phase} gate: {}", request.name),
+                        None => before.step.to_string(),
+                    };
                     let note = match self.fleet.send_action(&on, request).await? {
-                        Ok(()) => format!("{} asked of {on}", before.step),
+                        Ok(()) => format!("{asked} asked of {on}"),
                         Err(e) => format!("cannot ask yet: {e}"),
                     };
                     self.note(id, node, note);
