@@ -16,28 +16,8 @@ gates=$(dirname "$tests")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-passed=0
-failed=0
-
-pass() { passed=$((passed + 1)); }
-fail() {
-    failed=$((failed + 1))
-    printf 'FAIL [%s] %s\n' "$case_name" "$1"
-    if [ "$#" -gt 1 ]; then
-        printf '%s\n' "$2" | sed 's/^/    /'
-    fi
-}
-
-expect_eq() { # what expected actual
-    if [ "$2" == "$3" ]; then pass; else
-        fail "$1" "$(printf 'expected:\n%s\nactual:\n%s' "$2" "$3")"
-    fi
-}
-expect_contains() { # what needle haystack
-    if [[ $3 == *"$2"* ]]; then pass; else
-        fail "$1: no '$2' in:" "$3"
-    fi
-}
+# shellcheck source=packaging/tests/assert.sh
+. "$tests/../../tests/assert.sh"
 expect_match() { # what glob-pattern actual: for lines that hold a time or an age
     # shellcheck disable=SC2053 # $2 is a pattern on purpose
     if [[ $3 == $2 ]]; then pass; else
@@ -507,19 +487,5 @@ expect_eq "exit status" 2 "$status"
 expect_eq "calls" "" "$calls"
 expect_contains "output" "usage: rabbitmq-healthy " "$out"
 
-case_name=shellcheck
-if command -v shellcheck >/dev/null; then
-    if sc_out=$(shellcheck "${GATES[@]/#/$gates/}" "$tests"/*.sh 2>&1); then pass; else
-        fail "shellcheck found problems:" "$sc_out"
-    fi
-elif [ "${CI:-}" = true ]; then
-    fail "shellcheck is not installed (required when CI=true)"
-else
-    echo "gates: shellcheck not installed, skipped (required when CI=true)"
-fi
-
-if [ "$failed" -gt 0 ]; then
-    echo "gates: $failed check(s) failed, $passed passed"
-    exit 1
-fi
-echo "gates: $passed checks passed"
+check_shellcheck gates "${GATES[@]/#/$gates/}" "$tests"/*.sh "$tests/../../tests/assert.sh"
+finish gates

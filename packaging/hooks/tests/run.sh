@@ -11,28 +11,8 @@ hooks=$(dirname "$tests")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-passed=0
-failed=0
-
-pass() { passed=$((passed + 1)); }
-fail() {
-    failed=$((failed + 1))
-    printf 'FAIL [%s] %s\n' "$case_name" "$1"
-    if [ "$#" -gt 1 ]; then
-        printf '%s\n' "$2" | sed 's/^/    /'
-    fi
-}
-
-expect_eq() { # what expected actual
-    if [ "$2" == "$3" ]; then pass; else
-        fail "$1" "$(printf 'expected:\n%s\nactual:\n%s' "$2" "$3")"
-    fi
-}
-expect_contains() { # what needle haystack
-    if [[ $3 == *"$2"* ]]; then pass; else
-        fail "$1: no '$2' in:" "$3"
-    fi
-}
+# shellcheck source=packaging/tests/assert.sh
+. "$tests/../../tests/assert.sh"
 expect_lacks() { # what needle haystack
     if [[ $3 != *"$2"* ]]; then pass; else
         fail "$1: unexpected '$2' in:" "$3"
@@ -210,19 +190,5 @@ for hook in nova-compute-drain.sh nova-compute-undrain.sh; do
     expect_eq "calls" "" "$calls"
 done
 
-case_name=shellcheck
-if command -v shellcheck >/dev/null; then
-    if sc_out=$(shellcheck "$hooks"/*.sh "$tests"/*.sh 2>&1); then pass; else
-        fail "shellcheck found problems:" "$sc_out"
-    fi
-elif [ "${CI:-}" = true ]; then
-    fail "shellcheck is not installed (required when CI=true)"
-else
-    echo "hooks: shellcheck not installed, skipped (required when CI=true)"
-fi
-
-if [ "$failed" -gt 0 ]; then
-    echo "hooks: $failed check(s) failed, $passed passed"
-    exit 1
-fi
-echo "hooks: $passed checks passed"
+check_shellcheck hooks "$hooks"/*.sh "$tests"/*.sh "$tests/../../tests/assert.sh"
+finish hooks
