@@ -14,6 +14,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The node image, built by scripts/build-node-image.sh.
@@ -364,4 +365,46 @@ impl Drop for NodeLab {
         }
         let _ = docker(&["network", "rm", &self.network]);
     }
+}
+
+/// Containers and networks of the benches' labs, removed if a bench is
+/// interrupted: `NodeLab`'s Drop does not run on a signal.
+static INTERRUPTIBLE: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
+
+/// Removes `lab`'s network and the containers `names` if the process is
+/// interrupted (after [`clean_up_on_signal`]).
+pub fn remove_on_interrupt<'a>(lab: &NodeLab, names: impl IntoIterator<Item = &'a str>) {
+    let mut live = INTERRUPTIBLE.lock().expect("lock");
+    live.push((lab.network().to_owned(), true));
+    live.extend(names.into_iter().map(|n| (lab.container(n), false)));
+}
+
+/// The labs remembered so far are gone (their Drop ran).
+pub fn forget_interruptible() {
+    INTERRUPTIBLE.lock().expect("lock").clear();
+}
+
+/// On SIGINT or SIGTERM, removes every container and network remembered by
+/// [`remove_on_interrupt`], then exits 130.
+pub fn clean_up_on_signal() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        if !rt.block_on(crate::interrupted()) {
+            return;
+        }
+        eprintln!("interrupted: removing this bench's containers and networks");
+        let live = INTERRUPTIBLE.lock().map(|l| l.clone()).unwrap_or_default();
+        for (name, _) in live.iter().filter(|(_, net)| !net) {
+            let _ = docker(&["rm", "-f", "-v", name]);
+        }
+        for (name, _) in live.iter().filter(|(_, net)| *net) {
+            let _ = docker(&["network", "rm", name]);
+        }
+        std::process::exit(130);
+    });
 }

@@ -32,7 +32,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -70,37 +69,6 @@ struct Args {
     /// Where the audits and the summary go.
     #[arg(long, default_value = "target/bench-gates")]
     out: PathBuf,
-}
-
-/// Containers and networks to remove if the bench is interrupted (Drop
-/// does not run on a signal).
-static LIVE: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
-
-fn remember(name: String, network: bool) {
-    LIVE.lock().expect("lock").push((name, network));
-}
-
-fn on_signal_clean_up() {
-    std::thread::spawn(|| {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        if !rt.block_on(rollcall_tests::interrupted()) {
-            return;
-        }
-        eprintln!("interrupted: removing this bench's containers and network");
-        let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
-        for (name, _) in live.iter().filter(|(_, net)| !net) {
-            let _ = nodes::docker(&["rm", "-f", "-v", name]);
-        }
-        for (name, _) in live.iter().filter(|(_, net)| *net) {
-            let _ = nodes::docker(&["network", "rm", name]);
-        }
-        std::process::exit(130);
-    });
 }
 
 fn spec(run: &str, interval_secs: u64) -> String {
@@ -487,7 +455,7 @@ fn main() -> anyhow::Result<()> {
         "{} does not ship {GALERA} and {RABBIT}: scripts/package.sh",
         kit.agent_deb.display()
     );
-    on_signal_clean_up();
+    nodes::clean_up_on_signal();
     let stamp = Timestamp::now().to_string().replace([':', '.'], "-");
     let out_dir = args.out.join(&stamp);
     std::fs::create_dir_all(&out_dir)?;
@@ -503,10 +471,7 @@ fn main() -> anyhow::Result<()> {
 
     let t0 = Instant::now();
     let mut lab = NodeLab::new("bench-gates");
-    remember(lab.network().to_owned(), true);
-    for name in MEMBERS.iter().chain([&OPS]) {
-        remember(lab.container(name), false);
-    }
+    nodes::remove_on_interrupt(&lab, MEMBERS.iter().copied().chain([OPS]));
     // The engine starts a node again when its systemd ends: the reboot.
     clusters::start_nodes(&mut lab, &MEMBERS, &["--restart", "always"]);
     lab.start(OPS, &[]);

@@ -32,7 +32,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -82,41 +81,6 @@ struct Args {
     /// Where the playbook output, campaign audits and the summary go.
     #[arg(long, default_value = "target/bench-rolling")]
     out: PathBuf,
-}
-
-/// Containers and networks to remove if the bench is interrupted (Drop
-/// does not run on a signal).
-static LIVE: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
-
-fn remember(name: String, network: bool) {
-    LIVE.lock().expect("lock").push((name, network));
-}
-
-fn forget_all() {
-    LIVE.lock().expect("lock").clear();
-}
-
-fn on_signal_clean_up() {
-    std::thread::spawn(|| {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        if !rt.block_on(rollcall_tests::interrupted()) {
-            return;
-        }
-        eprintln!("interrupted: removing this bench's containers and networks");
-        let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
-        for (name, _) in live.iter().filter(|(_, net)| !net) {
-            let _ = nodes::docker(&["rm", "-f", "-v", name]);
-        }
-        for (name, _) in live.iter().filter(|(_, net)| *net) {
-            let _ = nodes::docker(&["network", "rm", name]);
-        }
-        std::process::exit(130);
-    });
 }
 
 /// The cloud: node names and roles, the controller ctl1 first.
@@ -255,10 +219,9 @@ impl Cloud {
     fn start(kit: &Kit, args: &Args, tag: &str) -> anyhow::Result<Self> {
         let t0 = Instant::now();
         let mut lab = NodeLab::new(&format!("bench-{tag}"));
-        remember(lab.network().to_owned(), true);
         let nodes = cloud_nodes(args);
+        nodes::remove_on_interrupt(&lab, nodes.iter().map(|(n, _)| n.as_str()));
         for (name, _) in &nodes {
-            remember(lab.container(name), false);
             // The engine starts a node again when its systemd ends: the reboot.
             lab.start(name, &["--restart", "always"]);
         }
@@ -427,7 +390,7 @@ impl Cloud {
 impl Drop for Cloud {
     fn drop(&mut self) {
         // NodeLab's own Drop removes the containers and the network.
-        forget_all();
+        nodes::forget_interruptible();
     }
 }
 
@@ -738,7 +701,7 @@ fn main() -> anyhow::Result<()> {
         "at least one controller (it runs the server)"
     );
     let kit = kit()?;
-    on_signal_clean_up();
+    nodes::clean_up_on_signal();
     let stamp = Timestamp::now().to_string().replace([':', '.'], "-");
     let out_dir = args.out.join(&stamp);
     std::fs::create_dir_all(&out_dir)?;
