@@ -147,6 +147,16 @@ pub struct Status {
 }
 
 impl Status {
+    /// What `campaign status --json` printed.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self, String> {
+        let bad = |e: serde_json::Error| format!("campaign status --json: {e}: {v}");
+        Ok(Status {
+            campaign: serde_json::from_value(v["campaign"].clone()).map_err(bad)?,
+            nodes: serde_json::from_value(v["nodes"].clone()).map_err(bad)?,
+            waiting: v["waiting"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+
     /// Node `name`'s run.
     pub fn run(&self, name: &str) -> Option<&NodeRun> {
         self.nodes.iter().find(|n| n.node == name)
@@ -273,13 +283,7 @@ impl Ops {
 
     /// `campaign status ID --json`.
     pub fn status(&self, id: &str) -> Result<Status, String> {
-        let v = self.cli_json(&["campaign", "status", id, "--json"])?;
-        let bad = |e: serde_json::Error| format!("campaign status --json: {e}: {v}");
-        Ok(Status {
-            campaign: serde_json::from_value(v["campaign"].clone()).map_err(bad)?,
-            nodes: serde_json::from_value(v["nodes"].clone()).map_err(bad)?,
-            waiting: v["waiting"].as_str().unwrap_or_default().to_owned(),
-        })
+        Status::from_json(&self.cli_json(&["campaign", "status", id, "--json"])?)
     }
 
     /// `campaign audit ID --json`.

@@ -27,9 +27,10 @@ use rollcall_proto::model::{Node, Role};
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_server::campaign::lifecycle::Step;
 use rollcall_server::campaign::record::Phase;
-use rollcall_server::campaign::record::{AuditEntry, Campaign, NodeRun};
+use rollcall_server::campaign::record::{AuditEntry, NodeRun};
 use rollcall_tests::fleet::max_unavailable;
 use rollcall_tests::nodes::{self, NodeLab, text};
+use rollcall_tests::ops::{self, Status};
 use rollcall_tests::{TempDir, in_ci};
 use serde_json::Value;
 
@@ -76,23 +77,6 @@ const FAKE_NOVA: &str = r#"#!/bin/sh
 # fake-nova-recording: stands in for the nova CLI (there is no OpenStack in
 # this test). Records each call: the hook, then the node it is about.
 echo "$*" >> /var/log/fake-hooks.log
-"#;
-
-const SERVER_TOML: &str = r#"# Written by tests/tests/campaign_e2e.rs.
-listen = "0.0.0.0:7443"
-data_dir = "/var/lib/rollcall"
-
-[tls]
-ca = "/etc/rollcall/pki/ca.crt"
-cert = "/etc/rollcall/pki/server.crt"
-key = "/etc/rollcall/pki/server.key"
-
-[agents]
-# Short, to keep the test quick: agents report every 2 s.
-report_interval_secs = 2
-
-[campaigns]
-tick_ms = 200
 "#;
 
 fn agent_toml(role: Role, container: &str) -> String {
@@ -236,7 +220,13 @@ impl Cloud {
                 });
             }
         });
-        lab.install_server(SERVER, &kit.server_deb, pki.path(), OPERATOR, SERVER_TOML);
+        lab.install_server(
+            SERVER,
+            &kit.server_deb,
+            pki.path(),
+            OPERATOR,
+            ops::SERVER_TOML,
+        );
         lab.write(
             SERVER,
             "/usr/local/bin/fake-nova-recording",
@@ -297,13 +287,7 @@ impl Cloud {
     }
 
     fn status(&self, id: &str) -> Result<Status, String> {
-        let v = self.cli_json(&["campaign", "status", id, "--json"])?;
-        let bad = |e: serde_json::Error| format!("campaign status --json: {e}: {v}");
-        Ok(Status {
-            campaign: serde_json::from_value(v["campaign"].clone()).map_err(bad)?,
-            nodes: serde_json::from_value(v["nodes"].clone()).map_err(bad)?,
-            waiting: v["waiting"].as_str().unwrap_or_default().to_owned(),
-        })
+        Status::from_json(&self.cli_json(&["campaign", "status", id, "--json"])?)
     }
 
     /// Polls `nodes list` until `check` holds for every node of the cloud.
@@ -352,38 +336,6 @@ impl Cloud {
             out.push_str(&format!("\n--- {name} ---\n{}", text(&journal)));
         }
         out
-    }
-}
-
-/// `campaign status --json`.
-#[derive(Debug)]
-struct Status {
-    campaign: Campaign,
-    nodes: Vec<NodeRun>,
-    waiting: String,
-}
-
-impl Status {
-    fn step(&self, node: &str) -> Step {
-        self.nodes
-            .iter()
-            .find(|n| n.node == node)
-            .map(|n| n.step)
-            .unwrap_or_else(|| panic!("{node} is not in the campaign: {self:#?}"))
-    }
-
-    fn summary(&self) -> String {
-        let steps: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("{} {}", n.node, n.step))
-            .collect();
-        let waiting = if self.waiting.is_empty() {
-            String::new()
-        } else {
-            format!(" (waiting: {})", self.waiting)
-        };
-        format!("{}: {}{waiting}", self.campaign.phase, steps.join(", "))
     }
 }
 
@@ -507,7 +459,11 @@ fn a_campaign_upgrades_reboots_and_brings_back_every_debian_node() {
         cloud.diagnostics()
     );
     for (name, _) in NODES {
-        assert_eq!(done.step(name), Step::Done, "{done:#?}");
+        assert_eq!(
+            done.run(name).map(|n| n.step),
+            Some(Step::Done),
+            "{done:#?}"
+        );
     }
 
     // Roles in order, computes two at a time.
