@@ -64,7 +64,8 @@ pub enum Advance {
     /// passed, or failed, to be tried again after the interval): record it
     /// with the action's outcome, then look again. `repeated`: it failed
     /// with the exit code and output of the try before, which the audit
-    /// already holds in full.
+    /// already holds in full (the detail says so): record it without its
+    /// output.
     Tried { detail: String, repeated: bool },
     /// The node failed; `run` is already `failed` with the reason in
     /// `note` (and `left_drained` set if it stays drained), or, with

@@ -108,6 +108,11 @@ pub(super) fn step(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase) -> Advanc
             let output = action.map(|a| (a.exit_code, fingerprint(&a.output_tail)));
             let repeated = output.is_some() && output == progress.last_output;
             progress.last_output = output;
+            let detail = if repeated {
+                format!("{detail} (the same output as the try before)")
+            } else {
+                detail
+            };
             Advance::Tried { detail, repeated }
         }
     }
@@ -165,8 +170,9 @@ pub fn stand_down(run: &mut NodeRun, phase: Phase, now: Timestamp) -> Option<Str
     }
     run.on(Event::GuardBlocked, Facts::default(), now);
     let why = format!("the campaign is {phase}: nothing was done to the node");
-    let cancelled = !control::guard_blocked(run, phase, &why, now) && run.step == Step::Skipped;
-    if !cancelled {
+    // Cancelled: skipped, with the note `guard_blocked` gives a skip.
+    control::guard_blocked(run, phase, &why, now);
+    if run.step != Step::Skipped {
         run.note.clone_from(&why);
     }
     Some(format!("gate-before stopped, now {}: {why}", run.step))

@@ -260,13 +260,9 @@ impl Scheduler {
                     // Every try is in the audit with its exit code, and its
                     // output unless the try before said the same.
                     let mut action = action;
-                    let detail = match action.as_mut() {
-                        Some(a) if repeated => {
-                            a.output_tail.clear();
-                            format!("{detail} (the same output as the try before)")
-                        }
-                        _ => detail,
-                    };
+                    if let Some(a) = action.as_mut().filter(|_| repeated) {
+                        a.output_tail.clear();
+                    }
                     self.record(id, run, "gate", detail, action.as_ref(), Vec::new())
                         .await?;
                 }
