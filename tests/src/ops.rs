@@ -213,18 +213,9 @@ impl Ops {
 
     /// `rollcall-server ARGS` on the server's node, as the operator.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new("docker");
-        cmd.arg("exec");
-        for env in [
-            "ROLLCALL_SERVER=https://localhost:7443".to_owned(),
-            "ROLLCALL_CA=/etc/rollcall/pki/ca.crt".to_owned(),
-            format!("ROLLCALL_CERT=/etc/rollcall/pki/operators/{OPERATOR}.crt"),
-            format!("ROLLCALL_KEY=/etc/rollcall/pki/operators/{OPERATOR}.key"),
-        ] {
-            cmd.arg("-e").arg(env);
-        }
-        cmd.arg(&self.container).arg("rollcall-server").args(args);
-        cmd.output().expect("run docker exec")
+        operator_cli(&self.container, OPERATOR, args)
+            .output()
+            .expect("run docker exec")
     }
 
     /// A `--json` command's answer, or why there is none.
@@ -295,25 +286,18 @@ impl Ops {
     /// The server's journal (and the agent's, where one runs), for a
     /// failure message.
     pub fn journal(&self, lab: &NodeLab, lines: u32) -> String {
-        let out = lab.exec(
-            &self.name,
-            &[
-                "journalctl",
-                "--no-pager",
-                "-o",
-                "short-precise",
-                "-n",
-                &lines.to_string(),
-                "-u",
-                "rollcall-server",
-            ],
-        );
-        format!("--- {} rollcall-server ---\n{}", self.name, text(&out))
+        unit_journal(lab, &self.name, "rollcall-server", lines)
     }
 }
 
 /// The agent's journal on node `name`, for a failure message.
 pub fn agent_journal(lab: &NodeLab, name: &str, lines: u32) -> String {
+    unit_journal(lab, name, "rollcall-agent", lines)
+}
+
+/// The last `lines` of `unit`'s journal on node `name`, headed by both.
+fn unit_journal(lab: &NodeLab, name: &str, unit: &str, lines: u32) -> String {
+    let lines = lines.to_string();
     let out = lab.exec(
         name,
         &[
@@ -322,12 +306,29 @@ pub fn agent_journal(lab: &NodeLab, name: &str, lines: u32) -> String {
             "-o",
             "short-precise",
             "-n",
-            &lines.to_string(),
+            &lines,
             "-u",
-            "rollcall-agent",
+            unit,
         ],
     );
-    format!("--- {name} rollcall-agent ---\n{}", text(&out))
+    format!("--- {name} {unit} ---\n{}", text(&out))
+}
+
+/// `rollcall-server ARGS` in `container`, as the operator `operator` whose
+/// certificate the server's pki holds, as an operator on that node runs it.
+pub fn operator_cli(container: &str, operator: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("docker");
+    cmd.arg("exec");
+    for env in [
+        "ROLLCALL_SERVER=https://localhost:7443".to_owned(),
+        "ROLLCALL_CA=/etc/rollcall/pki/ca.crt".to_owned(),
+        format!("ROLLCALL_CERT=/etc/rollcall/pki/operators/{operator}.crt"),
+        format!("ROLLCALL_KEY=/etc/rollcall/pki/operators/{operator}.key"),
+    ] {
+        cmd.arg("-e").arg(env);
+    }
+    cmd.arg(container).arg("rollcall-server").args(args);
+    cmd
 }
 
 /// One node's time in each step, from the audit's `step` lines: `precheck`

@@ -253,20 +253,7 @@ impl Cloud {
     }
 
     fn cli_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("docker");
-        cmd.arg("exec");
-        for env in [
-            "ROLLCALL_SERVER=https://localhost:7443".to_owned(),
-            "ROLLCALL_CA=/etc/rollcall/pki/ca.crt".to_owned(),
-            format!("ROLLCALL_CERT=/etc/rollcall/pki/operators/{OPERATOR}.crt"),
-            format!("ROLLCALL_KEY=/etc/rollcall/pki/operators/{OPERATOR}.key"),
-        ] {
-            cmd.arg("-e").arg(env);
-        }
-        cmd.arg(self.lab.container(SERVER))
-            .arg("rollcall-server")
-            .args(args);
-        cmd
+        ops::operator_cli(&self.lab.container(SERVER), OPERATOR, args)
     }
 
     /// A `--json` command's answer, or why there is none (ctl1 may be
