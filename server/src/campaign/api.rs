@@ -85,6 +85,9 @@ pub struct CampaignView {
     pub left_drained: Vec<String>,
     /// The blast-radius guard's impacts (see `blast.rs`), in listings too.
     pub impacts: Vec<Impact>,
+    /// What holds new starts from the spec's `[alerts]` (`alerts::Hold`),
+    /// in listings too; empty when nothing does.
+    pub alert_hold: String,
 }
 
 impl CampaignView {
@@ -126,6 +129,7 @@ impl CampaignView {
                 .map(|r| r.node.clone())
                 .collect(),
             impacts: campaign.blast.impacts.clone(),
+            alert_hold: String::new(),
         }
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blast::Blast;
 use super::lifecycle::{Event, Facts, Step};
+use super::silence::Lease;
 
 /// A campaign as started. The spec is kept as the TOML it was given in, so
 /// what the operator wrote is what `status` shows and what a restarted
@@ -134,6 +135,10 @@ pub struct NodeRun {
     /// entered again after the resume).
     #[serde(default)]
     pub gate_tries: u32,
+    /// The Alertmanager silence made for the node while it is under
+    /// maintenance (`silence.rs`); left out of JSON while none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<Lease>,
 }
 
 /// A gate step's progress: its hooks run in order, each tried until it
@@ -195,6 +200,7 @@ impl NodeRun {
             manual_undrains: 0,
             gate: None,
             gate_tries: 0,
+            silence: None,
         }
     }
 

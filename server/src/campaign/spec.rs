@@ -11,6 +11,7 @@ use std::time::Duration;
 use rollcall_proto::model::{Node, Role, glob_match};
 use serde::{Deserialize, Deserializer};
 
+pub use super::alerts::AlertsSpec;
 use super::lifecycle::{Facts, Step};
 pub use super::window::Window;
 
@@ -298,6 +299,9 @@ pub struct CampaignSpec {
     pub blast_radius_secs: u64,
     /// What an impact does: pause the campaign, or count against the budget.
     pub blast_radius: BlastRadius,
+    /// Alerts that hold new starts, and silences for nodes in flight
+    /// (`alerts.rs`, `silence.rs`); `None`: no monitoring is asked.
+    pub alerts: Option<AlertsSpec>,
 }
 
 impl Default for CampaignSpec {
@@ -318,6 +322,7 @@ impl Default for CampaignSpec {
             undrain_on_failure: false,
             blast_radius_secs: 120,
             blast_radius: BlastRadius::Pause,
+            alerts: None,
         }
     }
 }
@@ -416,6 +421,9 @@ impl CampaignSpec {
                 "blast_radius_secs must be at least 1 second: a container that blinks is no impact"
                     .into(),
             );
+        }
+        if let Some(alerts) = &self.alerts {
+            alerts.validate()?;
         }
         Ok(())
     }

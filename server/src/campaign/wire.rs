@@ -13,6 +13,7 @@ use super::blast::Impact;
 use super::lifecycle::Step;
 use super::record::Phase;
 use super::record::{AuditEntry, Campaign, ManualUndrain, NodeRun};
+use super::silence::Lease;
 
 impl From<Step> for v1::Step {
     fn from(s: Step) -> Self {
@@ -103,6 +104,7 @@ impl From<CampaignView> for v1::CampaignStatus {
             nodes_by_step: v.nodes_by_step.into_iter().collect(),
             left_drained: v.left_drained,
             impacts: v.impacts.into_iter().map(Into::into).collect(),
+            alert_hold: v.alert_hold,
         }
     }
 }
@@ -149,6 +151,8 @@ impl From<NodeRun> for v1::NodeRun {
             undrain_by: r.undrain.as_ref().map(|u| u.by.clone()).unwrap_or_default(),
             undrain_asked_at: r.undrain.as_ref().map(|u| timestamp_to_wire(u.asked_at)),
             failure: r.failure.unwrap_or_default(),
+            silence_id: r.silence.as_ref().map(|l| l.id.clone()).unwrap_or_default(),
+            silence_until: r.silence.as_ref().map(|l| timestamp_to_wire(l.until)),
         }
     }
 }
@@ -188,6 +192,12 @@ pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, ConvertErro
             // Internal: the gate's progress is in `note`.
             gate: None,
             gate_tries: 0,
+            silence: (!n.silence_id.is_empty()).then(|| Lease {
+                id: n.silence_id,
+                // Internal: only its id and end are shown.
+                from: rollcall_proto::timestamp::Timestamp::default(),
+                until: ts(n.silence_until).unwrap_or_default(),
+            }),
             node: n.node,
         });
     }
@@ -210,6 +220,7 @@ pub fn view_from_wire(s: v1::CampaignStatus) -> Result<CampaignView, ConvertErro
         waiting: s.waiting,
         ended: s.ended,
         left_drained: s.left_drained,
+        alert_hold: s.alert_hold,
         impacts: s
             .impacts
             .into_iter()
@@ -375,6 +386,11 @@ mod tests {
         let mut run = NodeRun::new("cmp1".into(), Role::Compute, now);
         run.enter(Step::WaitReturn, now);
         run.note = "waiting".into();
+        run.silence = Some(Lease {
+            id: "7d5f1d4e-0a6b-4c3e-9f5e-2b1f0e8c9a11".into(),
+            from: Timestamp::default(), // The server's own: not on the wire.
+            until: now,
+        });
         let mut failed = NodeRun::new("cmp2".into(), Role::Compute, now);
         failed.enter(Step::Failed, now);
         failed.left_drained = Some("nova-undrain".into());
@@ -403,6 +419,7 @@ mod tests {
             nodes_by_step: [("wait-return".to_owned(), 1)].into(),
             waiting: "campaign is paused".into(),
             ended: false,
+            alert_hold: "held by alert NodeDown{instance=\"cmp9:9100\"} firing since 11:20:00".into(),
             left_drained: vec!["cmp2".into()],
             impacts: vec![Impact {
                 node: "cmp9".into(),

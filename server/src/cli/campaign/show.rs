@@ -238,6 +238,7 @@ mod tests {
             nodes_by_step: BTreeMap::new(),
             waiting: String::new(),
             ended: false,
+            alert_hold: String::new(),
             left_drained: vec!["cmp03".into()],
             impacts: vec![crate::campaign::blast::Impact {
                 node: "cmp09\x1b[2J".into(),

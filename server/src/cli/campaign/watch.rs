@@ -194,6 +194,7 @@ mod tests {
             nodes_by_step: BTreeMap::new(),
             waiting: String::new(),
             ended: true,
+            alert_hold: String::new(),
             left_drained: vec![],
             impacts: Vec::new(),
         };

@@ -1,0 +1,866 @@
+//! Alert gating, pure: the spec's `[alerts]` (which monitoring APIs to
+//! ask, which alerts hold a campaign), Prometheus-style label matchers, and
+//! the one decision: does what the APIs said last hold new starts now?
+//!
+//! The rules:
+//! - An alert holds when its name fully matches `alertname` (if set) and
+//!   it matches every matcher of one entry of `matchers` (if any). Pending
+//!   alerts (only Prometheus knows them) hold only with `pending = true`.
+//! - With `ignore_nodes_in_flight`, an alert about a node the campaign is
+//!   working on is left out: one of its `node_labels` is the node's name,
+//!   or the name followed by `:` (a port) or `.` (a domain). Patching a
+//!   node is expected to make its own alerts fire.
+//! - With `ignore_silenced`, an alert Alertmanager reports silenced or
+//!   inhibited is left out, and so is Prometheus's copy of it (a
+//!   Prometheus alert whose labels all appear, equal, on a suppressed
+//!   Alertmanager alert: Alertmanager adds the external labels).
+//! - Fail closed: a source whose last try failed, that never answered, or
+//!   whose last answer is older than twice `check_secs` holds too, with
+//!   the reason.
+//!
+//! The scheduler's poller (`runner/monitor.rs`) asks the APIs and keeps
+//! the latest [`Observation`]; each pass calls [`verdict`] with the nodes
+//! in flight at that moment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rollcall_proto::timestamp::Timestamp;
+use serde::{Deserialize, Deserializer};
+
+pub mod answer;
+
+/// The longest label value a hold's description shows; the rest is cut
+/// with `…`. Labels come from the monitoring API: untrusted.
+const SHOWN_VALUE_CHARS: usize = 64;
+/// The longest a hold's description gets.
+const SHOWN_CHARS: usize = 400;
+
+/// `[alerts]`: the monitoring APIs a campaign asks, and the alerts that
+/// hold it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSpec {
+    /// Prometheus's base URL (`http://prometheus:9090`): `/api/v1/alerts`
+    /// gives pending and firing alerts.
+    pub prometheus_url: Option<String>,
+    /// Alertmanager's base URL (`http://alertmanager:9093`): `/api/v2/alerts`
+    /// gives firing alerts and whether they are silenced; silences for
+    /// nodes in flight are made there.
+    pub alertmanager_url: Option<String>,
+    /// An alert holds when it matches every matcher of one entry.
+    pub matchers: Vec<MatcherSet>,
+    /// A regex an alert's name must match whole.
+    pub alertname: Option<Pattern>,
+    /// Pending alerts hold too (Prometheus only).
+    pub pending: bool,
+    /// Leave out alerts about the nodes in flight.
+    pub ignore_nodes_in_flight: bool,
+    /// The labels that name an alert's node.
+    pub node_labels: Vec<String>,
+    /// Leave out alerts Alertmanager reports silenced or inhibited.
+    pub ignore_silenced: bool,
+    /// Seconds between two looks.
+    pub check_secs: u64,
+    /// Seconds one request may take; the smaller of 10 and `check_secs`
+    /// if unset.
+    pub timeout_secs: Option<u64>,
+    /// A CA file (PEM) for https URLs; the system's roots if unset.
+    pub ca: Option<PathBuf>,
+    pub silence: SilenceSpec,
+}
+
+impl Default for AlertsSpec {
+    fn default() -> Self {
+        Self {
+            prometheus_url: None,
+            alertmanager_url: None,
+            matchers: Vec::new(),
+            alertname: None,
+            pending: false,
+            ignore_nodes_in_flight: true,
+            node_labels: ["instance", "node", "host", "hostname"]
+                .map(String::from)
+                .to_vec(),
+            ignore_silenced: true,
+            check_secs: 15,
+            timeout_secs: None,
+            ca: None,
+            silence: SilenceSpec::default(),
+        }
+    }
+}
+
+/// `[alerts.silence]`: a silence in Alertmanager for each node from its
+/// drain to the end of its undrain (see `silence.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SilenceSpec {
+    /// On by default when `alertmanager_url` is set.
+    pub enabled: Option<bool>,
+    /// The silence's matchers; `{node}` stands for the node's name
+    /// (regex-escaped in `=~` and `!~` matchers).
+    pub matchers: Vec<String>,
+    /// How long a silence lasts unless renewed; renewed when less than
+    /// half is left.
+    pub lease_secs: u64,
+}
+
+impl Default for SilenceSpec {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            matchers: vec![r#"instance=~"{node}(:.*)?""#.into()],
+            lease_secs: 1_800,
+        }
+    }
+}
+
+impl AlertsSpec {
+    /// The checks made once, with the spec: one line each.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.prometheus_url.is_none() && self.alertmanager_url.is_none() {
+            return Err("alerts: set prometheus_url, alertmanager_url or both".into());
+        }
+        for (key, url) in [
+            ("alerts.prometheus_url", &self.prometheus_url),
+            ("alerts.alertmanager_url", &self.alertmanager_url),
+        ] {
+            if let Some(url) = url {
+                check_url(key, url)?;
+            }
+        }
+        if self.matchers.is_empty() && self.alertname.is_none() {
+            return Err(
+                "alerts: name the alerts that hold the campaign: matchers, alertname or both"
+                    .into(),
+            );
+        }
+        if let Some(empty) = self.matchers.iter().find(|m| m.0.is_empty()) {
+            return Err(format!(
+                "alerts.matchers: {empty} matches every alert; give at least one label matcher"
+            ));
+        }
+        if self.pending && self.prometheus_url.is_none() {
+            return Err(
+                "alerts.pending needs prometheus_url: only Prometheus knows pending alerts".into(),
+            );
+        }
+        if self.ignore_nodes_in_flight && self.node_labels.is_empty() {
+            return Err("alerts.node_labels is empty: name the labels that carry a node's name (or set ignore_nodes_in_flight = false)".into());
+        }
+        if self.check_secs == 0 || self.timeout_secs == Some(0) {
+            return Err("alerts: check_secs and timeout_secs must be at least 1 second".into());
+        }
+        if let Some(timeout) = self.timeout_secs.filter(|t| *t > self.check_secs) {
+            return Err(format!(
+                "alerts: timeout_secs ({timeout}) is longer than check_secs ({}): a look would outlast the next",
+                self.check_secs
+            ));
+        }
+        let silence = &self.silence;
+        if silence.enabled == Some(true) && self.alertmanager_url.is_none() {
+            return Err("alerts.silence.enabled needs alertmanager_url".into());
+        }
+        if self.silences() {
+            if silence.matchers.is_empty() {
+                return Err("alerts.silence.matchers is empty: a silence without matchers would silence everything".into());
+            }
+            if !silence.matchers.iter().any(|m| m.contains("{node}")) {
+                return Err("alerts.silence.matchers: none names {node}: the silence would not be the node's".into());
+            }
+            silence_matchers(&silence.matchers, "node-1.example")
+                .map_err(|e| format!("alerts.silence.matchers: {e}"))?;
+            if silence.lease_secs < 60 {
+                return Err("alerts.silence.lease_secs must be at least 60".into());
+            }
+            if silence.lease_secs < 4 * self.check_secs {
+                return Err(format!(
+                    "alerts.silence.lease_secs ({}) must be at least 4 × check_secs ({}): a lease is renewed at a check once half of it is left",
+                    silence.lease_secs, self.check_secs
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether silences are made for nodes in flight.
+    pub fn silences(&self) -> bool {
+        self.alertmanager_url.is_some() && self.silence.enabled.unwrap_or(true)
+    }
+
+    pub fn check_every(&self) -> Duration {
+        Duration::from_secs(self.check_secs)
+    }
+
+    /// How long one request may take.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.unwrap_or(self.check_secs.min(10)))
+    }
+
+    /// The APIs asked, Prometheus first.
+    pub fn sources(&self) -> Vec<Source> {
+        let mut sources = Vec::new();
+        if let Some(url) = &self.prometheus_url {
+            sources.push(Source::new(SourceKind::Prometheus, url));
+        }
+        if let Some(url) = &self.alertmanager_url {
+            sources.push(Source::new(SourceKind::Alertmanager, url));
+        }
+        sources
+    }
+
+    /// Whether `alert` is one of those that hold the campaign.
+    pub fn blocks(&self, alert: &Alert) -> bool {
+        self.alertname
+            .as_ref()
+            .is_none_or(|p| p.is_match(alert.name()))
+            && (self.matchers.is_empty() || self.matchers.iter().any(|m| m.matches(&alert.labels)))
+    }
+
+    /// Whether `alert` is about one of `nodes` (see the module's rules).
+    fn about(&self, alert: &Alert, nodes: &[&str]) -> bool {
+        self.node_labels
+            .iter()
+            .filter_map(|l| alert.labels.get(l))
+            .any(|value| nodes.iter().any(|node| names_node(value, node)))
+    }
+}
+
+/// `cmp-01`, `cmp-01:9100` and `cmp-01.example.org` name `cmp-01`;
+/// `cmp-010` does not.
+pub fn names_node(value: &str, node: &str) -> bool {
+    value
+        .strip_prefix(node)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with('.'))
+}
+
+/// A URL the server may ask: http or https, with a host.
+fn check_url(key: &str, url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{key} {url:?}: use an http:// or https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || url.contains(char::is_whitespace) {
+        return Err(format!("{key} {url:?}: the URL has no host"));
+    }
+    if url.contains(['?', '#']) {
+        return Err(format!(
+            "{key} {url:?}: give the API's base URL, without a query"
+        ));
+    }
+    Ok(())
+}
+
+/// Which monitoring API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SourceKind {
+    Prometheus,
+    Alertmanager,
+}
+
+rollcall_proto::names!(SourceKind, "source" {
+    Prometheus => "prometheus", Alertmanager => "alertmanager",
+});
+
+/// A monitoring API the campaign asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub kind: SourceKind,
+    /// The base URL, without a trailing `/`.
+    pub url: String,
+}
+
+impl Source {
+    pub fn new(kind: SourceKind, url: &str) -> Self {
+        Source {
+            kind,
+            url: url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The URL's host (and port), for messages.
+    pub fn host(&self) -> &str {
+        let rest = self.url.split_once("://").map_or(&*self.url, |(_, r)| r);
+        rest.split('/').next().unwrap_or(rest)
+    }
+
+    /// What to ask for the alerts: every active one (Alertmanager's
+    /// silenced ones too, so that Prometheus's copies of them can be left
+    /// out).
+    pub fn alerts_url(&self) -> String {
+        match self.kind {
+            SourceKind::Prometheus => format!("{}/api/v1/alerts", self.url),
+            SourceKind::Alertmanager => format!(
+                "{}/api/v2/alerts?active=true&silenced=true&inhibited=true&unprocessed=true",
+                self.url
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {}", self.kind, self.host())
+    }
+}
+
+/// A regex matched against a whole value (Prometheus anchors its regexes).
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    text: String,
+    regex: regex::Regex,
+}
+
+impl Pattern {
+    pub fn new(text: &str) -> Result<Self, String> {
+        let regex = regex::Regex::new(&format!("^(?:{text})$"))
+            .map_err(|e| format!("{text:?} is not a regex: {}", one_line(&e.to_string())))?;
+        Ok(Pattern {
+            text: text.to_owned(),
+            regex,
+        })
+    }
+
+    pub fn is_match(&self, value: &str) -> bool {
+        self.regex.is_match(value)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Pattern {}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Pattern::new(&s).map_err(|e| serde::de::Error::custom(format!("alertname: {e}")))
+    }
+}
+
+/// The regex crate's errors span lines (the pattern, a caret, the cause).
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .last()
+        .unwrap_or(s)
+        .to_owned()
+}
+
+/// How a matcher compares a label's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Equal,
+    NotEqual,
+    Regex,
+    NotRegex,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Equal => "=",
+            Op::NotEqual => "!=",
+            Op::Regex => "=~",
+            Op::NotRegex => "!~",
+        }
+    }
+
+    pub fn is_regex(self) -> bool {
+        matches!(self, Op::Regex | Op::NotRegex)
+    }
+
+    pub fn is_equal(self) -> bool {
+        matches!(self, Op::Equal | Op::Regex)
+    }
+}
+
+/// One label matcher, `severity="critical"` or `service=~"galera|rabbitmq"`.
+/// A missing label has the empty value, as in Prometheus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matcher {
+    pub name: String,
+    pub op: Op,
+    pub value: String,
+    pattern: Option<Pattern>,
+}
+
+impl Matcher {
+    pub fn new(name: &str, op: Op, value: &str) -> Result<Self, String> {
+        let pattern = if op.is_regex() {
+            Some(Pattern::new(value).map_err(|e| format!("{name}{}{e}", op.as_str()))?)
+        } else {
+            None
+        };
+        Ok(Matcher {
+            name: name.to_owned(),
+            op,
+            value: value.to_owned(),
+            pattern,
+        })
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let value = labels.get(&self.name).map_or("", String::as_str);
+        let found = match &self.pattern {
+            Some(p) => p.is_match(value),
+            None => value == self.value,
+        };
+        found == self.op.is_equal()
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{}", self.name, self.op.as_str(), quoted(&self.value))
+    }
+}
+
+/// A value as a matcher writes it: double-quoted, `"` and `\` escaped,
+/// and every character a terminal could obey shown as `for_terminal`
+/// shows it.
+fn quoted(value: &str) -> String {
+    format!("\"{}\"", escaped(value, true))
+}
+
+/// `s` with the characters `for_terminal` escapes shown escaped, and (in
+/// a quoted value) `"` and `\` backslash-escaped as matchers write them.
+fn escaped(s: &str, in_quotes: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut one = [0u8; 4];
+    for c in s.chars() {
+        match c {
+            '"' | '\\' if in_quotes => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push_str(&rollcall_proto::text::for_terminal(c.encode_utf8(&mut one))),
+        }
+    }
+    out
+}
+
+/// Matchers that must all match: `{severity="critical", service=~"galera"}`
+/// (the braces may be left out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatcherSet(pub Vec<Matcher>);
+
+impl MatcherSet {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|m| m.matches(labels))
+    }
+}
+
+impl fmt::Display for MatcherSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, m) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{m}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl FromStr for MatcherSet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let raw = parse_raw(s).map_err(|e| format!("matcher {s:?}: {e}"))?;
+        raw.into_iter()
+            .map(|(name, op, value)| Matcher::new(&name, op, &value))
+            .collect::<Result<Vec<_>, _>>()
+            .map(MatcherSet)
+            .map_err(|e| format!("matcher {s:?}: {e}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for MatcherSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("alerts.matchers: {e}")))
+    }
+}
+
+/// The silence's matchers for `node`: the spec's templates with `{node}`
+/// replaced (regex-escaped in a regex matcher), each checked.
+pub fn silence_matchers(templates: &[String], node: &str) -> Result<Vec<Matcher>, String> {
+    let mut out = Vec::new();
+    for template in templates {
+        let raw = parse_raw(template).map_err(|e| format!("matcher {template:?}: {e}"))?;
+        for (name, op, value) in raw {
+            let with = if op.is_regex() {
+                regex::escape(node)
+            } else {
+                node.to_owned()
+            };
+            let value = value.replace("{node}", &with);
+            out.push(Matcher::new(&name, op, &value).map_err(|e| format!("{template:?}: {e}"))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `{a="x", b=~"y"}` into (name, op, unescaped value) triples.
+fn parse_raw(s: &str) -> Result<Vec<(String, Op, String)>, String> {
+    let mut p = Parser {
+        chars: s.char_indices().peekable(),
+    };
+    p.skip_ws();
+    let braced = p.eat('{');
+    let mut out = Vec::new();
+    loop {
+        p.skip_ws();
+        if braced && p.eat('}') {
+            break;
+        }
+        if p.at_end() {
+            if braced {
+                return Err("no closing '}'".into());
+            }
+            break;
+        }
+        let name = p.name()?;
+        p.skip_ws();
+        let op = p.op(&name)?;
+        p.skip_ws();
+        let value = p.string(&name)?;
+        out.push((name, op, value));
+        p.skip_ws();
+        if !p.eat(',') {
+            if braced {
+                p.skip_ws();
+                if !p.eat('}') {
+                    return Err(p.unexpected("',' or '}'"));
+                }
+                break;
+            }
+            if !p.at_end() {
+                return Err(p.unexpected("','"));
+            }
+            break;
+        }
+    }
+    p.skip_ws();
+    if !p.at_end() {
+        return Err(p.unexpected("the end"));
+    }
+    Ok(out)
+}
+
+struct Parser<'a> {
+    chars: std::iter::Peekable<std::str::CharIndices<'a>>,
+}
+
+impl Parser<'_> {
+    fn skip_ws(&mut self) {
+        while self.chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+    }
+
+    fn eat(&mut self, want: char) -> bool {
+        self.chars.next_if(|(_, c)| *c == want).is_some()
+    }
+
+    fn at_end(&mut self) -> bool {
+        self.chars.peek().is_none()
+    }
+
+    fn unexpected(&mut self, wanted: &str) -> String {
+        match self.chars.peek() {
+            Some((i, c)) => format!("expected {wanted} at character {}, found {c:?}", i + 1),
+            None => format!("expected {wanted}, found the end"),
+        }
+    }
+
+    fn name(&mut self) -> Result<String, String> {
+        let mut name = String::new();
+        while let Some((_, c)) = self.chars.next_if(|(_, c)| {
+            c.is_ascii_alphanumeric() || *c == '_'
+        }) {
+            name.push(c);
+        }
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(self.unexpected("a label name"));
+        }
+        Ok(name)
+    }
+
+    fn op(&mut self, name: &str) -> Result<Op, String> {
+        let op = if self.eat('=') {
+            if self.eat('~') { Op::Regex } else { Op::Equal }
+        } else if self.eat('!') {
+            if self.eat('=') {
+                Op::NotEqual
+            } else if self.eat('~') {
+                Op::NotRegex
+            } else {
+                return Err(self.unexpected("'=' or '~' after '!'"));
+            }
+        } else {
+            return Err(self.unexpected(&format!("=, !=, =~ or !~ after {name}")));
+        };
+        Ok(op)
+    }
+
+    fn string(&mut self, name: &str) -> Result<String, String> {
+        if !self.eat('"') {
+            return Err(self.unexpected(&format!("a double-quoted value for {name}")));
+        }
+        let mut value = String::new();
+        loop {
+            match self.chars.next() {
+                None => return Err(format!("the value of {name} has no closing '\"'")),
+                Some((_, '"')) => return Ok(value),
+                Some((_, '\\')) => match self.chars.next() {
+                    Some((_, c @ ('"' | '\\'))) => value.push(c),
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, 't')) => value.push('\t'),
+                    Some((i, c)) => {
+                        return Err(format!(
+                            "unknown escape \\{c} at character {i} (use \\\\ for a backslash)"
+                        ));
+                    }
+                    None => return Err(format!("the value of {name} has no closing '\"'")),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        }
+    }
+}
+
+/// Whether an alert fires or waits out its `for:` (pending).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertState {
+    Pending,
+    Firing,
+}
+
+rollcall_proto::names!(AlertState, "alert state" {
+    Pending => "pending", Firing => "firing",
+});
+
+/// An alert as a monitoring API reported it (bounded by `answer`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    pub source: SourceKind,
+    pub labels: BTreeMap<String, String>,
+    pub state: AlertState,
+    /// Since when it is active (Prometheus) or firing (Alertmanager).
+    pub since: Option<Timestamp>,
+    /// Alertmanager silences or inhibits it.
+    pub suppressed: bool,
+}
+
+impl Alert {
+    pub fn name(&self) -> &str {
+        self.labels.get("alertname").map_or("", String::as_str)
+    }
+
+    /// Whether `am`, an Alertmanager alert, is this Prometheus alert as
+    /// Alertmanager got it (with the external labels added).
+    fn is_copy_in(&self, am: &Alert) -> bool {
+        self.labels.iter().all(|(k, v)| am.labels.get(k) == Some(v))
+    }
+
+    /// `GaleraClusterSize{instance="ctl2:9104", severity="critical"}`,
+    /// each value cut and every character a terminal could obey escaped.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&escaped(&cut(self.name(), SHOWN_VALUE_CHARS), false));
+        out.push('{');
+        let mut first = true;
+        for (k, v) in self.labels.iter().filter(|(k, _)| *k != "alertname") {
+            if !first {
+                out.push_str(", ");
+            }
+            first = false;
+            out.push_str(&escaped(&cut(k, SHOWN_VALUE_CHARS), false));
+            out.push('=');
+            out.push_str(&quoted(&cut(v, SHOWN_VALUE_CHARS)));
+        }
+        out.push('}');
+        out
+    }
+}
+
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// What one API said last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub kind: SourceKind,
+    /// When it last answered as documented.
+    pub answered_at: Option<Timestamp>,
+    /// The alerts of that answer.
+    pub alerts: Vec<Alert>,
+    /// Why the last try failed (unreachable, an error status, an answer
+    /// the API does not document); `None` when it answered.
+    pub failure: Option<String>,
+}
+
+impl Answer {
+    pub fn none(kind: SourceKind) -> Self {
+        Answer {
+            kind,
+            answered_at: None,
+            alerts: Vec::new(),
+            failure: None,
+        }
+    }
+}
+
+/// What the poller knows: the last answer of every source.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observation {
+    pub answers: Vec<Answer>,
+}
+
+/// Why no node starts: an alert, or a source that cannot be asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hold {
+    Alert {
+        alert: Alert,
+        /// Other alerts that would hold too.
+        others: usize,
+    },
+    Blind {
+        source: Source,
+        why: String,
+    },
+}
+
+impl Hold {
+    /// What stays the same while the same thing holds: a hold and its end
+    /// are audited once, not at every look.
+    pub fn key(&self) -> String {
+        match self {
+            Hold::Alert { alert, .. } => format!("alert {:?}", alert.labels),
+            Hold::Blind { source, .. } => format!("blind {source}"),
+        }
+    }
+
+    /// One line for `waiting`, status and the audit.
+    pub fn describe(&self) -> String {
+        let text = match self {
+            Hold::Alert { alert, others } => {
+                let mut s = format!("held by alert {} {}", alert.describe(), alert.state);
+                if let Some(since) = alert.since {
+                    let c = since.civil();
+                    s.push_str(&format!(
+                        " since {:02}:{:02}:{:02}",
+                        c.hour, c.minute, c.second
+                    ));
+                }
+                if *others > 0 {
+                    s.push_str(&format!(" (and {others} more)"));
+                }
+                s
+            }
+            Hold::Blind { source, why } => format!(
+                "held: {source} {}",
+                rollcall_proto::text::for_terminal(why)
+            ),
+        };
+        cut(&text, SHOWN_CHARS)
+    }
+}
+
+/// The decision of one pass: what holds new starts, given the latest
+/// observation, the nodes in flight and the time. Fails closed.
+pub fn verdict(
+    spec: &AlertsSpec,
+    seen: &Observation,
+    in_flight: &[&str],
+    now: Timestamp,
+) -> Option<Hold> {
+    let stale_after = spec.check_every() * 2;
+    let mut alerts = Vec::new();
+    for source in spec.sources() {
+        let answer = seen.answers.iter().find(|a| a.kind == source.kind);
+        let why = match answer {
+            None
+            | Some(Answer {
+                answered_at: None,
+                failure: None,
+                ..
+            }) => Some("has not answered yet".to_owned()),
+            Some(Answer {
+                failure: Some(f), ..
+            }) => Some(f.clone()),
+            Some(Answer {
+                answered_at: Some(at),
+                ..
+            }) if now.since(*at) > stale_after => Some(format!(
+                "has not answered for {}s (more than twice check_secs)",
+                now.since(*at).as_secs()
+            )),
+            Some(a) => {
+                alerts.extend(a.alerts.iter().cloned());
+                None
+            }
+        };
+        if let Some(why) = why {
+            return Some(Hold::Blind { source, why });
+        }
+    }
+    holding(spec, &alerts, in_flight)
+}
+
+/// The alert that holds new starts, if any, among `alerts` (see the
+/// module's rules): the one active longest (then by name and labels).
+pub fn holding(spec: &AlertsSpec, alerts: &[Alert], in_flight: &[&str]) -> Option<Hold> {
+    let suppressed: Vec<&Alert> = alerts.iter().filter(|a| a.suppressed).collect();
+    let mut held: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Firing || spec.pending)
+        .filter(|a| {
+            !spec.ignore_silenced
+                || !(a.suppressed
+                    || (a.source == SourceKind::Prometheus
+                        && suppressed.iter().any(|s| a.is_copy_in(s))))
+        })
+        .filter(|a| spec.blocks(a))
+        .filter(|a| !(spec.ignore_nodes_in_flight && spec.about(a, in_flight)))
+        .collect();
+    held.sort_by(|a, b| {
+        (a.since.is_none(), a.since, &a.labels).cmp(&(b.since.is_none(), b.since, &b.labels))
+    });
+    // The same alert from both APIs holds once.
+    let mut distinct: Vec<&Alert> = Vec::new();
+    for a in held {
+        if !distinct
+            .iter()
+            .any(|d| a.is_copy_in(d) || d.is_copy_in(a))
+        {
+            distinct.push(a);
+        }
+    }
+    let first = distinct.first()?;
+    Some(Hold::Alert {
+        alert: (*first).clone(),
+        others: distinct.len() - 1,
+    })
+}
+
+#[cfg(test)]
+mod tests;
