@@ -12,9 +12,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "Installing test tools: Debian packages, and grpcurl + Ansible into .venv"
+step "Installing test tools: Debian packages (Prometheus, Alertmanager, …), and grpcurl + Ansible into .venv"
 missing=""
-for tool in debootstrap:debootstrap rpm:rpm dpkg-scanpackages:dpkg-dev shellcheck:shellcheck; do
+# Debian's Prometheus (with promtool) and Alertmanager: the monitoring suites run
+# them on loopback ports of their own (their services are not started here).
+for tool in debootstrap:debootstrap rpm:rpm dpkg-scanpackages:dpkg-dev shellcheck:shellcheck \
+    prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager; do
     command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
 done
 if [ -n "$missing" ]; then

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod fleet;
 pub mod grpc;
+pub mod http;
 pub mod pki;
 pub mod renewal;
 pub mod revoke;

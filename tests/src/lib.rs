@@ -15,6 +15,7 @@ pub mod chaos;
 pub mod clusters;
 pub mod fleet;
 pub mod intake;
+pub mod monitoring;
 pub mod nodes;
 pub mod ops;
 pub mod sim;
