@@ -425,7 +425,13 @@ impl Matcher {
 
 impl fmt::Display for Matcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}{}", self.name, self.op.as_str(), quoted(&self.value))
+        write!(
+            f,
+            "{}{}{}",
+            self.name,
+            self.op.as_str(),
+            quoted(&self.value)
+        )
     }
 }
 
@@ -589,9 +595,10 @@ impl Parser<'_> {
 
     fn name(&mut self) -> Result<String, String> {
         let mut name = String::new();
-        while let Some((_, c)) = self.chars.next_if(|(_, c)| {
-            c.is_ascii_alphanumeric() || *c == '_'
-        }) {
+        while let Some((_, c)) = self
+            .chars
+            .next_if(|(_, c)| c.is_ascii_alphanumeric() || *c == '_')
+        {
             name.push(c);
         }
         if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
@@ -747,15 +754,27 @@ pub enum Hold {
         source: Source,
         why: String,
     },
+    /// A source not asked yet (the poller just started): a hold, but not
+    /// worth an audit line.
+    FirstLook {
+        source: Source,
+    },
 }
 
 impl Hold {
+    /// Whether it is worth an audit line (a first look is not: every
+    /// campaign starts with one).
+    pub fn audited(&self) -> bool {
+        !matches!(self, Hold::FirstLook { .. })
+    }
+
     /// What stays the same while the same thing holds: a hold and its end
     /// are audited once, not at every look.
     pub fn key(&self) -> String {
         match self {
             Hold::Alert { alert, .. } => format!("alert {:?}", alert.labels),
             Hold::Blind { source, .. } => format!("blind {source}"),
+            Hold::FirstLook { source } => format!("first look {source}"),
         }
     }
 
@@ -776,10 +795,12 @@ impl Hold {
                 }
                 s
             }
-            Hold::Blind { source, why } => format!(
-                "held: {source} {}",
-                rollcall_proto::text::for_terminal(why)
-            ),
+            Hold::Blind { source, why } => {
+                format!("held: {source} {}", rollcall_proto::text::for_terminal(why))
+            }
+            Hold::FirstLook { source } => {
+                format!("held: waiting for the first answer of {source}")
+            }
         };
         cut(&text, SHOWN_CHARS)
     }
@@ -803,7 +824,7 @@ pub fn verdict(
                 answered_at: None,
                 failure: None,
                 ..
-            }) => Some("has not answered yet".to_owned()),
+            }) => return Some(Hold::FirstLook { source }),
             Some(Answer {
                 failure: Some(f), ..
             }) => Some(f.clone()),
@@ -848,10 +869,7 @@ pub fn holding(spec: &AlertsSpec, alerts: &[Alert], in_flight: &[&str]) -> Optio
     // The same alert from both APIs holds once.
     let mut distinct: Vec<&Alert> = Vec::new();
     for a in held {
-        if !distinct
-            .iter()
-            .any(|d| a.is_copy_in(d) || d.is_copy_in(a))
-        {
+        if !distinct.iter().any(|d| a.is_copy_in(d) || d.is_copy_in(a)) {
             distinct.push(a);
         }
     }

@@ -11,7 +11,7 @@
 //! what the store holds, so a restarted server picks every campaign up
 //! where it stood and never repeats a finished step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use rollcall_proto::timestamp::Timestamp;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::alerts::Hold;
 use super::api::{Command, Refused};
 use super::blast::Clocks as BlastClocks;
 use super::control::{self, Selection, with_reason};
@@ -35,6 +36,7 @@ use crate::store::{StoreHealth, StoredCampaign, WriterHandle};
 
 mod blast;
 mod forget;
+mod monitor;
 mod pass;
 
 pub use forget::{ForgetError, holder};
@@ -56,15 +58,52 @@ struct Live {
     /// Since when each container the blast-radius guard judges is bad
     /// (`runner/blast.rs`). Memory only, like `guard_since`.
     blast_clocks: BlastClocks,
+    /// The poller of the spec's `[alerts]` (`runner/monitor.rs`), while
+    /// the campaign is open or a node holds a silence.
+    monitor: Option<monitor::MonitorLink>,
+    /// What holds new starts from `[alerts]`, as last audited. Memory
+    /// only: a restarted server audits a hold that goes on once more.
+    hold: Option<Hold>,
+    /// Nodes whose last silence request failed: only the first failure of
+    /// a streak is audited.
+    silence_failing: BTreeSet<String>,
 }
 
 impl Live {
+    fn new(
+        campaign: Campaign,
+        spec: CampaignSpec,
+        runs: BTreeMap<String, NodeRun>,
+        audit: Vec<AuditEntry>,
+    ) -> Self {
+        Live {
+            campaign,
+            spec,
+            runs,
+            audit,
+            waiting: String::new(),
+            guard_since: None,
+            blast_clocks: BlastClocks::new(),
+            monitor: None,
+            hold: None,
+            silence_failing: BTreeSet::new(),
+        }
+    }
+
     fn view(&self) -> CampaignView {
-        CampaignView::full(&self.campaign, &self.runs, &self.waiting)
+        let mut view = CampaignView::full(&self.campaign, &self.runs, &self.waiting);
+        view.alert_hold = self.hold_text();
+        view
     }
 
     fn summary(&self) -> CampaignView {
-        CampaignView::summary(&self.campaign, &self.runs, &self.waiting)
+        let mut view = CampaignView::summary(&self.campaign, &self.runs, &self.waiting);
+        view.alert_hold = self.hold_text();
+        view
+    }
+
+    fn hold_text(&self) -> String {
+        self.hold.as_ref().map(Hold::describe).unwrap_or_default()
     }
 
     fn ended(&self) -> bool {
@@ -102,6 +141,12 @@ pub struct Scheduler {
     /// When the blast-radius guard last looked at the fleet: at most once
     /// per `runner::blast::LOOK_GAP`, however often passes run.
     blast_looked: Option<tokio::time::Instant>,
+    /// What the campaigns' monitoring pollers did with silences
+    /// (`runner/monitor.rs`); they also poke `wake` with each new answer.
+    monitor_reports: mpsc::Sender<monitor::Report>,
+    wake: Arc<Notify>,
+    /// The pollers stop with the scheduler.
+    shutdown: CancellationToken,
 }
 
 const EVENT_BUFFER: usize = 4_096;
@@ -134,19 +179,12 @@ impl Scheduler {
             let runs = s.runs.into_iter().map(|r| (r.node.clone(), r)).collect();
             campaigns.insert(
                 s.campaign.id.clone(),
-                Live {
-                    campaign: s.campaign,
-                    spec,
-                    runs,
-                    audit: s.audit,
-                    waiting: String::new(),
-                    guard_since: None,
-                    blast_clocks: BlastClocks::new(),
-                },
+                Live::new(s.campaign, spec, runs, s.audit),
             );
         }
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let store = writer.health();
+        let (monitor_reports, reports) = mpsc::channel(monitor::REPORT_BUFFER);
         let scheduler = Scheduler {
             campaigns,
             fleet,
@@ -155,15 +193,19 @@ impl Scheduler {
             store,
             held_since: None,
             blast_looked: None,
+            monitor_reports,
+            wake: wake.clone(),
+            shutdown: shutdown.child_token(),
         };
         let (tx, rx) = mpsc::channel(256);
-        let task = tokio::spawn(scheduler.run(rx, wake, tick, shutdown));
+        let task = tokio::spawn(scheduler.run(rx, reports, wake, tick, shutdown));
         (CampaignHandle::new(tx), task)
     }
 
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Command>,
+        mut reports: mpsc::Receiver<monitor::Report>,
         wake: Arc<Notify>,
         tick: Duration,
         shutdown: CancellationToken,
@@ -186,6 +228,7 @@ impl Scheduler {
                     self.follow_undrains().await;
                 }
                 Ok(()) = self.store.changed() => self.pass().await,
+                Some(report) = reports.recv() => self.take_silence(report).await,
                 _ = wake.notified() => {
                     // Many wake-ups in a burst (a fleet reconnecting) make
                     // one pass, at most one per MIN_PASS_GAP.
@@ -307,19 +350,16 @@ impl Scheduler {
         self.writer.put_campaign(change.write.clone()).await?;
         tracing::info!(campaign = %id, operator = %Untrusted(operator), nodes = selection.members.len(), skipped = selection.skipped.len(), "Campaign started.");
         let write = change.write;
-        let live = Live {
-            campaign: write.campaign.expect("a new campaign is written whole"),
+        let live = Live::new(
+            write.campaign.expect("a new campaign is written whole"),
             spec,
-            runs: write
+            write
                 .nodes
                 .into_iter()
                 .map(|(_, r)| (r.node.clone(), r))
                 .collect(),
-            audit: write.audit,
-            waiting: String::new(),
-            guard_since: None,
-            blast_clocks: BlastClocks::new(),
-        };
+            write.audit,
+        );
         let view = live.view();
         self.campaigns.insert(id.clone(), live);
         self.emit(&id, "", None, change.message);

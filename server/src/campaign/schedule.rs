@@ -8,6 +8,8 @@
 //! 2. More failed nodes than the error budget: pause.
 //! 3. Every node finished: complete.
 //! 4. Outside the maintenance window no node starts (nodes in flight finish).
+//!    Nor while an alert of the spec's `[alerts]` holds (or its monitoring
+//!    API cannot be asked: `alerts::verdict`); nothing fails.
 //! 5. Roles go one after another in `role_order`; a role starts only when
 //!    every node of the roles before it has finished.
 //! 6. Within a role, the nodes unavailable to the cloud (this campaign's
@@ -89,7 +91,8 @@ impl Pass {
 }
 
 /// `guard_since`: when the quorum guard wait that goes on now began (the
-/// last passes all said `guard`), or `None`.
+/// last passes all said `guard`), or `None`. `alert_hold`: what holds new
+/// starts from the spec's `[alerts]` (`alerts::Hold::describe`), if anything.
 pub fn next_steps(
     spec: &CampaignSpec,
     phase: Phase,
@@ -97,6 +100,7 @@ pub fn next_steps(
     fleet: &BTreeMap<String, Health>,
     now: Timestamp,
     guard_since: Option<Timestamp>,
+    alert_hold: Option<&str>,
 ) -> Pass {
     if phase != Phase::Running {
         return Pass::wait(format!("campaign is {phase}"));
@@ -116,6 +120,9 @@ pub fn next_steps(
     }
     if let Some(reason) = spec.window.as_ref().and_then(|w| w.wait_reason(now)) {
         return Pass::wait(reason);
+    }
+    if let Some(hold) = alert_hold {
+        return Pass::wait(hold.to_owned());
     }
     let Some(role) = spec.role_order.iter().copied().find(|r| {
         members
@@ -249,7 +256,7 @@ mod tests {
             .iter()
             .map(|m| (m.name.clone(), healthy(m.role)))
             .collect();
-        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None, None);
         assert_eq!(starts(&pass), ["cmp1", "cmp2"]);
     }
 
@@ -277,6 +284,7 @@ mod tests {
                 &members,
                 &fleet,
                 now(),
+                None,
                 None
             )),
             ["cmp1"]
@@ -302,7 +310,7 @@ mod tests {
                 healthy: false,
             },
         );
-        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None, None);
         assert!(starts(&pass).is_empty());
         assert!(
             pass.waiting.as_deref().is_some_and(|w| w.contains("ctl3")),
@@ -316,6 +324,7 @@ mod tests {
                 &members,
                 &fleet,
                 now(),
+                None,
                 None
             )),
             ["ctl1"]
@@ -354,7 +363,7 @@ mod tests {
                 healthy: true,
             },
         );
-        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None, None);
         assert_eq!(
             pause_reason(&pass),
             Some(
@@ -366,7 +375,7 @@ mod tests {
         // Once an operator accepts the failure (the runner then shows it as
         // skipped), the guard waits again, with its clock.
         members[0].step = Step::Skipped;
-        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None, None);
         assert!(pass.guard && pass.decisions.is_empty(), "{pass:?}");
         // A failed controller that is back and healthy blocks nothing.
         members[0].step = Step::Failed;
@@ -378,6 +387,7 @@ mod tests {
                 &members,
                 &fleet,
                 now(),
+                None,
                 None
             )),
             ["ctl2"]
@@ -403,7 +413,7 @@ mod tests {
             },
         );
         let at = |secs: i64| Timestamp::from_unix_millis(now().unix_millis() + secs * 1_000);
-        let pass = next_steps(&spec, Phase::Running, &members, &fleet, at(0), None);
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, at(0), None, None);
         assert!(pass.guard && pass.decisions.is_empty(), "{pass:?}");
         assert_eq!(
             pass.waiting.as_deref(),
@@ -417,6 +427,7 @@ mod tests {
                 &fleet,
                 at(secs),
                 Some(at(0)),
+                None,
             )
         };
         assert!(
@@ -438,8 +449,35 @@ mod tests {
             &fleet,
             at(601),
             Some(at(0)),
+            None,
         );
         assert!(!pass.guard && starts(&pass) == ["ctl1"], "{pass:?}");
+    }
+
+    #[test]
+    fn an_alert_holds_new_starts_but_never_the_budget_or_the_end() {
+        let spec = CampaignSpec::default();
+        let mut members = vec![member("cmp1", Role::Compute), member("cmp2", Role::Compute)];
+        let fleet = members
+            .iter()
+            .map(|m| (m.name.clone(), healthy(m.role)))
+            .collect();
+        let hold = Some("held by alert NodeDown{} firing");
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None, hold);
+        assert!(starts(&pass).is_empty(), "{pass:?}");
+        assert_eq!(pass.waiting.as_deref(), hold);
+        let free = next_steps(&spec, Phase::Running, &members, &fleet, now(), None, None);
+        assert_eq!(starts(&free), ["cmp1"], "the same pass without the hold");
+        members[0].step = Step::Failed;
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None, hold);
+        assert!(
+            matches!(&pass.decisions[..], [Decision::Pause(r)] if r.contains("budget")),
+            "an exhausted budget still pauses: {pass:?}"
+        );
+        members[0].step = Step::Done;
+        members[1].step = Step::Done;
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None, hold);
+        assert_eq!(pass.decisions, [Decision::Complete], "nothing left to hold");
     }
 
     #[test]
@@ -451,7 +489,7 @@ mod tests {
             .map(|m| (m.name.clone(), healthy(m.role)))
             .collect();
         members[0].step = Step::Failed;
-        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None, None);
         assert!(
             matches!(&pass.decisions[..], [Decision::Pause(r)] if r.contains("budget")),
             "{pass:?}"
@@ -464,6 +502,7 @@ mod tests {
                 &members,
                 &fleet,
                 now(),
+                None,
                 None
             )),
             ["cmp2"]
@@ -471,14 +510,14 @@ mod tests {
         spec.window = CampaignSpec::parse("[window]\nstart = \"01:00\"\nend = \"02:00\"")
             .expect("window")
             .window;
-        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None);
+        let pass = next_steps(&spec, Phase::Running, &members, &fleet, now(), None, None);
         assert!(
             starts(&pass).is_empty()
                 && pass.waiting.as_deref()
                     == Some("outside the maintenance window; it opens Sun 2026-11-22 01:00 UTC")
         );
         assert!(
-            next_steps(&spec, Phase::Paused, &members, &fleet, now(), None)
+            next_steps(&spec, Phase::Paused, &members, &fleet, now(), None, None)
                 .decisions
                 .is_empty()
         );
@@ -581,6 +620,7 @@ mod tests {
                     &fleet,
                     clock,
                     guard_since,
+                    None,
                 );
                 if pass.guard {
                     let since = *guard_since.get_or_insert(clock);

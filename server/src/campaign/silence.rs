@@ -56,11 +56,22 @@ pub fn wanted(step: Step) -> bool {
 /// What the poller does about one node's silence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Act {
-    Create { node: String },
-    Renew { node: String, lease: Lease },
-    Expire { node: String, lease: Lease },
+    Create {
+        node: String,
+    },
+    Renew {
+        node: String,
+        lease: Lease,
+    },
+    Expire {
+        node: String,
+        lease: Lease,
+    },
     /// The lease ended by itself (an expiry kept failing): nothing to ask.
-    Lapsed { node: String, lease: Lease },
+    Lapsed {
+        node: String,
+        lease: Lease,
+    },
 }
 
 /// What to do now, for the nodes that want a silence (`wanted`) and the
@@ -305,7 +316,11 @@ mod tests {
             br#"{"id":"x"}"#,
             b"oops",
         ] {
-            assert!(posted_id(body).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(
+                posted_id(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
         assert_eq!(
             expire_url("http://am:9093/", "abc"),

@@ -449,6 +449,7 @@ impl Sim {
             &fleet,
             self.now,
             self.guard_since,
+            None,
         );
         self.guard_since = if pass.guard {
             self.guard_since.or(Some(self.now))

@@ -419,7 +419,8 @@ mod tests {
             nodes_by_step: [("wait-return".to_owned(), 1)].into(),
             waiting: "campaign is paused".into(),
             ended: false,
-            alert_hold: "held by alert NodeDown{instance=\"cmp9:9100\"} firing since 11:20:00".into(),
+            alert_hold: "held by alert NodeDown{instance=\"cmp9:9100\"} firing since 11:20:00"
+                .into(),
             left_drained: vec!["cmp2".into()],
             impacts: vec![Impact {
                 node: "cmp9".into(),

@@ -200,17 +200,30 @@ mod tests {
             "the offset is read"
         );
         assert_eq!(alerts[1].state, AlertState::Pending);
-        assert!(alerts.iter().all(|a| a.source == SourceKind::Prometheus && !a.suppressed));
+        assert!(
+            alerts
+                .iter()
+                .all(|a| a.source == SourceKind::Prometheus && !a.suppressed)
+        );
     }
 
     #[test]
     fn an_undocumented_or_failed_prometheus_answer_is_an_error() {
         for (body, needle) in [
             (&b"<html>proxy error</html>"[..], "does not document"),
-            (br#"{"status":"error","errorType":"x","error":"boom"}"#, "boom"),
+            (
+                br#"{"status":"error","errorType":"x","error":"boom"}"#,
+                "boom",
+            ),
             (br#"{"status":"success"}"#, "without data.alerts"),
-            (br#"{"status":"success","data":{"alerts":[{"labels":{},"state":"odd"}]}}"#, "\"odd\""),
-            (br#"{"status":"success","data":{"alerts":[{"state":"firing"}]}}"#, "labels"),
+            (
+                br#"{"status":"success","data":{"alerts":[{"labels":{},"state":"odd"}]}}"#,
+                "\"odd\"",
+            ),
+            (
+                br#"{"status":"success","data":{"alerts":[{"state":"firing"}]}}"#,
+                "labels",
+            ),
         ] {
             let e = prometheus(body).expect_err(needle);
             assert!(e.contains(needle) && !e.contains('\n'), "{e}");
@@ -246,11 +259,15 @@ mod tests {
     #[test]
     fn answers_are_bounded() {
         let long = "x".repeat(5_000);
-        let body = format!(r#"[{{"labels":{{"alertname":"{long}"}},"status":{{"state":"active"}}}}]"#);
+        let body =
+            format!(r#"[{{"labels":{{"alertname":"{long}"}},"status":{{"state":"active"}}}}]"#);
         let alerts = alertmanager(body.as_bytes()).expect("reads");
         assert_eq!(alerts[0].name().len(), MAX_LABEL_BYTES);
         let many: Vec<String> = (0..=MAX_LABELS).map(|i| format!(r#""l{i}":"v""#)).collect();
-        let body = format!(r#"[{{"labels":{{{}}},"status":{{"state":"active"}}}}]"#, many.join(","));
+        let body = format!(
+            r#"[{{"labels":{{{}}},"status":{{"state":"active"}}}}]"#,
+            many.join(",")
+        );
         assert!(alertmanager(body.as_bytes()).is_err());
         let one = r#"{"labels":{},"status":{"state":"active"}}"#;
         let body = format!("[{}]", vec![one; MAX_ALERTS + 1].join(","));

@@ -49,9 +49,18 @@ fn matchers_parse_with_and_without_braces_and_print_back() {
 #[test]
 fn a_bad_matcher_is_one_line_that_says_where() {
     for (text, needle) in [
-        (r#"{severity="critical""#, "expected ',' or '}', found the end"),
-        (r#"{severity:"critical"}"#, "=, !=, =~ or !~ after severity at character 10"),
-        (r#"{severity=critical}"#, "a double-quoted value for severity"),
+        (
+            r#"{severity="critical""#,
+            "expected ',' or '}', found the end",
+        ),
+        (
+            r#"{severity:"critical"}"#,
+            "=, !=, =~ or !~ after severity at character 10",
+        ),
+        (
+            r#"{severity=critical}"#,
+            "a double-quoted value for severity",
+        ),
         (r#"{severity="critical}"#, "no closing '\"'"),
         (r#"{1abc="x"}"#, "a label name"),
         (r#"{a=~"(unclosed"}"#, "is not a regex"),
@@ -83,11 +92,20 @@ fn an_alert_holds_when_its_name_and_one_matcher_entry_match() {
     let s = spec(&format!(
         "{PROM}alertname = \"Galera.*\"\nmatchers = ['{{severity=\"critical\"}}', '{{severity=\"page\"}}']\n"
     ));
-    let a = |name: &str, sev: &str| alert(&[("alertname", name), ("severity", sev)], AlertState::Firing, "2026-11-21T12:00:00Z");
+    let a = |name: &str, sev: &str| {
+        alert(
+            &[("alertname", name), ("severity", sev)],
+            AlertState::Firing,
+            "2026-11-21T12:00:00Z",
+        )
+    };
     assert!(s.blocks(&a("GaleraClusterSize", "critical")));
     assert!(s.blocks(&a("GaleraDown", "page")));
     assert!(!s.blocks(&a("GaleraDown", "warning")));
-    assert!(!s.blocks(&a("XGalera", "critical")), "the name matches whole");
+    assert!(
+        !s.blocks(&a("XGalera", "critical")),
+        "the name matches whole"
+    );
     let by_name = spec(&format!("{PROM}alertname = \"Watchdog\"\n"));
     assert!(by_name.blocks(&a("Watchdog", "none")));
 }
@@ -95,7 +113,11 @@ fn an_alert_holds_when_its_name_and_one_matcher_entry_match() {
 #[test]
 fn pending_alerts_hold_only_when_asked() {
     let firing_only = spec(&format!("{PROM}alertname = \".*\"\n"));
-    let pending = vec![alert(&[("alertname", "A")], AlertState::Pending, "2026-11-21T12:00:00Z")];
+    let pending = vec![alert(
+        &[("alertname", "A")],
+        AlertState::Pending,
+        "2026-11-21T12:00:00Z",
+    )];
     assert_eq!(holding(&firing_only, &pending, &[]), None);
     let with_pending = spec(&format!("{PROM}alertname = \".*\"\npending = true\n"));
     assert!(holding(&with_pending, &pending, &[]).is_some());
@@ -105,15 +127,39 @@ fn pending_alerts_hold_only_when_asked() {
 fn alerts_about_nodes_in_flight_are_left_out_unless_asked_not_to() {
     let s = spec(&format!("{PROM}alertname = \".*\"\n"));
     let about = |label: &str, value: &str| {
-        vec![alert(&[("alertname", "NodeDown"), (label, value)], AlertState::Firing, "2026-11-21T12:00:00Z")]
+        vec![alert(
+            &[("alertname", "NodeDown"), (label, value)],
+            AlertState::Firing,
+            "2026-11-21T12:00:00Z",
+        )]
     };
-    for (label, value) in [("instance", "cmp-01:9100"), ("node", "cmp-01"), ("host", "cmp-01.example.org"), ("hostname", "cmp-01")] {
-        assert_eq!(holding(&s, &about(label, value), &["cmp-01"]), None, "{label}={value}");
+    for (label, value) in [
+        ("instance", "cmp-01:9100"),
+        ("node", "cmp-01"),
+        ("host", "cmp-01.example.org"),
+        ("hostname", "cmp-01"),
+    ] {
+        assert_eq!(
+            holding(&s, &about(label, value), &["cmp-01"]),
+            None,
+            "{label}={value}"
+        );
     }
-    assert!(holding(&s, &about("instance", "cmp-010:9100"), &["cmp-01"]).is_some(), "another node");
-    assert!(holding(&s, &about("job", "cmp-01"), &["cmp-01"]).is_some(), "not a node label");
-    assert!(holding(&s, &about("instance", "cmp-01:9100"), &["cmp-02"]).is_some(), "not in flight");
-    let strict = spec(&format!("{PROM}alertname = \".*\"\nignore_nodes_in_flight = false\n"));
+    assert!(
+        holding(&s, &about("instance", "cmp-010:9100"), &["cmp-01"]).is_some(),
+        "another node"
+    );
+    assert!(
+        holding(&s, &about("job", "cmp-01"), &["cmp-01"]).is_some(),
+        "not a node label"
+    );
+    assert!(
+        holding(&s, &about("instance", "cmp-01:9100"), &["cmp-02"]).is_some(),
+        "not in flight"
+    );
+    let strict = spec(&format!(
+        "{PROM}alertname = \".*\"\nignore_nodes_in_flight = false\n"
+    ));
     assert!(holding(&strict, &about("instance", "cmp-01:9100"), &["cmp-01"]).is_some());
 }
 
@@ -121,28 +167,55 @@ fn alerts_about_nodes_in_flight_are_left_out_unless_asked_not_to() {
 fn silenced_alerts_and_their_prometheus_copies_are_left_out() {
     let both = format!("{PROM}alertmanager_url = \"http://am:9093\"\nalertname = \".*\"\n");
     let s = spec(&both);
-    let prom = alert(&[("alertname", "A"), ("instance", "x:1")], AlertState::Firing, "2026-11-21T12:00:00Z");
+    let prom = alert(
+        &[("alertname", "A"), ("instance", "x:1")],
+        AlertState::Firing,
+        "2026-11-21T12:00:00Z",
+    );
     let mut am = prom.clone();
     am.source = SourceKind::Alertmanager;
     am.labels.insert("cluster".into(), "eu1".into()); // an external label
     am.suppressed = true;
     assert_eq!(holding(&s, &[prom.clone(), am.clone()], &[]), None);
-    let held = holding(&spec(&format!("{both}ignore_silenced = false\n")), &[prom.clone(), am.clone()], &[]);
+    let held = holding(
+        &spec(&format!("{both}ignore_silenced = false\n")),
+        &[prom.clone(), am.clone()],
+        &[],
+    );
     assert!(
         matches!(held, Some(Hold::Alert { others: 0, .. })),
         "one alert from both APIs holds once: {held:?}"
     );
     am.suppressed = false;
-    assert!(matches!(holding(&s, &[prom, am], &[]), Some(Hold::Alert { others: 0, .. })));
+    assert!(matches!(
+        holding(&s, &[prom, am], &[]),
+        Some(Hold::Alert { others: 0, .. })
+    ));
 }
 
 #[test]
 fn the_oldest_alert_is_named_with_the_count_of_the_others() {
     let s = spec(&format!("{PROM}matchers = ['{{severity=\"critical\"}}']\n"));
     let alerts = vec![
-        alert(&[("alertname", "New"), ("severity", "critical")], AlertState::Firing, "2026-11-21T12:05:00Z"),
-        alert(&[("alertname", "GaleraClusterSize"), ("instance", "ctl2:9104"), ("severity", "critical")], AlertState::Firing, "2026-11-21T12:03:10Z"),
-        alert(&[("alertname", "Minor"), ("severity", "warning")], AlertState::Firing, "2026-11-21T11:00:00Z"),
+        alert(
+            &[("alertname", "New"), ("severity", "critical")],
+            AlertState::Firing,
+            "2026-11-21T12:05:00Z",
+        ),
+        alert(
+            &[
+                ("alertname", "GaleraClusterSize"),
+                ("instance", "ctl2:9104"),
+                ("severity", "critical"),
+            ],
+            AlertState::Firing,
+            "2026-11-21T12:03:10Z",
+        ),
+        alert(
+            &[("alertname", "Minor"), ("severity", "warning")],
+            AlertState::Firing,
+            "2026-11-21T11:00:00Z",
+        ),
     ];
     let hold = holding(&s, &alerts, &[]).expect("held");
     assert_eq!(
@@ -156,10 +229,24 @@ fn the_oldest_alert_is_named_with_the_count_of_the_others() {
 #[test]
 fn a_hold_description_is_escaped_and_bounded() {
     let evil = format!("\x1b]0;owned\x07{}", "v".repeat(500));
-    let a = alert(&[("alertname", "A\u{202e}B"), ("instance", &evil)], AlertState::Firing, "2026-11-21T12:00:00Z");
-    let text = Hold::Alert { alert: a, others: 0 }.describe();
-    assert!(!text.chars().any(|c| c.is_control() || c == '\u{202e}'), "{text}");
-    assert!(text.contains(r"\x1b]0;owned") && text.contains(r"\u{202e}"), "{text}");
+    let a = alert(
+        &[("alertname", "A\u{202e}B"), ("instance", &evil)],
+        AlertState::Firing,
+        "2026-11-21T12:00:00Z",
+    );
+    let text = Hold::Alert {
+        alert: a,
+        others: 0,
+    }
+    .describe();
+    assert!(
+        !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "{text}"
+    );
+    assert!(
+        text.contains(r"\x1b]0;owned") && text.contains(r"\u{202e}"),
+        "{text}"
+    );
     assert!(text.chars().count() < 260, "{}", text.len());
 }
 
@@ -178,7 +265,11 @@ fn the_verdict_fails_closed() {
     let seen = Observation {
         answers: vec![fine(SourceKind::Prometheus), fine(SourceKind::Alertmanager)],
     };
-    assert_eq!(verdict(&s, &seen, &[], now), None, "both answered, nothing fires");
+    assert_eq!(
+        verdict(&s, &seen, &[], now),
+        None,
+        "both answered, nothing fires"
+    );
 
     let mut failed = seen.clone();
     failed.answers[1].failure = Some("unreachable: am:9093: cannot connect: refused".into());
@@ -197,21 +288,39 @@ fn the_verdict_fails_closed() {
         "held: prometheus at prom:9090 has not answered for 31s (more than twice check_secs)"
     );
     stale.answers[0].answered_at = Some(at("2026-11-21T11:59:30Z"));
-    assert_eq!(verdict(&s, &stale, &[], now), None, "exactly twice is still fresh");
+    assert_eq!(
+        verdict(&s, &stale, &[], now),
+        None,
+        "exactly twice is still fresh"
+    );
 
     let first = Observation {
-        answers: vec![Answer::none(SourceKind::Prometheus), fine(SourceKind::Alertmanager)],
+        answers: vec![
+            Answer::none(SourceKind::Prometheus),
+            fine(SourceKind::Alertmanager),
+        ],
     };
     let hold = verdict(&s, &first, &[], now).expect("held");
-    assert_eq!(hold.describe(), "held: prometheus at prom:9090 has not answered yet");
+    assert_eq!(
+        hold.describe(),
+        "held: waiting for the first answer of prometheus at prom:9090"
+    );
+    assert!(!hold.audited() && failed_hold_audited(&s, now));
     assert!(verdict(&s, &Observation::default(), &[], now).is_some());
 
     let mut firing = seen;
     firing.answers[1].alerts.push(Alert {
         source: SourceKind::Alertmanager,
-        ..alert(&[("alertname", "Boom")], AlertState::Firing, "2026-11-21T11:00:00Z")
+        ..alert(
+            &[("alertname", "Boom")],
+            AlertState::Firing,
+            "2026-11-21T11:00:00Z",
+        )
     });
-    assert!(matches!(verdict(&s, &firing, &[], now), Some(Hold::Alert { .. })));
+    assert!(matches!(
+        verdict(&s, &firing, &[], now),
+        Some(Hold::Alert { .. })
+    ));
 }
 
 #[test]
@@ -224,50 +333,115 @@ fn alerts_specs_are_checked_once_with_one_line_errors() {
     assert!(am.silences(), "on by default with alertmanager_url");
     assert_eq!(am.timeout(), Duration::from_secs(10));
     assert!(!spec(&format!("{PROM}alertname = \"X\"\n")).silences());
-    assert_eq!(spec(&format!("{PROM}alertname = \"X\"\ncheck_secs = 3\n")).timeout(), Duration::from_secs(3));
+    assert_eq!(
+        spec(&format!("{PROM}alertname = \"X\"\ncheck_secs = 3\n")).timeout(),
+        Duration::from_secs(3)
+    );
     for (text, needle) in [
-        ("alertname = \"X\"", "set prometheus_url, alertmanager_url or both"),
+        (
+            "alertname = \"X\"",
+            "set prometheus_url, alertmanager_url or both",
+        ),
         (PROM, "matchers, alertname or both"),
-        ("prometheus_url = \"prom:9090\"\nalertname = \"X\"", "use an http:// or https:// URL"),
-        ("prometheus_url = \"http://\"\nalertname = \"X\"", "has no host"),
-        ("prometheus_url = \"http://p/?x=1\"\nalertname = \"X\"", "without a query"),
-        ("alertmanager_url = \"http://am\"\nalertname = \"X\"\npending = true", "only Prometheus knows pending"),
-        ("prometheus_url = \"http://p\"\nmatchers = ['{}']", "matches every alert"),
-        ("prometheus_url = \"http://p\"\nalertname = \"X\"\ncheck_secs = 0", "at least 1 second"),
-        ("prometheus_url = \"http://p\"\nalertname = \"X\"\ncheck_secs = 5\ntimeout_secs = 6", "timeout_secs (6) is longer"),
-        ("prometheus_url = \"http://p\"\nalertname = \"X\"\nnode_labels = []", "node_labels is empty"),
-        ("prometheus_url = \"http://p\"\nalertname = \"X\"\n[silence]\nenabled = true", "needs alertmanager_url"),
-        ("alertmanager_url = \"http://am\"\nalertname = \"X\"\n[silence]\nmatchers = ['job=\"x\"']", "none names {node}"),
-        ("alertmanager_url = \"http://am\"\nalertname = \"X\"\n[silence]\nmatchers = []", "would silence everything"),
-        ("alertmanager_url = \"http://am\"\nalertname = \"X\"\n[silence]\nmatchers = ['instance=~\"{node}(\"']", "is not a regex"),
-        ("alertmanager_url = \"http://am\"\nalertname = \"X\"\n[silence]\nlease_secs = 30", "at least 60"),
-        ("alertmanager_url = \"http://am\"\nalertname = \"X\"\ncheck_secs = 600\n[silence]\nlease_secs = 1800", "4 × check_secs"),
+        (
+            "prometheus_url = \"prom:9090\"\nalertname = \"X\"",
+            "use an http:// or https:// URL",
+        ),
+        (
+            "prometheus_url = \"http://\"\nalertname = \"X\"",
+            "has no host",
+        ),
+        (
+            "prometheus_url = \"http://p/?x=1\"\nalertname = \"X\"",
+            "without a query",
+        ),
+        (
+            "alertmanager_url = \"http://am\"\nalertname = \"X\"\npending = true",
+            "only Prometheus knows pending",
+        ),
+        (
+            "prometheus_url = \"http://p\"\nmatchers = ['{}']",
+            "matches every alert",
+        ),
+        (
+            "prometheus_url = \"http://p\"\nalertname = \"X\"\ncheck_secs = 0",
+            "at least 1 second",
+        ),
+        (
+            "prometheus_url = \"http://p\"\nalertname = \"X\"\ncheck_secs = 5\ntimeout_secs = 6",
+            "timeout_secs (6) is longer",
+        ),
+        (
+            "prometheus_url = \"http://p\"\nalertname = \"X\"\nnode_labels = []",
+            "node_labels is empty",
+        ),
+        (
+            "prometheus_url = \"http://p\"\nalertname = \"X\"\n[silence]\nenabled = true",
+            "needs alertmanager_url",
+        ),
+        (
+            "alertmanager_url = \"http://am\"\nalertname = \"X\"\n[silence]\nmatchers = ['job=\"x\"']",
+            "none names {node}",
+        ),
+        (
+            "alertmanager_url = \"http://am\"\nalertname = \"X\"\n[silence]\nmatchers = []",
+            "would silence everything",
+        ),
+        (
+            "alertmanager_url = \"http://am\"\nalertname = \"X\"\n[silence]\nmatchers = ['instance=~\"{node}(\"']",
+            "is not a regex",
+        ),
+        (
+            "alertmanager_url = \"http://am\"\nalertname = \"X\"\n[silence]\nlease_secs = 30",
+            "at least 60",
+        ),
+        (
+            "alertmanager_url = \"http://am\"\nalertname = \"X\"\ncheck_secs = 600\n[silence]\nlease_secs = 1800",
+            "4 × check_secs",
+        ),
     ] {
         let e = rollcall_proto::diag::parse_toml::<AlertsSpec>(text)
             .and_then(|s| s.validate())
             .expect_err(text);
         assert!(e.contains(needle) && !e.contains('\n'), "{text}: {e}");
     }
-    let e = rollcall_proto::diag::parse_toml::<AlertsSpec>("matchers = ['{a=\"x\"']").expect_err("bad");
-    assert!(e.contains("alerts.matchers: matcher") && !e.contains('\n'), "{e}");
+    let e =
+        rollcall_proto::diag::parse_toml::<AlertsSpec>("matchers = ['{a=\"x\"']").expect_err("bad");
+    assert!(
+        e.contains("alerts.matchers: matcher") && !e.contains('\n'),
+        "{e}"
+    );
     let e = rollcall_proto::diag::parse_toml::<AlertsSpec>("alertname = \"(\"").expect_err("bad");
-    assert!(e.contains("alertname: \"(\" is not a regex") && !e.contains('\n'), "{e}");
+    assert!(
+        e.contains("alertname: \"(\" is not a regex") && !e.contains('\n'),
+        "{e}"
+    );
 }
 
 #[test]
 fn silence_matchers_name_the_node_escaped_for_regexes() {
     let m = silence_matchers(
-        &[r#"instance=~"{node}(:.*)?""#.into(), r#"{node="{node}", job!="x"}"#.into()],
+        &[
+            r#"instance=~"{node}(:.*)?""#.into(),
+            r#"{node="{node}", job!="x"}"#.into(),
+        ],
         "cmp-01.dc1",
     )
     .expect("renders");
     let shown: Vec<String> = m.iter().map(ToString::to_string).collect();
     assert_eq!(
         shown,
-        [r#"instance=~"cmp\\-01\\.dc1(:.*)?""#, r#"node="cmp-01.dc1""#, r#"job!="x""#]
+        [
+            r#"instance=~"cmp\\-01\\.dc1(:.*)?""#,
+            r#"node="cmp-01.dc1""#,
+            r#"job!="x""#
+        ]
     );
     assert!(m[0].matches(&labels(&[("instance", "cmp-01.dc1:9100")])));
-    assert!(!m[0].matches(&labels(&[("instance", "cmp-01xdc1:9100")])), "the dot is escaped");
+    assert!(
+        !m[0].matches(&labels(&[("instance", "cmp-01xdc1:9100")])),
+        "the dot is escaped"
+    );
 }
 
 #[test]
@@ -281,7 +455,9 @@ fn names_node_takes_ports_and_domains_only() {
 
 #[test]
 fn sources_know_their_urls_and_hosts() {
-    let s = spec(&format!("{PROM}alertmanager_url = \"https://am.example/am/\"\nalertname = \"X\"\n"));
+    let s = spec(&format!(
+        "{PROM}alertmanager_url = \"https://am.example/am/\"\nalertname = \"X\"\n"
+    ));
     let sources = s.sources();
     assert_eq!(sources[0].alerts_url(), "http://prom:9090/api/v1/alerts");
     assert_eq!(
@@ -289,4 +465,14 @@ fn sources_know_their_urls_and_hosts() {
         "https://am.example/am/api/v2/alerts?active=true&silenced=true&inhibited=true&unprocessed=true"
     );
     assert_eq!(sources[1].to_string(), "alertmanager at am.example");
+}
+
+fn failed_hold_audited(s: &AlertsSpec, now: Timestamp) -> bool {
+    let seen = Observation {
+        answers: vec![Answer {
+            failure: Some("unreachable".into()),
+            ..Answer::none(SourceKind::Prometheus)
+        }],
+    };
+    verdict(s, &seen, &[], now).is_some_and(|h| h.audited())
 }

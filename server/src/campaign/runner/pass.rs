@@ -32,6 +32,7 @@ impl Scheduler {
         if !self.store_writes().await {
             return;
         }
+        self.tend_monitors();
         let ids: Vec<String> = self
             .campaigns
             .iter()
@@ -127,6 +128,7 @@ impl Scheduler {
             self.drive_node(id, &node, fleet).await?;
         }
         self.judge_blast(id, look).await?;
+        let hold = self.alert_hold(id).await?;
         let live = self.campaigns.get_mut(id).expect("the campaign exists");
         if live.campaign.phase != Phase::Running {
             // A guard wait is a wait of a running campaign: a pause (and
@@ -151,6 +153,7 @@ impl Scheduler {
             fleet,
             Timestamp::now(),
             live.guard_since,
+            hold.as_deref(),
         );
         live.waiting = pass.waiting.clone().unwrap_or_default();
         if let Some(gates) = gate::waits(live.runs.values()) {
