@@ -484,7 +484,7 @@ impl Scheduler {
                 "alert-clear",
                 format!("new starts go on: no longer {}", was.describe()),
             ),
-            (None, None) => return Ok(None),
+            (None, None) => return Ok(text),
         };
         tracing::info!(campaign = %id, detail = %Untrusted(&detail), "Campaign alert hold changed.");
         let write = CampaignWrite {
