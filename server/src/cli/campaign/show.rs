@@ -112,6 +112,10 @@ pub(super) fn render_status(v: &CampaignView, now: Timestamp) -> String {
     if !v.waiting.is_empty() {
         let _ = writeln!(out, "waiting: {}", safe(&v.waiting));
     }
+    if !v.alert_hold.is_empty() && v.alert_hold != v.waiting {
+        // Another reason waits first (a closed window): the hold still shows.
+        let _ = writeln!(out, "alerts: {}", safe(&v.alert_hold));
+    }
     for i in &v.impacts {
         let accepted = if i.accepted { " (accepted)" } else { "" };
         let _ = writeln!(out, "impact: {}{accepted}", safe(&i.describe()));
@@ -142,6 +146,9 @@ pub(super) fn render_status(v: &CampaignView, now: Timestamp) -> String {
         }
         if let Some(why) = &n.failure {
             note = format!("{note} (after: {why})");
+        }
+        if let Some(lease) = &n.silence {
+            note = format!("[silence {}] {note}", lease.id);
         }
         rows.push(vec![
             n.node.clone(),
@@ -220,6 +227,13 @@ mod tests {
         failed.enter(Step::Failed, now);
         failed.note = "patch on cmp03 failed (exit code 100): E: broken".into();
         failed.left_drained = Some("nova-undrain".into());
+        let mut patching = NodeRun::new("cmp04".into(), Role::Compute, now);
+        patching.enter(Step::Patch, now);
+        patching.silence = Some(crate::campaign::silence::Lease {
+            id: "7d5f1d4e".into(),
+            from: now,
+            until: now,
+        });
         let view = CampaignView {
             campaign: Campaign {
                 id: "c1".into(),
@@ -234,11 +248,11 @@ mod tests {
                 held: false,
                 blast: Default::default(),
             },
-            nodes: vec![failed],
+            nodes: vec![failed, patching],
             nodes_by_step: BTreeMap::new(),
-            waiting: String::new(),
+            waiting: "outside the maintenance window".into(),
             ended: false,
-            alert_hold: String::new(),
+            alert_hold: "held by alert NodeDown{instance=\"x\x1b[2J\"} firing".into(),
             left_drained: vec!["cmp03".into()],
             impacts: vec![crate::campaign::blast::Impact {
                 node: "cmp09\x1b[2J".into(),
@@ -261,6 +275,11 @@ mod tests {
             text.contains("[left drained] patch on cmp03 failed"),
             "{text}"
         );
+        assert!(
+            text.contains("alerts: held by alert NodeDown{instance=\"x\\x1b[2J\"} firing\n"),
+            "{text}"
+        );
+        assert!(text.contains("[silence 7d5f1d4e]"), "{text}");
         assert!(
             text.contains(
                 "left drained: cmp03: run hook nova-undrain to undo, or `campaign undrain c1 cmp03`"
