@@ -703,11 +703,21 @@ mod tests {
             "{}\n{window}\n",
             text.split("# A maintenance window").next().unwrap_or("")
         );
-        let window = CampaignSpec::parse(&with_window)
-            .expect("window")
-            .window
-            .expect("a window");
+        let with_window = CampaignSpec::parse(&with_window).expect("window and alerts");
+        let window = with_window.window.expect("a window");
         assert_eq!(window.zone().label(), "Europe/Berlin");
+        // So does the commented [alerts], whose values are the defaults.
+        let alerts = with_window.alerts.expect("alerts");
+        let defaults = AlertsSpec::default();
+        assert_eq!(alerts.check_secs, defaults.check_secs);
+        assert_eq!(alerts.node_labels, defaults.node_labels);
+        assert_eq!(
+            (alerts.pending, alerts.ignore_nodes_in_flight, alerts.ignore_silenced),
+            (defaults.pending, defaults.ignore_nodes_in_flight, defaults.ignore_silenced)
+        );
+        assert_eq!(alerts.silence.matchers, defaults.silence.matchers);
+        assert_eq!(alerts.silence.lease_secs, defaults.silence.lease_secs);
+        assert!(alerts.silences() && alerts.matchers.len() == 2);
     }
 
     #[test]
