@@ -51,7 +51,8 @@ impl Default for HttpOptions {
 /// A request that did not get an answer, in one line that names the host.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("invalid URL {url:?}: {reason}")]
+    /// Names the URL by its origin only: a webhook's path may be its secret.
+    #[error("invalid URL {}: {reason}", origin(url))]
     Url { url: String, reason: String },
     #[error("cannot read trust roots from {path}: {reason}")]
     Roots { path: PathBuf, reason: String },
@@ -328,6 +329,24 @@ impl Target {
     }
 }
 
+/// `scheme://host[:port]` of a URL, with `/…` when more followed: what
+/// logs and errors may say of a URL whose path or query may be a secret
+/// (a Slack-style webhook).
+pub fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let more = if rest.len() > host.len() && rest != format!("{host}/") {
+        "/…"
+    } else {
+        ""
+    };
+    if scheme.is_empty() {
+        format!("{host}{more}")
+    } else {
+        format!("{scheme}://{host}{more}")
+    }
+}
+
 /// `base` (a configured API address, with or without a path prefix and a
 /// trailing slash) joined with `path` (which starts with '/').
 pub fn join(base: &str, path: &str) -> String {
@@ -412,6 +431,15 @@ mod tests {
             "alertname%3D~%22x%7Cy%22"
         );
         assert_eq!(join("http://h:1/prefix/", "/api"), "http://h:1/prefix/api");
+        assert_eq!(
+            origin("https://hooks.slack.com/services/T0/B0/SECRET"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(origin("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
+        let e = Target::parse("ftp://h/secret")
+            .expect_err("scheme")
+            .to_string();
+        assert!(!e.contains("secret"), "{e}");
     }
 
     /// One canned answer on a loopback socket; returns what was asked.
