@@ -350,7 +350,11 @@ mod tests {
             .expect("url alone");
         assert_eq!(
             (webhook.timeout_secs, webhook.retry_secs, webhook.queue),
-            (defaults.notify[0].timeout_secs, defaults.notify[0].retry_secs, defaults.notify[0].queue),
+            (
+                defaults.notify[0].timeout_secs,
+                defaults.notify[0].retry_secs,
+                defaults.notify[0].queue
+            ),
             "the example's values are the defaults"
         );
         crate::notify::check(webhook).expect("valid");

@@ -56,12 +56,7 @@ impl Webhook {
                 .collect::<Result<_, _>>();
             Some(kinds.map_err(|e| e.to_string())?)
         };
-        let webhook = Self {
-            events,
-            capacity: config.queue,
-            queue: Arc::default(),
-            wake: Arc::new(Notify::new()),
-        };
+        let webhook = Self::new(events, config.queue);
         let delivery = Delivery {
             index,
             url: config.url.clone(),
@@ -72,6 +67,15 @@ impl Webhook {
         };
         tokio::spawn(delivery.run(webhook.clone(), shutdown));
         Ok(webhook)
+    }
+
+    fn new(events: Option<Vec<Kind>>, capacity: usize) -> Self {
+        Self {
+            events,
+            capacity,
+            queue: Arc::default(),
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// Queues `notice` if this webhook takes its kind; a full queue drops
@@ -219,6 +223,39 @@ mod tests {
             origin("https://hooks.slack.com/services/T000/B000/SECRET?x=1"),
             "https://hooks.slack.com/…"
         );
+    }
+
+    fn notice(kind: Kind, node: &str) -> Notice {
+        Notice {
+            kind,
+            at: rollcall_proto::timestamp::Timestamp::now(),
+            campaign: "c1".into(),
+            name: "n".into(),
+            node: node.into(),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_and_the_next_delivery_counts_them() {
+        let webhook = Webhook::new(Some(vec![Kind::NodeFailed]), 2);
+        webhook.offer(&notice(Kind::CampaignStarted, ""));
+        assert!(webhook.front().is_none(), "a kind it did not ask for");
+        for node in ["a", "b", "c", "d"] {
+            webhook.offer(&notice(Kind::NodeFailed, node));
+        }
+        let (first, dropped) = webhook.front().expect("queued");
+        assert_eq!((first.node.as_str(), dropped), ("c", 2));
+        webhook.done(&first, dropped, true);
+        // One more dropped while "c" was being delivered: still counted.
+        webhook.offer(&notice(Kind::NodeFailed, "e"));
+        webhook.offer(&notice(Kind::NodeFailed, "f"));
+        let (next, dropped) = webhook.front().expect("queued");
+        assert_eq!((next.node.as_str(), dropped), ("e", 1));
+        // A delivery given up leaves the count for the next one.
+        webhook.done(&next, dropped, false);
+        let (last, dropped) = webhook.front().expect("queued");
+        assert_eq!((last.node.as_str(), dropped), ("f", 1));
     }
 
     #[test]
