@@ -103,7 +103,11 @@ async fn every_event_of_a_campaign_reaches_the_webhook_in_order_through_failed_d
             .iter()
             .all(|b| b["campaign"] == id.as_str() && b["name"] == "notify")
     );
-    assert_eq!(taken[1]["reason"], "paused by test-operator: lunch", "{:?}", taken[1]);
+    assert_eq!(
+        taken[1]["reason"], "paused by test-operator: lunch",
+        "{:?}",
+        taken[1]
+    );
     assert_eq!(taken[3]["node"], "cmp02");
     assert!(
         taken[3]["reason"]
