@@ -524,6 +524,66 @@ mod tests {
         assert!(error.to_string().starts_with(&addr.to_string()), "{error}");
     }
 
+    /// An https server on loopback with a certificate of a CA made here
+    /// (`certs init`'s own); answers every request with 200 "ok".
+    async fn https_server(dir: &Path) -> String {
+        crate::pki::init(dir, &[]).expect("certs init");
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("server.crt"))
+                .expect("cert")
+                .collect::<Result<_, _>>()
+                .expect("cert");
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let mut asked = vec![0u8; 4096];
+                    let _ = tls.read(&mut asked).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        format!("https://localhost:{port}/api/v1/alerts")
+    }
+
+    #[tokio::test]
+    async fn https_trusts_the_configured_ca_and_refuses_an_unknown_issuer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = https_server(dir.path()).await;
+        let trusting = HttpClient::new(HttpOptions {
+            ca_file: Some(dir.path().join("ca.crt")),
+            ..HttpOptions::default()
+        })
+        .expect("client");
+        let answer = trusting.get(&url).await.expect("https answer");
+        assert_eq!(
+            (answer.status, answer.body.as_slice()),
+            (200, b"ok".as_slice())
+        );
+        let error = client(1024).get(&url).await.expect_err("unknown issuer");
+        assert!(matches!(error, HttpError::Tls { .. }), "{error}");
+        assert!(error.to_string().contains("localhost"), "{error}");
+    }
+
     #[test]
     fn a_ca_file_without_certificates_is_refused_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
