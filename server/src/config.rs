@@ -22,6 +22,50 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     pub store: StoreConfig,
     pub campaigns: CampaignsConfig,
+    /// Webhooks told of campaign events (`[[notify]]`, any number).
+    #[serde(rename = "notify")]
+    pub notify: Vec<NotifyConfig>,
+}
+
+/// One webhook (`[[notify]]`): a JSON body POSTed for each event it takes.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Where to POST (http or https). Never logged beyond its host: a
+    /// Slack-style URL carries its secret in the path.
+    pub url: String,
+    /// The events it takes (`campaign_started`, …); every event when empty.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Adds a Slack-compatible `text` field (one line for people).
+    #[serde(default)]
+    pub slack: bool,
+    /// One delivery try, from connect to the answer.
+    #[serde(default = "NotifyConfig::default_timeout_secs")]
+    pub timeout_secs: u32,
+    /// How long an event is tried again (backoff from 1 s to 60 s) before
+    /// it is given up, with a warning.
+    #[serde(default = "NotifyConfig::default_retry_secs")]
+    pub retry_secs: u32,
+    /// Events waiting for delivery; past it the oldest is dropped (counted
+    /// in the next body's `dropped`).
+    #[serde(default = "NotifyConfig::default_queue")]
+    pub queue: usize,
+    /// Trust roots for an https URL (PEM); the system's when unset.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+impl NotifyConfig {
+    fn default_timeout_secs() -> u32 {
+        5
+    }
+    fn default_retry_secs() -> u32 {
+        600
+    }
+    fn default_queue() -> usize {
+        1_000
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -128,6 +172,7 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             store: StoreConfig::default(),
             campaigns: CampaignsConfig::default(),
+            notify: Vec::new(),
         }
     }
 }
@@ -230,6 +275,10 @@ impl ServerConfig {
         if !(10..=60_000).contains(&self.campaigns.tick_ms) {
             return bad("campaigns.tick_ms must be between 10 and 60000");
         }
+        for (i, n) in self.notify.iter().enumerate() {
+            crate::notify::check(n)
+                .map_err(|e| ConfigError::Invalid(format!("notify[{i}]: {e}")))?;
+        }
         let missing: Vec<&str> = [
             ("ca", &self.tls.ca),
             ("cert", &self.tls.cert),
@@ -281,6 +330,34 @@ mod tests {
             "packaging/server.toml drifted from the defaults in config.rs"
         );
         parsed.validate().expect("example validates");
+    }
+
+    #[test]
+    fn the_examples_commented_webhook_parses_as_documented() {
+        let text = include_str!("../../packaging/server.toml");
+        let block: String = text
+            .lines()
+            .skip_while(|l| *l != "# [[notify]]")
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed = ServerConfig::parse(&block).expect("the commented [[notify]] parses");
+        let webhook = &parsed.notify[0];
+        assert_eq!(webhook.events.len(), crate::notify::Kind::ALL.len());
+        assert!(webhook.slack);
+        let defaults = ServerConfig::parse(&format!("[[notify]]\nurl = {:?}\n", webhook.url))
+            .expect("url alone");
+        assert_eq!(
+            (webhook.timeout_secs, webhook.retry_secs, webhook.queue),
+            (
+                defaults.notify[0].timeout_secs,
+                defaults.notify[0].retry_secs,
+                defaults.notify[0].queue
+            ),
+            "the example's values are the defaults"
+        );
+        crate::notify::check(webhook).expect("valid");
     }
 
     #[test]

@@ -51,7 +51,8 @@ impl Default for HttpOptions {
 /// A request that did not get an answer, in one line that names the host.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("invalid URL {url:?}: {reason}")]
+    /// Names the URL by its origin only: a webhook's path may be its secret.
+    #[error("invalid URL {}: {reason}", origin(url))]
     Url { url: String, reason: String },
     #[error("cannot read trust roots from {path}: {reason}")]
     Roots { path: PathBuf, reason: String },
@@ -328,6 +329,24 @@ impl Target {
     }
 }
 
+/// `scheme://host[:port]` of a URL, with `/…` when more followed: what
+/// logs and errors may say of a URL whose path or query may be a secret
+/// (a Slack-style webhook).
+pub fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let more = if rest.len() > host.len() && rest != format!("{host}/") {
+        "/…"
+    } else {
+        ""
+    };
+    if scheme.is_empty() {
+        format!("{host}{more}")
+    } else {
+        format!("{scheme}://{host}{more}")
+    }
+}
+
 /// `base` (a configured API address, with or without a path prefix and a
 /// trailing slash) joined with `path` (which starts with '/').
 pub fn join(base: &str, path: &str) -> String {
@@ -412,6 +431,15 @@ mod tests {
             "alertname%3D~%22x%7Cy%22"
         );
         assert_eq!(join("http://h:1/prefix/", "/api"), "http://h:1/prefix/api");
+        assert_eq!(
+            origin("https://hooks.slack.com/services/T0/B0/SECRET"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(origin("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
+        let e = Target::parse("ftp://h/secret")
+            .expect_err("scheme")
+            .to_string();
+        assert!(!e.contains("secret"), "{e}");
     }
 
     /// One canned answer on a loopback socket; returns what was asked.
@@ -494,6 +522,66 @@ mod tests {
             .expect_err("closed");
         assert!(matches!(error, HttpError::Connect { .. }), "{error}");
         assert!(error.to_string().starts_with(&addr.to_string()), "{error}");
+    }
+
+    /// An https server on loopback with a certificate of a CA made here
+    /// (`certs init`'s own); answers every request with 200 "ok".
+    async fn https_server(dir: &Path) -> String {
+        crate::pki::init(dir, &[]).expect("certs init");
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("server.crt"))
+                .expect("cert")
+                .collect::<Result<_, _>>()
+                .expect("cert");
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let mut asked = vec![0u8; 4096];
+                    let _ = tls.read(&mut asked).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        format!("https://localhost:{port}/api/v1/alerts")
+    }
+
+    #[tokio::test]
+    async fn https_trusts_the_configured_ca_and_refuses_an_unknown_issuer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = https_server(dir.path()).await;
+        let trusting = HttpClient::new(HttpOptions {
+            ca_file: Some(dir.path().join("ca.crt")),
+            ..HttpOptions::default()
+        })
+        .expect("client");
+        let answer = trusting.get(&url).await.expect("https answer");
+        assert_eq!(
+            (answer.status, answer.body.as_slice()),
+            (200, b"ok".as_slice())
+        );
+        let error = client(1024).get(&url).await.expect_err("unknown issuer");
+        assert!(matches!(error, HttpError::Tls { .. }), "{error}");
+        assert!(error.to_string().contains("localhost"), "{error}");
     }
 
     #[test]

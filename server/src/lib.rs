@@ -10,6 +10,7 @@ pub mod config;
 pub mod fleet;
 pub mod grpc;
 pub mod http;
+pub mod notify;
 pub mod pki;
 pub mod renewal;
 pub mod revoke;
@@ -194,6 +195,7 @@ pub async fn start_with(
         writer_handle.clone(),
         wake,
         Duration::from_millis(config.campaigns.tick_ms),
+        notify::Notifier::start(&config.notify, &shutdown).map_err(config::ConfigError::Invalid)?,
         shutdown.clone(),
     );
     parts.task(Part::Scheduler, scheduler_task);

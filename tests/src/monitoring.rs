@@ -380,3 +380,129 @@ pub fn switch_rule(name: &str, for_secs: u32) -> String {
          annotations:\n          summary: switch on\n"
     )
 }
+
+/// What a webhook receiver does with the next request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// 200, and the body is recorded.
+    Take,
+    /// 503: the sender should try again.
+    Unavailable,
+    /// Reads the request and never answers.
+    Hang,
+}
+
+/// A webhook receiver in the test process: records every body it took, in
+/// the order it took them, and answers the first requests as scripted.
+pub struct Receiver {
+    url: String,
+    taken: Arc<Mutex<Vec<Value>>>,
+    asked: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    /// `script` answers the first requests in order; every later one is
+    /// taken.
+    pub async fn start(script: Vec<Answer>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let url = format!(
+            "http://{}/hooks/SECRET-TOKEN",
+            listener.local_addr().expect("addr")
+        );
+        let taken: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let asked: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (record, count) = (taken.clone(), asked.clone());
+        let task = tokio::spawn(async move {
+            let script = Arc::new(script);
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (record, count, script) = (record.clone(), count.clone(), script.clone());
+                tokio::spawn(async move {
+                    let Some(body) = read_request(&mut socket).await else {
+                        return;
+                    };
+                    let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let answer = script.get(n).copied().unwrap_or(Answer::Take);
+                    let status = match answer {
+                        Answer::Hang => {
+                            std::future::pending::<()>().await;
+                            return;
+                        }
+                        Answer::Unavailable => "503 Service Unavailable",
+                        Answer::Take => {
+                            let value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+                                panic!("a webhook body that is not JSON ({e}): {body:?}")
+                            });
+                            record.lock().expect("receiver").push(value);
+                            "200 OK"
+                        }
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        Self {
+            url,
+            taken,
+            asked,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Every body taken so far, in order.
+    pub fn taken(&self) -> Vec<Value> {
+        self.taken.lock().expect("receiver").clone()
+    }
+
+    /// The `event` of every body taken so far, in order.
+    pub fn events(&self) -> Vec<String> {
+        self.taken()
+            .iter()
+            .map(|b| b["event"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Requests that reached it, answered or not.
+    pub fn asked(&self) -> usize {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One HTTP/1.1 request's body (by its Content-Length).
+async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                return Some(data[end + 4..end + 4 + length].to_vec());
+            }
+        }
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+}

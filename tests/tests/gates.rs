@@ -13,8 +13,10 @@ use rollcall_proto::model::Role;
 use rollcall_server::campaign::CampaignView;
 use rollcall_server::campaign::lifecycle::Step;
 use rollcall_server::campaign::record::{AuditEntry, Phase};
+use rollcall_server::config::NotifyConfig;
 use rollcall_tests::fleet::Fleet;
-use rollcall_tests::init;
+use rollcall_tests::monitoring::Receiver;
+use rollcall_tests::{eventually, init};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -183,7 +185,22 @@ async fn controllers_wait_at_their_before_gate_while_the_cluster_is_degraded_and
 async fn a_before_gate_that_never_passes_pauses_and_an_after_gate_that_never_passes_fails_the_node()
 {
     init();
-    let fleet = Fleet::start(&[(Role::Compute, 2), (Role::Controller, 1)]).await;
+    // A webhook hears of both timeouts (`notify` derives them).
+    let receiver = Receiver::start(Vec::new()).await;
+    let url = receiver.url().to_owned();
+    let fleet = Fleet::start_with(&[(Role::Compute, 2), (Role::Controller, 1)], move |c| {
+        c.campaigns.tick_ms = 100;
+        c.notify = vec![NotifyConfig {
+            url,
+            events: Vec::new(),
+            slack: false,
+            timeout_secs: 5,
+            retry_secs: 60,
+            queue: 100,
+            ca: None,
+        }];
+    })
+    .await;
     fleet.degrade_cluster(true);
     let paused = paused_computes(
         &fleet,
@@ -264,6 +281,39 @@ async fn a_before_gate_that_never_passes_pauses_and_an_after_gate_that_never_pas
         fleet.node(&failed.node).patch_runs(),
         1,
         "patched, then the cluster did not come back"
+    );
+    let want = [
+        "campaign_started",
+        "gate_timed_out",
+        "campaign_paused",
+        "campaign_cancelled",
+        "campaign_started",
+        "gate_timed_out",
+        "node_failed",
+        "campaign_paused",
+    ];
+    eventually(
+        Duration::from_secs(30),
+        "every event at the webhook",
+        || async { (receiver.events().len() >= want.len()).then_some(()) },
+    )
+    .await;
+    assert_eq!(receiver.events(), want, "{:?}", receiver.taken());
+    let taken = receiver.taken();
+    assert_eq!(taken[1]["node"], "cmp01");
+    assert!(
+        taken[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("before gate of cmp01 did not pass within 3s")),
+        "{:?}",
+        taken[1]
+    );
+    assert!(
+        taken[5]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("gate-after did not finish within 3s")),
+        "{:?}",
+        taken[5]
     );
     fleet.stop().await;
 }

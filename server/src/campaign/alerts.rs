@@ -354,8 +354,7 @@ impl<'de> Deserialize<'de> for Pattern {
 fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
         .unwrap_or(s)
         .to_owned()
 }

@@ -16,7 +16,7 @@ pub mod checks;
 pub mod control;
 pub mod drive;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod gate;
 pub mod lifecycle;
 pub mod outage;

@@ -32,6 +32,7 @@ use super::schedule::Health;
 use super::spec::CampaignSpec;
 use super::undrain;
 use crate::fleet::{FleetHandle, Page};
+use crate::notify::{self, Notifier};
 use crate::store::{StoreHealth, StoredCampaign, WriterHandle};
 
 mod blast;
@@ -147,6 +148,8 @@ pub struct Scheduler {
     wake: Arc<Notify>,
     /// The pollers stop with the scheduler.
     shutdown: CancellationToken,
+    /// The webhooks told of what changes are committed (never waited on).
+    notifier: Notifier,
 }
 
 const EVENT_BUFFER: usize = 4_096;
@@ -163,6 +166,7 @@ impl Scheduler {
         writer: WriterHandle,
         wake: Arc<Notify>,
         tick: Duration,
+        notifier: Notifier,
         shutdown: CancellationToken,
     ) -> (CampaignHandle, tokio::task::JoinHandle<()>) {
         let mut campaigns = BTreeMap::new();
@@ -196,6 +200,7 @@ impl Scheduler {
             monitor_reports,
             wake: wake.clone(),
             shutdown: shutdown.child_token(),
+            notifier,
         };
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(scheduler.run(rx, reports, wake, tick, shutdown));
@@ -348,6 +353,8 @@ impl Scheduler {
         let mut change = control::open(&id, &spec, spec_toml, operator, &selection, now);
         self.take_baseline(&mut change, now).await?;
         self.writer.put_campaign(change.write.clone()).await?;
+        self.notifier
+            .offer(&notify::derive(None, &spec, &change.write, now));
         tracing::info!(campaign = %id, operator = %Untrusted(operator), nodes = selection.members.len(), skipped = selection.skipped.len(), "Campaign started.");
         let write = change.write;
         let live = Live::new(
@@ -507,10 +514,23 @@ impl Scheduler {
         message: String,
     ) -> Result<(), CampaignError> {
         self.writer.put_campaign(write.clone()).await?;
-        let live = self.campaigns.get_mut(id).expect("the campaign exists");
-        live.take(write);
+        self.take(id, write);
         self.emit(id, node, step, message);
         Ok(())
+    }
+
+    /// Takes a change the store now holds, and offers the webhooks what
+    /// it means (`notify::derive`).
+    fn take(&mut self, id: &str, write: CampaignWrite) {
+        let live = self.campaigns.get_mut(id).expect("the campaign exists");
+        let notices = notify::derive(
+            Some((&live.campaign, &live.runs)),
+            &live.spec,
+            &write,
+            Timestamp::now(),
+        );
+        self.notifier.offer(&notices);
+        live.take(write);
     }
 
     fn emit(&self, id: &str, node: &str, step: Option<Step>, message: String) {

@@ -712,8 +712,16 @@ mod tests {
         assert_eq!(alerts.check_secs, defaults.check_secs);
         assert_eq!(alerts.node_labels, defaults.node_labels);
         assert_eq!(
-            (alerts.pending, alerts.ignore_nodes_in_flight, alerts.ignore_silenced),
-            (defaults.pending, defaults.ignore_nodes_in_flight, defaults.ignore_silenced)
+            (
+                alerts.pending,
+                alerts.ignore_nodes_in_flight,
+                alerts.ignore_silenced
+            ),
+            (
+                defaults.pending,
+                defaults.ignore_nodes_in_flight,
+                defaults.ignore_silenced
+            )
         );
         assert_eq!(alerts.silence.matchers, defaults.silence.matchers);
         assert_eq!(alerts.silence.lease_secs, defaults.silence.lease_secs);

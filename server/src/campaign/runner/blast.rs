@@ -163,8 +163,7 @@ impl Scheduler {
             // Only the baseline changed (a container seen well): stored,
             // but nothing to tell watchers.
             self.writer.put_campaign(write.clone()).await?;
-            let live = self.campaigns.get_mut(id).expect("the campaign exists");
-            live.take(write);
+            self.take(id, write);
             return Ok(());
         }
         self.commit(id, write, "", None, message).await

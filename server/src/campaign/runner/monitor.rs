@@ -602,9 +602,7 @@ impl Scheduler {
             // A renewal under the same id: stored, nothing to tell.
             None => match self.writer.put_campaign(write.clone()).await {
                 Ok(()) => {
-                    if let Some(live) = self.campaigns.get_mut(&id) {
-                        live.take(write);
-                    }
+                    self.take(&id, write);
                     Ok(())
                 }
                 Err(e) => Err(e.into()),
