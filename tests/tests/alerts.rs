@@ -257,3 +257,84 @@ async fn a_monitoring_api_that_cannot_be_asked_holds_with_that_reason() {
     assert!(holds[0].detail.contains("127.0.0.1:1"), "{:?}", holds[0]);
     fleet.stop().await;
 }
+
+/// `endsAt` of a silence as Alertmanager lists it, as a timestamp.
+fn ends_at(silence: &Value) -> rollcall_proto::timestamp::Timestamp {
+    silence["endsAt"]
+        .as_str()
+        .and_then(rollcall_proto::timestamp::Timestamp::parse_rfc3339)
+        .unwrap_or_else(|| panic!("endsAt of {silence}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_is_a_lease_renewed_in_place_while_its_node_is_in_flight() {
+    init();
+    let Some(alertmanager) = Alertmanager::start().await else {
+        return;
+    };
+    let fleet = Fleet::start(&[(Role::Compute, 1)]).await;
+    // In flight for 40 s: past half of the 60 s lease, so it is renewed once.
+    fleet.node("cmp01").slow_patch(40.0);
+    let c = fleet
+        .start_campaign(&format!(
+            "name = \"lease\"\nrole_order = [\"compute\"]\nreboot = \"never\"\nskip_up_to_date = false\n\
+             [alerts]\nalertmanager_url = \"{}\"\nalertname = \"NeverFires\"\ncheck_secs = 1\n\
+             [alerts.silence]\nlease_secs = 60\n",
+            alertmanager.url()
+        ))
+        .await;
+    let id = c.campaign.id.clone();
+    fleet
+        .wait_for(&id, "cmp01 in its patch, silenced", LONG, |v| {
+            v.nodes
+                .iter()
+                .any(|n| n.step == Step::Patch && n.silence.is_some())
+        })
+        .await;
+    let first = silence_of(&alertmanager.silences().await, "cmp01")
+        .first()
+        .map(|s| (*s).clone())
+        .expect("a silence");
+    let made = rollcall_proto::timestamp::Timestamp::now();
+    // A lease, not a silence until further notice: it lapses by itself
+    // within lease_secs should the server die now.
+    assert!(
+        ends_at(&first).since(made) <= Duration::from_secs(61),
+        "{first}"
+    );
+    let renewed = rollcall_tests::eventually(
+        Duration::from_secs(60),
+        "the lease renewed (its end moved on)",
+        || async {
+            let now = silence_of(&alertmanager.silences().await, "cmp01")
+                .into_iter()
+                .filter(|s| s["status"]["state"] == "active")
+                .map(|s| (*s).clone())
+                .collect::<Vec<_>>();
+            (now.len() == 1 && ends_at(&now[0]).since(ends_at(&first)) >= Duration::from_secs(20))
+                .then(|| now[0].clone())
+        },
+    )
+    .await;
+    assert_eq!(renewed["id"], first["id"], "renewed in place, same id");
+    let silences = alertmanager.silences().await;
+    assert_eq!(silence_of(&silences, "cmp01").len(), 1, "{silences:?}");
+
+    let done = fleet
+        .wait_for(&id, "the end, the silence expired", LONG, |v| {
+            v.ended && v.nodes.iter().all(|n| n.silence.is_none())
+        })
+        .await;
+    assert_eq!(done.nodes[0].step, Step::Done);
+    let silences = alertmanager.silences().await;
+    let last = silence_of(&silences, "cmp01");
+    assert_eq!(last.len(), 1, "{silences:?}");
+    assert_eq!(last[0]["status"]["state"], "expired");
+    let audit = fleet.audit(&id).await;
+    let about: Vec<&str> = lines(&audit, "silence")
+        .iter()
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert_eq!(about.len(), 2, "made and expired, no new id: {about:?}");
+    fleet.stop().await;
+}
