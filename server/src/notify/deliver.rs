@@ -117,11 +117,17 @@ impl Webhook {
             .queue
             .lock()
             .expect("the notify queue's lock is never poisoned");
-        if queue.waiting.front() == Some(notice) {
+        // A full queue may have dropped this very event while it was being
+        // delivered: then it was counted as dropped, and it was not.
+        let still_queued = queue.waiting.front() == Some(notice);
+        if still_queued {
             queue.waiting.pop_front();
         }
         if delivered {
-            queue.dropped = queue.dropped.saturating_sub(reported);
+            let arrived_though_dropped = u64::from(!still_queued);
+            queue.dropped = queue
+                .dropped
+                .saturating_sub(reported + arrived_though_dropped);
         }
     }
 }
@@ -252,6 +258,15 @@ mod tests {
         webhook.offer(&notice(Kind::NodeFailed, "f"));
         let (next, dropped) = webhook.front().expect("queued");
         assert_eq!((next.node.as_str(), dropped), ("e", 1));
+        // Dropped from the full queue while it was being delivered, then
+        // delivered after all: not counted as dropped.
+        let full = Webhook::new(None, 1);
+        full.offer(&notice(Kind::NodeFailed, "x"));
+        let (in_flight, reported) = full.front().expect("queued");
+        full.offer(&notice(Kind::NodeFailed, "y"));
+        full.done(&in_flight, reported, true);
+        let (after, dropped) = full.front().expect("queued");
+        assert_eq!((after.node.as_str(), dropped), ("y", 0));
         // A delivery given up leaves the count for the next one.
         webhook.done(&next, dropped, false);
         let (last, dropped) = webhook.front().expect("queued");

@@ -41,6 +41,11 @@ pub enum Kind {
     /// A node's before gate did not pass within its timeout (the campaign
     /// pauses), or its after gate (the node fails, still drained).
     GateTimedOut,
+    /// New starts are held by a firing alert or a monitoring API that
+    /// cannot be asked (`[alerts]`; audited `alert-hold`).
+    AlertHold,
+    /// The hold ended (audited `alert-clear`).
+    AlertClear,
 }
 
 rollcall_proto::names!(Kind, "event" {
@@ -52,6 +57,8 @@ rollcall_proto::names!(Kind, "event" {
     CampaignCancelled => "campaign_cancelled",
     NodeFailed => "node_failed",
     GateTimedOut => "gate_timed_out",
+    AlertHold => "alert_hold",
+    AlertClear => "alert_clear",
 });
 
 /// One event to tell: what a webhook's body is made of.
@@ -102,6 +109,16 @@ pub fn derive(
         if run.step == Step::Failed && was.step != Step::Failed {
             notices.push(notice(Kind::NodeFailed, &run.node, &run.note));
         }
+    }
+    // The alert gate's hold and its end are audit lines of their own,
+    // written once each (not at every check).
+    for entry in &write.audit {
+        let kind = match entry.event.as_str() {
+            "alert-hold" => Kind::AlertHold,
+            "alert-clear" => Kind::AlertClear,
+            _ => continue,
+        };
+        notices.push(notice(kind, "", &entry.detail));
     }
     let phase_before = before.map(|(c, _)| c.phase);
     if let Some(c) = &write.campaign
@@ -215,6 +232,8 @@ fn slack_text(notice: &Notice, dropped: u64) -> String {
         Kind::CampaignCancelled => "cancelled".to_owned(),
         Kind::NodeFailed => format!("node {} failed", notice.node),
         Kind::GateTimedOut => format!("gate of node {} timed out", notice.node),
+        Kind::AlertHold => "holds new starts".to_owned(),
+        Kind::AlertClear => "starts nodes again".to_owned(),
     };
     let mut text = format!(
         "rollcall: campaign {} ({}) {what}",
@@ -419,6 +438,38 @@ mod tests {
         );
         // Sent back within its timeout (the campaign was paused): no word.
         assert!(derive(Some((&c, &runs)), &spec, &write, t(30)).is_empty());
+    }
+
+    #[test]
+    fn an_alert_hold_and_its_end_are_told_from_their_audit_lines() {
+        let spec = CampaignSpec::default();
+        let (c, runs, _) = world(&spec);
+        let line = |event: &str, detail: &str| {
+            crate::campaign::record::AuditEntry::new(
+                "c1",
+                t(9),
+                "scheduler",
+                "",
+                event,
+                detail.into(),
+            )
+        };
+        let write = CampaignWrite {
+            campaign: None,
+            nodes: Vec::new(),
+            actions: Vec::new(),
+            audit: vec![
+                line(
+                    "alert-hold",
+                    "new starts held by alert GaleraDown{instance=\"ctl2\"} firing",
+                ),
+                line("step", "precheck"),
+                line("alert-clear", "new starts go on"),
+            ],
+        };
+        let told = derive(Some((&c, &runs)), &spec, &write, t(9));
+        assert_eq!(kinds(&told), ["alert_hold", "alert_clear"]);
+        assert!(told[0].reason.contains("GaleraDown"), "{:?}", told[0]);
     }
 
     #[test]
