@@ -31,6 +31,8 @@ use super::schedule::Health;
 use super::spec::CampaignSpec;
 use super::undrain;
 use crate::fleet::{FleetHandle, Page};
+use crate::metrics::Events;
+use crate::metrics::snapshot::{CampaignFacts, campaign_snapshot};
 use crate::store::{StoreHealth, StoredCampaign, WriterHandle};
 
 mod blast;
@@ -102,6 +104,8 @@ pub struct Scheduler {
     /// When the blast-radius guard last looked at the fleet: at most once
     /// per `runner::blast::LOOK_GAP`, however often passes run.
     blast_looked: Option<tokio::time::Instant>,
+    /// Where the steps nodes leave are counted (`metrics`).
+    metrics: Arc<Events>,
 }
 
 const EVENT_BUFFER: usize = 4_096;
@@ -119,6 +123,7 @@ impl Scheduler {
         wake: Arc<Notify>,
         tick: Duration,
         shutdown: CancellationToken,
+        metrics: Arc<Events>,
     ) -> (CampaignHandle, tokio::task::JoinHandle<()>) {
         let mut campaigns = BTreeMap::new();
         for s in stored {
@@ -155,6 +160,7 @@ impl Scheduler {
             store,
             held_since: None,
             blast_looked: None,
+            metrics,
         };
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(scheduler.run(rx, wake, tick, shutdown));
@@ -253,6 +259,16 @@ impl Scheduler {
             }
             Command::Forget { node, audit, reply } => {
                 let _ = reply.send(self.forget(&node, *audit).await);
+            }
+            Command::Metrics { reply } => {
+                let campaigns = self.campaigns.values().map(|l| CampaignFacts {
+                    id: &l.campaign.id,
+                    phase: l.campaign.phase,
+                    ended: l.ended(),
+                    runs: l.runs.values(),
+                });
+                let watchers = self.events.receiver_count() as u64;
+                let _ = reply.send(campaign_snapshot(campaigns, watchers, Timestamp::now()));
             }
         }
     }
@@ -468,6 +484,16 @@ impl Scheduler {
     ) -> Result<(), CampaignError> {
         self.writer.put_campaign(write.clone()).await?;
         let live = self.campaigns.get_mut(id).expect("the campaign exists");
+        // Metrics: how long each node spent in the step it leaves now.
+        let now = Timestamp::now();
+        for (_, run) in &write.nodes {
+            if let Some(old) = live.runs.get(&run.node)
+                && old.step != run.step
+            {
+                self.metrics
+                    .step_left(old.step, run.step, now.since(old.since));
+            }
+        }
         live.take(write);
         self.emit(id, node, step, message);
         Ok(())
