@@ -29,7 +29,8 @@ impl Drop for Server {
 
 fn serve_cmd(pki: &Pki, data: &Path) -> Command {
     let mut cmd = Command::new(bin("rollcall-server"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
         .arg(data)
         .arg("--ca")
         .arg(pki.ca_cert())

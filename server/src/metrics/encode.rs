@@ -9,8 +9,8 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use rollcall_proto::model::Role;
@@ -116,7 +116,7 @@ fn gauges<'l, V: prometheus_client::encoding::EncodeGaugeValue + Copy>(
     unit: Option<&Unit>,
     samples: impl IntoIterator<Item = (Vec<(&'static str, Cow<'l, str>)>, V)>,
 ) -> Result<(), std::fmt::Error> {
-    let kind = ConstGauge::new(0_i64).metric_type();
+    let kind = MetricType::Gauge;
     let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
     for (labels, value) in samples {
         let mut sample = family.encode_family(&labels)?;
@@ -125,17 +125,20 @@ fn gauges<'l, V: prometheus_client::encoding::EncodeGaugeValue + Copy>(
     Ok(())
 }
 
-/// A gauge without labels.
+/// A gauge without labels; without a value, its descriptor alone.
 fn gauge<V: prometheus_client::encoding::EncodeGaugeValue + Copy>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     unit: Option<&Unit>,
-    value: V,
+    value: impl Into<Option<V>>,
 ) -> Result<(), std::fmt::Error> {
-    let kind = ConstGauge::new(0_i64).metric_type();
+    let kind = MetricType::Gauge;
     let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
-    family.encode_gauge(&value)
+    match value.into() {
+        Some(v) => family.encode_gauge(&v),
+        None => Ok(()),
+    }
 }
 
 fn role_label(role: Role) -> (&'static str, Cow<'static, str>) {
@@ -235,14 +238,14 @@ impl Collector for Scrape {
             None,
             per_role(|t| t.containers_stopped),
         )?;
-        gauges(
+        gauge::<f64>(
             &mut e,
             "agent_certificate_nearest_expiry_timestamp",
             "When the agent certificate that expires first expires (Unix time); no sample while no node connected with one.",
             seconds,
             fleet
                 .nearest_cert_expiry
-                .map(|t| (Vec::new(), t.unix_millis() as f64 / 1_000.0)),
+                .map(|t| t.unix_millis() as f64 / 1_000.0),
         )?;
         gauges(
             &mut e,
@@ -385,5 +388,242 @@ impl Collector for Scrape {
             each(|n| f64::from(n.containers_unhealthy)),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::metrics::snapshot::{NodeSample, OpenCampaign, RoleTotals, step_index};
+    use crate::metrics::{FAMILIES, Refusal};
+    use rollcall_proto::timestamp::Timestamp;
+
+    /// A scrape with something in every family, per-node series on.
+    pub(crate) fn full() -> (Events, Scrape) {
+        let events = Events::new();
+        events.report();
+        events.session_opened();
+        events.refused(Refusal::Revoked);
+        events.store_commit(Duration::from_millis(3));
+        events.step_left(Step::Patch, Step::Failed, Duration::from_secs(42));
+        let mut fleet = FleetSnapshot {
+            sessions: 2,
+            watchers: 1,
+            nearest_cert_expiry: Some(Timestamp::from_unix_millis(1_900_000_000_500)),
+            report_age_max: [Some(Duration::from_secs(3)), Some(Duration::from_secs(900))],
+            silent: [1, 1, 0, 0, 0],
+            ..FleetSnapshot::default()
+        };
+        fleet.by_role[0] = RoleTotals {
+            online: 1,
+            offline: 1,
+            reboot_required: 1,
+            pending_updates: 12,
+            pending_security_updates: 3,
+            containers_unhealthy: 1,
+            containers_stopped: 2,
+        };
+        fleet.per_node = Some(vec![NodeSample {
+            name: "ctl01".into(),
+            role: Role::Controller,
+            online: true,
+            report_age: Duration::from_millis(1_500),
+            reboot_required: true,
+            pending_updates: 12,
+            pending_security_updates: 3,
+            containers_unhealthy: 1,
+        }]);
+        let mut nodes_by_step = [0; Step::ALL.len()];
+        nodes_by_step[step_index(Step::GateBefore)] = 1;
+        nodes_by_step[step_index(Step::Done)] = 4;
+        let campaigns = CampaignSnapshot {
+            by_phase: [1, 0, 0, 2],
+            open: vec![OpenCampaign {
+                id: "20261130-090000-3".into(),
+                phase: Phase::Running,
+                nodes_by_step,
+                gate_wait_max: [Some(Duration::from_secs(30)), None],
+            }],
+            watchers: 0,
+        };
+        let scrape = Scrape {
+            fleet,
+            campaigns,
+            store_healthy: true,
+        };
+        (events, scrape)
+    }
+
+    /// The `# TYPE` lines of a classic text: (name, type).
+    fn types(text: &str) -> BTreeSet<(String, String)> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, t)| (n.to_owned(), t.to_owned()))
+            .collect()
+    }
+
+    fn sample<'t>(text: &'t str, series: &str) -> Option<&'t str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn a_full_scrape_shows_exactly_the_documented_families() {
+        let (events, scrape) = full();
+        let text = classic(&openmetrics(&events, scrape));
+        let expected: BTreeSet<(String, String)> = FAMILIES
+            .iter()
+            .map(|f| (f.name.to_owned(), f.kind.as_str().to_owned()))
+            .collect();
+        assert_eq!(types(&text), expected, "{text}");
+    }
+
+    #[test]
+    fn values_reach_their_series() {
+        let (events, scrape) = full();
+        let text = classic(&openmetrics(&events, scrape));
+        let cases = [
+            ("rollcall_reports_total", "1"),
+            (
+                "rollcall_connections_refused_total{reason=\"revoked\"}",
+                "1",
+            ),
+            (
+                "rollcall_connections_refused_total{reason=\"source_limit\"}",
+                "0",
+            ),
+            (
+                "rollcall_campaign_node_failures_total{step=\"patch\"}",
+                "1",
+            ),
+            (
+                "rollcall_campaign_step_duration_seconds_sum{step=\"patch\"}",
+                "42.0",
+            ),
+            (
+                "rollcall_campaign_step_duration_seconds_bucket{le=\"60.0\",step=\"patch\"}",
+                "1",
+            ),
+            (
+                "rollcall_nodes{role=\"controller\",state=\"offline\"}",
+                "1",
+            ),
+            ("rollcall_pending_updates{role=\"controller\"}", "12"),
+            ("rollcall_containers_stopped{role=\"controller\"}", "2"),
+            ("rollcall_containers_stopped{role=\"compute\"}", "0"),
+            (
+                "rollcall_agent_certificate_nearest_expiry_timestamp_seconds",
+                "1900000000.5",
+            ),
+            ("rollcall_nodes_silent{longer_than_seconds=\"300\"}", "1"),
+            ("rollcall_campaigns{phase=\"completed\"}", "2"),
+            (
+                "rollcall_campaign_phase{campaign=\"20261130-090000-3\",phase=\"running\"}",
+                "1",
+            ),
+            (
+                "rollcall_campaign_phase{campaign=\"20261130-090000-3\",phase=\"paused\"}",
+                "0",
+            ),
+            (
+                "rollcall_campaign_nodes{campaign=\"20261130-090000-3\",step=\"done\"}",
+                "4",
+            ),
+            (
+                "rollcall_campaign_gate_wait_max_seconds{campaign=\"20261130-090000-3\",gate=\"before\"}",
+                "30.0",
+            ),
+            (
+                "rollcall_node_report_age_seconds{node=\"ctl01\",role=\"controller\"}",
+                "1.5",
+            ),
+            (
+                "rollcall_node_reboot_required{node=\"ctl01\",role=\"controller\"}",
+                "1.0",
+            ),
+            ("rollcall_store_healthy", "1"),
+            ("rollcall_per_node_series", "1"),
+        ];
+        for (series, value) in cases {
+            assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn without_per_node_series_no_node_label_appears() {
+        let (events, mut scrape) = full();
+        scrape.fleet.per_node = None;
+        let text = classic(&openmetrics(&events, scrape));
+        assert!(!text.contains("node=\""), "{text}");
+        assert_eq!(sample(&text, "rollcall_per_node_series"), Some("0"));
+        assert!(!text.contains("rollcall_node_online"), "{text}");
+    }
+
+    #[test]
+    fn openmetrics_names_counters_without_total_and_ends_with_eof() {
+        let (events, scrape) = full();
+        let om = openmetrics(&events, scrape);
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert!(om.contains("# TYPE rollcall_reports counter\n"), "{om}");
+        assert!(
+            om.contains("# UNIT rollcall_store_commit_duration_seconds seconds\n"),
+            "{om}"
+        );
+        let text = classic(&om);
+        assert!(text.contains("# HELP rollcall_reports_total Reports received"));
+        assert!(text.contains("# TYPE rollcall_reports_total counter\n"));
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        // Everything else is the same, line for line.
+        let kept = |t: &str| {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kept(&om), kept(&text));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("cmp01"), "cmp01");
+        assert!(matches!(label("cmp01"), Cow::Borrowed(_)));
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    /// `promtool check metrics` (Debian's prometheus package) finds nothing
+    /// to say about a full scrape in the classic format.
+    #[test]
+    fn promtool_finds_a_full_scrape_clean() {
+        let promtool = std::path::Path::new("/usr/bin/promtool");
+        if !promtool.exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have /usr/bin/promtool (Debian package prometheus)"
+            );
+            eprintln!("SKIP: /usr/bin/promtool is missing (apt-get install prometheus)");
+            return;
+        }
+        let (events, scrape) = full();
+        let text = classic(&openmetrics(&events, scrape));
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool runs");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes())
+            .expect("write to promtool");
+        let out = child.wait_with_output().expect("promtool ends");
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
