@@ -14,7 +14,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "Installing test tools: Debian packages, and grpcurl + Ansible into .venv"
 missing=""
-for tool in debootstrap:debootstrap rpm:rpm dpkg-scanpackages:dpkg-dev shellcheck:shellcheck; do
+# promtool (package prometheus) checks /metrics and the shipped alert rules;
+# prometheus-alertmanager is what the monitoring suite starts beside it.
+for tool in debootstrap:debootstrap rpm:rpm dpkg-scanpackages:dpkg-dev shellcheck:shellcheck \
+    promtool:prometheus prometheus-alertmanager:prometheus-alertmanager; do
     command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
 done
 if [ -n "$missing" ]; then

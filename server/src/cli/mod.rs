@@ -68,9 +68,8 @@ pub struct ServeArgs {
     /// Listen address, e.g. 0.0.0.0:7443 (overrides `listen`).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
-    /// Address of the /metrics listener, e.g. 127.0.0.1:9743 (overrides
-    /// `[metrics] listen`).
-    #[arg(long)]
+    /// /metrics address, e.g. 127.0.0.1:9743 (overrides `[metrics] listen`).
+    #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Data directory for rollcall.db (overrides `data_dir`).
     #[arg(long)]

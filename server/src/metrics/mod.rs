@@ -287,3 +287,117 @@ pub const FAMILIES: &[FamilyDoc] = &[
     family("rollcall_node_pending_security_updates", Kind::Gauge, &["node", "role"]),
     family("rollcall_node_containers_unhealthy", Kind::Gauge, &["node", "role"]),
 ];
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::*;
+
+    fn repo(path: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    }
+
+    /// The rows of the README's metrics table: (name, type, labels).
+    fn readme_rows() -> Vec<(String, String, Vec<String>)> {
+        let readme = std::fs::read_to_string(repo("README.md")).expect("README.md");
+        let section = readme
+            .split("\n### Metrics\n")
+            .nth(1)
+            .expect("README.md has a \"### Metrics\" section");
+        section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2)
+            .map(|row| {
+                let cells: Vec<String> = row
+                    .trim_matches('|')
+                    .split('|')
+                    .map(|c| c.trim().trim_matches('`').to_owned())
+                    .collect();
+                let labels = cells[2]
+                    .split(',')
+                    .map(|l| l.trim().trim_matches('`').to_owned())
+                    .filter(|l| !l.is_empty() && l != "—")
+                    .collect();
+                (cells[0].clone(), cells[1].clone(), labels)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_documents_exactly_the_families_the_server_exposes() {
+        let documented = readme_rows();
+        let exposed: Vec<(String, String, Vec<String>)> = FAMILIES
+            .iter()
+            .map(|f| {
+                (
+                    f.name.to_owned(),
+                    f.kind.as_str().to_owned(),
+                    f.labels.iter().map(|l| (*l).to_owned()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            documented, exposed,
+            "README.md's metrics table (name | type | labels | meaning) must list FAMILIES, in order"
+        );
+    }
+
+    #[test]
+    fn the_shipped_rules_name_only_metrics_the_server_exposes() {
+        let rules = std::fs::read_to_string(repo("packaging/prometheus/rollcall.rules.yml"))
+            .expect("rules");
+        let named: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("rollcall_"))
+            .collect();
+        assert!(named.len() > 5, "{named:?}");
+        for name in named {
+            let known = FAMILIES.iter().any(|f| {
+                name == f.name
+                    || (f.kind == Kind::Histogram
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| name.strip_suffix(s) == Some(f.name)))
+            });
+            assert!(known, "the rules name {name}, which the server does not expose");
+        }
+    }
+
+    /// `promtool check rules` and `promtool test rules` (Debian's
+    /// prometheus package) on the shipped rules and their unit tests.
+    #[test]
+    fn promtool_checks_and_tests_the_shipped_rules() {
+        let promtool = Path::new("/usr/bin/promtool");
+        if !promtool.exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have /usr/bin/promtool (Debian package prometheus)"
+            );
+            eprintln!("SKIP: /usr/bin/promtool is missing (apt-get install prometheus)");
+            return;
+        }
+        let dir = repo("packaging/prometheus");
+        for args in [
+            ["check", "rules", "rollcall.rules.yml"],
+            ["test", "rules", "rollcall.rules.test.yml"],
+        ] {
+            let out = Command::new(promtool)
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("promtool runs");
+            assert!(
+                out.status.success(),
+                "promtool {}: {}\n{}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
