@@ -21,6 +21,8 @@ for tool in debootstrap:debootstrap rpm:rpm dpkg-scanpackages:dpkg-dev shellchec
     command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
 done
 if [ -n "$missing" ]; then
+    # A fresh machine has no package lists yet.
+    apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
