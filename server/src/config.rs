@@ -389,7 +389,8 @@ mod tests {
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("metrics.listen"), "{err}");
         c.metrics.enabled = false;
-        c.validate().expect("a disabled listener may name any address");
+        c.validate()
+            .expect("a disabled listener may name any address");
     }
 
     #[test]

@@ -186,9 +186,7 @@ pub async fn start_with(
     let flush = Duration::from_millis(config.store.flush_interval_ms);
     let timed = Some(events.clone());
     let (writer, writer_handle) = match options.store_faults {
-        Some(switch) => {
-            Writer::spawn_with_metrics(store::Faulty::new(store, switch), flush, timed)
-        }
+        Some(switch) => Writer::spawn_with_metrics(store::Faulty::new(store, switch), flush, timed),
         None => Writer::spawn_with_metrics(store, flush, timed),
     };
     parts.watch(Part::StoreWriter, async move {

@@ -289,7 +289,10 @@ impl TestServer {
             config.metrics.listen = "127.0.0.1:0".parse().expect("addr");
         }
         if config.metrics.listen.port() == 0 {
-            config.metrics.listen.set_port(port_outside_ephemeral_range());
+            config
+                .metrics
+                .listen
+                .set_port(port_outside_ephemeral_range());
         }
         let faults = rollcall_server::store::FaultSwitch::default();
         options.store_faults = Some(faults.clone());

@@ -105,7 +105,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                 .then(|| v.trim().to_owned())
         })
         .unwrap_or_default();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         unchunk(body)
     } else {
         body.to_owned()

@@ -44,8 +44,18 @@ async fn metrics_follow_the_fleet_a_refusal_and_a_campaign() {
 
     // The fleet, by role and state; every session; per-node series (five
     // nodes, under the default 500).
-    until(&fleet, r#"rollcall_nodes{role="controller",state="online"}"#, 3.0).await;
-    let a = until(&fleet, r#"rollcall_nodes{role="compute",state="online"}"#, 2.0).await;
+    until(
+        &fleet,
+        r#"rollcall_nodes{role="controller",state="online"}"#,
+        3.0,
+    )
+    .await;
+    let a = until(
+        &fleet,
+        r#"rollcall_nodes{role="compute",state="online"}"#,
+        2.0,
+    )
+    .await;
     assert_eq!(a.value("rollcall_sessions"), Some(5.0), "{}", a.body);
     assert!(a.value("rollcall_sessions_opened_total") >= Some(5.0));
     assert!(a.value("rollcall_reports_total") >= Some(5.0));
@@ -65,11 +75,19 @@ async fn metrics_follow_the_fleet_a_refusal_and_a_campaign() {
     assert_eq!(a.value("rollcall_store_healthy"), Some(1.0));
 
     // A container turns unhealthy on one compute node.
-    assert_eq!(a.value(r#"rollcall_containers_unhealthy{role="compute"}"#), Some(0.0));
+    assert_eq!(
+        a.value(r#"rollcall_containers_unhealthy{role="compute"}"#),
+        Some(0.0)
+    );
     fleet
         .node("cmp01")
         .set_container_health("nova_compute", ContainerHealth::Unhealthy);
-    let a = until(&fleet, r#"rollcall_containers_unhealthy{role="compute"}"#, 1.0).await;
+    let a = until(
+        &fleet,
+        r#"rollcall_containers_unhealthy{role="compute"}"#,
+        1.0,
+    )
+    .await;
     assert_eq!(
         a.value(r#"rollcall_node_containers_unhealthy{node="cmp01",role="compute"}"#),
         Some(1.0)
@@ -118,7 +136,10 @@ async fn metrics_follow_the_fleet_a_refusal_and_a_campaign() {
         Some(1.0)
     );
     assert_eq!(a.value(r#"rollcall_campaigns{phase="running"}"#), Some(1.0));
-    let waited = series("rollcall_campaign_gate_wait_max_seconds", r#"gate="before""#);
+    let waited = series(
+        "rollcall_campaign_gate_wait_max_seconds",
+        r#"gate="before""#,
+    );
     eventually(LONG, "ctl01's gate wait to show", || async {
         let a = scrape::metrics(addr).await;
         a.value(&waited).filter(|w| *w >= 1.0)
@@ -156,7 +177,11 @@ async fn metrics_follow_the_fleet_a_refusal_and_a_campaign() {
     let done = fleet.wait_ended(&id, LONG).await;
     assert_eq!(done.campaign.phase, Phase::Completed);
     let a = until(&fleet, r#"rollcall_campaigns{phase="completed"}"#, 1.0).await;
-    assert!(!a.body.contains(&format!(r#"campaign="{id}""#)), "{}", a.body);
+    assert!(
+        !a.body.contains(&format!(r#"campaign="{id}""#)),
+        "{}",
+        a.body
+    );
     assert_eq!(
         a.value(r#"rollcall_campaign_step_duration_seconds_count{step="patch"}"#),
         Some(3.0),
@@ -205,7 +230,11 @@ async fn per_node_series_stop_past_the_limit_and_tls_serves_the_same() {
     .await;
     assert_eq!(a.status, 200);
     assert_eq!(a.value("rollcall_per_node_series"), Some(0.0), "{}", a.body);
-    assert!(!a.has("rollcall_node_"), "two nodes, a limit of one: {}", a.body);
+    assert!(
+        !a.has("rollcall_node_"),
+        "two nodes, a limit of one: {}",
+        a.body
+    );
     assert!(!a.body.contains("node=\""), "{}", a.body);
     fleet.stop().await;
 }

@@ -31,8 +31,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::revoke::{Revocations, Seat, Serial};
 use crate::metrics::{Events, Refusal as Why};
+use crate::revoke::{Revocations, Seat, Serial};
 use crate::throttle::{SharedThrottle, WARN_EVERY};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;

@@ -161,7 +161,13 @@ impl Collector for Scrape {
                 1_i64,
             )],
         )?;
-        gauge(&mut e, "sessions", "Agent sessions open now.", None, fleet.sessions)?;
+        gauge(
+            &mut e,
+            "sessions",
+            "Agent sessions open now.",
+            None,
+            fleet.sessions,
+        )?;
         gauges(
             &mut e,
             "watchers",
@@ -169,7 +175,10 @@ impl Collector for Scrape {
             None,
             [
                 (vec![("kind", Cow::Borrowed("nodes"))], fleet.watchers),
-                (vec![("kind", Cow::Borrowed("campaigns"))], campaigns.watchers),
+                (
+                    vec![("kind", Cow::Borrowed("campaigns"))],
+                    campaigns.watchers,
+                ),
             ],
         )?;
         gauge(
@@ -195,9 +204,8 @@ impl Collector for Scrape {
             "Nodes by role and state (online: its agent reports; offline: it stopped).",
             None,
             by_role().flat_map(|(role, t)| {
-                [("online", t.online), ("offline", t.offline)].map(|(state, n)| {
-                    (vec![role_label(role), ("state", Cow::Borrowed(state))], n)
-                })
+                [("online", t.online), ("offline", t.offline)]
+                    .map(|(state, n)| (vec![role_label(role), ("state", Cow::Borrowed(state))], n))
             }),
         )?;
         let per_role = |pick: fn(&super::snapshot::RoleTotals) -> u64| {
@@ -323,10 +331,7 @@ impl Collector for Scrape {
             campaigns.open.iter().flat_map(|c| {
                 [("before", 0), ("after", 1)].map(|(gate, i)| {
                     (
-                        vec![
-                            ("campaign", label(&c.id)),
-                            ("gate", Cow::Borrowed(gate)),
-                        ],
+                        vec![("campaign", label(&c.id)), ("gate", Cow::Borrowed(gate))],
                         c.gate_wait_max[i].map_or(0.0, secs),
                     )
                 })
@@ -338,12 +343,9 @@ impl Collector for Scrape {
             return Ok(());
         };
         let each = |value: fn(&super::snapshot::NodeSample) -> f64| {
-            nodes.iter().map(move |n| {
-                (
-                    vec![("node", label(&n.name)), role_label(n.role)],
-                    value(n),
-                )
-            })
+            nodes
+                .iter()
+                .map(move |n| (vec![("node", label(&n.name)), role_label(n.role)], value(n)))
         };
         gauges(
             &mut e,
@@ -495,10 +497,7 @@ mod tests {
                 "rollcall_connections_refused_total{reason=\"source_limit\"}",
                 "0",
             ),
-            (
-                "rollcall_campaign_node_failures_total{step=\"patch\"}",
-                "1",
-            ),
+            ("rollcall_campaign_node_failures_total{step=\"patch\"}", "1"),
             (
                 "rollcall_campaign_step_duration_seconds_sum{step=\"patch\"}",
                 "42.0",
@@ -507,10 +506,7 @@ mod tests {
                 "rollcall_campaign_step_duration_seconds_bucket{le=\"60.0\",step=\"patch\"}",
                 "1",
             ),
-            (
-                "rollcall_nodes{role=\"controller\",state=\"offline\"}",
-                "1",
-            ),
+            ("rollcall_nodes{role=\"controller\",state=\"offline\"}", "1"),
             ("rollcall_pending_updates{role=\"controller\"}", "12"),
             ("rollcall_containers_stopped{role=\"controller\"}", "2"),
             ("rollcall_containers_stopped{role=\"compute\"}", "0"),
@@ -575,7 +571,10 @@ mod tests {
         let text = classic(&om);
         assert!(text.contains("# HELP rollcall_reports_total Reports received"));
         assert!(text.contains("# TYPE rollcall_reports_total counter\n"));
-        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
         // Everything else is the same, line for line.
         let kept = |t: &str| {
             t.lines()

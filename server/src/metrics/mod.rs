@@ -132,7 +132,12 @@ impl Events {
         let refused_family = Family::<Labels, Counter>::default();
         let refused = Refusal::ALL
             .into_iter()
-            .map(|r| (r, refused_family.get_or_create_owned(&[("reason", r.as_str())])))
+            .map(|r| {
+                (
+                    r,
+                    refused_family.get_or_create_owned(&[("reason", r.as_str())]),
+                )
+            })
             .collect();
         registry.register(
             "connections_refused",
@@ -160,7 +165,12 @@ impl Events {
         );
         let failures_family = Family::<Labels, Counter>::default();
         let failures = steps_left()
-            .map(|s| (s, failures_family.get_or_create_owned(&[("step", s.as_str())])))
+            .map(|s| {
+                (
+                    s,
+                    failures_family.get_or_create_owned(&[("step", s.as_str())]),
+                )
+            })
             .collect();
         registry.register(
             "campaign_node_failures",
@@ -240,11 +250,7 @@ pub struct FamilyDoc {
     pub labels: &'static [&'static str],
 }
 
-const fn family(
-    name: &'static str,
-    kind: Kind,
-    labels: &'static [&'static str],
-) -> FamilyDoc {
+const fn family(name: &'static str, kind: Kind, labels: &'static [&'static str]) -> FamilyDoc {
     FamilyDoc { name, kind, labels }
 }
 
@@ -254,10 +260,26 @@ pub const FAMILIES: &[FamilyDoc] = &[
     // Events.
     family("rollcall_reports_total", Kind::Counter, &[]),
     family("rollcall_sessions_opened_total", Kind::Counter, &[]),
-    family("rollcall_connections_refused_total", Kind::Counter, &["reason"]),
-    family("rollcall_store_commit_duration_seconds", Kind::Histogram, &[]),
-    family("rollcall_campaign_step_duration_seconds", Kind::Histogram, &["step"]),
-    family("rollcall_campaign_node_failures_total", Kind::Counter, &["step"]),
+    family(
+        "rollcall_connections_refused_total",
+        Kind::Counter,
+        &["reason"],
+    ),
+    family(
+        "rollcall_store_commit_duration_seconds",
+        Kind::Histogram,
+        &[],
+    ),
+    family(
+        "rollcall_campaign_step_duration_seconds",
+        Kind::Histogram,
+        &["step"],
+    ),
+    family(
+        "rollcall_campaign_node_failures_total",
+        Kind::Counter,
+        &["step"],
+    ),
     // The server.
     family("rollcall_build_info", Kind::Gauge, &["version"]),
     family("rollcall_sessions", Kind::Gauge, &[]),
@@ -271,21 +293,65 @@ pub const FAMILIES: &[FamilyDoc] = &[
     family("rollcall_pending_security_updates", Kind::Gauge, &["role"]),
     family("rollcall_containers_unhealthy", Kind::Gauge, &["role"]),
     family("rollcall_containers_stopped", Kind::Gauge, &["role"]),
-    family("rollcall_agent_certificate_nearest_expiry_timestamp_seconds", Kind::Gauge, &[]),
-    family("rollcall_nodes_report_age_max_seconds", Kind::Gauge, &["state"]),
-    family("rollcall_nodes_silent", Kind::Gauge, &["longer_than_seconds"]),
+    family(
+        "rollcall_agent_certificate_nearest_expiry_timestamp_seconds",
+        Kind::Gauge,
+        &[],
+    ),
+    family(
+        "rollcall_nodes_report_age_max_seconds",
+        Kind::Gauge,
+        &["state"],
+    ),
+    family(
+        "rollcall_nodes_silent",
+        Kind::Gauge,
+        &["longer_than_seconds"],
+    ),
     // Campaigns.
     family("rollcall_campaigns", Kind::Gauge, &["phase"]),
-    family("rollcall_campaign_phase", Kind::Gauge, &["campaign", "phase"]),
-    family("rollcall_campaign_nodes", Kind::Gauge, &["campaign", "step"]),
-    family("rollcall_campaign_gate_wait_max_seconds", Kind::Gauge, &["campaign", "gate"]),
+    family(
+        "rollcall_campaign_phase",
+        Kind::Gauge,
+        &["campaign", "phase"],
+    ),
+    family(
+        "rollcall_campaign_nodes",
+        Kind::Gauge,
+        &["campaign", "step"],
+    ),
+    family(
+        "rollcall_campaign_gate_wait_max_seconds",
+        Kind::Gauge,
+        &["campaign", "gate"],
+    ),
     // Per node, while the fleet has at most `per_node_max_nodes`.
     family("rollcall_node_online", Kind::Gauge, &["node", "role"]),
-    family("rollcall_node_report_age_seconds", Kind::Gauge, &["node", "role"]),
-    family("rollcall_node_reboot_required", Kind::Gauge, &["node", "role"]),
-    family("rollcall_node_pending_updates", Kind::Gauge, &["node", "role"]),
-    family("rollcall_node_pending_security_updates", Kind::Gauge, &["node", "role"]),
-    family("rollcall_node_containers_unhealthy", Kind::Gauge, &["node", "role"]),
+    family(
+        "rollcall_node_report_age_seconds",
+        Kind::Gauge,
+        &["node", "role"],
+    ),
+    family(
+        "rollcall_node_reboot_required",
+        Kind::Gauge,
+        &["node", "role"],
+    ),
+    family(
+        "rollcall_node_pending_updates",
+        Kind::Gauge,
+        &["node", "role"],
+    ),
+    family(
+        "rollcall_node_pending_security_updates",
+        Kind::Gauge,
+        &["node", "role"],
+    ),
+    family(
+        "rollcall_node_containers_unhealthy",
+        Kind::Gauge,
+        &["node", "role"],
+    ),
 ];
 
 #[cfg(test)]
@@ -363,7 +429,10 @@ mod tests {
                             .iter()
                             .any(|s| name.strip_suffix(s) == Some(f.name)))
             });
-            assert!(known, "the rules name {name}, which the server does not expose");
+            assert!(
+                known,
+                "the rules name {name}, which the server does not expose"
+            );
         }
     }
 

@@ -143,8 +143,7 @@ async fn connection(
     let served = match tls {
         None => http(TokioIo::new(tcp), sources, &shutdown).await,
         Some(tls) => {
-            let Ok(Ok(stream)) = tokio::time::timeout(HEADER_TIMEOUT, tls.accept(tcp)).await
-            else {
+            let Ok(Ok(stream)) = tokio::time::timeout(HEADER_TIMEOUT, tls.accept(tcp)).await else {
                 return;
             };
             http(TokioIo::new(stream), sources, &shutdown).await
@@ -199,7 +198,10 @@ pub fn wants_openmetrics(accept: Option<&HeaderValue>) -> bool {
 
 async fn answer(req: Request<Incoming>, sources: &Sources) -> Response<Full<Bytes>> {
     if req.uri().path() != "/metrics" {
-        return plain(StatusCode::NOT_FOUND, "Not found: rollcall serves /metrics only.\n");
+        return plain(
+            StatusCode::NOT_FOUND,
+            "Not found: rollcall serves /metrics only.\n",
+        );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Use GET.\n");
@@ -228,9 +230,7 @@ async fn answer(req: Request<Incoming>, sources: &Sources) -> Response<Full<Byte
 /// The snapshots, both asked at once; `None` if either part is gone or
 /// slower than [`SNAPSHOT_TIMEOUT`].
 async fn scrape(s: &Sources) -> Option<Scrape> {
-    let both = async {
-        tokio::join!(s.fleet.metrics(s.per_node_max), s.campaigns.metrics())
-    };
+    let both = async { tokio::join!(s.fleet.metrics(s.per_node_max), s.campaigns.metrics()) };
     match tokio::time::timeout(SNAPSHOT_TIMEOUT, both).await {
         Ok((Ok(fleet), Ok(campaigns))) => Some(Scrape {
             fleet,

@@ -301,7 +301,11 @@ mod tests {
             .map(|n| n.name.as_str())
             .collect();
         assert_eq!(names, ["a", "b"]);
-        assert_eq!(fleet_snapshot(facts(), 2, 0, 0, now).per_node, None, "0 is off");
+        assert_eq!(
+            fleet_snapshot(facts(), 2, 0, 0, now).per_node,
+            None,
+            "0 is off"
+        );
         let empty = fleet_snapshot(std::iter::empty(), 0, 500, 0, now);
         assert_eq!(empty.per_node, None, "no node, no per-node family");
         assert_eq!(empty.report_age_max, [None, None]);
