@@ -268,7 +268,11 @@ impl ServerConfig {
                 "metrics.per_node_max_nodes must be at most {MAX_PER_NODE_NODES}"
             )));
         }
-        if self.metrics.enabled && self.metrics.listen == self.listen {
+        // Port 0 is a free port each: two of them never collide.
+        if self.metrics.enabled
+            && self.metrics.listen.port() != 0
+            && self.metrics.listen == self.listen
+        {
             return bad("metrics.listen must differ from listen");
         }
         let missing: Vec<&str> = [
@@ -391,6 +395,10 @@ mod tests {
         c.metrics.enabled = false;
         c.validate()
             .expect("a disabled listener may name any address");
+        c.metrics.enabled = true;
+        c.listen = "127.0.0.1:0".parse().expect("addr");
+        c.metrics.listen = c.listen;
+        c.validate().expect("port 0 twice is two free ports");
     }
 
     #[test]
