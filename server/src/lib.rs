@@ -168,16 +168,12 @@ pub async fn start_with(
         source,
     })?;
 
-    let metrics_server = match config.metrics.enabled {
-        true => Some(
-            metrics::MetricsServer::bind(
-                &config.metrics,
-                config.tls.cert.as_deref().expect("validated"),
-                config.tls.key.as_deref().expect("validated"),
-            )
-            .await?,
-        ),
-        false => None,
+    let metrics_server = if config.metrics.enabled {
+        let (cert, key) = (config.tls.cert.as_deref(), config.tls.key.as_deref());
+        let (cert, key) = (cert.expect("validated"), key.expect("validated"));
+        Some(metrics::MetricsServer::bind(&config.metrics, cert, key).await?)
+    } else {
+        None
     };
     let events = Arc::new(metrics::Events::new());
 
