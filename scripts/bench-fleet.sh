@@ -15,6 +15,7 @@
 #   scripts/bench-fleet.sh                 # N = 1000 and 10000
 #   scripts/bench-fleet.sh 1000 5000 10000
 #   STORM=1 scripts/bench-fleet.sh 1000    # then restart the server: reconnect storm
+#   SCRAPE=1 scripts/bench-fleet.sh 10000  # and time /metrics scrapes under the load
 #
 # DURATION (default 60) and WARMUP (default 15) set the measured window
 # and the settling time in seconds; INTERVAL (default 10) the report
@@ -25,7 +26,11 @@
 # server gets SIGTERM, its supervisor starts it again on the same data, and
 # the load generator measures how long until every agent, on the agent's
 # backoff (500 ms doubling to 60 s, full jitter), is connected and has
-# reported again.
+# reported again. SCRAPE=1: once every agent has a session (as /metrics
+# says), SCRAPES (default 20) scrapes of /metrics one second apart, as
+# Prometheus asks (OpenMetrics), each timed by curl: p50 and max time, and
+# bytes; PER_NODE=1 turns the per-node series on for it (per_node_max_nodes
+# above N; they are off past 500 nodes by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNTS=("$@")
@@ -37,7 +42,11 @@ FULL_EVERY="${FULL_EVERY:-30}"
 CHANGES="${CHANGES:-2}"
 TEMPLATE="${TEMPLATE:-tests/data/report-kolla-node.json}"
 STORM="${STORM:-0}"
+SCRAPE="${SCRAPE:-0}"
+SCRAPES="${SCRAPES:-20}"
+PER_NODE="${PER_NODE:-0}"
 PORT="${PORT:-17643}"
+METRICS_PORT="${METRICS_PORT:-$((PORT + 1))}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 
 [ "${BUILD:-1}" = 0 ] || cargo build --release --quiet -p rollcall-server -p rollcall-tests --bin rollcall-server --bin rollcall-loadgen
@@ -59,7 +68,8 @@ stop_server() {
     wait "$SUPERVISOR" 2>/dev/null || true
     SUPERVISOR=""
 }
-cleanup() { stop_server; rm -rf "$WORK"; }
+SCRAPER=""
+cleanup() { [ -z "$SCRAPER" ] || kill "$SCRAPER" 2>/dev/null; stop_server; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 # Runs the server until $WORK/stop exists, starting it again whenever it
@@ -83,6 +93,34 @@ supervise() {
     done
 }
 
+# SCRAPE=1: waits until /metrics counts N sessions, then times $SCRAPES
+# scrapes one second apart and prints one line (and one JSON object).
+scrape() {
+    local n=$1 url="http://127.0.0.1:$METRICS_PORT/metrics" sessions="" i
+    local accept="application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    local waited=0
+    while [ "${sessions%.*}" != "$n" ]; do
+        sleep 1
+        waited=$((waited + 1))
+        if [ "$waited" -gt $((WARMUP + DURATION)) ]; then
+            echo "error: /metrics never counted $n sessions (last: ${sessions:-no answer})" >&2
+            return 1
+        fi
+        sessions=$(curl -s "$url" | awk '$1 == "rollcall_sessions" {print $2}')
+    done
+    for i in $(seq "$SCRAPES"); do
+        curl -s -o /dev/null -H "Accept: $accept" -w '%{time_total} %{size_download}\n' "$url"
+        sleep 1
+    done > "$WORK/scrapes-$n"
+    sort -n "$WORK/scrapes-$n" | awk -v n="$n" -v per_node="$PER_NODE" '
+        { t[NR] = $1 * 1000; b = $2 }
+        END {
+            p50 = t[int((NR + 1) / 2)]; max = t[NR]
+            printf "N=%d /metrics scrape (per-node series %s): p50 %.1f ms, max %.1f ms over %d scrapes, %d bytes\n", n, per_node == 1 ? "on" : "off", p50, max, NR, b
+            printf "{\"agents\":%d,\"per_node\":%s,\"scrapes\":%d,\"p50_ms\":%.1f,\"max_ms\":%.1f,\"bytes\":%d}\n", n, per_node == 1 ? "true" : "false", NR, p50, max, b
+        }'
+}
+
 "$TARGET/release/rollcall-server" certs init --pki "$WORK/pki" >/dev/null
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), interval ${INTERVAL}s, window ${DURATION}s, full every $FULL_EVERY, $CHANGES% container changes/min, template $TEMPLATE"
 storm=()
@@ -103,6 +141,9 @@ max_connections = $((n + 100))
 # Every simulated agent connects from this one host: let it use every
 # handshake slot, as a real fleet spread over many addresses would.
 max_handshakes_per_source = 128
+[metrics]
+listen = "127.0.0.1:$METRICS_PORT"
+per_node_max_nodes = $([ "$PER_NODE" = 1 ] && echo $((n + 1)) || echo 500)
 TOML
     # Another benchmark on this port would answer in our server's place.
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
@@ -116,10 +157,18 @@ TOML
         echo "error: rollcall-server did not start; see above" >&2
         exit 1
     fi
+    if [ "$SCRAPE" = 1 ]; then
+        scrape "$n" &
+        SCRAPER=$!
+    fi
     "$TARGET/release/rollcall-loadgen" --server "https://localhost:$PORT" --pki "$WORK/pki" \
         --agents "$n" --interval-secs "$INTERVAL" --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
         --report-template "$TEMPLATE" --full-every "$FULL_EVERY" --container-changes-per-min "$CHANGES" \
         --server-pid-file "$WORK/server.pid" --time-cli "$TARGET/release/rollcall-server" "${storm[@]}" --json
+    if [ -n "$SCRAPER" ]; then
+        wait "$SCRAPER" || echo "error: the scrapes did not finish (see above)" >&2
+        SCRAPER=""
+    fi
     stop_server
     # Streams that fail as the load generator exits are expected, and so is
     # the shutdown of a storm; anything else the server warned about is shown.

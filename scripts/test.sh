@@ -14,13 +14,16 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "Installing test tools: Debian packages (Prometheus, Alertmanager, …), and grpcurl + Ansible into .venv"
 missing=""
-# Debian's Prometheus (with promtool) and Alertmanager: the monitoring suites run
-# them on loopback ports of their own (their services are not started here).
+# Debian's Prometheus (promtool checks /metrics and the shipped alert rules)
+# and Alertmanager: the monitoring suites run them on loopback ports of their
+# own (their services are not started here).
 for tool in debootstrap:debootstrap rpm:rpm dpkg-scanpackages:dpkg-dev shellcheck:shellcheck \
     prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager; do
     command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
 done
 if [ -n "$missing" ]; then
+    # A fresh machine has no package lists yet.
+    apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv

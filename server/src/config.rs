@@ -22,6 +22,7 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     pub store: StoreConfig,
     pub campaigns: CampaignsConfig,
+    pub metrics: MetricsConfig,
     /// Webhooks told of campaign events (`[[notify]]`, any number).
     #[serde(rename = "notify")]
     pub notify: Vec<NotifyConfig>,
@@ -81,6 +82,37 @@ impl Default for CampaignsConfig {
         Self { tick_ms: 500 }
     }
 }
+
+/// `[metrics]`: the Prometheus `/metrics` listener (see `metrics/`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all.
+    pub enabled: bool,
+    /// Address of the metrics listener: plain HTTP, loopback by default.
+    pub listen: SocketAddr,
+    /// Serve HTTPS with the server's own certificate and key (`[tls]`),
+    /// without asking the scraper for a certificate.
+    pub tls: bool,
+    /// Per-node series are written only while the fleet has at most this
+    /// many nodes (0: never): past it a scrape would grow with the fleet.
+    pub per_node_max_nodes: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9743)),
+            tls: false,
+            per_node_max_nodes: 500,
+        }
+    }
+}
+
+/// The most nodes `[metrics] per_node_max_nodes` may allow: six series a
+/// node past that is a scrape of megabytes.
+pub const MAX_PER_NODE_NODES: usize = 100_000;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -172,6 +204,7 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             store: StoreConfig::default(),
             campaigns: CampaignsConfig::default(),
+            metrics: MetricsConfig::default(),
             notify: Vec::new(),
         }
     }
@@ -278,6 +311,18 @@ impl ServerConfig {
         for (i, n) in self.notify.iter().enumerate() {
             crate::notify::check(n)
                 .map_err(|e| ConfigError::Invalid(format!("notify[{i}]: {e}")))?;
+        }
+        if self.metrics.per_node_max_nodes > MAX_PER_NODE_NODES {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.per_node_max_nodes must be at most {MAX_PER_NODE_NODES}"
+            )));
+        }
+        // Port 0 is a free port each: two of them never collide.
+        if self.metrics.enabled
+            && self.metrics.listen.port() != 0
+            && self.metrics.listen == self.listen
+        {
+            return bad("metrics.listen must differ from listen");
         }
         let missing: Vec<&str> = [
             ("ca", &self.tls.ca),
@@ -408,6 +453,29 @@ mod tests {
             err.contains(&format!("data_dir {} is a file", file.display())),
             "{err}"
         );
+    }
+
+    #[test]
+    fn metrics_limits_are_checked() {
+        let mut c = ServerConfig::default();
+        c.tls.ca = Some("ca".into());
+        c.tls.cert = Some("c".into());
+        c.tls.key = Some("k".into());
+        c.data_dir = std::env::temp_dir();
+        c.metrics.per_node_max_nodes = MAX_PER_NODE_NODES + 1;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("metrics.per_node_max_nodes"), "{err}");
+        c.metrics.per_node_max_nodes = 0;
+        c.metrics.listen = c.listen;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("metrics.listen"), "{err}");
+        c.metrics.enabled = false;
+        c.validate()
+            .expect("a disabled listener may name any address");
+        c.metrics.enabled = true;
+        c.listen = "127.0.0.1:0".parse().expect("addr");
+        c.metrics.listen = c.listen;
+        c.validate().expect("port 0 twice is two free ports");
     }
 
     #[test]

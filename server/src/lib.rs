@@ -10,6 +10,7 @@ pub mod config;
 pub mod fleet;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod pki;
 pub mod renewal;
@@ -48,6 +49,8 @@ pub enum ServeError {
     /// A part of the server ended while it ran, or failed while stopping.
     #[error(transparent)]
     Ended(#[from] PartEnded),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
     #[error("shutdown did not finish within {0:?}")]
     ShutdownTimeout(Duration),
 }
@@ -57,6 +60,8 @@ pub enum ServeError {
 pub struct RunningServer {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (`None` with `[metrics] enabled = false`).
+    pub metrics_addr: Option<SocketAddr>,
     pub fleet: FleetHandle,
     pub campaigns: CampaignHandle,
     shutdown: CancellationToken,
@@ -165,12 +170,22 @@ pub async fn start_with(
         source,
     })?;
 
+    let metrics_server = if config.metrics.enabled {
+        let (cert, key) = (config.tls.cert.as_deref(), config.tls.key.as_deref());
+        let (cert, key) = (cert.expect("validated"), key.expect("validated"));
+        Some(metrics::MetricsServer::bind(&config.metrics, cert, key).await?)
+    } else {
+        None
+    };
+    let events = Arc::new(metrics::Events::new());
+
     let shutdown = CancellationToken::new();
     let mut parts = Parts::default();
     let flush = Duration::from_millis(config.store.flush_interval_ms);
+    let timed = Some(events.clone());
     let (writer, writer_handle) = match options.store_faults {
-        Some(switch) => Writer::spawn(store::Faulty::new(store, switch), flush),
-        None => Writer::spawn(store, flush),
+        Some(switch) => Writer::spawn_with_metrics(store::Faulty::new(store, switch), flush, timed),
+        None => Writer::spawn_with_metrics(store, flush, timed),
     };
     parts.watch(Part::StoreWriter, async move {
         match writer.finished().await {
@@ -195,7 +210,11 @@ pub async fn start_with(
         writer_handle.clone(),
         wake,
         Duration::from_millis(config.campaigns.tick_ms),
-        notify::Notifier::start(&config.notify, &shutdown).map_err(config::ConfigError::Invalid)?,
+        campaign::runner::Outlets {
+            notifier: notify::Notifier::start(&config.notify, &shutdown)
+                .map_err(config::ConfigError::Invalid)?,
+            metrics: events.clone(),
+        },
         shutdown.clone(),
     );
     parts.task(Part::Scheduler, scheduler_task);
@@ -205,6 +224,18 @@ pub async fn start_with(
         revoked_upto,
         shutdown.clone(),
     );
+    let metrics_addr = metrics_server.as_ref().map(metrics::MetricsServer::addr);
+    if let Some(server) = metrics_server {
+        let sources = metrics::Sources {
+            events: events.clone(),
+            fleet: fleet.clone(),
+            campaigns: campaigns.clone(),
+            store: writer_handle.health(),
+            per_node_max: config.metrics.per_node_max_nodes,
+        };
+        let task = tokio::spawn(server.serve(sources, shutdown.clone()));
+        parts.task(Part::Metrics, task);
+    }
     let serve = tokio::spawn({
         let (config, fleet, campaigns, shutdown) = (
             config.clone(),
@@ -219,6 +250,7 @@ pub async fn start_with(
                 store: writer_handle,
                 revocations,
                 renewal,
+                metrics: events,
             };
             grpc::serve(listener, tls, &config, backends, shutdown).await
         }
@@ -231,8 +263,12 @@ pub async fn start_with(
         }
     });
     tracing::info!(%addr, "rollcall-server listening.");
+    if let Some(addr) = metrics_addr {
+        tracing::info!(%addr, tls = config.metrics.tls, "Serving /metrics.");
+    }
     Ok(RunningServer {
         addr,
+        metrics_addr,
         fleet,
         campaigns,
         shutdown,
@@ -328,6 +364,7 @@ mod tests {
             data_dir: dir.join("data"),
             ..Default::default()
         };
+        config.metrics.listen = "127.0.0.1:0".parse().expect("addr");
         config.tls.ca = Some(pki.join("ca.crt"));
         config.tls.cert = Some(pki.join("server.crt"));
         config.tls.key = Some(pki.join("server.key"));

@@ -22,6 +22,8 @@ pub enum Part {
     Fleet,
     Scheduler,
     StoreWriter,
+    /// The `/metrics` listener.
+    Metrics,
 }
 
 impl Part {
@@ -31,6 +33,7 @@ impl Part {
             Part::Fleet => "the fleet actor",
             Part::Scheduler => "the campaign scheduler",
             Part::StoreWriter => "the store writer",
+            Part::Metrics => "the metrics listener",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod intake;
 pub mod monitoring;
 pub mod nodes;
 pub mod ops;
+pub mod scrape;
 pub mod sim;
 
 use std::future::Future;
@@ -284,12 +285,25 @@ impl TestServer {
         if config.listen.port() == 0 {
             config.listen.set_port(port_outside_ephemeral_range());
         }
+        // Never the shipped 9743: tests run side by side.
+        if config.metrics.listen.port() == ServerConfig::default().metrics.listen.port() {
+            config.metrics.listen = "127.0.0.1:0".parse().expect("addr");
+        }
+        if config.metrics.listen.port() == 0 {
+            config
+                .metrics
+                .listen
+                .set_port(port_outside_ephemeral_range());
+        }
         let faults = rollcall_server::store::FaultSwitch::default();
         options.store_faults = Some(faults.clone());
         let server = rollcall_server::start_with(&config, options.clone())
             .await
             .expect("server starts");
         config.listen = server.addr;
+        if let Some(addr) = server.metrics_addr {
+            config.metrics.listen = addr;
+        }
         Self {
             server: Some(server),
             config,
@@ -303,6 +317,11 @@ impl TestServer {
 
     pub fn addr(&self) -> std::net::SocketAddr {
         self.config.listen
+    }
+
+    /// Where the server serves `/metrics` (the same across restarts).
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.config.metrics.listen
     }
 
     pub fn url(&self) -> String {

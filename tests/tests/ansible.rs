@@ -493,6 +493,7 @@ fn packages_hold_the_expected_files() {
                 "/usr/bin/rollcall-server",
                 "/etc/rollcall/server.toml",
                 "/usr/lib/systemd/system/rollcall-server.service",
+                "/usr/share/rollcall/prometheus/rollcall.rules.yml",
             ][..],
         ),
     ] {

@@ -391,6 +391,9 @@ fn serve_args(
         "serve".into(),
         "--config".into(),
         config.into(),
+        // Never the shipped 9743: tests run side by side.
+        "--metrics-listen".into(),
+        "127.0.0.1:0".into(),
         "--data-dir".into(),
         data_dir.into(),
         "--ca".into(),

@@ -29,18 +29,25 @@ impl Drop for Server {
 
 fn serve_cmd(pki: &Pki, data: &Path) -> Command {
     let mut cmd = Command::new(bin("rollcall-server"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .arg("--ca")
-        .arg(pki.ca_cert())
-        .arg("--cert")
-        .arg(pki.path().join("server.crt"))
-        .arg("--key")
-        .arg(pki.path().join("server.key"))
-        .env_remove("ROLLCALL_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--data-dir")
+    .arg(data)
+    .arg("--ca")
+    .arg(pki.ca_cert())
+    .arg("--cert")
+    .arg(pki.path().join("server.crt"))
+    .arg("--key")
+    .arg(pki.path().join("server.key"))
+    .env_remove("ROLLCALL_LOG")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     cmd
 }
 

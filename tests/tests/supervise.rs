@@ -27,7 +27,14 @@ async fn a_server_whose_fleet_panics_exits_1_with_one_line_naming_it() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut server = tokio::process::Command::new(bin("rollcall-server"))
-        .args(["serve", "--listen", &addr, "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &addr,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
         .arg(data.path())
         .arg("--ca")
         .arg(pki.ca_cert())

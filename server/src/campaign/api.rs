@@ -241,6 +241,10 @@ pub(super) enum Command {
         audit: Box<AuditRecord>,
         reply: oneshot::Sender<Result<AuditRecord, ForgetError>>,
     },
+    /// A `/metrics` scrape's look at every campaign (`metrics::snapshot`).
+    Metrics {
+        reply: oneshot::Sender<crate::metrics::CampaignSnapshot>,
+    },
 }
 
 /// A cheap handle on the scheduler.
@@ -363,6 +367,15 @@ impl CampaignHandle {
         };
         self.tx.send(cmd).await.map_err(|_| FleetStopped)?;
         rx.await.map_err(|_| FleetStopped)?
+    }
+
+    /// Every campaign by phase, and the steps of those that have not
+    /// ended: for a `/metrics` scrape.
+    pub async fn metrics(&self) -> Result<crate::metrics::CampaignSnapshot, FleetStopped> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Metrics { reply };
+        self.tx.send(cmd).await.map_err(|_| FleetStopped)?;
+        rx.await.map_err(|_| FleetStopped)
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, CampaignError> {

@@ -32,6 +32,8 @@ use super::schedule::Health;
 use super::spec::CampaignSpec;
 use super::undrain;
 use crate::fleet::{FleetHandle, Page};
+use crate::metrics::Events;
+use crate::metrics::snapshot::{CampaignFacts, campaign_snapshot};
 use crate::notify::{self, Notifier};
 use crate::store::{StoreHealth, StoredCampaign, WriterHandle};
 
@@ -150,6 +152,15 @@ pub struct Scheduler {
     shutdown: CancellationToken,
     /// The webhooks told of what changes are committed (never waited on).
     notifier: Notifier,
+    /// Where the steps nodes leave are counted (`metrics`).
+    metrics: Arc<Events>,
+}
+
+/// Where the scheduler tells what it committed, beyond the store and its
+/// watchers: the webhooks and the metrics. Neither is ever waited on.
+pub struct Outlets {
+    pub notifier: Notifier,
+    pub metrics: Arc<Events>,
 }
 
 const EVENT_BUFFER: usize = 4_096;
@@ -166,9 +177,10 @@ impl Scheduler {
         writer: WriterHandle,
         wake: Arc<Notify>,
         tick: Duration,
-        notifier: Notifier,
+        outlets: Outlets,
         shutdown: CancellationToken,
     ) -> (CampaignHandle, tokio::task::JoinHandle<()>) {
+        let Outlets { notifier, metrics } = outlets;
         let mut campaigns = BTreeMap::new();
         for s in stored {
             // Like an unreadable campaign row (see store/load.rs): not
@@ -201,6 +213,7 @@ impl Scheduler {
             wake: wake.clone(),
             shutdown: shutdown.child_token(),
             notifier,
+            metrics,
         };
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(scheduler.run(rx, reports, wake, tick, shutdown));
@@ -301,6 +314,16 @@ impl Scheduler {
             }
             Command::Forget { node, audit, reply } => {
                 let _ = reply.send(self.forget(&node, *audit).await);
+            }
+            Command::Metrics { reply } => {
+                let campaigns = self.campaigns.values().map(|l| CampaignFacts {
+                    id: &l.campaign.id,
+                    phase: l.campaign.phase,
+                    ended: l.ended(),
+                    runs: l.runs.values(),
+                });
+                let watchers = self.events.receiver_count() as u64;
+                let _ = reply.send(campaign_snapshot(campaigns, watchers, Timestamp::now()));
             }
         }
     }
@@ -530,6 +553,16 @@ impl Scheduler {
             Timestamp::now(),
         );
         self.notifier.offer(&notices);
+        // Metrics: how long each node spent in the step it leaves now.
+        let now = Timestamp::now();
+        for (_, run) in &write.nodes {
+            if let Some(old) = live.runs.get(&run.node)
+                && old.step != run.step
+            {
+                self.metrics
+                    .step_left(old.step, run.step, now.since(old.since));
+            }
+        }
         live.take(write);
     }
 

@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Listen address, e.g. 0.0.0.0:7443 (overrides `listen`).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// /metrics address, e.g. 127.0.0.1:9743 (overrides `[metrics] listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Data directory for rollcall.db (overrides `data_dir`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -133,6 +136,9 @@ impl ServeArgs {
         };
         if let Some(listen) = self.listen {
             cfg.listen = listen;
+        }
+        if let Some(listen) = self.metrics_listen {
+            cfg.metrics.listen = listen;
         }
         if let Some(dir) = &self.data_dir {
             cfg.data_dir = dir.clone();

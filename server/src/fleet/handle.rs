@@ -96,6 +96,11 @@ pub(super) enum Command {
         baseline: ByNode,
         reply: oneshot::Sender<BadContainers>,
     },
+    /// A `/metrics` scrape's look at the fleet (`metrics::snapshot`).
+    Metrics {
+        per_node_max: usize,
+        reply: oneshot::Sender<crate::metrics::FleetSnapshot>,
+    },
 }
 
 #[derive(Clone)]
@@ -284,6 +289,19 @@ impl FleetHandle {
         self.call(|reply| Command::BadContainers {
             cap,
             baseline,
+            reply,
+        })
+        .await
+    }
+
+    /// The fleet's totals for a `/metrics` scrape, with per-node samples
+    /// while it has at most `per_node_max` nodes.
+    pub async fn metrics(
+        &self,
+        per_node_max: usize,
+    ) -> Result<crate::metrics::FleetSnapshot, FleetStopped> {
+        self.call(|reply| Command::Metrics {
+            per_node_max,
             reply,
         })
         .await

@@ -42,6 +42,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use self::handle::Command;
+use crate::metrics::snapshot::{NodeFacts, fleet_snapshot};
 use crate::store::{NodeWrite, Section, StoredNode, WriterHandle};
 use crate::supervise::PanicSwitch;
 
@@ -297,6 +298,24 @@ impl Fleet {
                     .iter()
                     .map(|(name, e)| (name.as_str(), e.node.online, e.held.as_ref()));
                 let _ = reply.send(bad::collect(nodes, cap, &baseline));
+            }
+            Command::Metrics {
+                per_node_max,
+                reply,
+            } => {
+                let nodes = self.nodes.values().map(|e| NodeFacts {
+                    node: &e.node,
+                    digest: e.held.as_ref().map(|h| &h.digest),
+                    in_session: e.session.is_some(),
+                });
+                let watchers = self.events.receiver_count() as u64;
+                let _ = reply.send(fleet_snapshot(
+                    nodes,
+                    self.nodes.len(),
+                    per_node_max,
+                    watchers,
+                    Timestamp::now(),
+                ));
             }
         }
     }

@@ -54,6 +54,8 @@ pub struct AgentApi {
     /// Signs the certificates agents ask for when they renew their own.
     pub renewal: Arc<Signer>,
     pub shutdown: CancellationToken,
+    /// Sessions opened and reports received are counted here.
+    pub metrics: Arc<crate::metrics::Events>,
 }
 
 /// Boxed: a channel allocates room for 32 items up front, for every
@@ -145,6 +147,7 @@ impl AgentApi {
             actions: actions_tx,
         };
         let session = self.fleet.connect(hello, link).await?;
+        self.metrics.session_opened();
         let (tx, rx) = mpsc::channel(16);
         let welcome = v1::ServerMessage {
             msg: Some(server_message::Msg::Welcome(v1::Welcome {
@@ -167,6 +170,7 @@ impl AgentApi {
             renewal: self.renewal.clone(),
             last_renewal: None,
             store: self.store.clone(),
+            metrics: self.metrics.clone(),
         };
         tokio::spawn(task.run(inbound, kick, actions_rx, self.shutdown.clone()));
         Ok(rx)
@@ -223,6 +227,7 @@ fn truncate(mut s: String, max: usize) -> String {
 }
 
 struct SessionTask {
+    metrics: Arc<crate::metrics::Events>,
     fleet: FleetHandle,
     results: ActionResults,
     node: String,
@@ -426,6 +431,7 @@ impl SessionTask {
     async fn handle(&mut self, msg: Box<v1::AgentMessage>) -> Result<(), Status> {
         match msg.msg {
             Some(agent_message::Msg::Report(report)) => {
+                self.metrics.report();
                 let seq = report.seq;
                 let admitted = match admit::report(report, Timestamp::now()) {
                     Ok(admitted) => admitted,

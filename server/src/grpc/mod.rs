@@ -52,6 +52,8 @@ pub struct Backends {
     pub revocations: crate::revoke::Revocations,
     /// Signs agents' own certificate requests (or refuses them all).
     pub renewal: std::sync::Arc<crate::renewal::Signer>,
+    /// The event counters of `/metrics`.
+    pub metrics: std::sync::Arc<crate::metrics::Events>,
 }
 
 /// Serves every service on an already bound listener until `shutdown`.
@@ -68,6 +70,7 @@ pub async fn serve(
         store,
         revocations,
         renewal,
+        metrics,
     } = backends;
     let limits = &config.limits;
     let incoming = tls::spawn_acceptor(
@@ -80,6 +83,7 @@ pub async fn serve(
             max_connections: limits.max_connections,
         },
         revocations.clone(),
+        metrics.clone(),
         shutdown.clone(),
     );
 
@@ -136,6 +140,7 @@ pub async fn serve(
         assembly: session_stream::Assembly::new(ASSEMBLING_SESSIONS, ASSEMBLY_DEADLINE),
         renewal,
         shutdown: shutdown.clone(),
+        metrics,
     }));
     let operator = OperatorApi {
         fleet,

@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::metrics::{Events, Refusal as Why};
 use crate::revoke::{Revocations, Seat, Serial};
 use crate::throttle::{SharedThrottle, WARN_EVERY};
 use tokio_rustls::TlsAcceptor;
@@ -77,6 +78,7 @@ impl Peer {
             Refusal::Role { who, need, .. } => (who, need.as_str()),
             Refusal::NoIdentity(_) | Refusal::Unknown(_) => return,
         };
+        self.warnings.metrics.refused(Why::WrongKind);
         if let Some(refused) = self.warnings.wrong_kind.hit() {
             let peer = self.addr.map(|a| a.to_string()).unwrap_or_default();
             tracing::warn!(%peer, identity = %who, needed = %needed, refused, "Request refused: certificate of the wrong kind or role (count since the last such line).");
@@ -176,6 +178,46 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// The server's certificate chain and private key (the key's mode checked).
+fn identity_of(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let show = |p: &Path| p.display().to_string();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Invalid {
+            path: show(cert),
+            message: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Empty {
+            path: show(cert),
+            what: "certificate",
+        });
+    }
+    rollcall_proto::files::check_private_key(key)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| TlsError::Invalid {
+        path: show(key),
+        message: format!("no usable private key: {e}"),
+    })?;
+    Ok((chain, key_der))
+}
+
+/// TLS for the metrics listener (`[metrics] tls`): the server's own
+/// certificate and key, HTTP/1.1, and no client certificate asked for
+/// (a scraper has none from our CA).
+pub fn metrics_server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    let (chain, key_der) = identity_of(cert, key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The server's rustls configuration: our certificate, and client
 /// certificates required and verified against the rollcall CA.
 pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
@@ -198,23 +240,7 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::Serve
             what: "CA certificate",
         });
     }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Invalid {
-            path: show(cert),
-            message: e.to_string(),
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::Empty {
-            path: show(cert),
-            what: "certificate",
-        });
-    }
-    rollcall_proto::files::check_private_key(key)?;
-    let key_der = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| TlsError::Invalid {
-        path: show(key),
-        message: format!("no usable private key: {e}"),
-    })?;
+    let (chain, key_der) = identity_of(cert, key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
@@ -256,12 +282,15 @@ struct Warnings {
     no_identity: SharedThrottle,
     wrong_kind: SharedThrottle,
     revoked: SharedThrottle,
+    /// Every refusal is also counted (`rollcall_connections_refused_total`).
+    metrics: Arc<Events>,
 }
 
-impl Default for Warnings {
-    fn default() -> Self {
+impl Warnings {
+    fn new(metrics: Arc<Events>) -> Self {
         let t = || SharedThrottle::new(WARN_EVERY);
         Self {
+            metrics,
             connection_limit: t(),
             handshake_limit: t(),
             source_limit: t(),
@@ -355,6 +384,7 @@ pub fn spawn_acceptor(
     config: rustls::ServerConfig,
     limits: AcceptLimits,
     revocations: Revocations,
+    metrics: Arc<Events>,
     shutdown: CancellationToken,
 ) -> mpsc::Receiver<Result<PeerConn, io::Error>> {
     let (tx, rx) = mpsc::channel(1_024);
@@ -362,7 +392,7 @@ pub fn spawn_acceptor(
     let established = Arc::new(Semaphore::new(limits.max_connections));
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     let sources = Sources::default();
-    let warnings = Arc::new(Warnings::default());
+    let warnings = Arc::new(Warnings::new(metrics));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -381,12 +411,14 @@ pub fn spawn_acceptor(
             };
             // No TLS work for a connection that could not be kept.
             if established.available_permits() == 0 {
+                warnings.metrics.refused(Why::ConnectionLimit);
                 if let Some(refused) = warnings.connection_limit.hit() {
                     tracing::warn!(peer = %addr, refused, max_connections = limits.max_connections, "Connection limit reached; refusing connections (count since the last such line).");
                 }
                 continue;
             }
             let Ok(handshaking) = handshakes.clone().try_acquire_owned() else {
+                warnings.metrics.refused(Why::HandshakeLimit);
                 if let Some(refused) = warnings.handshake_limit.hit() {
                     tracing::warn!(peer = %addr, refused, max_handshakes = limits.max_handshakes, "Handshake limit reached; closing new connections at once (count since the last such line).");
                 }
@@ -394,6 +426,7 @@ pub fn spawn_acceptor(
             };
             let Some(source_slot) = sources.try_take(addr.ip(), limits.max_handshakes_per_source)
             else {
+                warnings.metrics.refused(Why::SourceLimit);
                 if let Some(refused) = warnings.source_limit.hit() {
                     tracing::warn!(peer = %addr, refused, max_handshakes_per_source = limits.max_handshakes_per_source, "Handshake limit of one source address reached; closing its new connections at once (count since the last such line).");
                 }
@@ -418,6 +451,7 @@ pub fn spawn_acceptor(
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
                         tracing::debug!(peer = %addr, error = %e, "TLS handshake refused.");
+                        warnings.metrics.refused(Why::HandshakeFailed);
                         if let Some(failed) = warnings.handshake_failed.hit() {
                             tracing::warn!(peer = %addr, error = %e, failed, "TLS handshake failed (count since the last such line).");
                         }
@@ -425,6 +459,7 @@ pub fn spawn_acceptor(
                     }
                     Err(_) => {
                         tracing::debug!(peer = %addr, "TLS handshake timed out.");
+                        warnings.metrics.refused(Why::HandshakeTimeout);
                         if let Some(failed) = warnings.handshake_failed.hit() {
                             tracing::warn!(peer = %addr, error = "timed out", failed, "TLS handshake failed (count since the last such line).");
                         }
@@ -432,6 +467,7 @@ pub fn spawn_acceptor(
                     }
                 };
                 let Ok(permit) = established.try_acquire_owned() else {
+                    warnings.metrics.refused(Why::ConnectionLimit);
                     if let Some(refused) = warnings.connection_limit.hit() {
                         tracing::warn!(peer = %addr, refused, max_connections = limits.max_connections, "Connection limit reached; refusing connections (count since the last such line).");
                     }
@@ -445,6 +481,11 @@ pub fn spawn_acceptor(
                 let cert_not_after = leaf.and_then(|l| expiry::not_after_der(l).ok());
                 let (identity, seat) =
                     admit(&revocations, leaf.and_then(|l| Serial::of_der(l)), identity);
+                match &identity {
+                    Err(IdentityError::Revoked(_)) => warnings.metrics.refused(Why::Revoked),
+                    Err(_) => warnings.metrics.refused(Why::NoIdentity),
+                    Ok(_) => {}
+                }
                 if let Err(IdentityError::Revoked(why)) = &identity
                     && let Some(refused) = warnings.revoked.hit()
                 {

@@ -11,7 +11,7 @@
 //! count, not once per write.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use rollcall_proto::model::ActionResult;
 
 use crate::audit::AuditRecord;
 use crate::campaign::record::CampaignWrite;
+use crate::metrics::Events;
 use crate::revoke::{Revocation, Serial};
 use crate::throttle::{Throttle, WARN_EVERY};
 
@@ -215,6 +216,15 @@ pub struct Writer {
 
 impl Writer {
     pub fn spawn(store: impl Backend, interval: Duration) -> (Writer, WriterHandle) {
+        Self::spawn_with_metrics(store, interval, None)
+    }
+
+    /// [`Writer::spawn`], timing every commit into `metrics`.
+    pub fn spawn_with_metrics(
+        store: impl Backend,
+        interval: Duration,
+        metrics: Option<Arc<Events>>,
+    ) -> (Writer, WriterHandle) {
         let (tx, rx) = mpsc::channel();
         let (reporter, health) = Reporter::new();
         let (done_tx, done) = oneshot::channel();
@@ -231,6 +241,7 @@ impl Writer {
                         health: reporter,
                         errors: Throttle::new(WARN_EVERY),
                         forgets: Vec::new(),
+                        metrics,
                     };
                     run(&mut state, rx, interval);
                 }));
@@ -274,9 +285,18 @@ struct State {
     /// that a change of a node that came back after it is written after
     /// the removal.
     forgets: Vec<(String, Box<AuditRecord>)>,
+    /// Where commits are timed (`rollcall_store_commit_duration_seconds`).
+    metrics: Option<Arc<Events>>,
 }
 
 impl State {
+    /// Times a commit that succeeded (a failed one says nothing of the disk's pace).
+    fn timed<T>(&self, started: Instant, result: &Result<T, StoreError>) {
+        if let (Some(m), Ok(_)) = (&self.metrics, result) {
+            m.store_commit(started.elapsed());
+        }
+    }
+
     /// Notes a write's outcome in the store's health (and the log).
     fn outcome<T>(&mut self, what: &str, result: Result<T, StoreError>) -> Result<T, NotStored> {
         match result {
@@ -309,11 +329,15 @@ fn run(state: &mut State, rx: mpsc::Receiver<Op>, interval: Duration) {
                 while let Some(op) = next.take().or_else(|| rx.try_recv().ok()) {
                     match op {
                         Op::Action(result, reply) => {
+                            let started = Instant::now();
                             let put = state.store.put_action(&result);
+                            state.timed(started, &put);
                             let _ = reply.send(state.outcome("an action result", put));
                         }
                         Op::Campaign(write, reply) => {
+                            let started = Instant::now();
                             let put = state.store.write_campaign(&write);
+                            state.timed(started, &put);
                             let _ = reply.send(state.outcome("a campaign change", put));
                         }
                         Op::Revoke(revocation, reply) => {
@@ -434,6 +458,7 @@ fn commit(state: &mut State, pending: &mut HashMap<String, NodeWrite>) {
     }
     let started = Instant::now();
     let written = state.store.write_nodes(&mut pending.values());
+    state.timed(started, &written);
     // Kept on failure and tried again at the next interval: a full disk or
     // a locked file must not lose the fleet's state.
     if let Ok(n) = state.outcome("node changes", written) {

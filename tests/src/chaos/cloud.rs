@@ -409,6 +409,9 @@ offline_after_missed_reports = 3
 
 [campaigns]
 tick_ms = 200
+
+[metrics]
+listen = "127.0.0.1:0"
 "#,
                 data = data.display(),
                 pki = pki.display(),
