@@ -472,6 +472,19 @@ impl Receiver {
             .collect()
     }
 
+    /// Waits until it took at least `n` bodies; their events, in order.
+    pub async fn wait_events(&self, n: usize) -> Vec<String> {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{n} events at the webhook"),
+            || async {
+                let events = self.events();
+                (events.len() >= n).then_some(events)
+            },
+        )
+        .await
+    }
+
     /// Requests that reached it, answered or not.
     pub fn asked(&self) -> usize {
         self.asked.load(std::sync::atomic::Ordering::SeqCst)

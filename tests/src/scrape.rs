@@ -4,7 +4,6 @@
 //! connection, read to its end: all a test needs, without an HTTP client.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -137,15 +136,7 @@ fn unchunk(mut chunked: &str) -> String {
 /// binary is missing outside CI (said on stderr). In CI a missing promtool
 /// is a failure.
 pub fn promtool_check(text: &str) -> Option<String> {
-    let promtool = Path::new("/usr/bin/promtool");
-    if !promtool.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have /usr/bin/promtool (Debian package prometheus)"
-        );
-        eprintln!("SKIP: /usr/bin/promtool is missing (apt-get install prometheus)");
-        return None;
-    }
+    let promtool = crate::monitoring::binary(crate::monitoring::PROMTOOL)?;
     let mut child = std::process::Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

@@ -15,8 +15,8 @@ use rollcall_server::campaign::lifecycle::Step;
 use rollcall_server::campaign::record::{AuditEntry, Phase};
 use rollcall_server::config::NotifyConfig;
 use rollcall_tests::fleet::Fleet;
+use rollcall_tests::init;
 use rollcall_tests::monitoring::Receiver;
-use rollcall_tests::{eventually, init};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -292,13 +292,12 @@ async fn a_before_gate_that_never_passes_pauses_and_an_after_gate_that_never_pas
         "node_failed",
         "campaign_paused",
     ];
-    eventually(
-        Duration::from_secs(30),
-        "every event at the webhook",
-        || async { (receiver.events().len() >= want.len()).then_some(()) },
-    )
-    .await;
-    assert_eq!(receiver.events(), want, "{:?}", receiver.taken());
+    assert_eq!(
+        receiver.wait_events(want.len()).await,
+        want,
+        "{:?}",
+        receiver.taken()
+    );
     let taken = receiver.taken();
     assert_eq!(taken[1]["node"], "cmp01");
     assert!(

@@ -596,15 +596,9 @@ mod tests {
     /// to say about a full scrape in the classic format.
     #[test]
     fn promtool_finds_a_full_scrape_clean() {
-        let promtool = std::path::Path::new("/usr/bin/promtool");
-        if !promtool.exists() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must have /usr/bin/promtool (Debian package prometheus)"
-            );
-            eprintln!("SKIP: /usr/bin/promtool is missing (apt-get install prometheus)");
+        let Some(promtool) = super::super::promtool() else {
             return;
-        }
+        };
         let (events, scrape) = full();
         let text = classic(&openmetrics(&events, scrape));
         let mut child = std::process::Command::new(promtool)
