@@ -282,24 +282,49 @@ impl TestServer {
         // operator's connection closed. Tests of that cap set it back.
         config.limits.max_handshakes_per_source = config.limits.max_handshakes;
         tweak(&mut config);
-        if config.listen.port() == 0 {
-            config.listen.set_port(port_outside_ephemeral_range());
-        }
         // Never the shipped 9743: tests run side by side.
         if config.metrics.listen.port() == ServerConfig::default().metrics.listen.port() {
             config.metrics.listen = "127.0.0.1:0".parse().expect("addr");
         }
-        if config.metrics.listen.port() == 0 {
-            config
-                .metrics
-                .listen
-                .set_port(port_outside_ephemeral_range());
-        }
         let faults = rollcall_server::store::FaultSwitch::default();
         options.store_faults = Some(faults.clone());
-        let server = rollcall_server::start_with(&config, options.clone())
-            .await
-            .expect("server starts");
+        // Ports the harness picks are free when picked, and may be taken by
+        // another test before the server binds them: pick again then.
+        let (pick_listen, pick_metrics) =
+            (config.listen.port() == 0, config.metrics.listen.port() == 0);
+        let mut tries = 0;
+        let server = loop {
+            tries += 1;
+            if pick_listen {
+                config.listen.set_port(port_outside_ephemeral_range());
+            }
+            while pick_metrics
+                && (config.metrics.listen.port() == 0
+                    || config.metrics.listen.port() == config.listen.port())
+            {
+                config
+                    .metrics
+                    .listen
+                    .set_port(port_outside_ephemeral_range());
+            }
+            match rollcall_server::start_with(&config, options.clone()).await {
+                Ok(server) => break server,
+                Err(
+                    rollcall_server::ServeError::Listen { addr, source }
+                    | rollcall_server::ServeError::Metrics(
+                        rollcall_server::metrics::MetricsError::Listen { addr, source },
+                    ),
+                ) if (pick_listen || pick_metrics) && tries < 5 => {
+                    eprintln!(
+                        "Port {addr} was taken before the server bound it ({source}); picking again."
+                    );
+                    if pick_metrics {
+                        config.metrics.listen.set_port(0);
+                    }
+                }
+                Err(e) => panic!("server starts: {e}"),
+            }
+        };
         config.listen = server.addr;
         if let Some(addr) = server.metrics_addr {
             config.metrics.listen = addr;
