@@ -238,19 +238,14 @@ pub fn names_node(value: &str, node: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with('.'))
 }
 
-/// A URL the server may ask: http or https, with a host.
+/// A monitoring API's base URL: one the HTTP client takes (http or https,
+/// a host, no user information), without a query.
 fn check_url(key: &str, url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("{key} {url:?}: use an http:// or https:// URL"))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if host.is_empty() || url.contains(char::is_whitespace) {
-        return Err(format!("{key} {url:?}: the URL has no host"));
-    }
+    crate::http::check_url(key, url)?;
     if url.contains(['?', '#']) {
         return Err(format!(
-            "{key} {url:?}: give the API's base URL, without a query"
+            "{key} {}: give the API's base URL, without a query",
+            crate::http::origin(url)
         ));
     }
     Ok(())
@@ -283,10 +278,10 @@ impl Source {
         }
     }
 
-    /// The URL's host (and port), for messages.
+    /// The URL's host (and port), for messages: never user information.
     pub fn host(&self) -> &str {
         let rest = self.url.split_once("://").map_or(&*self.url, |(_, r)| r);
-        rest.split('/').next().unwrap_or(rest)
+        crate::http::host_of(rest.split(['/', '?', '#']).next().unwrap_or(rest))
     }
 
     /// What to ask for the alerts: every active one (Alertmanager's

@@ -200,12 +200,12 @@ pub fn posted_id(body: &[u8]) -> Result<String, String> {
 
 /// `POST` here to create or renew.
 pub fn post_url(base: &str) -> String {
-    format!("{}/api/v2/silences", base.trim_end_matches('/'))
+    crate::http::join(base, "/api/v2/silences")
 }
 
 /// `DELETE` here to expire (the id is checked by `posted_id`).
 pub fn expire_url(base: &str, id: &str) -> String {
-    format!("{}/api/v2/silence/{id}", base.trim_end_matches('/'))
+    crate::http::join(base, &format!("/api/v2/silence/{id}"))
 }
 
 #[cfg(test)]
