@@ -54,7 +54,7 @@ fn silence_of<'a>(silences: &'a [Value], node: &str) -> Vec<&'a Value> {
                     m.iter().any(|m| {
                         m["name"] == "instance"
                             && m["isRegex"] == true
-                            && m["value"] == format!("{node}(:.*)?")
+                            && m["value"] == format!("{node}([.:].*)?")
                     })
                 })
         })
@@ -180,7 +180,7 @@ async fn a_campaign_holds_while_a_real_alert_fires_and_silences_each_node_in_fli
         assert_eq!(about.len(), 2, "{node}: {about:?}");
         assert!(
             about[0].starts_with(&format!("silence {sid} created in alertmanager at "))
-                && about[0].contains(&format!(r#"{{instance=~"{node}(:.*)?"}}"#)),
+                && about[0].contains(&format!(r#"{{instance=~"{node}([.:].*)?"}}"#)),
             "{about:?}"
         );
         assert!(

@@ -113,7 +113,7 @@ impl Default for SilenceSpec {
     fn default() -> Self {
         Self {
             enabled: None,
-            matchers: vec![r#"instance=~"{node}(:.*)?""#.into()],
+            matchers: vec![r#"instance=~"{node}([.:].*)?""#.into()],
             lease_secs: 1_800,
         }
     }

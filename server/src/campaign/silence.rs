@@ -289,7 +289,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "matchers": [{"name": "instance", "value": "cmp\\-01(:.*)?", "isRegex": true, "isEqual": true}],
+                "matchers": [{"name": "instance", "value": "cmp\\-01([.:].*)?", "isRegex": true, "isEqual": true}],
                 "startsAt": "2026-11-21T12:10:00.000Z",
                 "endsAt": "2026-11-21T12:20:00.000Z",
                 "createdBy": "rollcall",

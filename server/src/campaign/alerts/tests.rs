@@ -473,6 +473,19 @@ fn silence_matchers_name_the_node_escaped_for_regexes() {
 }
 
 #[test]
+fn the_default_silence_covers_what_names_the_node() {
+    let m = silence_matchers(&SilenceSpec::default().matchers, "cmp-01").expect("renders");
+    for value in ["cmp-01", "cmp-01:9100", "cmp-01.example.org", "cmp-01.example.org:9100"] {
+        assert!(names_node(value, "cmp-01"), "{value}");
+        assert!(m[0].matches(&labels(&[("instance", value)])), "{value}");
+    }
+    for value in ["cmp-010:9100", "cmp-01x", "10.0.0.1:9100", "xcmp-01"] {
+        assert!(!names_node(value, "cmp-01"), "{value}");
+        assert!(!m[0].matches(&labels(&[("instance", value)])), "{value}");
+    }
+}
+
+#[test]
 fn names_node_takes_ports_and_domains_only() {
     assert!(names_node("cmp1", "cmp1"));
     assert!(names_node("cmp1:9100", "cmp1"));
