@@ -90,15 +90,12 @@ impl HttpResponse {
     /// characters replaced, cut at `max` characters.
     pub fn body_line(&self, max: usize) -> String {
         let text = String::from_utf8_lossy(&self.body);
-        let mut line: String = text
+        let line: String = text
             .chars()
+            .take(max + 1)
             .map(|c| if c.is_control() { ' ' } else { c })
-            .take(max)
             .collect();
-        if text.chars().count() > max {
-            line.push('…');
-        }
-        line.trim().to_owned()
+        rollcall_proto::text::cut(&line, max).trim().to_owned()
     }
 }
 

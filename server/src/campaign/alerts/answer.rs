@@ -168,7 +168,7 @@ fn cut_bytes(mut s: String) -> String {
 
 /// An error text from the API, for one line.
 fn cut(s: &str) -> String {
-    let s: String = s.chars().take(200).collect();
+    let s = rollcall_proto::text::cut(s, 200);
     rollcall_proto::text::for_terminal(&s).into_owned()
 }
 
