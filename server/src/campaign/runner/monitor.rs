@@ -118,7 +118,7 @@ impl Monitor for HttpMonitor {
             .map_err(|e| PostError::Failed(unreachable(e)))?;
         match answer.status {
             200..=299 => silence::posted_id(&answer.body).map_err(PostError::Failed),
-            404 => Err(PostError::Gone),
+            status if silence::not_found(status, &answer.body) => Err(PostError::Gone),
             status => Err(PostError::Failed(format!(
                 "answered HTTP {status}: {}",
                 answer.body_line(200)
@@ -133,7 +133,8 @@ impl Monitor for HttpMonitor {
             .await
             .map_err(unreachable)?;
         match answer.status {
-            200..=299 | 404 => Ok(()),
+            200..=299 => Ok(()),
+            status if silence::not_found(status, &answer.body) => Ok(()),
             status => Err(format!("answered HTTP {status}: {}", answer.body_line(200))),
         }
     }
