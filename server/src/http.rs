@@ -348,7 +348,9 @@ pub fn origin(url: &str) -> String {
 
 /// `host[:port]` of a URL's authority: any `user:password@` left out.
 pub fn host_of(authority: &str) -> &str {
-    authority.rsplit_once('@').map_or(authority, |(_, host)| host)
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
 }
 
 /// `base` (a configured API address, with or without a path prefix and a
@@ -444,7 +446,9 @@ mod tests {
         assert_eq!(origin("https://u:p@w@prom/x"), "https://prom/…");
         let e = check_url("url", "https://user:hunter2@prom:9090/").expect_err("user info");
         assert!(
-            e.contains("user information") && e.contains("https://prom:9090") && !e.contains("hunter2"),
+            e.contains("user information")
+                && e.contains("https://prom:9090")
+                && !e.contains("hunter2"),
             "{e}"
         );
         let e = Target::parse("ftp://h/secret")

@@ -10,25 +10,31 @@
 //!   working on is left out: one of its `node_labels` is the node's name,
 //!   or the name followed by `:` (a port) or `.` (a domain). Patching a
 //!   node is expected to make its own alerts fire.
-//! - With `ignore_silenced`, an alert Alertmanager reports silenced or
-//!   inhibited is left out, and so is Prometheus's copy of it (a
-//!   Prometheus alert whose labels all appear, equal, on a suppressed
-//!   Alertmanager alert: Alertmanager adds the external labels).
+//! - With `ignore_silenced`, an alert Alertmanager reports inhibited, or
+//!   silenced by a silence that is not one of the campaign's own leases,
+//!   is left out, and so is Prometheus's copy of it (a Prometheus alert
+//!   whose labels all appear, equal, on such an Alertmanager alert:
+//!   Alertmanager adds the external labels). The campaign's own silences
+//!   hide nothing from it: the moment a node leaves flight its alerts hold
+//!   again, and `ignore_nodes_in_flight = false` means what it says.
 //! - Fail closed: a source whose last try failed, that never answered, or
 //!   whose last answer is older than twice `check_secs` holds too, with
-//!   the reason.
+//!   the reason; so does an answer asked before the last time a node left
+//!   flight (its alerts, no longer left out, may be missing from it).
 //!
-//! The scheduler's poller (`runner/monitor.rs`) asks the APIs and keeps
-//! the latest [`Observation`]; each pass calls [`verdict`] with the nodes
-//! in flight at that moment.
+//! The work is split by cost. The poller (`runner/monitor.rs`) calls
+//! [`blocking`] once per look: which alerts hold at all (state, matchers,
+//! suppression, one copy each), with hash indexes, off the scheduler's
+//! task. Each pass calls [`verdict`], which only checks the answers' age
+//! and leaves out the alerts about the nodes in flight at that moment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::text::cut;
+use rollcall_proto::timestamp::Timestamp;
 use serde::Deserialize;
 
 pub mod answer;
@@ -224,14 +230,6 @@ impl AlertsSpec {
             .is_none_or(|p| p.is_match(alert.name()))
             && (self.matchers.is_empty() || self.matchers.iter().any(|m| m.matches(&alert.labels)))
     }
-
-    /// Whether `alert` is about one of `nodes` (see the module's rules).
-    fn about(&self, alert: &Alert, nodes: &[&str]) -> bool {
-        self.node_labels
-            .iter()
-            .filter_map(|l| alert.labels.get(l))
-            .any(|value| nodes.iter().any(|node| names_node(value, node)))
-    }
 }
 
 /// `cmp-01`, `cmp-01:9100` and `cmp-01.example.org` name `cmp-01`;
@@ -327,13 +325,21 @@ pub struct Alert {
     pub state: AlertState,
     /// Since when it is active (Prometheus) or firing (Alertmanager).
     pub since: Option<Timestamp>,
-    /// Alertmanager silences or inhibits it.
-    pub suppressed: bool,
+    /// The ids of the silences that silence it (Alertmanager).
+    pub silenced_by: Vec<String>,
+    /// Alertmanager inhibits it, or suppresses it without saying why.
+    pub inhibited: bool,
 }
 
 impl Alert {
     pub fn name(&self) -> &str {
         self.labels.get("alertname").map_or("", String::as_str)
+    }
+
+    /// Whether Alertmanager suppresses it for a reason other than the
+    /// campaign's `own` silences.
+    pub fn suppressed(&self, own: &HashSet<String>) -> bool {
+        self.inhibited || self.silenced_by.iter().any(|id| !own.contains(id))
     }
 
     /// Whether `am`, an Alertmanager alert, is this Prometheus alert as
@@ -363,14 +369,98 @@ impl Alert {
     }
 }
 
+/// Alertmanager alerts by label pair, to find the copies of a Prometheus
+/// alert (the alerts whose labels include all of its own) without trying
+/// every pair of alerts.
+struct CopyIndex<'a> {
+    alerts: Vec<&'a Alert>,
+    by_pair: HashMap<(&'a str, &'a str), Vec<usize>>,
+}
+
+impl<'a> CopyIndex<'a> {
+    fn new(alerts: impl IntoIterator<Item = &'a Alert>) -> Self {
+        let alerts: Vec<&Alert> = alerts.into_iter().collect();
+        let mut by_pair: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        for (i, a) in alerts.iter().enumerate() {
+            for (k, v) in &a.labels {
+                by_pair.entry((k, v)).or_default().push(i);
+            }
+        }
+        CopyIndex { alerts, by_pair }
+    }
+
+    /// The indexed alerts `prom` is a copy in: only those of its rarest
+    /// label pair are compared.
+    fn copies_of(&self, prom: &Alert) -> Vec<usize> {
+        if prom.labels.is_empty() {
+            return (0..self.alerts.len()).collect();
+        }
+        let mut rarest: &[usize] = &[];
+        for (i, (k, v)) in prom.labels.iter().enumerate() {
+            match self.by_pair.get(&(k.as_str(), v.as_str())) {
+                // A label no indexed alert has: none is a copy.
+                None => return Vec::new(),
+                Some(list) if i == 0 || list.len() < rarest.len() => rarest = list,
+                Some(_) => {}
+            }
+        }
+        rarest
+            .iter()
+            .copied()
+            .filter(|i| prom.is_copy_in(self.alerts[*i]))
+            .collect()
+    }
+}
+
+/// The alerts that hold the campaign whatever is in flight, worked out
+/// once per look (see the module's rules): those the spec names, in a
+/// state that holds, not suppressed (`own`: the campaign's silence ids),
+/// one copy of each (Prometheus's, which knows pending and since when),
+/// the one active longest first (then by labels).
+pub fn blocking(spec: &AlertsSpec, alerts: &[&Alert], own: &HashSet<String>) -> Vec<Alert> {
+    let from = |kind| alerts.iter().copied().filter(move |a| a.source == kind);
+    let suppressed = CopyIndex::new(
+        from(SourceKind::Alertmanager).filter(|a| spec.ignore_silenced && a.suppressed(own)),
+    );
+    let holds = |a: &&Alert| {
+        (a.state == AlertState::Firing || spec.pending)
+            && spec.blocks(a)
+            && !(spec.ignore_silenced
+                && match a.source {
+                    SourceKind::Alertmanager => a.suppressed(own),
+                    SourceKind::Prometheus => !suppressed.copies_of(a).is_empty(),
+                })
+    };
+    let prom: Vec<&Alert> = from(SourceKind::Prometheus).filter(holds).collect();
+    let am = CopyIndex::new(from(SourceKind::Alertmanager).filter(holds));
+    // The same alert from both APIs holds once.
+    let mut copied = vec![false; am.alerts.len()];
+    for p in &prom {
+        for i in am.copies_of(p) {
+            copied[i] = true;
+        }
+    }
+    let mut held: Vec<Alert> = prom.into_iter().cloned().collect();
+    held.extend(
+        am.alerts
+            .iter()
+            .zip(copied)
+            .filter(|(_, copied)| !copied)
+            .map(|(a, _)| (*a).clone()),
+    );
+    held.sort_by(|a, b| {
+        (a.since.is_none(), a.since, &a.labels).cmp(&(b.since.is_none(), b.since, &b.labels))
+    });
+    held
+}
+
 /// What one API said last.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub kind: SourceKind,
-    /// When it last answered as documented.
+    /// When the last look that it answered as documented was asked: what
+    /// it says is at least that new.
     pub answered_at: Option<Timestamp>,
-    /// The alerts of that answer.
-    pub alerts: Vec<Alert>,
     /// Why the last try failed (unreachable, an error status, an answer
     /// the API does not document); `None` when it answered.
     pub failure: Option<String>,
@@ -381,16 +471,20 @@ impl Answer {
         Answer {
             kind,
             answered_at: None,
-            alerts: Vec::new(),
             failure: None,
         }
     }
 }
 
-/// What the poller knows: the last answer of every source.
+/// What the poller knows: how every source answered, and the alerts that
+/// hold (`blocking`) from their last answers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observation {
     pub answers: Vec<Answer>,
+    pub blocking: Vec<Alert>,
+    /// How many looks were made: a hold's end is audited only after a few
+    /// looks in a row found it over.
+    pub looks: u64,
 }
 
 /// Why no node starts: an alert, or a source that cannot be asked.
@@ -410,13 +504,19 @@ pub enum Hold {
     FirstLook {
         source: Source,
     },
+    /// A node left flight after the source's last answer was asked: its
+    /// alerts count again and may not be in it. Gone at the next look
+    /// (the poller looks at once); not worth an audit line.
+    Recheck {
+        source: Source,
+    },
 }
 
 impl Hold {
     /// Whether it is worth an audit line (a first look is not: every
-    /// campaign starts with one).
+    /// campaign starts with one; nor is the look after a node finished).
     pub fn audited(&self) -> bool {
-        !matches!(self, Hold::FirstLook { .. })
+        !matches!(self, Hold::FirstLook { .. } | Hold::Recheck { .. })
     }
 
     /// What stays the same while the same thing holds: a hold and its end
@@ -426,6 +526,7 @@ impl Hold {
             Hold::Alert { alert, .. } => format!("alert {:?}", alert.labels),
             Hold::Blind { source, .. } => format!("blind {source}"),
             Hold::FirstLook { source } => format!("first look {source}"),
+            Hold::Recheck { source } => format!("recheck {source}"),
         }
     }
 
@@ -452,21 +553,25 @@ impl Hold {
             Hold::FirstLook { source } => {
                 format!("held: waiting for the first answer of {source}")
             }
+            Hold::Recheck { source } => {
+                format!("held: waiting for an answer of {source} newer than the last node's finish")
+            }
         };
         cut(&text, SHOWN_CHARS).into_owned()
     }
 }
 
-/// The decision of one pass: what holds new starts, given the latest
-/// observation, the nodes in flight and the time. Fails closed.
+/// The decision of one pass: what holds new starts (and drains), given
+/// the latest observation, the nodes in flight, when a node last left
+/// flight, and the time. Fails closed.
 pub fn verdict(
     spec: &AlertsSpec,
     seen: &Observation,
     in_flight: &[&str],
+    left_flight: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<Hold> {
     let stale_after = spec.check_every() * 2;
-    let mut alerts = Vec::new();
     for source in spec.sources() {
         let answer = seen.answers.iter().find(|a| a.kind == source.kind);
         let why = match answer {
@@ -478,57 +583,73 @@ pub fn verdict(
             }) => return Some(Hold::FirstLook { source }),
             Some(Answer {
                 failure: Some(f), ..
-            }) => Some(f.clone()),
+            }) => f.clone(),
             Some(Answer {
                 answered_at: Some(at),
                 ..
-            }) if now.since(*at) > stale_after => Some(format!(
+            }) if now.since(*at) > stale_after => format!(
                 "has not answered for {}s (more than twice check_secs)",
                 now.since(*at).as_secs()
-            )),
-            Some(a) => {
-                alerts.extend(a.alerts.iter().cloned());
-                None
+            ),
+            Some(Answer {
+                answered_at: Some(at),
+                ..
+            }) if left_flight.is_some_and(|left| *at <= left) => {
+                return Some(Hold::Recheck { source });
             }
+            Some(_) => continue,
         };
-        if let Some(why) = why {
-            return Some(Hold::Blind { source, why });
-        }
+        return Some(Hold::Blind { source, why });
     }
-    holding(spec, &alerts, in_flight)
+    holding(spec, &seen.blocking, in_flight)
 }
 
-/// The alert that holds new starts, if any, among `alerts` (see the
-/// module's rules): the one active longest (then by name and labels).
-pub fn holding(spec: &AlertsSpec, alerts: &[Alert], in_flight: &[&str]) -> Option<Hold> {
-    let suppressed: Vec<&Alert> = alerts.iter().filter(|a| a.suppressed).collect();
-    let mut held: Vec<&Alert> = alerts
-        .iter()
-        .filter(|a| a.state == AlertState::Firing || spec.pending)
-        .filter(|a| {
-            !spec.ignore_silenced
-                || !(a.suppressed
-                    || (a.source == SourceKind::Prometheus
-                        && suppressed.iter().any(|s| a.is_copy_in(s))))
-        })
-        .filter(|a| spec.blocks(a))
-        .filter(|a| !(spec.ignore_nodes_in_flight && spec.about(a, in_flight)))
-        .collect();
-    held.sort_by(|a, b| {
-        (a.since.is_none(), a.since, &a.labels).cmp(&(b.since.is_none(), b.since, &b.labels))
-    });
-    // The same alert from both APIs holds once.
-    let mut distinct: Vec<&Alert> = Vec::new();
-    for a in held {
-        if !distinct.iter().any(|d| a.is_copy_in(d) || d.is_copy_in(a)) {
-            distinct.push(a);
-        }
-    }
-    let first = distinct.first()?;
+/// The alert that holds among `blocking` (see [`blocking`]) once the
+/// alerts about the nodes in flight are left out: the first, and how
+/// many more.
+pub fn holding(spec: &AlertsSpec, blocking: &[Alert], in_flight: &[&str]) -> Option<Hold> {
+    let flying = InFlight::new(spec, in_flight);
+    let mut held = blocking.iter().filter(|a| !flying.about(a));
+    let first = held.next()?;
     Some(Hold::Alert {
-        alert: (*first).clone(),
-        others: distinct.len() - 1,
+        alert: first.clone(),
+        others: held.count(),
     })
+}
+
+/// The nodes in flight, for `ignore_nodes_in_flight`: a hash lookup per
+/// label value, whatever the number of nodes.
+struct InFlight<'a> {
+    spec: &'a AlertsSpec,
+    nodes: HashSet<&'a str>,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(spec: &'a AlertsSpec, in_flight: &[&'a str]) -> Self {
+        let nodes = if spec.ignore_nodes_in_flight {
+            in_flight.iter().copied().collect()
+        } else {
+            HashSet::new()
+        };
+        InFlight { spec, nodes }
+    }
+
+    /// Whether one of `alert`'s node labels names a node in flight: the
+    /// value itself, or what comes before one of its `:` or `.`, is one.
+    fn about(&self, alert: &Alert) -> bool {
+        if self.nodes.is_empty() {
+            return false;
+        }
+        self.spec
+            .node_labels
+            .iter()
+            .filter_map(|l| alert.labels.get(l))
+            .any(|value| {
+                std::iter::once(value.as_str())
+                    .chain(value.match_indices([':', '.']).map(|(i, _)| &value[..i]))
+                    .any(|name| self.nodes.contains(name))
+            })
+    }
 }
 
 #[cfg(test)]
