@@ -71,7 +71,8 @@ pub struct AlertsSpec {
     pub ignore_nodes_in_flight: bool,
     /// The labels that name an alert's node.
     pub node_labels: Vec<String>,
-    /// Leave out alerts Alertmanager reports silenced or inhibited.
+    /// Leave out alerts Alertmanager reports inhibited, or silenced by a
+    /// silence that is not one of the campaign's own.
     pub ignore_silenced: bool,
     /// Seconds between two looks.
     pub check_secs: u64,
