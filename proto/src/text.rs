@@ -84,6 +84,15 @@ pub fn for_terminal(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// At most `max_chars` characters of `s`, and `…` after them when more
+/// followed: the one way a long text is shortened for a person.
+pub fn cut(s: &str, max_chars: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => Cow::Owned(format!("{}…", &s[..i])),
+        None => Cow::Borrowed(s),
+    }
+}
+
 /// How many characters of an [`Untrusted`] string a log line shows.
 pub const LOG_MAX_CHARS: usize = 256;
 
@@ -107,6 +116,15 @@ impl fmt::Display for Untrusted<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cut_keeps_whole_characters_and_marks_the_cut() {
+        assert_eq!(cut("héllo", 5), "héllo");
+        assert!(matches!(cut("héllo", 5), Cow::Borrowed(_)));
+        assert_eq!(cut("héllo", 2), "hé…");
+        assert_eq!(cut("", 0), "");
+        assert_eq!(cut("x", 0), "…");
+    }
 
     fn owned(s: &str) -> String {
         match for_terminal(s) {

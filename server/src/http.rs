@@ -90,15 +90,12 @@ impl HttpResponse {
     /// characters replaced, cut at `max` characters.
     pub fn body_line(&self, max: usize) -> String {
         let text = String::from_utf8_lossy(&self.body);
-        let mut line: String = text
+        let line: String = text
             .chars()
+            .take(max + 1)
             .map(|c| if c.is_control() { ' ' } else { c })
-            .take(max)
             .collect();
-        if text.chars().count() > max {
-            line.push('…');
-        }
-        line.trim().to_owned()
+        rollcall_proto::text::cut(&line, max).trim().to_owned()
     }
 }
 
@@ -332,19 +329,28 @@ impl Target {
 /// `scheme://host[:port]` of a URL, with `/…` when more followed: what
 /// logs and errors may say of a URL whose path or query may be a secret
 /// (a Slack-style webhook).
+/// User information (`user:password@`) is left out: it is a secret too.
 pub fn origin(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let more = if rest.len() > host.len() && rest != format!("{host}/") {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let more = if rest.len() > authority.len() && rest != format!("{authority}/") {
         "/…"
     } else {
         ""
     };
+    let host = host_of(authority);
     if scheme.is_empty() {
         format!("{host}{more}")
     } else {
         format!("{scheme}://{host}{more}")
     }
+}
+
+/// `host[:port]` of a URL's authority: any `user:password@` left out.
+pub fn host_of(authority: &str) -> &str {
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
 }
 
 /// `base` (a configured API address, with or without a path prefix and a
@@ -436,6 +442,15 @@ mod tests {
             "https://hooks.slack.com/…"
         );
         assert_eq!(origin("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
+        assert_eq!(origin("https://user:pw@prom:9090"), "https://prom:9090");
+        assert_eq!(origin("https://u:p@w@prom/x"), "https://prom/…");
+        let e = check_url("url", "https://user:hunter2@prom:9090/").expect_err("user info");
+        assert!(
+            e.contains("user information")
+                && e.contains("https://prom:9090")
+                && !e.contains("hunter2"),
+            "{e}"
+        );
         let e = Target::parse("ftp://h/secret")
             .expect_err("scheme")
             .to_string();

@@ -5,6 +5,9 @@
 //! alert fires (status names it), goes on once it resolves, and each node
 //! in flight has an Alertmanager silence, audited with its id and expired
 //! after its undrain. A monitoring API that cannot be asked holds too.
+//! The campaign's own silences hide nothing from it: an alert about the
+//! node that just finished holds the next start; and a hold keeps a node
+//! waiting at its before gate from draining.
 
 use std::time::Duration;
 
@@ -54,7 +57,7 @@ fn silence_of<'a>(silences: &'a [Value], node: &str) -> Vec<&'a Value> {
                     m.iter().any(|m| {
                         m["name"] == "instance"
                             && m["isRegex"] == true
-                            && m["value"] == format!("{node}(:.*)?")
+                            && m["value"] == format!("{node}([.:].*)?")
                     })
                 })
         })
@@ -180,7 +183,7 @@ async fn a_campaign_holds_while_a_real_alert_fires_and_silences_each_node_in_fli
         assert_eq!(about.len(), 2, "{node}: {about:?}");
         assert!(
             about[0].starts_with(&format!("silence {sid} created in alertmanager at "))
-                && about[0].contains(&format!(r#"{{instance=~"{node}(:.*)?"}}"#)),
+                && about[0].contains(&format!(r#"{{instance=~"{node}([.:].*)?"}}"#)),
             "{about:?}"
         );
         assert!(
@@ -336,5 +339,209 @@ async fn a_silence_is_a_lease_renewed_in_place_while_its_node_is_in_flight() {
         .map(|e| e.detail.as_str())
         .collect();
     assert_eq!(about.len(), 2, "made and expired, no new id: {about:?}");
+    fleet.stop().await;
+}
+
+/// Review finding 1: cmp01's alert fires while cmp01 is in flight (left
+/// out, and silenced by the campaign's own silence). The moment cmp01 is
+/// done, that alert is about a node no longer in flight: it must hold
+/// cmp02's start, although the last look saw it silenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_about_the_node_that_just_finished_holds_the_next_start() {
+    init();
+    let Some(alertmanager) = Alertmanager::start().await else {
+        return;
+    };
+    let switch = Switch::start().await;
+    let Some(prometheus) = Prometheus::start(PrometheusSetup {
+        scrape: vec![switch.target()],
+        rules_yaml: switch_rule(ALERT, 1),
+        alertmanager: Some(alertmanager.url().to_owned()),
+    })
+    .await
+    else {
+        return;
+    };
+    let fleet = Fleet::start(&[(Role::Compute, 2)]).await;
+    fleet.node("cmp01").slow_patch(10.0);
+    let c = fleet
+        .start_campaign(&spec(prometheus.url(), alertmanager.url()))
+        .await;
+    let id = c.campaign.id.clone();
+    fleet
+        .wait_for(&id, "cmp01 in its patch, silenced", LONG, |v| {
+            v.nodes
+                .iter()
+                .any(|n| n.node == "cmp01" && n.step == Step::Patch && n.silence.is_some())
+        })
+        .await;
+    // cmp01's own alert fires while it is in flight: left out, nothing held.
+    switch.set("cmp01", true);
+    prometheus
+        .wait_alert(ALERT, Some("firing"), Duration::from_secs(30))
+        .await;
+    rollcall_tests::eventually(
+        Duration::from_secs(30),
+        "Alertmanager has the alert, silenced by rollcall's silence",
+        || async {
+            alertmanager
+                .alerts()
+                .await
+                .iter()
+                .any(|a| {
+                    a["labels"]["node"] == "cmp01"
+                        && a["status"]["silencedBy"]
+                            .as_array()
+                            .is_some_and(|s| !s.is_empty())
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let during = fleet.status(&id).await;
+    assert_eq!(
+        during.alert_hold, "",
+        "an alert about a node in flight holds nothing"
+    );
+
+    // cmp01 finishes; its alert still fires: cmp02 must not start.
+    let after = fleet
+        .wait_for(&id, "cmp01 done", LONG, |v| {
+            v.nodes
+                .iter()
+                .any(|n| n.node == "cmp01" && n.step == Step::Done)
+        })
+        .await;
+    let cmp02 = |v: &rollcall_server::campaign::CampaignView| {
+        v.nodes
+            .iter()
+            .find(|n| n.node == "cmp02")
+            .map(|n| n.step)
+            .expect("cmp02")
+    };
+    assert_eq!(
+        cmp02(&after),
+        Step::Pending,
+        "not started in cmp01's last pass"
+    );
+    let held = fleet
+        .wait_for(&id, "held by cmp01's alert", LONG, |v| {
+            v.alert_hold.contains(r#"node="cmp01""#)
+        })
+        .await;
+    assert_eq!(cmp02(&held), Step::Pending);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = fleet.status(&id).await;
+    assert_eq!(cmp02(&still), Step::Pending, "{still:?}");
+    assert_eq!(fleet.node("cmp02").patch_runs(), 0);
+    assert!(
+        !fleet
+            .node("cmp02")
+            .hooks()
+            .iter()
+            .any(|h| h.starts_with("nova-drain")),
+        "cmp02 was never drained"
+    );
+
+    // It resolves: cmp02 goes on and the campaign ends.
+    switch.set("cmp01", false);
+    let done = fleet.wait_ended(&id, LONG).await;
+    assert!(
+        done.nodes.iter().all(|n| n.step == Step::Done),
+        "{:?}",
+        done.nodes
+    );
+    fleet.stop().await;
+}
+
+/// Review finding 2: a node waiting at its before gate when an alert
+/// fires must not drain once its gate passes; it drains once the alert
+/// resolves. Nothing fails and the campaign does not pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waiting_at_its_before_gate_does_not_drain_while_an_alert_fires() {
+    init();
+    let switch = Switch::start().await;
+    let Some(prometheus) = Prometheus::start(PrometheusSetup {
+        scrape: vec![switch.target()],
+        rules_yaml: switch_rule(ALERT, 1),
+        alertmanager: None,
+    })
+    .await
+    else {
+        return;
+    };
+    prometheus.wait_targets_up(Duration::from_secs(30)).await;
+    let fleet = Fleet::start(&[(Role::Compute, 1)]).await;
+    fleet.degrade_cluster(true);
+    let c = fleet
+        .start_campaign(&format!(
+            r#"
+name = "gated and held"
+role_order = ["compute"]
+reboot = "never"
+skip_up_to_date = false
+[hooks.compute]
+drain = "nova-drain"
+undrain = "nova-undrain"
+[gates.compute]
+before = ["cluster-whole"]
+run_on = "self"
+interval_secs = 1
+[alerts]
+prometheus_url = "{}"
+matchers = ['{{severity="critical"}}']
+check_secs = 1
+"#,
+            prometheus.url()
+        ))
+        .await;
+    let id = c.campaign.id.clone();
+    fleet
+        .wait_for(&id, "cmp01 waiting at its before gate", LONG, |v| {
+            v.nodes[0].step == Step::GateBefore
+        })
+        .await;
+    // An alert about another host fires while cmp01 waits at its gate.
+    switch.set("db-01", true);
+    prometheus
+        .wait_alert(ALERT, Some("firing"), Duration::from_secs(30))
+        .await;
+    fleet
+        .wait_for(&id, "the campaign held by the alert", LONG, |v| {
+            v.alert_hold.contains(ALERT)
+        })
+        .await;
+    // The gate passes now: cmp01 waits for the hold, undrained.
+    fleet.degrade_cluster(false);
+    let waiting = fleet
+        .wait_for(&id, "cmp01's drain held", LONG, |v| {
+            v.nodes[0].note.starts_with("the drain held by alert")
+        })
+        .await;
+    assert_eq!(
+        waiting.nodes[0].step,
+        Step::GateBefore,
+        "{:?}",
+        waiting.nodes
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = fleet.status(&id).await;
+    assert_eq!(still.nodes[0].step, Step::GateBefore, "{:?}", still.nodes);
+    assert_eq!(
+        still.campaign.phase,
+        rollcall_server::campaign::record::Phase::Running
+    );
+    let node = fleet.node("cmp01");
+    assert!(
+        !node.hooks().iter().any(|h| h.starts_with("nova-drain")),
+        "not drained while the alert fires: {:?}",
+        node.hooks()
+    );
+    assert_eq!(node.patch_runs(), 0);
+
+    switch.set("db-01", false);
+    let done = fleet.wait_ended(&id, LONG).await;
+    assert_eq!(done.nodes[0].step, Step::Done, "{:?}", done.nodes);
+    assert!(node.hooks().iter().any(|h| h.starts_with("nova-drain")));
     fleet.stop().await;
 }

@@ -10,28 +10,38 @@
 //!   working on is left out: one of its `node_labels` is the node's name,
 //!   or the name followed by `:` (a port) or `.` (a domain). Patching a
 //!   node is expected to make its own alerts fire.
-//! - With `ignore_silenced`, an alert Alertmanager reports silenced or
-//!   inhibited is left out, and so is Prometheus's copy of it (a
-//!   Prometheus alert whose labels all appear, equal, on a suppressed
-//!   Alertmanager alert: Alertmanager adds the external labels).
+//! - With `ignore_silenced`, an alert Alertmanager reports inhibited, or
+//!   silenced by a silence that is not one of the campaign's own leases,
+//!   is left out, and so is Prometheus's copy of it (a Prometheus alert
+//!   whose labels all appear, equal, on such an Alertmanager alert:
+//!   Alertmanager adds the external labels). The campaign's own silences
+//!   hide nothing from it: the moment a node leaves flight its alerts hold
+//!   again, and `ignore_nodes_in_flight = false` means what it says.
 //! - Fail closed: a source whose last try failed, that never answered, or
 //!   whose last answer is older than twice `check_secs` holds too, with
-//!   the reason.
+//!   the reason; so does an answer asked before the last time a node left
+//!   flight (its alerts, no longer left out, may be missing from it).
 //!
-//! The scheduler's poller (`runner/monitor.rs`) asks the APIs and keeps
-//! the latest [`Observation`]; each pass calls [`verdict`] with the nodes
-//! in flight at that moment.
+//! The work is split by cost. The poller (`runner/monitor.rs`) calls
+//! [`blocking`] once per look: which alerts hold at all (state, matchers,
+//! suppression, one copy each), with hash indexes, off the scheduler's
+//! task. Each pass calls [`verdict`], which only checks the answers' age
+//! and leaves out the alerts about the nodes in flight at that moment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
+use rollcall_proto::text::cut;
 use rollcall_proto::timestamp::Timestamp;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 pub mod answer;
+mod matcher;
+
+pub use matcher::{Matcher, MatcherSet, Op, Pattern, silence_matchers};
+use matcher::{escaped, quoted};
 
 /// The longest label value a hold's description shows; the rest is cut
 /// with `…`. Labels come from the monitoring API: untrusted.
@@ -61,7 +71,8 @@ pub struct AlertsSpec {
     pub ignore_nodes_in_flight: bool,
     /// The labels that name an alert's node.
     pub node_labels: Vec<String>,
-    /// Leave out alerts Alertmanager reports silenced or inhibited.
+    /// Leave out alerts Alertmanager reports inhibited, or silenced by a
+    /// silence that is not one of the campaign's own.
     pub ignore_silenced: bool,
     /// Seconds between two looks.
     pub check_secs: u64,
@@ -113,7 +124,7 @@ impl Default for SilenceSpec {
     fn default() -> Self {
         Self {
             enabled: None,
-            matchers: vec![r#"instance=~"{node}(:.*)?""#.into()],
+            matchers: vec![r#"instance=~"{node}([.:].*)?""#.into()],
             lease_secs: 1_800,
         }
     }
@@ -220,14 +231,6 @@ impl AlertsSpec {
             .is_none_or(|p| p.is_match(alert.name()))
             && (self.matchers.is_empty() || self.matchers.iter().any(|m| m.matches(&alert.labels)))
     }
-
-    /// Whether `alert` is about one of `nodes` (see the module's rules).
-    fn about(&self, alert: &Alert, nodes: &[&str]) -> bool {
-        self.node_labels
-            .iter()
-            .filter_map(|l| alert.labels.get(l))
-            .any(|value| nodes.iter().any(|node| names_node(value, node)))
-    }
 }
 
 /// `cmp-01`, `cmp-01:9100` and `cmp-01.example.org` name `cmp-01`;
@@ -238,19 +241,14 @@ pub fn names_node(value: &str, node: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with('.'))
 }
 
-/// A URL the server may ask: http or https, with a host.
+/// A monitoring API's base URL: one the HTTP client takes (http or https,
+/// a host, no user information), without a query.
 fn check_url(key: &str, url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("{key} {url:?}: use an http:// or https:// URL"))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if host.is_empty() || url.contains(char::is_whitespace) {
-        return Err(format!("{key} {url:?}: the URL has no host"));
-    }
+    crate::http::check_url(key, url)?;
     if url.contains(['?', '#']) {
         return Err(format!(
-            "{key} {url:?}: give the API's base URL, without a query"
+            "{key} {}: give the API's base URL, without a query",
+            crate::http::origin(url)
         ));
     }
     Ok(())
@@ -283,10 +281,10 @@ impl Source {
         }
     }
 
-    /// The URL's host (and port), for messages.
+    /// The URL's host (and port), for messages: never user information.
     pub fn host(&self) -> &str {
         let rest = self.url.split_once("://").map_or(&*self.url, |(_, r)| r);
-        rest.split('/').next().unwrap_or(rest)
+        crate::http::host_of(rest.split(['/', '?', '#']).next().unwrap_or(rest))
     }
 
     /// What to ask for the alerts: every active one (Alertmanager's
@@ -309,346 +307,6 @@ impl fmt::Display for Source {
     }
 }
 
-/// A regex matched against a whole value (Prometheus anchors its regexes).
-#[derive(Clone, Debug)]
-pub struct Pattern {
-    text: String,
-    regex: regex::Regex,
-}
-
-impl Pattern {
-    pub fn new(text: &str) -> Result<Self, String> {
-        let regex = regex::Regex::new(&format!("^(?:{text})$"))
-            .map_err(|e| format!("{text:?} is not a regex: {}", one_line(&e.to_string())))?;
-        Ok(Pattern {
-            text: text.to_owned(),
-            regex,
-        })
-    }
-
-    pub fn is_match(&self, value: &str) -> bool {
-        self.regex.is_match(value)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-impl PartialEq for Pattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
-    }
-}
-
-impl Eq for Pattern {}
-
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Pattern::new(&s).map_err(|e| serde::de::Error::custom(format!("alertname: {e}")))
-    }
-}
-
-/// The regex crate's errors span lines (the pattern, a caret, the cause).
-fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or(s)
-        .to_owned()
-}
-
-/// How a matcher compares a label's value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Equal,
-    NotEqual,
-    Regex,
-    NotRegex,
-}
-
-impl Op {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Equal => "=",
-            Op::NotEqual => "!=",
-            Op::Regex => "=~",
-            Op::NotRegex => "!~",
-        }
-    }
-
-    pub fn is_regex(self) -> bool {
-        matches!(self, Op::Regex | Op::NotRegex)
-    }
-
-    pub fn is_equal(self) -> bool {
-        matches!(self, Op::Equal | Op::Regex)
-    }
-}
-
-/// One label matcher, `severity="critical"` or `service=~"galera|rabbitmq"`.
-/// A missing label has the empty value, as in Prometheus.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Matcher {
-    pub name: String,
-    pub op: Op,
-    pub value: String,
-    pattern: Option<Pattern>,
-}
-
-impl Matcher {
-    pub fn new(name: &str, op: Op, value: &str) -> Result<Self, String> {
-        let pattern = if op.is_regex() {
-            Some(Pattern::new(value).map_err(|e| format!("{name}{}{e}", op.as_str()))?)
-        } else {
-            None
-        };
-        Ok(Matcher {
-            name: name.to_owned(),
-            op,
-            value: value.to_owned(),
-            pattern,
-        })
-    }
-
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let value = labels.get(&self.name).map_or("", String::as_str);
-        let found = match &self.pattern {
-            Some(p) => p.is_match(value),
-            None => value == self.value,
-        };
-        found == self.op.is_equal()
-    }
-}
-
-impl fmt::Display for Matcher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}{}{}",
-            self.name,
-            self.op.as_str(),
-            quoted(&self.value)
-        )
-    }
-}
-
-/// A value as a matcher writes it: double-quoted, `"` and `\` escaped,
-/// and every character a terminal could obey shown as `for_terminal`
-/// shows it.
-fn quoted(value: &str) -> String {
-    format!("\"{}\"", escaped(value, true))
-}
-
-/// `s` with the characters `for_terminal` escapes shown escaped, and (in
-/// a quoted value) `"` and `\` backslash-escaped as matchers write them.
-fn escaped(s: &str, in_quotes: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut one = [0u8; 4];
-    for c in s.chars() {
-        match c {
-            '"' | '\\' if in_quotes => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push_str(&rollcall_proto::text::for_terminal(c.encode_utf8(&mut one))),
-        }
-    }
-    out
-}
-
-/// Matchers that must all match: `{severity="critical", service=~"galera"}`
-/// (the braces may be left out).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MatcherSet(pub Vec<Matcher>);
-
-impl MatcherSet {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.0.iter().all(|m| m.matches(labels))
-    }
-}
-
-impl fmt::Display for MatcherSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("{")?;
-        for (i, m) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{m}")?;
-        }
-        f.write_str("}")
-    }
-}
-
-impl FromStr for MatcherSet {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let raw = parse_raw(s).map_err(|e| format!("matcher {s:?}: {e}"))?;
-        raw.into_iter()
-            .map(|(name, op, value)| Matcher::new(&name, op, &value))
-            .collect::<Result<Vec<_>, _>>()
-            .map(MatcherSet)
-            .map_err(|e| format!("matcher {s:?}: {e}"))
-    }
-}
-
-impl<'de> Deserialize<'de> for MatcherSet {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse()
-            .map_err(|e| serde::de::Error::custom(format!("alerts.matchers: {e}")))
-    }
-}
-
-/// The silence's matchers for `node`: the spec's templates with `{node}`
-/// replaced (regex-escaped in a regex matcher), each checked.
-pub fn silence_matchers(templates: &[String], node: &str) -> Result<Vec<Matcher>, String> {
-    let mut out = Vec::new();
-    for template in templates {
-        let raw = parse_raw(template).map_err(|e| format!("matcher {template:?}: {e}"))?;
-        for (name, op, value) in raw {
-            let with = if op.is_regex() {
-                regex::escape(node)
-            } else {
-                node.to_owned()
-            };
-            let value = value.replace("{node}", &with);
-            out.push(Matcher::new(&name, op, &value).map_err(|e| format!("{template:?}: {e}"))?);
-        }
-    }
-    Ok(out)
-}
-
-/// Parses `{a="x", b=~"y"}` into (name, op, unescaped value) triples.
-fn parse_raw(s: &str) -> Result<Vec<(String, Op, String)>, String> {
-    let mut p = Parser {
-        chars: s.char_indices().peekable(),
-    };
-    p.skip_ws();
-    let braced = p.eat('{');
-    let mut out = Vec::new();
-    loop {
-        p.skip_ws();
-        if braced && p.eat('}') {
-            break;
-        }
-        if p.at_end() {
-            if braced {
-                return Err("no closing '}'".into());
-            }
-            break;
-        }
-        let name = p.name()?;
-        p.skip_ws();
-        let op = p.op(&name)?;
-        p.skip_ws();
-        let value = p.string(&name)?;
-        out.push((name, op, value));
-        p.skip_ws();
-        if !p.eat(',') {
-            if braced {
-                p.skip_ws();
-                if !p.eat('}') {
-                    return Err(p.unexpected("',' or '}'"));
-                }
-                break;
-            }
-            if !p.at_end() {
-                return Err(p.unexpected("','"));
-            }
-            break;
-        }
-    }
-    p.skip_ws();
-    if !p.at_end() {
-        return Err(p.unexpected("the end"));
-    }
-    Ok(out)
-}
-
-struct Parser<'a> {
-    chars: std::iter::Peekable<std::str::CharIndices<'a>>,
-}
-
-impl Parser<'_> {
-    fn skip_ws(&mut self) {
-        while self.chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-    }
-
-    fn eat(&mut self, want: char) -> bool {
-        self.chars.next_if(|(_, c)| *c == want).is_some()
-    }
-
-    fn at_end(&mut self) -> bool {
-        self.chars.peek().is_none()
-    }
-
-    fn unexpected(&mut self, wanted: &str) -> String {
-        match self.chars.peek() {
-            Some((i, c)) => format!("expected {wanted} at character {}, found {c:?}", i + 1),
-            None => format!("expected {wanted}, found the end"),
-        }
-    }
-
-    fn name(&mut self) -> Result<String, String> {
-        let mut name = String::new();
-        while let Some((_, c)) = self
-            .chars
-            .next_if(|(_, c)| c.is_ascii_alphanumeric() || *c == '_')
-        {
-            name.push(c);
-        }
-        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(self.unexpected("a label name"));
-        }
-        Ok(name)
-    }
-
-    fn op(&mut self, name: &str) -> Result<Op, String> {
-        let op = if self.eat('=') {
-            if self.eat('~') { Op::Regex } else { Op::Equal }
-        } else if self.eat('!') {
-            if self.eat('=') {
-                Op::NotEqual
-            } else if self.eat('~') {
-                Op::NotRegex
-            } else {
-                return Err(self.unexpected("'=' or '~' after '!'"));
-            }
-        } else {
-            return Err(self.unexpected(&format!("=, !=, =~ or !~ after {name}")));
-        };
-        Ok(op)
-    }
-
-    fn string(&mut self, name: &str) -> Result<String, String> {
-        if !self.eat('"') {
-            return Err(self.unexpected(&format!("a double-quoted value for {name}")));
-        }
-        let mut value = String::new();
-        loop {
-            match self.chars.next() {
-                None => return Err(format!("the value of {name} has no closing '\"'")),
-                Some((_, '"')) => return Ok(value),
-                Some((_, '\\')) => match self.chars.next() {
-                    Some((_, c @ ('"' | '\\'))) => value.push(c),
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, 't')) => value.push('\t'),
-                    Some((i, c)) => {
-                        return Err(format!(
-                            "unknown escape \\{c} at character {i} (use \\\\ for a backslash)"
-                        ));
-                    }
-                    None => return Err(format!("the value of {name} has no closing '\"'")),
-                },
-                Some((_, c)) => value.push(c),
-            }
-        }
-    }
-}
-
 /// Whether an alert fires or waits out its `for:` (pending).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AlertState {
@@ -668,13 +326,21 @@ pub struct Alert {
     pub state: AlertState,
     /// Since when it is active (Prometheus) or firing (Alertmanager).
     pub since: Option<Timestamp>,
-    /// Alertmanager silences or inhibits it.
-    pub suppressed: bool,
+    /// The ids of the silences that silence it (Alertmanager).
+    pub silenced_by: Vec<String>,
+    /// Alertmanager inhibits it, or suppresses it without saying why.
+    pub inhibited: bool,
 }
 
 impl Alert {
     pub fn name(&self) -> &str {
         self.labels.get("alertname").map_or("", String::as_str)
+    }
+
+    /// Whether Alertmanager suppresses it for a reason other than the
+    /// campaign's `own` silences.
+    pub fn suppressed(&self, own: &HashSet<String>) -> bool {
+        self.inhibited || self.silenced_by.iter().any(|id| !own.contains(id))
     }
 
     /// Whether `am`, an Alertmanager alert, is this Prometheus alert as
@@ -704,21 +370,98 @@ impl Alert {
     }
 }
 
-fn cut(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
+/// Alertmanager alerts by label pair, to find the copies of a Prometheus
+/// alert (the alerts whose labels include all of its own) without trying
+/// every pair of alerts.
+struct CopyIndex<'a> {
+    alerts: Vec<&'a Alert>,
+    by_pair: HashMap<(&'a str, &'a str), Vec<usize>>,
+}
+
+impl<'a> CopyIndex<'a> {
+    fn new(alerts: impl IntoIterator<Item = &'a Alert>) -> Self {
+        let alerts: Vec<&Alert> = alerts.into_iter().collect();
+        let mut by_pair: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        for (i, a) in alerts.iter().enumerate() {
+            for (k, v) in &a.labels {
+                by_pair.entry((k, v)).or_default().push(i);
+            }
+        }
+        CopyIndex { alerts, by_pair }
     }
+
+    /// The indexed alerts `prom` is a copy in: only those of its rarest
+    /// label pair are compared.
+    fn copies_of(&self, prom: &Alert) -> Vec<usize> {
+        if prom.labels.is_empty() {
+            return (0..self.alerts.len()).collect();
+        }
+        let mut rarest: &[usize] = &[];
+        for (i, (k, v)) in prom.labels.iter().enumerate() {
+            match self.by_pair.get(&(k.as_str(), v.as_str())) {
+                // A label no indexed alert has: none is a copy.
+                None => return Vec::new(),
+                Some(list) if i == 0 || list.len() < rarest.len() => rarest = list,
+                Some(_) => {}
+            }
+        }
+        rarest
+            .iter()
+            .copied()
+            .filter(|i| prom.is_copy_in(self.alerts[*i]))
+            .collect()
+    }
+}
+
+/// The alerts that hold the campaign whatever is in flight, worked out
+/// once per look (see the module's rules): those the spec names, in a
+/// state that holds, not suppressed (`own`: the campaign's silence ids),
+/// one copy of each (Prometheus's, which knows pending and since when),
+/// the one active longest first (then by labels).
+pub fn blocking(spec: &AlertsSpec, alerts: &[&Alert], own: &HashSet<String>) -> Vec<Alert> {
+    let from = |kind| alerts.iter().copied().filter(move |a| a.source == kind);
+    let suppressed = CopyIndex::new(
+        from(SourceKind::Alertmanager).filter(|a| spec.ignore_silenced && a.suppressed(own)),
+    );
+    let holds = |a: &&Alert| {
+        (a.state == AlertState::Firing || spec.pending)
+            && spec.blocks(a)
+            && !(spec.ignore_silenced
+                && match a.source {
+                    SourceKind::Alertmanager => a.suppressed(own),
+                    SourceKind::Prometheus => !suppressed.copies_of(a).is_empty(),
+                })
+    };
+    let prom: Vec<&Alert> = from(SourceKind::Prometheus).filter(holds).collect();
+    let am = CopyIndex::new(from(SourceKind::Alertmanager).filter(holds));
+    // The same alert from both APIs holds once.
+    let mut copied = vec![false; am.alerts.len()];
+    for p in &prom {
+        for i in am.copies_of(p) {
+            copied[i] = true;
+        }
+    }
+    let mut held: Vec<Alert> = prom.into_iter().cloned().collect();
+    held.extend(
+        am.alerts
+            .iter()
+            .zip(copied)
+            .filter(|(_, copied)| !copied)
+            .map(|(a, _)| (*a).clone()),
+    );
+    held.sort_by(|a, b| {
+        (a.since.is_none(), a.since, &a.labels).cmp(&(b.since.is_none(), b.since, &b.labels))
+    });
+    held
 }
 
 /// What one API said last.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub kind: SourceKind,
-    /// When it last answered as documented.
+    /// When the last look that it answered as documented was asked: what
+    /// it says is at least that new.
     pub answered_at: Option<Timestamp>,
-    /// The alerts of that answer.
-    pub alerts: Vec<Alert>,
     /// Why the last try failed (unreachable, an error status, an answer
     /// the API does not document); `None` when it answered.
     pub failure: Option<String>,
@@ -729,16 +472,20 @@ impl Answer {
         Answer {
             kind,
             answered_at: None,
-            alerts: Vec::new(),
             failure: None,
         }
     }
 }
 
-/// What the poller knows: the last answer of every source.
+/// What the poller knows: how every source answered, and the alerts that
+/// hold (`blocking`) from their last answers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observation {
     pub answers: Vec<Answer>,
+    pub blocking: Vec<Alert>,
+    /// How many looks were made: a hold's end is audited only after a few
+    /// looks in a row found it over.
+    pub looks: u64,
 }
 
 /// Why no node starts: an alert, or a source that cannot be asked.
@@ -758,13 +505,19 @@ pub enum Hold {
     FirstLook {
         source: Source,
     },
+    /// A node left flight after the source's last answer was asked: its
+    /// alerts count again and may not be in it. Gone at the next look
+    /// (the poller looks at once); not worth an audit line.
+    Recheck {
+        source: Source,
+    },
 }
 
 impl Hold {
     /// Whether it is worth an audit line (a first look is not: every
-    /// campaign starts with one).
+    /// campaign starts with one; nor is the look after a node finished).
     pub fn audited(&self) -> bool {
-        !matches!(self, Hold::FirstLook { .. })
+        !matches!(self, Hold::FirstLook { .. } | Hold::Recheck { .. })
     }
 
     /// What stays the same while the same thing holds: a hold and its end
@@ -774,6 +527,7 @@ impl Hold {
             Hold::Alert { alert, .. } => format!("alert {:?}", alert.labels),
             Hold::Blind { source, .. } => format!("blind {source}"),
             Hold::FirstLook { source } => format!("first look {source}"),
+            Hold::Recheck { source } => format!("recheck {source}"),
         }
     }
 
@@ -800,21 +554,25 @@ impl Hold {
             Hold::FirstLook { source } => {
                 format!("held: waiting for the first answer of {source}")
             }
+            Hold::Recheck { source } => {
+                format!("held: waiting for an answer of {source} newer than the last node's finish")
+            }
         };
-        cut(&text, SHOWN_CHARS)
+        cut(&text, SHOWN_CHARS).into_owned()
     }
 }
 
-/// The decision of one pass: what holds new starts, given the latest
-/// observation, the nodes in flight and the time. Fails closed.
+/// The decision of one pass: what holds new starts (and drains), given
+/// the latest observation, the nodes in flight, when a node last left
+/// flight, and the time. Fails closed.
 pub fn verdict(
     spec: &AlertsSpec,
     seen: &Observation,
     in_flight: &[&str],
+    left_flight: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<Hold> {
     let stale_after = spec.check_every() * 2;
-    let mut alerts = Vec::new();
     for source in spec.sources() {
         let answer = seen.answers.iter().find(|a| a.kind == source.kind);
         let why = match answer {
@@ -826,57 +584,73 @@ pub fn verdict(
             }) => return Some(Hold::FirstLook { source }),
             Some(Answer {
                 failure: Some(f), ..
-            }) => Some(f.clone()),
+            }) => f.clone(),
             Some(Answer {
                 answered_at: Some(at),
                 ..
-            }) if now.since(*at) > stale_after => Some(format!(
+            }) if now.since(*at) > stale_after => format!(
                 "has not answered for {}s (more than twice check_secs)",
                 now.since(*at).as_secs()
-            )),
-            Some(a) => {
-                alerts.extend(a.alerts.iter().cloned());
-                None
+            ),
+            Some(Answer {
+                answered_at: Some(at),
+                ..
+            }) if left_flight.is_some_and(|left| *at <= left) => {
+                return Some(Hold::Recheck { source });
             }
+            Some(_) => continue,
         };
-        if let Some(why) = why {
-            return Some(Hold::Blind { source, why });
-        }
+        return Some(Hold::Blind { source, why });
     }
-    holding(spec, &alerts, in_flight)
+    holding(spec, &seen.blocking, in_flight)
 }
 
-/// The alert that holds new starts, if any, among `alerts` (see the
-/// module's rules): the one active longest (then by name and labels).
-pub fn holding(spec: &AlertsSpec, alerts: &[Alert], in_flight: &[&str]) -> Option<Hold> {
-    let suppressed: Vec<&Alert> = alerts.iter().filter(|a| a.suppressed).collect();
-    let mut held: Vec<&Alert> = alerts
-        .iter()
-        .filter(|a| a.state == AlertState::Firing || spec.pending)
-        .filter(|a| {
-            !spec.ignore_silenced
-                || !(a.suppressed
-                    || (a.source == SourceKind::Prometheus
-                        && suppressed.iter().any(|s| a.is_copy_in(s))))
-        })
-        .filter(|a| spec.blocks(a))
-        .filter(|a| !(spec.ignore_nodes_in_flight && spec.about(a, in_flight)))
-        .collect();
-    held.sort_by(|a, b| {
-        (a.since.is_none(), a.since, &a.labels).cmp(&(b.since.is_none(), b.since, &b.labels))
-    });
-    // The same alert from both APIs holds once.
-    let mut distinct: Vec<&Alert> = Vec::new();
-    for a in held {
-        if !distinct.iter().any(|d| a.is_copy_in(d) || d.is_copy_in(a)) {
-            distinct.push(a);
-        }
-    }
-    let first = distinct.first()?;
+/// The alert that holds among `blocking` (see [`blocking`]) once the
+/// alerts about the nodes in flight are left out: the first, and how
+/// many more.
+pub fn holding(spec: &AlertsSpec, blocking: &[Alert], in_flight: &[&str]) -> Option<Hold> {
+    let flying = InFlight::new(spec, in_flight);
+    let mut held = blocking.iter().filter(|a| !flying.about(a));
+    let first = held.next()?;
     Some(Hold::Alert {
-        alert: (*first).clone(),
-        others: distinct.len() - 1,
+        alert: first.clone(),
+        others: held.count(),
     })
+}
+
+/// The nodes in flight, for `ignore_nodes_in_flight`: a hash lookup per
+/// label value, whatever the number of nodes.
+struct InFlight<'a> {
+    spec: &'a AlertsSpec,
+    nodes: HashSet<&'a str>,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(spec: &'a AlertsSpec, in_flight: &[&'a str]) -> Self {
+        let nodes = if spec.ignore_nodes_in_flight {
+            in_flight.iter().copied().collect()
+        } else {
+            HashSet::new()
+        };
+        InFlight { spec, nodes }
+    }
+
+    /// Whether one of `alert`'s node labels names a node in flight: the
+    /// value itself, or what comes before one of its `:` or `.`, is one.
+    fn about(&self, alert: &Alert) -> bool {
+        if self.nodes.is_empty() {
+            return false;
+        }
+        self.spec
+            .node_labels
+            .iter()
+            .filter_map(|l| alert.labels.get(l))
+            .any(|value| {
+                std::iter::once(value.as_str())
+                    .chain(value.match_indices([':', '.']).map(|(i, _)| &value[..i]))
+                    .any(|name| self.nodes.contains(name))
+            })
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,10 @@ pub struct Ctx<'a> {
     /// The nodes of this campaign that failed, unless an operator accepted
     /// the failure: a guard that waits on one of them waits for nothing.
     pub failed: &'a BTreeSet<String>,
+    /// What holds drains now (`[alerts]`, with the alerts about the nodes
+    /// in flight, this one included, left out): while it does, a node goes
+    /// no further than its precheck and before gate.
+    pub hold: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -76,6 +80,11 @@ pub enum Advance {
     /// `run` is back in `pending`; pause the campaign with this reason
     /// instead of waiting for nothing.
     Pause(String),
+    /// The node waited on an alert hold (`Ctx::hold`) until its precheck
+    /// or before gate timed out: nothing was done to it, `run` is back in
+    /// `pending` with this reason, and starts again once nothing holds.
+    /// Nothing fails and the campaign does not pause.
+    Held(String),
 }
 
 /// Moves `run` (an active node) on as far as one look at the facts allows.
@@ -89,6 +98,18 @@ pub fn advance(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
     let undraining = run.failure.is_some();
     let limit = ctx.spec.step_timeout(run.role, run.step);
     let event = if let Some(limit) = limit.filter(|l| ctx.now.since(run.since) > *l) {
+        if let Some(hold) = ctx.hold
+            && matches!(run.step, Step::Precheck | Step::GateBefore)
+        {
+            let why = format!(
+                "{} waited {}s, the drain {hold}; back to pending until nothing holds",
+                run.step,
+                limit.as_secs()
+            );
+            run.on(Event::GuardBlocked, Facts::default(), ctx.now);
+            run.note.clone_from(&why);
+            return Advance::Held(why);
+        }
         let last = run
             .gate
             .as_ref()
@@ -222,7 +243,7 @@ fn step_on(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
                     run.containers = containers;
                     run.boot_id_before =
                         ctx.view.node.map(|n| n.boot_id.clone()).unwrap_or_default();
-                    succeeded(run, ctx)
+                    towards_drain(run, ctx)
                 }
                 Err(why) => Advance::Wait(why),
             }
@@ -308,6 +329,18 @@ fn wait_for_return(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
     let moved = succeeded_keeping_request(run, ctx);
     run.asked_at = asked;
     moved
+}
+
+/// The precheck or the before gate passed: on to the next step, unless
+/// that is the drain and an alert holds (`Ctx::hold`); then the node waits
+/// where it is, nothing done to it.
+pub(super) fn towards_drain(run: &mut NodeRun, ctx: &Ctx<'_>) -> Advance {
+    if let Some(hold) = ctx.hold
+        && run.step.on(Event::Succeeded, ctx.spec.facts(run.role)) == Step::Drain
+    {
+        return Advance::Wait(format!("the drain {hold}"));
+    }
+    succeeded(run, ctx)
 }
 
 /// On to the next step with the current step's request still named, so its
@@ -970,6 +1003,44 @@ mod tests {
         let why = "controller quorum guard cannot be met: ctl1 failed in this campaign and is offline or unhealthy";
         assert_eq!(w.advance(&mut run), Advance::Pause(why.into()));
         assert_eq!((run.step, run.started_at), (Step::Pending, None));
+    }
+
+    #[test]
+    fn an_alert_hold_keeps_a_prechecked_node_from_its_drain_and_fails_nothing() {
+        let mut w = World::new();
+        w.hold = Some("held: prometheus at prom:9090 unreachable: refused".into());
+        let mut run = run_in(Step::Precheck, Role::Compute, 15);
+        assert_eq!(
+            w.advance(&mut run),
+            Advance::Wait("the drain held: prometheus at prom:9090 unreachable: refused".into())
+        );
+        assert_eq!(run.step, Step::Precheck);
+        // Held past the precheck's timeout: back to pending, not failed.
+        w.now = t(15 + 121);
+        let Advance::Held(why) = w.advance(&mut run) else {
+            panic!("held")
+        };
+        assert_eq!(
+            why,
+            "precheck waited 120s, the drain held: prometheus at prom:9090 unreachable: refused; back to pending until nothing holds"
+        );
+        assert_eq!((run.step, run.started_at), (Step::Pending, None));
+        // Without a hold the same precheck drains (no hooks: on to the patch).
+        w.hold = None;
+        w.now = t(20);
+        let mut run = run_in(Step::Precheck, Role::Compute, 15);
+        assert_eq!(w.advance(&mut run), Advance::Moved);
+        assert_eq!(run.step, Step::Drain);
+    }
+
+    #[test]
+    fn an_alert_hold_does_not_touch_a_node_already_draining_or_later() {
+        let mut w = World::new();
+        w.hold = Some("held by alert X{} firing".into());
+        let mut run = run_in(Step::Patch, Role::Compute, 15);
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        let mut run = run_in(Step::Drain, Role::Compute, 15);
+        assert_eq!(w.advance(&mut run), Advance::Moved, "its drain goes on");
     }
 
     #[test]

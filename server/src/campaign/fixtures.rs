@@ -103,6 +103,8 @@ pub struct World {
     pub report: Report,
     pub action: Option<ActionResult>,
     pub failed: BTreeSet<String>,
+    /// What holds drains (`Ctx::hold`).
+    pub hold: Option<String>,
     pub now: Timestamp,
 }
 
@@ -118,6 +120,7 @@ impl World {
             report: report(10, Some((false, 10)), healthy()),
             action: None,
             failed: BTreeSet::new(),
+            hold: None,
             now: t(20),
         }
     }
@@ -135,6 +138,7 @@ impl World {
                 },
                 action: self.action.as_ref(),
                 failed: &self.failed,
+                hold: self.hold.as_deref(),
                 now: self.now,
             },
         )

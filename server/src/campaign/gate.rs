@@ -130,6 +130,7 @@ fn passed(run: &mut NodeRun, ctx: &Ctx<'_>, phase: GatePhase) -> Advance {
                 return Advance::Wait(format!("before gate passed; the precheck again: {why}"));
             }
         }
+        return super::drive::towards_drain(run, ctx);
     }
     succeeded(run, ctx)
 }
@@ -560,6 +561,32 @@ mod tests {
             "before gate passed; the precheck again: the node is offline"
         );
         w.node.online = true;
+        // An alert holds: the gate passed, but the node does not drain.
+        w.hold = Some("held by alert GaleraDown{} firing".into());
+        assert_eq!(
+            w.advance(&mut run),
+            Advance::Wait("the drain held by alert GaleraDown{} firing".into())
+        );
+        assert_eq!(run.step, Step::GateBefore);
+        // Past the gate's timeout under the hold: back to pending, nothing
+        // failed and nothing paused.
+        w.now = t(15 + 1_801);
+        let Advance::Held(why) = w.advance(&mut run) else {
+            panic!("held")
+        };
+        assert!(
+            why.starts_with("gate-before waited 1800s, the drain held by alert"),
+            "{why}"
+        );
+        assert_eq!((run.step, run.note.as_str()), (Step::Pending, why.as_str()));
+        let mut run = run_in(Step::GateBefore, Role::Compute, 15);
+        w.now = t(20);
+        assert!(matches!(w.advance(&mut run), Advance::Send { .. }));
+        w.action = Some(answer(&run, ActionState::Succeeded, 0, "", 20));
+        assert!(matches!(w.advance(&mut run), Advance::Tried { .. }));
+        w.action = None;
+        w.hold = None;
+        w.now = t(25);
         assert_eq!(w.advance(&mut run), Advance::Moved);
         assert_eq!(run.step, Step::Drain);
         assert_eq!(

@@ -11,7 +11,7 @@
 //! what the store holds, so a restarted server picks every campaign up
 //! where it stood and never repeats a finished step.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,6 @@ use rollcall_proto::timestamp::Timestamp;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::alerts::Hold;
 use super::api::{Command, Refused};
 use super::blast::Clocks as BlastClocks;
 use super::control::{self, Selection, with_reason};
@@ -61,15 +60,9 @@ struct Live {
     /// Since when each container the blast-radius guard judges is bad
     /// (`runner/blast.rs`). Memory only, like `guard_since`.
     blast_clocks: BlastClocks,
-    /// The poller of the spec's `[alerts]` (`runner/monitor.rs`), while
-    /// the campaign is open or a node holds a silence.
-    monitor: Option<monitor::MonitorLink>,
-    /// What holds new starts from `[alerts]`, as last audited. Memory
-    /// only: a restarted server audits a hold that goes on once more.
-    hold: Option<Hold>,
-    /// Nodes whose last silence request failed: only the first failure of
-    /// a streak is audited.
-    silence_failing: BTreeSet<String>,
+    /// The spec's `[alerts]`: its poller, what holds, what was audited
+    /// (`runner/monitor.rs`).
+    alerting: monitor::Alerting,
 }
 
 impl Live {
@@ -87,9 +80,7 @@ impl Live {
             waiting: String::new(),
             guard_since: None,
             blast_clocks: BlastClocks::new(),
-            monitor: None,
-            hold: None,
-            silence_failing: BTreeSet::new(),
+            alerting: monitor::Alerting::default(),
         }
     }
 
@@ -106,7 +97,7 @@ impl Live {
     }
 
     fn hold_text(&self) -> String {
-        self.hold.as_ref().map(Hold::describe).unwrap_or_default()
+        self.alerting.hold_text()
     }
 
     fn ended(&self) -> bool {
@@ -121,6 +112,8 @@ impl Live {
                 // runner's own: no pass may look at a held campaign, so
                 // clocks kept across it would make an impact of the hold.
                 self.blast_clocks.clear();
+                // Nor show a hold from before it.
+                self.alerting.phase_changed();
             }
             self.campaign = c;
         }

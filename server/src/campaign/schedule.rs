@@ -9,7 +9,8 @@
 //! 3. Every node finished: complete.
 //! 4. Outside the maintenance window no node starts (nodes in flight finish).
 //!    Nor while an alert of the spec's `[alerts]` holds (or its monitoring
-//!    API cannot be asked: `alerts::verdict`); nothing fails.
+//!    API cannot be asked: `alerts::verdict`); nothing fails. (The same
+//!    hold keeps nodes in flight from their drain: `drive::towards_drain`.)
 //! 5. Roles go one after another in `role_order`; a role starts only when
 //!    every node of the roles before it has finished.
 //! 6. Within a role, the nodes unavailable to the cloud (this campaign's

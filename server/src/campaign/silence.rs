@@ -198,14 +198,26 @@ pub fn posted_id(body: &[u8]) -> Result<String, String> {
     Ok(id)
 }
 
+/// Whether Alertmanager's answer says the silence asked about does not
+/// exist: 404, or (Alertmanager 0.25 on `DELETE`) 500 with
+/// `silence not found`. Expiring such a silence is done; renewing it makes
+/// a new one.
+pub fn not_found(status: u16, body: &[u8]) -> bool {
+    status == 404
+        || (status == 500
+            && String::from_utf8_lossy(body)
+                .to_ascii_lowercase()
+                .contains("silence not found"))
+}
+
 /// `POST` here to create or renew.
 pub fn post_url(base: &str) -> String {
-    format!("{}/api/v2/silences", base.trim_end_matches('/'))
+    crate::http::join(base, "/api/v2/silences")
 }
 
 /// `DELETE` here to expire (the id is checked by `posted_id`).
 pub fn expire_url(base: &str, id: &str) -> String {
-    format!("{}/api/v2/silence/{id}", base.trim_end_matches('/'))
+    crate::http::join(base, &format!("/api/v2/silence/{id}"))
 }
 
 #[cfg(test)]
@@ -289,7 +301,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "matchers": [{"name": "instance", "value": "cmp\\-01(:.*)?", "isRegex": true, "isEqual": true}],
+                "matchers": [{"name": "instance", "value": "cmp\\-01([.:].*)?", "isRegex": true, "isEqual": true}],
                 "startsAt": "2026-11-21T12:10:00.000Z",
                 "endsAt": "2026-11-21T12:20:00.000Z",
                 "createdBy": "rollcall",
@@ -327,5 +339,14 @@ mod tests {
             "http://am:9093/api/v2/silence/abc"
         );
         assert_eq!(post_url("http://am/x"), "http://am/x/api/v2/silences");
+    }
+
+    #[test]
+    fn an_unknown_silence_is_not_found_in_either_dialect() {
+        assert!(not_found(404, b""));
+        // Alertmanager 0.25's DELETE of an unknown id.
+        assert!(not_found(500, b"\"silence not found\"\n"));
+        assert!(!not_found(500, b"\"context deadline exceeded\""));
+        assert!(!not_found(200, b"silence not found"));
     }
 }

@@ -511,6 +511,7 @@ impl Sim {
                 },
                 action: action.as_ref(),
                 failed: &failed,
+                hold: None,
                 now: self.now,
             };
             let out = drive::advance(&mut run, &ctx);
@@ -566,6 +567,11 @@ impl Sim {
                     if pause {
                         self.conclude(Phase::Paused, &reason);
                     }
+                    return;
+                }
+                Advance::Held(reason) => {
+                    control::guard_blocked(&mut run, self.campaign.phase, &reason, self.now);
+                    self.store(run);
                     return;
                 }
             }

@@ -17,6 +17,11 @@ pub const MAX_ALERTS: usize = 20_000;
 pub const MAX_LABELS: usize = 128;
 /// A label name or value is cut after this many bytes.
 pub const MAX_LABEL_BYTES: usize = 1_024;
+/// Silence ids kept per alert. Past them one stands for the rest, as a
+/// silence that is not the campaign's (the alert is silenced).
+pub const MAX_SILENCES: usize = 32;
+/// The longest silence id kept whole; Alertmanager's are UUIDs.
+const MAX_ID_BYTES: usize = 128;
 
 #[derive(Deserialize)]
 struct PromAnswer {
@@ -93,14 +98,16 @@ pub fn prometheus(body: &[u8]) -> Result<Vec<Alert>, String> {
                 labels: labels(a.labels)?,
                 state,
                 since: a.active_at.as_deref().and_then(time),
-                suppressed: false,
+                silenced_by: Vec::new(),
+                inhibited: false,
             })
         })
         .collect()
 }
 
-/// Alertmanager's `/api/v2/alerts`: every alert it has is firing; a
-/// silenced or inhibited one is `suppressed`.
+/// Alertmanager's `/api/v2/alerts`: every alert it has is firing; the
+/// silences on it are kept by id (the campaign's own do not count), and
+/// an inhibited one, or one suppressed for no reason given, is `inhibited`.
 pub fn alertmanager(body: &[u8]) -> Result<Vec<Alert>, String> {
     let alerts: Vec<AmAlert> = serde_json::from_slice(body).map_err(undocumented)?;
     too_many(alerts.len())?;
@@ -116,14 +123,27 @@ pub fn alertmanager(body: &[u8]) -> Result<Vec<Alert>, String> {
                         cut(other)
                     ));
                 }
-            } || !a.status.silenced_by.is_empty()
-                || !a.status.inhibited_by.is_empty();
+            };
+            let inhibited = !a.status.inhibited_by.is_empty()
+                || (suppressed && a.status.silenced_by.is_empty());
+            let mut silenced_by = a.status.silenced_by;
+            if silenced_by.len() > MAX_SILENCES {
+                silenced_by.truncate(MAX_SILENCES);
+                silenced_by.push("…".into());
+            }
+            for id in &mut silenced_by {
+                if id.len() > MAX_ID_BYTES {
+                    // Cut, it is no longer any silence's id: not the campaign's.
+                    *id = format!("{}…", cut_bytes(std::mem::take(id), MAX_ID_BYTES));
+                }
+            }
             Ok(Alert {
                 source: SourceKind::Alertmanager,
                 labels: labels(a.labels)?,
                 state: AlertState::Firing,
                 since: a.starts_at.as_deref().and_then(time),
-                suppressed,
+                silenced_by,
+                inhibited,
             })
         })
         .collect()
@@ -151,13 +171,13 @@ fn labels(labels: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, 
     }
     Ok(labels
         .into_iter()
-        .map(|(k, v)| (cut_bytes(k), cut_bytes(v)))
+        .map(|(k, v)| (cut_bytes(k, MAX_LABEL_BYTES), cut_bytes(v, MAX_LABEL_BYTES)))
         .collect())
 }
 
-fn cut_bytes(mut s: String) -> String {
-    if s.len() > MAX_LABEL_BYTES {
-        let mut at = MAX_LABEL_BYTES;
+fn cut_bytes(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut at = max;
         while !s.is_char_boundary(at) {
             at -= 1;
         }
@@ -168,7 +188,7 @@ fn cut_bytes(mut s: String) -> String {
 
 /// An error text from the API, for one line.
 fn cut(s: &str) -> String {
-    let s: String = s.chars().take(200).collect();
+    let s = rollcall_proto::text::cut(s, 200);
     rollcall_proto::text::for_terminal(&s).into_owned()
 }
 
@@ -203,7 +223,7 @@ mod tests {
         assert!(
             alerts
                 .iter()
-                .all(|a| a.source == SourceKind::Prometheus && !a.suppressed)
+                .all(|a| a.source == SourceKind::Prometheus && !a.suppressed(&Default::default()))
         );
     }
 
@@ -231,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn alertmanager_alerts_read_suppressed_when_silenced_or_inhibited() {
+    fn alertmanager_alerts_keep_their_silences_and_whether_inhibited() {
         let body = br#"[
             {"labels":{"alertname":"A","instance":"cmp1:9100"},"annotations":{},"startsAt":"2026-11-21T12:00:00.5Z",
              "endsAt":"2026-11-21T13:00:00Z","updatedAt":"2026-11-21T12:00:00Z","fingerprint":"f1","receivers":[{"name":"r"}],
@@ -239,16 +259,32 @@ mod tests {
             {"labels":{"alertname":"B"},"startsAt":"2026-11-21T12:00:00Z",
              "status":{"state":"suppressed","silencedBy":["s1"],"inhibitedBy":[]}},
             {"labels":{"alertname":"C"},"startsAt":"0001-01-01T00:00:00Z",
-             "status":{"state":"unprocessed","silencedBy":[],"inhibitedBy":["i"]}}]"#;
+             "status":{"state":"unprocessed","silencedBy":[],"inhibitedBy":["i"]}},
+            {"labels":{"alertname":"D"},"status":{"state":"suppressed"}}]"#;
         let alerts = alertmanager(body).expect("reads");
-        let summary: Vec<(&str, bool, bool)> = alerts
+        let own: std::collections::HashSet<String> = ["s1".to_owned()].into();
+        let summary: Vec<(&str, bool, bool, bool)> = alerts
             .iter()
-            .map(|a| (a.name(), a.suppressed, a.since.is_some()))
+            .map(|a| {
+                (
+                    a.name(),
+                    a.suppressed(&Default::default()),
+                    a.suppressed(&own),
+                    a.since.is_some(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
-            [("A", false, true), ("B", true, true), ("C", true, false)]
+            [
+                ("A", false, false, true),
+                ("B", true, false, true),
+                ("C", true, true, false),
+                ("D", true, true, false)
+            ],
+            "silenced only by the campaign's own silence is not suppressed"
         );
+        assert_eq!(alerts[1].silenced_by, ["s1"]);
         assert!(alerts.iter().all(|a| a.state == AlertState::Firing));
         let e = alertmanager(br#"{"alerts":[]}"#).expect_err("an object");
         assert!(e.contains("does not document"), "{e}");
@@ -273,5 +309,18 @@ mod tests {
         let body = format!("[{}]", vec![one; MAX_ALERTS + 1].join(","));
         let e = alertmanager(body.as_bytes()).expect_err("too many");
         assert!(e.contains("more than the 20000"), "{e}");
+        // Many silences: the last kept stands for the rest, none of them own.
+        let ids: Vec<String> = (0..40).map(|i| format!(r#""s{i}""#)).collect();
+        let body = format!(
+            r#"[{{"labels":{{}},"status":{{"state":"suppressed","silencedBy":[{}]}}}}]"#,
+            ids.join(",")
+        );
+        let alerts = alertmanager(body.as_bytes()).expect("reads");
+        assert_eq!(alerts[0].silenced_by.len(), MAX_SILENCES + 1);
+        let own: std::collections::HashSet<String> = (0..40).map(|i| format!("s{i}")).collect();
+        assert!(
+            alerts[0].suppressed(&own),
+            "the ids left out may be another's"
+        );
     }
 }

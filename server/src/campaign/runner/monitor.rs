@@ -1,397 +1,121 @@
-//! The monitoring APIs in the scheduler: a poller task per campaign with
-//! `[alerts]` asks Prometheus and/or Alertmanager every `check_secs` and
-//! keeps the latest answers (`alerts::Observation`) on a watch the
-//! scheduler reads at each pass, so a pass never waits on the network. The
-//! same task owns the campaign's silences (`silence.rs`): it makes, renews
-//! and expires them as the nodes the scheduler says want one change, and
-//! tells the scheduler each outcome, which stores the lease with the
-//! node's run (with an audit line naming the silence id) so a restarted
-//! server renews or expires it. Nothing the APIs do fails or blocks a
-//! campaign: a failed request holds new starts (alerts) or is audited and
-//! tried again at the next check (silences).
+//! The monitoring APIs in the scheduler. A poller per campaign with
+//! `[alerts]` (`monitor/poll.rs`) asks Prometheus and/or Alertmanager and
+//! works out which alerts hold, so a pass never waits on the network and
+//! only leaves out the alerts about the nodes in flight (`alerts::verdict`).
+//! The same poller owns the campaign's silences (`silence.rs`): it makes,
+//! renews and expires them as the nodes the scheduler says want one
+//! change, and tells the scheduler each outcome, which stores the lease
+//! with the node's run (with an audit line naming the silence id) so a
+//! restarted server renews or expires it. Nothing the APIs do fails a
+//! campaign: a failed request holds new starts and drains (alerts) or is
+//! audited and tried again at the next check (silences).
+//!
+//! A pass works the hold out twice: before it drives the nodes in flight
+//! (a node enters its drain only while nothing holds), and after, for new
+//! starts, status and the audit. A node that left flight makes the poller
+//! look at once, and nothing starts on an answer asked before that.
 //!
 //! The poller runs while the campaign is open, and after that while a node
-//! still holds a silence. The side effects sit behind [`Monitor`]: the
-//! real one is the server's HTTP client (`HttpMonitor`).
+//! still holds a silence.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::sync::Arc;
 
 use rollcall_proto::text::Untrusted;
 use rollcall_proto::timestamp::Timestamp;
-use tokio::sync::{Notify, mpsc, watch};
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{CampaignError, Scheduler};
-use crate::campaign::alerts::{self, AlertsSpec, Answer, Hold, Observation, Source, SourceKind};
+use crate::campaign::alerts::{self, Hold, Source, SourceKind};
 use crate::campaign::control;
 use crate::campaign::record::{AuditEntry, CampaignWrite, Phase};
-use crate::campaign::silence::{self, Act, Lease};
-use crate::http::{HttpClient, HttpError, HttpOptions};
+use crate::campaign::silence;
 
-/// The most an answer of a monitoring API may weigh.
-const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+mod poll;
+
+pub(super) use poll::Report;
+use poll::{HttpMonitor, MonitorLink, Outcome, Wanted};
+
 /// Outcomes waiting for the scheduler, across campaigns.
 pub(super) const REPORT_BUFFER: usize = 1_024;
+/// Looks in a row that find a hold over before its end is audited: an API
+/// or an alert that flaps writes one hold line, not one per check.
+const CLEAR_LOOKS: u64 = 3;
 
-/// Why a silence post failed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum PostError {
-    /// Alertmanager no longer knows the silence renewed: make a new one.
-    Gone,
-    Failed(String),
+/// What the scheduler keeps of a campaign's `[alerts]`. Memory only: a
+/// restarted server audits a hold that goes on once more.
+#[derive(Default)]
+pub(super) struct Alerting {
+    /// The poller, while the campaign is open or a node holds a silence.
+    link: Option<MonitorLink>,
+    /// What holds new starts now (status and `waiting`).
+    hold: Option<Hold>,
+    /// The hold the audit named last (key, text), until its end is.
+    audited: Option<(String, String)>,
+    /// The holds audited since the last end audited: one that comes back
+    /// before the end is audited is not audited again.
+    episode: BTreeSet<String>,
+    /// The look that first found the audited hold over.
+    clear_since: Option<u64>,
+    /// The nodes in flight at the last pass, and when one last left.
+    flying: BTreeSet<String>,
+    left_flight: Option<Timestamp>,
+    /// Nodes whose last silence request failed: only the first failure of
+    /// a streak is audited.
+    silence_failing: BTreeSet<String>,
+    /// The last silence report taken (stored or refused).
+    taken: u64,
 }
 
-/// What a campaign asks of the monitoring APIs.
-pub trait Monitor: Send + Sync + 'static {
-    /// The source's active alerts, or why it could not say.
-    fn alerts(
-        &self,
-        source: &Source,
-    ) -> impl Future<Output = Result<Vec<alerts::Alert>, String>> + Send;
-    /// Posts a silence (`silence::post`); the id Alertmanager gave it.
-    fn post_silence(
-        &self,
-        base: &str,
-        body: Vec<u8>,
-    ) -> impl Future<Output = Result<String, PostError>> + Send;
-    /// Expires silence `id` (one already gone is expired too).
-    fn expire_silence(
-        &self,
-        base: &str,
-        id: &str,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-/// The real monitoring APIs, through the server's HTTP client; or, when
-/// the client cannot be made (an unreadable `ca`), that reason for every
-/// request, so the campaign holds saying why.
-pub struct HttpMonitor(Result<HttpClient, String>);
-
-impl HttpMonitor {
-    pub fn new(spec: &AlertsSpec) -> Self {
-        HttpMonitor(
-            HttpClient::new(HttpOptions {
-                timeout: spec.timeout(),
-                max_body_bytes: MAX_ANSWER_BYTES,
-                ca_file: spec.ca.clone(),
-            })
-            .map_err(|e| e.to_string()),
-        )
+impl Alerting {
+    /// What holds new starts now, for status.
+    pub(super) fn hold_text(&self) -> String {
+        self.hold.as_ref().map(Hold::describe).unwrap_or_default()
     }
 
-    fn client(&self) -> Result<&HttpClient, String> {
-        self.0.as_ref().map_err(Clone::clone)
-    }
-}
-
-fn unreachable(e: HttpError) -> String {
-    format!("unreachable: {e}")
-}
-
-impl Monitor for HttpMonitor {
-    async fn alerts(&self, source: &Source) -> Result<Vec<alerts::Alert>, String> {
-        let answer = self
-            .client()?
-            .get(&source.alerts_url())
-            .await
-            .map_err(unreachable)?;
-        if !answer.is_success() {
-            return Err(format!(
-                "answered HTTP {}: {}",
-                answer.status,
-                answer.body_line(200)
-            ));
-        }
-        match source.kind {
-            SourceKind::Prometheus => alerts::answer::prometheus(&answer.body),
-            SourceKind::Alertmanager => alerts::answer::alertmanager(&answer.body),
-        }
+    /// The campaign paused, resumed or was cancelled: that is its own
+    /// audit line, and a pass looks again before anything starts.
+    pub(super) fn phase_changed(&mut self) {
+        self.hold = None;
+        self.audited = None;
+        self.episode.clear();
+        self.clear_since = None;
     }
 
-    async fn post_silence(&self, base: &str, body: Vec<u8>) -> Result<String, PostError> {
-        let client = self.client().map_err(PostError::Failed)?;
-        let answer = client
-            .post_json(&silence::post_url(base), body)
-            .await
-            .map_err(|e| PostError::Failed(unreachable(e)))?;
-        match answer.status {
-            200..=299 => silence::posted_id(&answer.body).map_err(PostError::Failed),
-            404 => Err(PostError::Gone),
-            status => Err(PostError::Failed(format!(
-                "answered HTTP {status}: {}",
-                answer.body_line(200)
-            ))),
-        }
-    }
-
-    async fn expire_silence(&self, base: &str, id: &str) -> Result<(), String> {
-        let answer = self
-            .client()?
-            .delete(&silence::expire_url(base, id))
-            .await
-            .map_err(unreachable)?;
-        match answer.status {
-            200..=299 | 404 => Ok(()),
-            status => Err(format!("answered HTTP {status}: {}", answer.body_line(200))),
-        }
-    }
-}
-
-/// What the scheduler tells a campaign's poller: the nodes that want a
-/// silence now, and the leases the store holds (the poller starts from
-/// them).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct Wanted {
-    pub nodes: BTreeSet<String>,
-    pub stored: BTreeMap<String, Lease>,
-}
-
-/// What became of one node's silence.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Outcome {
-    Created(Lease),
-    Renewed {
-        lease: Lease,
-        old_id: String,
-    },
-    Expired(Lease),
-    /// It ended by itself before an expiry got through.
-    Lapsed(Lease),
-    /// Alertmanager no longer knew it at a renewal; a new one follows.
-    Gone(Lease),
-    Failed {
-        what: &'static str,
-        error: String,
-    },
-}
-
-#[derive(Debug)]
-pub(super) struct Report {
-    pub campaign: String,
-    pub node: String,
-    pub outcome: Outcome,
-}
-
-/// The scheduler's end of a campaign's poller; dropping it stops the task.
-pub(super) struct MonitorLink {
-    pub seen: watch::Receiver<Observation>,
-    pub wanted: watch::Sender<Wanted>,
-    _stop: DropGuard,
-}
-
-/// Starts the poller of campaign `id`.
-pub(super) fn spawn<M: Monitor>(
-    monitor: M,
-    id: &str,
-    spec: &AlertsSpec,
-    wanted: Wanted,
-    reports: mpsc::Sender<Report>,
-    wake: Arc<Notify>,
-    shutdown: &CancellationToken,
-) -> MonitorLink {
-    let first = Observation {
-        answers: spec
-            .sources()
-            .iter()
-            .map(|s| Answer::none(s.kind))
-            .collect(),
-    };
-    let (seen_tx, seen) = watch::channel(first);
-    let (wanted_tx, wanted_rx) = watch::channel(wanted);
-    let stop = shutdown.child_token();
-    let poller = Poller {
-        monitor,
-        campaign: id.to_owned(),
-        spec: spec.clone(),
-        seen: seen_tx,
-        reports,
-        wake,
-        held: BTreeMap::new(),
-    };
-    tokio::spawn(poller.run(wanted_rx, stop.clone()));
-    MonitorLink {
-        seen,
-        wanted: wanted_tx,
-        _stop: stop.drop_guard(),
-    }
-}
-
-struct Poller<M> {
-    monitor: M,
-    campaign: String,
-    spec: AlertsSpec,
-    seen: watch::Sender<Observation>,
-    reports: mpsc::Sender<Report>,
-    wake: Arc<Notify>,
-    /// The leases this task knows: it is their one owner while it runs.
-    held: BTreeMap<String, Lease>,
-}
-
-impl<M: Monitor> Poller<M> {
-    async fn run(mut self, mut wanted: watch::Receiver<Wanted>, stop: CancellationToken) {
-        self.held = wanted.borrow_and_update().stored.clone();
-        let mut ticker = tokio::time::interval(self.spec.check_every());
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = ticker.tick() => {
-                    self.look().await;
+    /// Takes the hold of this pass (`looks`: the poller's look count);
+    /// the audit line it is worth (event, detail), if any. A new hold is
+    /// audited once per episode; its end once `CLEAR_LOOKS` looks in a row
+    /// found nothing holding.
+    fn take_hold(&mut self, hold: Option<Hold>, looks: u64) -> Option<(&'static str, String)> {
+        let line = match hold.as_ref() {
+            Some(h) if h.audited() => {
+                self.clear_since = None;
+                let key = h.key();
+                let same = self.audited.as_ref().is_some_and(|(k, _)| *k == key);
+                let text = h.describe();
+                let fresh = !same && self.episode.insert(key.clone());
+                if !same {
+                    self.audited = Some((key, text.clone()));
                 }
-                changed = wanted.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
+                fresh.then(|| ("alert-hold", format!("new starts {text}")))
+            }
+            // A first look, or the look after a node finished: neither a
+            // hold worth a line nor a look that found nothing holding.
+            Some(_) => None,
+            None if self.audited.is_none() => None,
+            None => {
+                let since = *self.clear_since.get_or_insert(looks);
+                if looks.saturating_sub(since) + 1 >= CLEAR_LOOKS {
+                    self.episode.clear();
+                    self.clear_since = None;
+                    self.audited.take().map(|(_, text)| {
+                        ("alert-clear", format!("new starts go on: no longer {text}"))
+                    })
+                } else {
+                    None
                 }
             }
-            let nodes = wanted.borrow_and_update().nodes.clone();
-            if self.spec.silences() && !self.tend(&nodes).await {
-                return;
-            }
-        }
-    }
-
-    /// Asks every source once (together: each under the request timeout)
-    /// and publishes what they said.
-    async fn look(&mut self) {
-        let sources = self.spec.sources();
-        let monitor = &self.monitor;
-        // At most two sources, asked together: each under the timeout.
-        let (first, second) =
-            tokio::join!(ask(monitor, sources.first()), ask(monitor, sources.get(1)));
-        let asked = first.into_iter().chain(second);
-        let now = Timestamp::now();
-        self.seen.send_modify(|seen| {
-            for (source, result) in sources.iter().zip(asked) {
-                let Some(answer) = seen.answers.iter_mut().find(|a| a.kind == source.kind) else {
-                    continue;
-                };
-                match result {
-                    Ok(alerts) => {
-                        answer.answered_at = Some(now);
-                        answer.alerts = alerts;
-                        answer.failure = None;
-                    }
-                    Err(why) => {
-                        if answer.failure.is_none() {
-                            tracing::warn!(campaign = %self.campaign, source = %source, error = %Untrusted(&why), "A monitoring API cannot be asked; the campaign holds new starts.");
-                        }
-                        answer.failure = Some(why);
-                    }
-                }
-            }
-        });
-        self.wake.notify_one();
-    }
-
-    /// Makes, renews and expires silences until they are as `nodes` want;
-    /// false once the scheduler is gone.
-    async fn tend(&mut self, nodes: &BTreeSet<String>) -> bool {
-        let Some(base) = self.spec.alertmanager_url.clone() else {
-            return true;
         };
-        let lease = std::time::Duration::from_secs(self.spec.silence.lease_secs);
-        for act in silence::acts(nodes, &self.held, lease, Timestamp::now()) {
-            let (node, outcome) = self.act(&base, act).await;
-            let report = Report {
-                campaign: self.campaign.clone(),
-                node,
-                outcome,
-            };
-            if self.reports.send(report).await.is_err() {
-                return false;
-            }
-        }
-        true
-    }
-
-    async fn act(&mut self, base: &str, act: Act) -> (String, Outcome) {
-        let now = Timestamp::now();
-        match act {
-            Act::Create { node } => {
-                let outcome = match self.post(base, &node, None, now).await {
-                    Ok(lease) => {
-                        self.held.insert(node.clone(), lease.clone());
-                        Outcome::Created(lease)
-                    }
-                    Err(PostError::Gone) => Outcome::Failed {
-                        what: "create",
-                        error: "answered HTTP 404".into(),
-                    },
-                    Err(PostError::Failed(error)) => Outcome::Failed {
-                        what: "create",
-                        error,
-                    },
-                };
-                (node, outcome)
-            }
-            Act::Renew { node, lease: old } => {
-                let outcome = match self.post(base, &node, Some(&old), now).await {
-                    Ok(lease) => {
-                        self.held.insert(node.clone(), lease.clone());
-                        Outcome::Renewed {
-                            lease,
-                            old_id: old.id,
-                        }
-                    }
-                    Err(PostError::Gone) => {
-                        self.held.remove(&node);
-                        Outcome::Gone(old)
-                    }
-                    Err(PostError::Failed(error)) => Outcome::Failed {
-                        what: "renew",
-                        error,
-                    },
-                };
-                (node, outcome)
-            }
-            Act::Expire { node, lease } => {
-                let outcome = match self.monitor.expire_silence(base, &lease.id).await {
-                    Ok(()) => {
-                        self.held.remove(&node);
-                        Outcome::Expired(lease)
-                    }
-                    Err(error) => Outcome::Failed {
-                        what: "expire",
-                        error,
-                    },
-                };
-                (node, outcome)
-            }
-            Act::Lapsed { node, lease } => {
-                self.held.remove(&node);
-                (node, Outcome::Lapsed(lease))
-            }
-        }
-    }
-
-    async fn post(
-        &self,
-        base: &str,
-        node: &str,
-        renewing: Option<&Lease>,
-        now: Timestamp,
-    ) -> Result<Lease, PostError> {
-        let post = silence::post(&self.spec, &self.campaign, node, renewing, now)
-            .map_err(PostError::Failed)?;
-        let id = self.monitor.post_silence(base, post.body).await?;
-        Ok(Lease {
-            id,
-            from: post.from,
-            until: post.until,
-        })
-    }
-}
-
-async fn ask<M: Monitor>(
-    monitor: &M,
-    source: Option<&Source>,
-) -> Option<Result<Vec<alerts::Alert>, String>> {
-    match source {
-        Some(s) => Some(monitor.alerts(s).await),
-        None => None,
+        self.hold = hold;
+        line
     }
 }
 
@@ -403,6 +127,17 @@ impl Scheduler {
             let Some(spec) = live.spec.alerts.as_ref() else {
                 continue;
             };
+            let alerting = &mut live.alerting;
+            let stored: BTreeMap<String, silence::Lease> = live
+                .runs
+                .values()
+                .filter_map(|r| Some((r.node.clone(), r.silence.clone()?)))
+                .collect();
+            let needed = !control::ended(&live.campaign, live.runs.values()) || !stored.is_empty();
+            if alerting.link.is_none() && needed {
+                // A new poller counts its reports from 0.
+                alerting.taken = 0;
+            }
             let wanted = Wanted {
                 nodes: live
                     .runs
@@ -410,18 +145,14 @@ impl Scheduler {
                     .filter(|r| silence::wanted(r.step))
                     .map(|r| r.node.clone())
                     .collect(),
-                stored: live
-                    .runs
-                    .values()
-                    .filter_map(|r| Some((r.node.clone(), r.silence.clone()?)))
-                    .collect(),
+                stored,
+                taken: alerting.taken,
+                left_flight: alerting.left_flight,
             };
-            let needed =
-                !control::ended(&live.campaign, live.runs.values()) || !wanted.stored.is_empty();
-            match (&live.monitor, needed) {
+            match (&alerting.link, needed) {
                 (None, true) => {
-                    live.monitor = Some(spawn(
-                        HttpMonitor::new(spec),
+                    alerting.link = Some(poll::spawn(
+                        HttpMonitor::new,
                         id,
                         spec,
                         wanted,
@@ -431,13 +162,13 @@ impl Scheduler {
                     ));
                 }
                 (Some(_), false) => {
-                    live.monitor = None;
-                    live.hold = None;
+                    alerting.link = None;
+                    alerting.hold = None;
                 }
                 (Some(link), true) => {
                     link.wanted.send_if_modified(|w| {
-                        let changed = w.nodes != wanted.nodes;
-                        w.nodes = wanted.nodes;
+                        let changed = *w != wanted;
+                        *w = wanted;
                         changed
                     });
                 }
@@ -446,45 +177,68 @@ impl Scheduler {
         }
     }
 
+    /// What holds a drain in campaign `id` now (the nodes in flight, the
+    /// one about to drain too, left out), before the pass drives them.
+    pub(super) fn drain_hold(&self, id: &str) -> Option<String> {
+        let live = &self.campaigns[id];
+        let (Some(spec), Some(link)) = (live.spec.alerts.as_ref(), live.alerting.link.as_ref())
+        else {
+            return None;
+        };
+        let in_flight: Vec<&str> = live
+            .runs
+            .values()
+            .filter(|r| r.step.is_active())
+            .map(|r| r.node.as_str())
+            .collect();
+        let seen = link.seen.borrow();
+        alerts::verdict(
+            spec,
+            &seen,
+            &in_flight,
+            live.alerting.left_flight,
+            Timestamp::now(),
+        )
+        .map(|h| h.describe())
+    }
+
     /// What holds campaign `id`'s new starts now, from its poller's latest
-    /// observation and the nodes in flight; audited when it changes.
+    /// observation and the nodes in flight; audited as `take_hold` says.
     pub(super) async fn alert_hold(&mut self, id: &str) -> Result<Option<String>, CampaignError> {
         let live = self.campaigns.get_mut(id).expect("the campaign exists");
-        let (Some(spec), Some(link)) = (live.spec.alerts.as_ref(), live.monitor.as_ref()) else {
+        let alerting = &mut live.alerting;
+        let (Some(spec), Some(link)) = (live.spec.alerts.as_ref(), alerting.link.as_ref()) else {
             return Ok(None);
         };
-        let hold = if live.campaign.phase == Phase::Running {
-            let in_flight: Vec<&str> = live
-                .runs
-                .values()
-                .filter(|r| r.step.is_active())
-                .map(|r| r.node.as_str())
-                .collect();
-            alerts::verdict(spec, &link.seen.borrow(), &in_flight, Timestamp::now())
-        } else {
-            None
+        let now = Timestamp::now();
+        let flying: BTreeSet<String> = live
+            .runs
+            .values()
+            .filter(|r| r.step.is_active())
+            .map(|r| r.node.clone())
+            .collect();
+        if alerting.flying.iter().any(|n| !flying.contains(n)) {
+            // Its alerts count again: the poller looks at once, and
+            // nothing starts on what it said before.
+            alerting.left_flight = Some(now);
+            link.wanted
+                .send_modify(|w| w.left_flight = alerting.left_flight);
+        }
+        alerting.flying = flying;
+        if live.campaign.phase != Phase::Running {
+            // A pause or a cancel is its own audit line.
+            alerting.phase_changed();
+            return Ok(None);
+        }
+        let (hold, looks) = {
+            let seen = link.seen.borrow();
+            let in_flight: Vec<&str> = alerting.flying.iter().map(String::as_str).collect();
+            let hold = alerts::verdict(spec, &seen, &in_flight, alerting.left_flight, now);
+            (hold, seen.looks)
         };
         let text = hold.as_ref().map(Hold::describe);
-        let before = live.hold.as_ref().map(Hold::key);
-        if before == hold.as_ref().map(Hold::key) {
-            live.hold = hold;
+        let Some((event, detail)) = alerting.take_hold(hold, looks) else {
             return Ok(text);
-        }
-        let ended = live.hold.take().filter(Hold::audited);
-        let audited = hold.as_ref().filter(|h| h.audited()).map(Hold::describe);
-        live.hold = hold;
-        if live.campaign.phase != Phase::Running && text.is_none() {
-            // A pause or a cancel is its own audit line.
-            return Ok(None);
-        }
-        let now = Timestamp::now();
-        let (event, detail) = match (audited, ended) {
-            (Some(t), _) => ("alert-hold", format!("new starts {t}")),
-            (None, Some(was)) => (
-                "alert-clear",
-                format!("new starts go on: no longer {}", was.describe()),
-            ),
-            (None, None) => return Ok(text),
         };
         tracing::info!(campaign = %id, detail = %Untrusted(&detail), "Campaign alert hold changed.");
         let write = CampaignWrite {
@@ -512,11 +266,16 @@ impl Scheduler {
             campaign: id,
             node,
             outcome,
+            seq,
         } = report;
         let Some(live) = self.campaigns.get_mut(&id) else {
             return;
         };
+        // Taken, whether stored or not: the poller reports again what the
+        // store does not hold once it saw this.
+        live.alerting.taken = live.alerting.taken.max(seq);
         let Some(run) = live.runs.get(&node) else {
+            self.tend_monitors();
             return;
         };
         let host = live
@@ -527,10 +286,10 @@ impl Scheduler {
             .map(|u| Source::new(SourceKind::Alertmanager, u).to_string())
             .unwrap_or_default();
         let mut run = run.clone();
-        let first_failure =
-            matches!(outcome, Outcome::Failed { .. }) && live.silence_failing.insert(node.clone());
+        let first_failure = matches!(outcome, Outcome::Failed { .. })
+            && live.alerting.silence_failing.insert(node.clone());
         if !matches!(outcome, Outcome::Failed { .. }) {
-            live.silence_failing.remove(&node);
+            live.alerting.silence_failing.remove(&node);
         }
         let detail = match &outcome {
             Outcome::Created(l) => {
@@ -585,6 +344,7 @@ impl Scheduler {
             }
         };
         if matches!(outcome, Outcome::Failed { .. }) && detail.is_none() {
+            self.tend_monitors();
             return;
         }
         let now = Timestamp::now();
@@ -609,7 +369,8 @@ impl Scheduler {
             },
         };
         if let Err(e) = stored {
-            // The poller holds the lease; its next renewal reports again.
+            // The poller holds the lease and reports it again once it
+            // sees the store without it.
             tracing::error!(campaign = %id, node = %node, error = %e, "A silence could not be stored.");
         }
         self.tend_monitors();

@@ -124,8 +124,11 @@ impl Scheduler {
             .filter(|r| r.step.is_active())
             .map(|r| r.node.clone())
             .collect();
+        // Worked out before any node moves: one may be about to drain.
+        let drain_hold = self.drain_hold(id);
         for node in active {
-            self.drive_node(id, &node, fleet).await?;
+            self.drive_node(id, &node, fleet, drain_hold.as_deref())
+                .await?;
         }
         self.judge_blast(id, look).await?;
         let hold = self.alert_hold(id).await?;
@@ -176,7 +179,7 @@ impl Scheduler {
                     run.on(Event::Start, Facts::default(), Timestamp::now());
                     self.record(id, run, "step", "precheck".into(), None, Vec::new())
                         .await?;
-                    self.drive_node(id, &node, fleet).await?;
+                    self.drive_node(id, &node, fleet, hold.as_deref()).await?;
                 }
                 Decision::Pause(reason) => {
                     self.finish(id, Phase::Paused, reason).await?;
@@ -196,6 +199,7 @@ impl Scheduler {
         id: &str,
         node: &str,
         fleet: &BTreeMap<String, Health>,
+        hold: Option<&str>,
     ) -> Result<(), CampaignError> {
         for _ in 0..STEPS_PER_PASS {
             let live = &self.campaigns[id];
@@ -227,9 +231,12 @@ impl Scheduler {
                 },
                 action: action.as_ref(),
                 failed: &failed,
+                hold,
                 now: Timestamp::now(),
             };
-            match drive::advance(&mut run, &ctx) {
+            let advance = drive::advance(&mut run, &ctx);
+            let pauses = matches!(advance, Advance::Pause(_));
+            match advance {
                 Advance::Wait(why) => {
                     self.note(id, node, why);
                     return Ok(());
@@ -281,13 +288,16 @@ impl Scheduler {
                         return Ok(());
                     }
                 }
-                Advance::Pause(reason) => {
+                Advance::Pause(reason) | Advance::Held(reason) => {
                     let phase = self.campaigns[id].campaign.phase;
-                    let pause = control::guard_blocked(&mut run, phase, &reason, Timestamp::now());
+                    let blocked =
+                        control::guard_blocked(&mut run, phase, &reason, Timestamp::now());
                     let detail = format!("{} stopped, now {}: {reason}", before.step, run.step);
                     self.record(id, run, "step", detail, None, Vec::new())
                         .await?;
-                    if pause {
+                    // An alert hold pauses nothing: the node starts again
+                    // once nothing holds.
+                    if blocked && pauses {
                         self.finish(id, Phase::Paused, reason).await?;
                     }
                     return Ok(());

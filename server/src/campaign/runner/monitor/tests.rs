@@ -1,161 +1,123 @@
-//! The poller against a fake `Monitor` (the real one is tested against
-//! Debian's Prometheus and Alertmanager in tests/tests/alerts.rs).
-
-use std::sync::Mutex;
-use std::time::Duration;
+//! What a pass audits of the holds it finds.
 
 use super::*;
+use crate::campaign::alerts::{Alert, AlertState};
 
-#[derive(Default)]
-struct Fake {
-    /// What `alerts` answers; `None`: unreachable.
-    alerts: Mutex<Option<Vec<alerts::Alert>>>,
-    posts: Mutex<Vec<serde_json::Value>>,
-    expired: Mutex<Vec<String>>,
-    /// Posts fail while set.
-    refuse: Mutex<bool>,
+fn alert(name: &str) -> Hold {
+    Hold::Alert {
+        alert: Alert {
+            source: SourceKind::Prometheus,
+            labels: [("alertname".to_owned(), name.to_owned())].into(),
+            state: AlertState::Firing,
+            since: None,
+            silenced_by: Vec::new(),
+            inhibited: false,
+        },
+        others: 0,
+    }
 }
 
-impl Monitor for Arc<Fake> {
-    async fn alerts(&self, _: &Source) -> Result<Vec<alerts::Alert>, String> {
-        self.alerts
-            .lock()
-            .expect("fake")
-            .clone()
-            .ok_or_else(|| "unreachable: refused".to_owned())
+fn blind() -> Hold {
+    Hold::Blind {
+        source: Source::new(SourceKind::Prometheus, "http://prom:9090"),
+        why: "unreachable: refused".into(),
     }
+}
 
-    async fn post_silence(&self, _: &str, body: Vec<u8>) -> Result<String, PostError> {
-        if *self.refuse.lock().expect("fake") {
-            return Err(PostError::Failed("answered HTTP 500: boom".into()));
+/// The events `take_hold` audits for one hold per look (`looks` counts
+/// them on).
+fn audited(
+    alerting: &mut Alerting,
+    looks: &mut u64,
+    holds: Vec<Option<Hold>>,
+) -> Vec<&'static str> {
+    let mut events = Vec::new();
+    for hold in holds {
+        *looks += 1;
+        if let Some((event, _)) = alerting.take_hold(hold, *looks) {
+            events.push(event);
         }
-        let mut posts = self.posts.lock().expect("fake");
-        posts.push(serde_json::from_slice(&body).expect("json"));
-        Ok(format!("s{}", posts.len()))
     }
-
-    async fn expire_silence(&self, _: &str, id: &str) -> Result<(), String> {
-        self.expired.lock().expect("fake").push(id.to_owned());
-        Ok(())
-    }
+    events
 }
 
-fn spec() -> AlertsSpec {
-    let spec: AlertsSpec = rollcall_proto::diag::parse_toml(
-        "alertmanager_url = \"http://am:9093\"\nalertname = \"X\"\ncheck_secs = 1\n[silence]\nlease_secs = 60\n",
-    )
-    .expect("spec");
-    spec.validate().expect("valid");
-    spec
-}
-
-async fn next(rx: &mut mpsc::Receiver<Report>) -> Report {
-    tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .expect("a report within 5 s")
-        .expect("the poller runs")
-}
-
-#[tokio::test]
-async fn the_poller_makes_and_expires_silences_as_nodes_want_and_publishes_answers() {
-    let fake = Arc::new(Fake::default());
-    let (tx, mut rx) = mpsc::channel(16);
-    let shutdown = CancellationToken::new();
-    let wanted = Wanted {
-        nodes: ["cmp1".to_owned()].into(),
-        stored: BTreeMap::new(),
-    };
-    let mut link = spawn(
-        fake.clone(),
-        "c1",
-        &spec(),
-        wanted,
-        tx,
-        Arc::new(Notify::new()),
-        &shutdown,
-    );
-    let made = next(&mut rx).await;
-    assert_eq!(made.node, "cmp1");
-    let Outcome::Created(lease) = made.outcome else {
-        panic!("{made:?}");
-    };
-    assert_eq!(lease.id, "s1");
-    assert_eq!(lease.until.since(lease.from), Duration::from_secs(60));
-    let posted = fake.posts.lock().expect("fake")[0].clone();
-    assert_eq!(posted["matchers"][0]["value"], "cmp1(:.*)?");
-    assert!(posted.get("id").is_none(), "a new silence has no id");
-
-    // The source was unreachable: the observation says so.
-    link.seen.changed().await.expect("an answer");
-    let seen = link.seen.borrow().clone();
+#[test]
+fn a_flapping_api_or_alert_is_audited_once_and_its_end_after_three_good_looks() {
+    let mut a = Alerting::default();
+    let mut looks = 0;
+    let flapping = vec![
+        Some(blind()),
+        None,
+        Some(blind()),
+        None,
+        Some(alert("X")),
+        Some(blind()),
+        Some(alert("X")),
+        None,
+        Some(blind()),
+        None,
+        None,
+    ];
     assert_eq!(
-        seen.answers[0].failure.as_deref(),
-        Some("unreachable: refused")
+        audited(&mut a, &mut looks, flapping),
+        ["alert-hold", "alert-hold"],
+        "each hold once; no end while the holds keep coming back"
     );
-
-    // The node finished: its silence is expired at once, not at the next check.
-    link.wanted.send_modify(|w| w.nodes.clear());
-    let gone = next(&mut rx).await;
-    assert_eq!(gone.outcome, Outcome::Expired(lease));
-    assert_eq!(*fake.expired.lock().expect("fake"), ["s1"]);
-
-    // A failing Alertmanager: reported, and tried again at the next check.
-    *fake.refuse.lock().expect("fake") = true;
-    link.wanted
-        .send_modify(|w| w.nodes = ["cmp2".to_owned()].into());
-    let failed = next(&mut rx).await;
-    assert!(
-        matches!(&failed.outcome, Outcome::Failed { what: "create", error } if error.contains("500")),
-        "{failed:?}"
+    assert!(a.hold_text().is_empty(), "nothing holds now");
+    assert_eq!(
+        audited(&mut a, &mut looks, vec![None]),
+        ["alert-clear"],
+        "the third good look"
     );
-    *fake.refuse.lock().expect("fake") = false;
-    let again = next(&mut rx).await;
-    assert!(
-        matches!(&again.outcome, Outcome::Created(l) if l.id == "s2"),
-        "{again:?}"
+    assert_eq!(
+        audited(&mut a, &mut looks, vec![None, None]),
+        Vec::<&str>::new()
     );
-    drop(link);
-    assert!(
-        tokio::time::timeout(Duration::from_secs(3), rx.recv())
-            .await
-            .expect("the poller stops with its link")
-            .is_none(),
-        "a dropped link stops the poller"
+    assert_eq!(
+        audited(&mut a, &mut looks, vec![Some(alert("X"))]),
+        ["alert-hold"],
+        "a new episode"
     );
 }
 
-#[tokio::test]
-async fn a_restarted_poller_starts_from_the_stored_leases() {
-    let fake = Arc::new(Fake::default());
-    *fake.alerts.lock().expect("fake") = Some(Vec::new());
-    let (tx, mut rx) = mpsc::channel(16);
-    let now = Timestamp::now();
-    let stored = Lease {
-        id: "kept".into(),
-        from: now,
-        until: now.saturating_add(Duration::from_secs(10)),
+#[test]
+fn the_end_names_the_hold_and_unaudited_holds_neither_start_nor_end_one() {
+    let mut a = Alerting::default();
+    let first_look = Hold::FirstLook {
+        source: Source::new(SourceKind::Prometheus, "http://prom:9090"),
     };
-    let wanted = Wanted {
-        nodes: ["cmp1".to_owned()].into(),
-        stored: [("cmp1".to_owned(), stored.clone())].into(),
-    };
-    let _link = spawn(
-        fake.clone(),
-        "c1",
-        &spec(),
-        wanted,
-        tx,
-        Arc::new(Notify::new()),
-        &CancellationToken::new(),
+    assert_eq!(a.take_hold(Some(first_look), 1), None);
+    let (event, detail) = a.take_hold(Some(alert("Boom")), 2).expect("audited");
+    assert_eq!(
+        (event, detail.as_str()),
+        ("alert-hold", "new starts held by alert Boom{} firing")
     );
-    // Less than half of its 60 s left: renewed under its id and start.
-    let renewed = next(&mut rx).await;
-    let Outcome::Renewed { lease, old_id } = renewed.outcome else {
-        panic!("{renewed:?}");
+    assert_eq!(a.take_hold(None, 3), None);
+    let recheck = Hold::Recheck {
+        source: Source::new(SourceKind::Prometheus, "http://prom:9090"),
     };
-    assert_eq!(old_id, "kept");
-    let posted = fake.posts.lock().expect("fake")[0].clone();
-    assert_eq!(posted["id"], "kept");
-    assert_eq!(posted["startsAt"], stored.from.to_string());
-    assert_eq!(lease.from, stored.from);
+    assert_eq!(a.take_hold(Some(recheck), 4), None);
+    let (event, detail) = a
+        .take_hold(None, 5)
+        .expect("three looks since the first good one");
+    assert_eq!(
+        (event, detail.as_str()),
+        (
+            "alert-clear",
+            "new starts go on: no longer held by alert Boom{} firing"
+        )
+    );
+}
+
+#[test]
+fn a_phase_change_forgets_the_hold() {
+    let mut a = Alerting::default();
+    assert!(a.take_hold(Some(alert("Boom")), 1).is_some());
+    assert!(!a.hold_text().is_empty());
+    a.phase_changed();
+    assert_eq!(a.hold_text(), "", "a paused campaign shows no old hold");
+    assert!(
+        a.take_hold(Some(alert("Boom")), 2).is_some(),
+        "after a resume the hold is audited again"
+    );
 }
