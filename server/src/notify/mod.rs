@@ -97,7 +97,7 @@ pub fn derive(
         campaign: after.id.clone(),
         name: after.name.clone(),
         node: node.to_owned(),
-        reason: cut(reason),
+        reason: rollcall_proto::text::cut(reason, MAX_REASON_CHARS).into_owned(),
     };
     let runs_before = before.map(|(_, r)| r);
     for (_, run) in &write.nodes {
@@ -177,14 +177,6 @@ fn gate_timed_out(
             now_run.note.clone()
         }
     })
-}
-
-fn cut(text: &str) -> String {
-    let mut out: String = text.chars().take(MAX_REASON_CHARS).collect();
-    if out.len() < text.len() {
-        out.push('…');
-    }
-    out
 }
 
 /// The JSON a webhook receives.
@@ -503,7 +495,7 @@ mod tests {
         };
         let cut: serde_json::Value = serde_json::from_slice(&body(
             &Notice {
-                reason: super::cut(&long.reason),
+                reason: rollcall_proto::text::cut(&long.reason, MAX_REASON_CHARS).into_owned(),
                 ..long
             },
             0,
