@@ -70,6 +70,9 @@ struct Live {
     /// Nodes whose last silence request failed: only the first failure of
     /// a streak is audited.
     silence_failing: BTreeSet<String>,
+    /// `control::ended`, kept by `take`: a scrape or a pass asks without
+    /// walking the runs of every campaign ever kept.
+    ended: bool,
 }
 
 impl Live {
@@ -80,6 +83,7 @@ impl Live {
         audit: Vec<AuditEntry>,
     ) -> Self {
         Live {
+            ended: control::ended(&campaign, runs.values()),
             campaign,
             spec,
             runs,
@@ -110,7 +114,7 @@ impl Live {
     }
 
     fn ended(&self) -> bool {
-        control::ended(&self.campaign, self.runs.values())
+        self.ended
     }
 
     /// Takes a change the store holds now.
@@ -128,6 +132,7 @@ impl Live {
             self.runs.insert(run.node.clone(), run);
         }
         self.audit.extend(write.audit);
+        self.ended = control::ended(&self.campaign, self.runs.values());
     }
 }
 
@@ -321,9 +326,14 @@ impl Scheduler {
                     phase: l.campaign.phase,
                     ended: l.ended(),
                     runs: l.runs.values(),
+                    spec: &l.spec,
                 });
                 let watchers = self.events.receiver_count() as u64;
-                let _ = reply.send(campaign_snapshot(campaigns, watchers, Timestamp::now()));
+                let _ = reply.send(Ok(campaign_snapshot(
+                    campaigns,
+                    watchers,
+                    Timestamp::now(),
+                )));
             }
         }
     }
@@ -553,14 +563,11 @@ impl Scheduler {
             Timestamp::now(),
         );
         self.notifier.offer(&notices);
-        // Metrics: how long each node spent in the step it leaves now.
+        // Metrics: the steps nodes leave now, and their failures.
         let now = Timestamp::now();
         for (_, run) in &write.nodes {
-            if let Some(old) = live.runs.get(&run.node)
-                && old.step != run.step
-            {
-                self.metrics
-                    .step_left(old.step, run.step, now.since(old.since));
+            if let Some(old) = live.runs.get(&run.node) {
+                self.metrics.run_changed(old, run, now);
             }
         }
         live.take(write);
