@@ -598,7 +598,7 @@ mod tests {
         // A change that does not move the step observes nothing.
         events.run_changed(&again, &again.clone(), at(120));
         assert_eq!(failures(&events, Step::Patch), 2);
-        assert_eq!(timed(&events, Step::Patch), (3, 70.0), "three patches left");
+        assert_eq!(timed(&events, Step::Patch), (2, 70.0), "two patches left");
     }
 
     #[test]
@@ -635,28 +635,130 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_shipped_rules_name_only_metrics_the_server_exposes() {
-        let rules = std::fs::read_to_string(repo("packaging/prometheus/rollcall.rules.yml"))
-            .expect("rules");
-        let named: Vec<&str> = rules
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|w| w.starts_with("rollcall_"))
-            .collect();
-        assert!(named.len() > 5, "{named:?}");
-        for name in named {
-            let known = FAMILIES.iter().any(|f| {
-                name == f.name
-                    || (f.kind == Kind::Histogram
-                        && ["_bucket", "_sum", "_count"]
-                            .iter()
-                            .any(|s| name.strip_suffix(s) == Some(f.name)))
-            });
-            assert!(
-                known,
-                "the rules name {name}, which the server does not expose"
-            );
+    /// The family a series name belongs to (a histogram's `_bucket`,
+    /// `_sum` and `_count` are its own).
+    fn family_of(name: &str) -> Option<&'static FamilyDoc> {
+        FAMILIES.iter().find(|f| {
+            name == f.name
+                || (f.kind == Kind::Histogram
+                    && ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name.strip_suffix(s) == Some(f.name)))
+        })
+    }
+
+    /// The values a label can take in a family, where they are a closed set.
+    fn closed_values(family: &str, label: &str) -> Option<Vec<String>> {
+        use crate::campaign::Phase;
+        use rollcall_proto::model::Role;
+        use snapshot::{REBOOT_LONGER_THAN, SILENT_LONGER_THAN};
+        let own = |v: &[&str]| Some(v.iter().map(|s| (*s).to_owned()).collect());
+        let numbers = |v: &[u64]| Some(v.iter().map(u64::to_string).collect());
+        match (family, label) {
+            (_, "role") => own(&Role::ALL.map(Role::as_str)),
+            (_, "step") => own(&Step::ALL.map(Step::as_str)),
+            (_, "phase") => own(&Phase::ALL.map(Phase::as_str)),
+            (_, "state") => own(&["online", "offline"]),
+            (_, "gate") => own(&["before", "after"]),
+            (_, "kind") => own(&["nodes", "campaigns"]),
+            (_, "part") => own(&encode::PARTS),
+            ("rollcall_connections_refused_total", "reason") => {
+                own(&ConnectionRefusal::ALL.map(ConnectionRefusal::as_str))
+            }
+            ("rollcall_metrics_connections_dropped_total", "reason") => {
+                own(&MetricsDrop::ALL.map(MetricsDrop::as_str))
+            }
+            ("rollcall_nodes_silent", "longer_than_seconds") => numbers(&SILENT_LONGER_THAN),
+            ("rollcall_nodes_reboot_required_longer_than", "longer_than_seconds") => {
+                numbers(&REBOOT_LONGER_THAN)
+            }
+            _ => None,
         }
+    }
+
+    /// Every `rollcall_*` name in `text`, with the `label="value"` pairs
+    /// of its selector (`=~` and `!=` matchers keep their label, without a
+    /// value to check).
+    fn selectors(text: &str) -> Vec<(String, Vec<(String, Option<String>)>)> {
+        let mut found = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("rollcall_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = tail[..end].to_owned();
+            let mut labels = Vec::new();
+            if let Some(inner) = tail[end..].strip_prefix('{') {
+                let close = inner.find('}').expect("a selector closes");
+                for matcher in inner[..close].split(',').filter(|m| !m.trim().is_empty()) {
+                    let key_end = matcher
+                        .find(['=', '!'])
+                        .expect("a matcher has an operator");
+                    let key = matcher[..key_end].trim().to_owned();
+                    let op = &matcher[key_end..];
+                    let value = op
+                        .strip_prefix('=')
+                        .filter(|v| !v.starts_with('~'))
+                        .map(|v| v.trim().trim_matches('"').to_owned());
+                    labels.push((key, value));
+                }
+            }
+            found.push((name, labels));
+            rest = &tail[end..];
+        }
+        found
+    }
+
+    fn check_selectors(file: &str, whole: bool) {
+        let text = std::fs::read_to_string(repo(file)).expect("rules");
+        let found = selectors(&text);
+        assert!(found.len() > 5, "{file}: {found:?}");
+        for (name, labels) in found {
+            let Some(f) = family_of(&name) else {
+                panic!("{file} names {name}, which the server does not expose");
+            };
+            let bucket = name.ends_with("_bucket");
+            for (label, value) in &labels {
+                assert!(
+                    f.labels.contains(&label.as_str()) || (bucket && label == "le"),
+                    "{file}: {name} has no label {label} (it has {:?})",
+                    f.labels
+                );
+                if let (Some(value), Some(allowed)) = (value, closed_values(f.name, label)) {
+                    assert!(
+                        allowed.contains(value),
+                        "{file}: {name}{{{label}=\"{value}\"}}: the server writes {label} as one of {allowed:?}"
+                    );
+                }
+            }
+            // An input series of the tests is written as the server writes it: every label.
+            if whole && !labels.is_empty() {
+                let mut have: Vec<&str> = labels.iter().map(|(l, _)| l.as_str()).collect();
+                have.retain(|l| *l != "le");
+                have.sort_unstable();
+                let mut want = f.labels.to_vec();
+                want.sort_unstable();
+                assert_eq!(have, want, "{file}: the labels of {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_rules_name_metrics_and_labels_the_server_exposes() {
+        check_selectors("packaging/prometheus/rollcall.rules.yml", false);
+        check_selectors("packaging/prometheus/rollcall.rules.test.yml", true);
+    }
+
+    #[test]
+    fn a_label_typo_in_a_selector_is_caught() {
+        let found = selectors(r#"rollcall_nodes_silent{longer_than_seconds="900"} > 0 and rollcall_campaign_phase{phase=~"p.*",campaign!="x"}"#);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].1, [("longer_than_seconds".to_owned(), Some("900".to_owned()))]);
+        assert_eq!(found[1].1, [("phase".to_owned(), None), ("campaign".to_owned(), None)]);
+        let silent = closed_values("rollcall_nodes_silent", "longer_than_seconds").expect("closed");
+        assert!(!silent.contains(&"1800".to_owned()), "not a value the server writes");
+        assert_eq!(closed_values("rollcall_campaign_phase", "campaign"), None);
     }
 
     /// `promtool check rules` and `promtool test rules` (Debian's
