@@ -48,7 +48,8 @@ pub async fn get(addr: SocketAddr, method: &str, path: &str, accept: &str) -> An
 /// closed the connection without an answer (a listener that is full).
 pub async fn try_metrics(addr: SocketAddr) -> Option<Answer> {
     let mut tcp = TcpStream::connect(addr).await.ok()?;
-    let request = "GET /metrics HTTP/1.1\r\nHost: rollcall\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+    let request =
+        "GET /metrics HTTP/1.1\r\nHost: rollcall\r\nAccept: */*\r\nConnection: close\r\n\r\n";
     tcp.write_all(request.as_bytes()).await.ok()?;
     let mut raw = Vec::new();
     let _ = tcp.read_to_end(&mut raw).await;

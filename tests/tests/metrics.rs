@@ -329,14 +329,16 @@ async fn idle_sockets_a_slowloris_and_pipelining_cannot_shut_scrapes_out() {
     let mut slow = TcpStream::connect(addr).await.expect("connect");
     let started = Instant::now();
     let mut cut = false;
-    for byte in b"GET /metrics HTTP/1.1\r\nHost: rollcall\r\nX-Slow: ".iter().cycle() {
+    for byte in b"GET /metrics HTTP/1.1\r\nHost: rollcall\r\nX-Slow: "
+        .iter()
+        .cycle()
+    {
         if slow.write_all(&[*byte]).await.is_err() {
             cut = true;
             break;
         }
         let mut buf = [0u8; 64];
-        if let Ok(read) = tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await
-        {
+        if let Ok(read) = tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
             cut = matches!(read, Ok(0) | Err(_));
             if cut {
                 break;
@@ -346,7 +348,11 @@ async fn idle_sockets_a_slowloris_and_pipelining_cannot_shut_scrapes_out() {
             break;
         }
     }
-    assert!(cut, "a slowloris still held its socket after {:?}", started.elapsed());
+    assert!(
+        cut,
+        "a slowloris still held its socket after {:?}",
+        started.elapsed()
+    );
     assert!(started.elapsed() < HEADER_TIMEOUT + slack);
 
     // Twenty requests pipelined on one connection: one answer, then the
@@ -370,7 +376,9 @@ async fn idle_sockets_a_slowloris_and_pipelining_cannot_shut_scrapes_out() {
     })
     .await;
     assert!(read.is_ok(), "the server closed the connection");
-    let answers = String::from_utf8_lossy(&raw).matches("HTTP/1.1 200").count();
+    let answers = String::from_utf8_lossy(&raw)
+        .matches("HTTP/1.1 200")
+        .count();
     assert_eq!(answers, 1, "one request per connection");
 
     // The listener is whole again.
@@ -432,7 +440,11 @@ async fn a_stalled_store_leaves_the_campaigns_out_and_shows_the_stuck_commit() {
         .iter()
         .filter_map(|p| a.value(&format!(r#"rollcall_campaigns{{phase="{p}"}}"#)))
         .sum();
-    assert_eq!(kept, 1.0, "the campaign started once the store woke: {}", a.body);
+    assert_eq!(
+        kept, 1.0,
+        "the campaign started once the store woke: {}",
+        a.body
+    );
     assert!(!started.campaign.id.is_empty());
     fleet.stop().await;
 }

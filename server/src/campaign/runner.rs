@@ -329,11 +329,7 @@ impl Scheduler {
                     spec: &l.spec,
                 });
                 let watchers = self.events.receiver_count() as u64;
-                let _ = reply.send(Ok(campaign_snapshot(
-                    campaigns,
-                    watchers,
-                    Timestamp::now(),
-                )));
+                let _ = reply.send(Ok(campaign_snapshot(campaigns, watchers, Timestamp::now())));
             }
         }
     }

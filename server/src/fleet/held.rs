@@ -414,7 +414,11 @@ mod tests {
         assert_eq!(h.digest.reboot_required_since, None);
         h.merge(asking(2, 2_000, true));
         h.merge(asking(3, 3_000, true));
-        h.merge(Report { seq: 4, collected_at: at(4_000), ..Default::default() });
+        h.merge(Report {
+            seq: 4,
+            collected_at: at(4_000),
+            ..Default::default()
+        });
         assert_eq!(
             h.digest.reboot_required_since,
             Some(at(2_000)),
@@ -423,7 +427,11 @@ mod tests {
         h.merge(asking(5, 5_000, false));
         assert_eq!(h.digest.reboot_required_since, None);
         h.merge(asking(6, 6_000, true));
-        assert_eq!(h.digest.reboot_required_since, Some(at(6_000)), "a new streak");
+        assert_eq!(
+            h.digest.reboot_required_since,
+            Some(at(6_000)),
+            "a new streak"
+        );
     }
 
     #[test]

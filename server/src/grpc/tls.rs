@@ -459,7 +459,9 @@ pub fn spawn_acceptor(
                     }
                     Err(_) => {
                         tracing::debug!(peer = %addr, "TLS handshake timed out.");
-                        warnings.metrics.refused(ConnectionRefusal::HandshakeTimeout);
+                        warnings
+                            .metrics
+                            .refused(ConnectionRefusal::HandshakeTimeout);
                         if let Some(failed) = warnings.handshake_failed.hit() {
                             tracing::warn!(peer = %addr, error = "timed out", failed, "TLS handshake failed (count since the last such line).");
                         }
@@ -482,7 +484,9 @@ pub fn spawn_acceptor(
                 let (identity, seat) =
                     admit(&revocations, leaf.and_then(|l| Serial::of_der(l)), identity);
                 match &identity {
-                    Err(IdentityError::Revoked(_)) => warnings.metrics.refused(ConnectionRefusal::Revoked),
+                    Err(IdentityError::Revoked(_)) => {
+                        warnings.metrics.refused(ConnectionRefusal::Revoked)
+                    }
                     Err(_) => warnings.metrics.refused(ConnectionRefusal::NoIdentity),
                     Ok(_) => {}
                 }

@@ -51,4 +51,3 @@ fn push_line(out: &mut String, line: &str) {
     out.push_str(line);
     out.push('\n');
 }
-

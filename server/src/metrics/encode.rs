@@ -16,8 +16,7 @@ use rollcall_proto::model::Role;
 
 use super::Events;
 use super::snapshot::{
-    CampaignSnapshot, FleetSnapshot, NodeSample, REBOOT_LONGER_THAN, RoleTotals,
-    SILENT_LONGER_THAN,
+    CampaignSnapshot, FleetSnapshot, NodeSample, REBOOT_LONGER_THAN, RoleTotals, SILENT_LONGER_THAN,
 };
 use crate::campaign::Phase;
 use crate::campaign::lifecycle::Step;
@@ -187,7 +186,10 @@ fn role_label(role: Role) -> (&'static str, Cow<'static, str>) {
     ("role", Cow::Borrowed(role.as_str()))
 }
 
-fn fleet(e: &mut DescriptorEncoder<'_>, fleet: Option<&FleetSnapshot>) -> Result<(), std::fmt::Error> {
+fn fleet(
+    e: &mut DescriptorEncoder<'_>,
+    fleet: Option<&FleetSnapshot>,
+) -> Result<(), std::fmt::Error> {
     let seconds = Some(&Unit::Seconds);
     let by_role = || {
         fleet
@@ -378,7 +380,10 @@ fn campaigns(
 fn per_node(e: &mut DescriptorEncoder<'_>, nodes: &[NodeSample]) -> Result<(), std::fmt::Error> {
     let each = |value: fn(&NodeSample) -> Option<f64>| {
         nodes.iter().filter_map(move |n| {
-            Some((vec![("node", label(&n.name)), role_label(n.role)], value(n)?))
+            Some((
+                vec![("node", label(&n.name)), role_label(n.role)],
+                value(n)?,
+            ))
         })
     };
     gauges(

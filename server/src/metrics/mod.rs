@@ -536,7 +536,12 @@ mod tests {
     }
 
     fn timed(events: &Events, step: Step) -> (u64, f64) {
-        let h = &events.step_durations.iter().find(|(s, _)| *s == step).expect("step").1;
+        let h = &events
+            .step_durations
+            .iter()
+            .find(|(s, _)| *s == step)
+            .expect("step")
+            .1;
         count_sum(h)
     }
 
@@ -548,7 +553,12 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &r).expect("encode");
         let value = |series: &str| {
             text.lines()
-                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .find_map(|l| {
+                    l.strip_prefix(series)?
+                        .strip_prefix(' ')?
+                        .parse::<f64>()
+                        .ok()
+                })
                 .unwrap_or(0.0)
         };
         (value("h_count") as u64, value("h_sum"))
@@ -576,7 +586,11 @@ mod tests {
         };
         events.run_changed(&undrain, &failed, at(90));
         assert_eq!(failures(&events, Step::Patch), 1);
-        assert_eq!(failures(&events, Step::Undrain), 0, "the undrain did not fail");
+        assert_eq!(
+            failures(&events, Step::Undrain),
+            0,
+            "the undrain did not fail"
+        );
         assert_eq!(timed(&events, Step::Patch), (1, 60.0));
         assert_eq!(timed(&events, Step::Undrain), (1, 30.0));
 
@@ -607,10 +621,17 @@ mod tests {
         let at = Timestamp::from_unix_millis;
         assert_eq!(events.commit_running(at(5_000)), None);
         events.commit_began(at(1_000));
-        assert_eq!(events.commit_running(at(5_000)), Some(Duration::from_secs(4)));
+        assert_eq!(
+            events.commit_running(at(5_000)),
+            Some(Duration::from_secs(4))
+        );
         events.commit_ended(Duration::from_secs(4), false);
         assert_eq!(events.commit_running(at(6_000)), None);
-        assert_eq!(count_sum(&events.store_commit), (0, 0.0), "a failed commit is not timed");
+        assert_eq!(
+            count_sum(&events.store_commit),
+            (0, 0.0),
+            "a failed commit is not timed"
+        );
         events.commit_began(at(7_000));
         events.commit_ended(Duration::from_millis(2), true);
         assert_eq!(count_sum(&events.store_commit), (1, 0.002));
@@ -676,10 +697,13 @@ mod tests {
         }
     }
 
+    /// A selector's label, with the value an `=` matcher wants.
+    type Matcher = (String, Option<String>);
+
     /// Every `rollcall_*` name in `text`, with the `label="value"` pairs
     /// of its selector (`=~` and `!=` matchers keep their label, without a
     /// value to check).
-    fn selectors(text: &str) -> Vec<(String, Vec<(String, Option<String>)>)> {
+    fn selectors(text: &str) -> Vec<(String, Vec<Matcher>)> {
         let mut found = Vec::new();
         let mut rest = text;
         while let Some(at) = rest.find("rollcall_") {
@@ -692,9 +716,7 @@ mod tests {
             if let Some(inner) = tail[end..].strip_prefix('{') {
                 let close = inner.find('}').expect("a selector closes");
                 for matcher in inner[..close].split(',').filter(|m| !m.trim().is_empty()) {
-                    let key_end = matcher
-                        .find(['=', '!'])
-                        .expect("a matcher has an operator");
+                    let key_end = matcher.find(['=', '!']).expect("a matcher has an operator");
                     let key = matcher[..key_end].trim().to_owned();
                     let op = &matcher[key_end..];
                     let value = op
@@ -752,12 +774,23 @@ mod tests {
 
     #[test]
     fn a_label_typo_in_a_selector_is_caught() {
-        let found = selectors(r#"rollcall_nodes_silent{longer_than_seconds="900"} > 0 and rollcall_campaign_phase{phase=~"p.*",campaign!="x"}"#);
+        let found = selectors(
+            r#"rollcall_nodes_silent{longer_than_seconds="900"} > 0 and rollcall_campaign_phase{phase=~"p.*",campaign!="x"}"#,
+        );
         assert_eq!(found.len(), 2);
-        assert_eq!(found[0].1, [("longer_than_seconds".to_owned(), Some("900".to_owned()))]);
-        assert_eq!(found[1].1, [("phase".to_owned(), None), ("campaign".to_owned(), None)]);
+        assert_eq!(
+            found[0].1,
+            [("longer_than_seconds".to_owned(), Some("900".to_owned()))]
+        );
+        assert_eq!(
+            found[1].1,
+            [("phase".to_owned(), None), ("campaign".to_owned(), None)]
+        );
         let silent = closed_values("rollcall_nodes_silent", "longer_than_seconds").expect("closed");
-        assert!(!silent.contains(&"1800".to_owned()), "not a value the server writes");
+        assert!(
+            !silent.contains(&"1800".to_owned()),
+            "not a value the server writes"
+        );
         assert_eq!(closed_values("rollcall_campaign_phase", "campaign"), None);
     }
 

@@ -175,9 +175,11 @@ impl MetricsServer {
             };
             let (tls, looks, shutdown) = (tls.clone(), looks.clone(), shutdown.clone());
             tracker.spawn(async move {
-                let served =
-                    tokio::time::timeout(CONNECTION_DEADLINE, connection(tcp, tls, &looks, &shutdown))
-                        .await;
+                let served = tokio::time::timeout(
+                    CONNECTION_DEADLINE,
+                    connection(tcp, tls, &looks, &shutdown),
+                )
+                .await;
                 if !matches!(served, Ok(Served::Answered)) {
                     looks.sources.events.metrics_dropped(MetricsDrop::Deadline);
                     tracing::debug!(%peer, "Metrics connection cut: too slow.");
@@ -404,6 +406,10 @@ mod tests {
     #[test]
     fn one_address_cannot_take_every_slot() {
         const { assert!(MAX_PER_SOURCE < MAX_CONNECTIONS) };
-        const { assert!(HEADER_TIMEOUT.as_secs() + PART_TIMEOUT.as_secs() < CONNECTION_DEADLINE.as_secs()) };
+        const {
+            assert!(
+                HEADER_TIMEOUT.as_secs() + PART_TIMEOUT.as_secs() < CONNECTION_DEADLINE.as_secs()
+            )
+        };
     }
 }

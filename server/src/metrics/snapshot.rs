@@ -198,9 +198,8 @@ pub struct RoleGates {
 /// else `timeouts.gate_secs`; in the order of `Role::ALL`, then
 /// before and after.
 pub fn gate_timeouts(spec: &CampaignSpec) -> [[Option<Duration>; 2]; Role::ALL.len()] {
-    Role::ALL.map(|role| {
-        [Step::GateBefore, Step::GateAfter].map(|gate| spec.step_timeout(role, gate))
-    })
+    Role::ALL
+        .map(|role| [Step::GateBefore, Step::GateAfter].map(|gate| spec.step_timeout(role, gate)))
 }
 
 /// The campaigns, as a scrape shows them.
@@ -464,7 +463,10 @@ mod tests {
         assert_eq!(cmp.role, Role::Compute);
         assert_eq!(cmp.wait_max, [None, Some(Duration::from_secs(10))]);
         let ten_minutes = Some(Duration::from_secs(600));
-        assert_eq!(cmp.timeout, [ten_minutes; 2], "[gates.compute] timeout_secs");
+        assert_eq!(
+            cmp.timeout, [ten_minutes; 2],
+            "[gates.compute] timeout_secs"
+        );
     }
 
     #[test]
@@ -483,8 +485,14 @@ mod tests {
     #[test]
     fn per_node_series_stay_on_a_tenth_past_the_limit_once_on() {
         assert!(per_node_on(false, 500, 500));
-        assert!(!per_node_on(false, 501, 500), "off stays off past the limit");
-        assert!(per_node_on(true, 550, 500), "on stays on up to a tenth more");
+        assert!(
+            !per_node_on(false, 501, 500),
+            "off stays off past the limit"
+        );
+        assert!(
+            per_node_on(true, 550, 500),
+            "on stays on up to a tenth more"
+        );
         assert!(!per_node_on(true, 551, 500));
         assert!(per_node_on(true, 2, 1), "a tenth of 1 rounds up");
         assert!(!per_node_on(true, 3, 1));
@@ -515,7 +523,10 @@ mod tests {
         let s = fleet_snapshot(facts, 3, true, 0, now);
         assert_eq!(s.reboot_required_longer, [2, 1, 0], "{s:?}");
         let samples = s.per_node.expect("per-node on");
-        assert_eq!(samples[0].reboot_required_since, Some(at(10 * 86_400 - 4 * 86_400 - 1)));
+        assert_eq!(
+            samples[0].reboot_required_since,
+            Some(at(10 * 86_400 - 4 * 86_400 - 1))
+        );
         assert_eq!(samples[2].reboot_required_since, None, "c needs no reboot");
     }
 }

@@ -16,7 +16,11 @@ pub(crate) fn full() -> (Events, Scrape) {
     events.request_refused();
     events.metrics_dropped(MetricsDrop::Deadline);
     events.commit_ended(Duration::from_millis(3), true);
-    let mut patching = NodeRun::new("ctl01".into(), Role::Controller, Timestamp::from_unix_millis(0));
+    let mut patching = NodeRun::new(
+        "ctl01".into(),
+        Role::Controller,
+        Timestamp::from_unix_millis(0),
+    );
     patching.step = Step::Patch;
     let failed = NodeRun {
         step: Step::Failed,
@@ -197,24 +201,54 @@ fn a_part_that_did_not_answer_is_marked_and_the_rest_served() {
     let (events, mut scrape) = full();
     scrape.campaigns = None;
     let text = classic(&openmetrics(&events, scrape.into()));
-    assert_eq!(sample(&text, "rollcall_scrape_part_ok{part=\"campaigns\"}"), Some("0"));
-    assert_eq!(sample(&text, "rollcall_scrape_part_ok{part=\"fleet\"}"), Some("1"));
-    assert_eq!(sample(&text, "rollcall_nodes{role=\"controller\",state=\"online\"}"), Some("1"));
-    assert_eq!(sample(&text, "rollcall_store_commit_running_seconds"), Some("2.5"));
+    assert_eq!(
+        sample(&text, "rollcall_scrape_part_ok{part=\"campaigns\"}"),
+        Some("0")
+    );
+    assert_eq!(
+        sample(&text, "rollcall_scrape_part_ok{part=\"fleet\"}"),
+        Some("1")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "rollcall_nodes{role=\"controller\",state=\"online\"}"
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        sample(&text, "rollcall_store_commit_running_seconds"),
+        Some("2.5")
+    );
     assert!(text.contains("# TYPE rollcall_campaigns gauge\n"), "{text}");
-    assert!(!text.contains("rollcall_campaigns{"), "no sample of a part that did not answer: {text}");
+    assert!(
+        !text.contains("rollcall_campaigns{"),
+        "no sample of a part that did not answer: {text}"
+    );
     assert!(!text.contains("kind=\"campaigns\""), "{text}");
 
     let (events, mut scrape) = full();
     scrape.fleet = None;
     scrape.commit_running = None;
     let text = classic(&openmetrics(&events, scrape.into()));
-    assert_eq!(sample(&text, "rollcall_scrape_part_ok{part=\"fleet\"}"), Some("0"));
+    assert_eq!(
+        sample(&text, "rollcall_scrape_part_ok{part=\"fleet\"}"),
+        Some("0")
+    );
     assert!(!text.contains("rollcall_nodes{"), "{text}");
-    assert!(!text.contains("node=\""), "no per-node series without the fleet: {text}");
+    assert!(
+        !text.contains("node=\""),
+        "no per-node series without the fleet: {text}"
+    );
     assert_eq!(sample(&text, "rollcall_sessions"), None);
-    assert_eq!(sample(&text, "rollcall_store_commit_running_seconds"), Some("0.0"));
-    assert_eq!(sample(&text, "rollcall_campaigns{phase=\"completed\"}"), Some("2"));
+    assert_eq!(
+        sample(&text, "rollcall_store_commit_running_seconds"),
+        Some("0.0")
+    );
+    assert_eq!(
+        sample(&text, "rollcall_campaigns{phase=\"completed\"}"),
+        Some("2")
+    );
 }
 
 #[test]
