@@ -282,7 +282,8 @@ struct Warnings {
     no_identity: SharedThrottle,
     wrong_kind: SharedThrottle,
     revoked: SharedThrottle,
-    /// Every refusal is also counted (`rollcall_connections_refused_total`).
+    /// Every refusal is also counted (`rollcall_connections_refused_total`;
+    /// a refused request in `rollcall_requests_refused_total`).
     metrics: Arc<Events>,
 }
 
