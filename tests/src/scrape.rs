@@ -44,6 +44,19 @@ pub async fn get(addr: SocketAddr, method: &str, path: &str, accept: &str) -> An
     exchange(tcp, method, path, accept).await
 }
 
+/// `GET /metrics` on a new plain connection, or `None` when the server
+/// closed the connection without an answer (a listener that is full).
+pub async fn try_metrics(addr: SocketAddr) -> Option<Answer> {
+    let mut tcp = TcpStream::connect(addr).await.ok()?;
+    let request =
+        "GET /metrics HTTP/1.1\r\nHost: rollcall\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    let _ = tcp.read_to_end(&mut raw).await;
+    let raw = String::from_utf8(raw).ok()?;
+    raw.contains("\r\n\r\n").then(|| parse(&raw))
+}
+
 /// `GET /metrics` in the classic text format, as curl would ask.
 pub async fn metrics(addr: SocketAddr) -> Answer {
     let answer = get(addr, "GET", "/metrics", "*/*").await;
@@ -89,7 +102,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let mut raw = Vec::new();
     // A TLS peer may close without close_notify once it answered.
     let _ = stream.read_to_end(&mut raw).await;
-    let raw = String::from_utf8(raw).expect("UTF-8 answer");
+    parse(&String::from_utf8(raw).expect("UTF-8 answer"))
+}
+
+fn parse(raw: &str) -> Answer {
     let (head, body) = raw.split_once("\r\n\r\n").expect("headers end");
     let status = head
         .split(' ')

@@ -2,9 +2,15 @@
 //! harness), scraped over HTTP as Prometheus does: the fleet by role and
 //! state, a container made unhealthy, a refused request, a campaign held
 //! at its gate and then completed, and the whole scrape checked by the real
-//! `promtool check metrics`.
+//! `promtool check metrics`. And the listener under abuse: idle sockets,
+//! a slowloris, a client that pipelines and never reads, and a store
+//! stalled under the scheduler.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 use rollcall_proto::model::{ContainerHealth, Role};
 use rollcall_server::campaign::lifecycle::Step;
@@ -98,7 +104,7 @@ async fn metrics_follow_the_fleet_a_refusal_and_a_campaign() {
     );
 
     // An agent's certificate asking the operator API is refused, and counted.
-    let wrong = r#"rollcall_connections_refused_total{reason="wrong_kind"}"#;
+    let wrong = "rollcall_requests_refused_total";
     assert_eq!(a.value(wrong), Some(0.0));
     let channel = fleet
         .server
@@ -138,7 +144,16 @@ async fn metrics_follow_the_fleet_a_refusal_and_a_campaign() {
     assert_eq!(a.value(r#"rollcall_campaigns{phase="running"}"#), Some(1.0));
     let waited = series(
         "rollcall_campaign_gate_wait_max_seconds",
-        r#"gate="before""#,
+        r#"gate="before",role="controller""#,
+    );
+    assert_eq!(
+        a.value(&series(
+            "rollcall_campaign_gate_timeout_seconds",
+            r#"gate="before",role="controller""#
+        )),
+        Some(1800.0),
+        "timeouts.gate_secs by default: {}",
+        a.body
     );
     eventually(LONG, "ctl01's gate wait to show", || async {
         let a = scrape::metrics(addr).await;
@@ -236,5 +251,200 @@ async fn per_node_series_stop_past_the_limit_and_tls_serves_the_same() {
         a.body
     );
     assert!(!a.body.contains("node=\""), "{}", a.body);
+    fleet.stop().await;
+}
+
+/// `n` connections to `addr` from the loopback address `from` (all of
+/// 127.0.0.0/8 is the loopback on Linux), sending nothing.
+async fn idle_from(from: &str, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(format!("{from}:0").parse().expect("addr"))
+            .expect("bind a loopback address");
+        held.push(socket.connect(addr).await.expect("connect"));
+    }
+    // The server accepts (and counts, and maybe closes) them in its own time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    held
+}
+
+fn dropped(a: &Answer, reason: &str) -> f64 {
+    a.value(&format!(
+        r#"rollcall_metrics_connections_dropped_total{{reason="{reason}"}}"#
+    ))
+    .unwrap_or(-1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_a_slowloris_and_pipelining_cannot_shut_scrapes_out() {
+    use rollcall_server::metrics::serve::{HEADER_TIMEOUT, MAX_PER_SOURCE};
+    init();
+    let fleet = Fleet::start(&[(Role::Compute, 1)]).await;
+    let addr = fleet.server.metrics_addr();
+    let slack = Duration::from_secs(3);
+
+    // Ten idle sockets from one address hold its share only: a scrape from
+    // another is served at once.
+    let idle = idle_from("127.0.0.2", addr, 10).await;
+    let started = Instant::now();
+    let a = scrape::metrics(addr).await;
+    assert!(started.elapsed() < slack, "{:?}", started.elapsed());
+    assert_eq!(
+        dropped(&a, "source_limit"),
+        (10 - MAX_PER_SOURCE) as f64,
+        "{}",
+        a.body
+    );
+
+    // Two addresses take every slot: a scrape is refused until the idle
+    // sockets are cut, within the header timeout.
+    let more = idle_from("127.0.0.3", addr, MAX_PER_SOURCE).await;
+    let started = Instant::now();
+    let mut refused = 0;
+    let a = loop {
+        if let Some(a) = scrape::try_metrics(addr).await {
+            break a;
+        }
+        refused += 1;
+        assert!(
+            started.elapsed() < HEADER_TIMEOUT + slack,
+            "idle sockets kept scrapes out for {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(a.status, 200);
+    assert!(refused > 0, "every slot was taken at first");
+    assert!(dropped(&a, "connection_limit") >= 1.0, "{}", a.body);
+    assert!(
+        dropped(&a, "deadline") >= MAX_PER_SOURCE as f64,
+        "the first idle sockets were cut: {}",
+        a.body
+    );
+    drop((idle, more));
+
+    // A slowloris, one header byte a second, is cut within the header timeout.
+    let mut slow = TcpStream::connect(addr).await.expect("connect");
+    let started = Instant::now();
+    let mut cut = false;
+    for byte in b"GET /metrics HTTP/1.1\r\nHost: rollcall\r\nX-Slow: "
+        .iter()
+        .cycle()
+    {
+        if slow.write_all(&[*byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        if let Ok(read) = tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
+            cut = matches!(read, Ok(0) | Err(_));
+            if cut {
+                break;
+            }
+        }
+        if started.elapsed() > HEADER_TIMEOUT + slack {
+            break;
+        }
+    }
+    assert!(
+        cut,
+        "a slowloris still held its socket after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < HEADER_TIMEOUT + slack);
+
+    // Twenty requests pipelined on one connection: one answer, then the
+    // server closes it, having built one scrape.
+    let mut piped = TcpStream::connect(addr).await.expect("connect");
+    let one = "GET /metrics HTTP/1.1\r\nHost: rollcall\r\nAccept: */*\r\n\r\n";
+    piped
+        .write_all(one.repeat(20).as_bytes())
+        .await
+        .expect("send the requests");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match piped.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server closed the connection");
+    let answers = String::from_utf8_lossy(&raw)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert_eq!(answers, 1, "one request per connection");
+
+    // The listener is whole again.
+    scrape::metrics(addr).await;
+    fleet.stop().await;
+}
+
+/// A stalled disk blocks the store writer, so the scheduler blocks in a
+/// campaign write: scrapes go on, without the campaigns, and show the
+/// stuck commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_store_leaves_the_campaigns_out_and_shows_the_stuck_commit() {
+    init();
+    let fleet = Fleet::start(&[(Role::Controller, 2)]).await;
+    let addr = fleet.server.metrics_addr();
+    until(
+        &fleet,
+        r#"rollcall_nodes{role="controller",state="online"}"#,
+        2.0,
+    )
+    .await;
+    fleet.server.faults.stall();
+    let checks = async {
+        let a = eventually(LONG, "the scheduler to miss a scrape", || async {
+            let a = scrape::metrics(addr).await;
+            (a.value(r#"rollcall_scrape_part_ok{part="campaigns"}"#) == Some(0.0)).then_some(a)
+        })
+        .await;
+        assert_eq!(
+            a.value(r#"rollcall_scrape_part_ok{part="fleet"}"#),
+            Some(1.0),
+            "{}",
+            a.body
+        );
+        assert_eq!(
+            a.value(r#"rollcall_nodes{role="controller",state="online"}"#),
+            Some(2.0),
+            "the fleet is still served: {}",
+            a.body
+        );
+        assert!(!a.has("rollcall_campaigns{"), "{}", a.body);
+        eventually(LONG, "the stuck commit to show", || async {
+            let a = scrape::metrics(addr).await;
+            a.value("rollcall_store_commit_running_seconds")
+                .filter(|s| *s >= 2.0)
+        })
+        .await;
+        fleet.server.faults.heal();
+    };
+    let (started, ()) = tokio::join!(fleet.start_campaign(CONTROLLERS), checks);
+    let a = until(&fleet, r#"rollcall_scrape_part_ok{part="campaigns"}"#, 1.0).await;
+    assert_eq!(
+        a.value("rollcall_store_commit_running_seconds"),
+        Some(0.0),
+        "{}",
+        a.body
+    );
+    let kept: f64 = ["running", "completed"]
+        .iter()
+        .filter_map(|p| a.value(&format!(r#"rollcall_campaigns{{phase="{p}"}}"#)))
+        .sum();
+    assert_eq!(
+        kept, 1.0,
+        "the campaign started once the store woke: {}",
+        a.body
+    );
+    assert!(!started.campaign.id.is_empty());
     fleet.stop().await;
 }

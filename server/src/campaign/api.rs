@@ -243,7 +243,7 @@ pub(super) enum Command {
     },
     /// A `/metrics` scrape's look at every campaign (`metrics::snapshot`).
     Metrics {
-        reply: oneshot::Sender<crate::metrics::CampaignSnapshot>,
+        reply: Reply<crate::metrics::CampaignSnapshot>,
     },
 }
 
@@ -371,11 +371,8 @@ impl CampaignHandle {
 
     /// Every campaign by phase, and the steps of those that have not
     /// ended: for a `/metrics` scrape.
-    pub async fn metrics(&self) -> Result<crate::metrics::CampaignSnapshot, FleetStopped> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Metrics { reply };
-        self.tx.send(cmd).await.map_err(|_| FleetStopped)?;
-        rx.await.map_err(|_| FleetStopped)
+    pub async fn metrics(&self) -> Result<crate::metrics::CampaignSnapshot, CampaignError> {
+        self.call(|reply| Command::Metrics { reply }).await
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, CampaignError> {

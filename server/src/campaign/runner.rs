@@ -63,6 +63,9 @@ struct Live {
     /// The spec's `[alerts]`: its poller, what holds, what was audited
     /// (`runner/monitor.rs`).
     alerting: monitor::Alerting,
+    /// `control::ended`, kept by `take`: a scrape or a pass asks without
+    /// walking the runs of every campaign ever kept.
+    ended: bool,
 }
 
 impl Live {
@@ -73,6 +76,7 @@ impl Live {
         audit: Vec<AuditEntry>,
     ) -> Self {
         Live {
+            ended: control::ended(&campaign, runs.values()),
             campaign,
             spec,
             runs,
@@ -101,7 +105,7 @@ impl Live {
     }
 
     fn ended(&self) -> bool {
-        control::ended(&self.campaign, self.runs.values())
+        self.ended
     }
 
     /// Takes a change the store holds now.
@@ -121,6 +125,7 @@ impl Live {
             self.runs.insert(run.node.clone(), run);
         }
         self.audit.extend(write.audit);
+        self.ended = control::ended(&self.campaign, self.runs.values());
     }
 }
 
@@ -314,9 +319,10 @@ impl Scheduler {
                     phase: l.campaign.phase,
                     ended: l.ended(),
                     runs: l.runs.values(),
+                    spec: &l.spec,
                 });
                 let watchers = self.events.receiver_count() as u64;
-                let _ = reply.send(campaign_snapshot(campaigns, watchers, Timestamp::now()));
+                let _ = reply.send(Ok(campaign_snapshot(campaigns, watchers, Timestamp::now())));
             }
         }
     }
@@ -546,14 +552,11 @@ impl Scheduler {
             Timestamp::now(),
         );
         self.notifier.offer(&notices);
-        // Metrics: how long each node spent in the step it leaves now.
+        // Metrics: the steps nodes leave now, and their failures.
         let now = Timestamp::now();
         for (_, run) in &write.nodes {
-            if let Some(old) = live.runs.get(&run.node)
-                && old.step != run.step
-            {
-                self.metrics
-                    .step_left(old.step, run.step, now.since(old.since));
+            if let Some(old) = live.runs.get(&run.node) {
+                self.metrics.run_changed(old, run, now);
             }
         }
         live.take(write);

@@ -24,6 +24,11 @@ use crate::store::Section;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Digest {
     pub reboot_required: bool,
+    /// Since when the node has asked for a reboot without a break: the
+    /// collection time (agent clock) of the first report this server took
+    /// that asked for it. The reboot section carries no such time of its
+    /// own, and a restarted server starts again from the stored report.
+    pub reboot_required_since: Option<Timestamp>,
     /// The report has a containers section saying the engine is unreachable.
     pub engine_unavailable: bool,
     pub containers_total: u32,
@@ -208,7 +213,13 @@ impl Held {
         }
         if carried(u.reboot.is_some()) {
             let (packed, required) = u.reboot.unzip();
-            self.digest.reboot_required = required.unwrap_or(false);
+            let required = required.unwrap_or(false);
+            self.digest.reboot_required_since = match self.digest.reboot_required_since {
+                Some(since) if required => Some(since),
+                _ if required => Some(u.collected_at),
+                _ => None,
+            };
+            self.digest.reboot_required = required;
             if let Some(new) = replace(&mut self.reboot, packed) {
                 out.gate_news = true;
                 out.durable.push(Section::Reboot(new));
@@ -381,6 +392,46 @@ mod tests {
         assert_eq!(h.digest.pending_updates, 3);
         assert_eq!(h.digest.max_fs_used_percent, 50.0);
         assert_eq!(h.report("cmp-1"), Report { ..full() });
+    }
+
+    #[test]
+    fn a_reboot_is_required_since_the_first_report_that_asked_for_it() {
+        let at = Timestamp::from_unix_millis;
+        let asking = |seq: u64, collected: i64, required: bool| Report {
+            seq,
+            collected_at: at(collected),
+            reboot: Some(RebootSection {
+                required,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut h = Held::default();
+        h.merge(Report {
+            collected_at: at(1_000),
+            ..full()
+        });
+        assert_eq!(h.digest.reboot_required_since, None);
+        h.merge(asking(2, 2_000, true));
+        h.merge(asking(3, 3_000, true));
+        h.merge(Report {
+            seq: 4,
+            collected_at: at(4_000),
+            ..Default::default()
+        });
+        assert_eq!(
+            h.digest.reboot_required_since,
+            Some(at(2_000)),
+            "later reports asking again, or saying nothing of it, keep the first time"
+        );
+        h.merge(asking(5, 5_000, false));
+        assert_eq!(h.digest.reboot_required_since, None);
+        h.merge(asking(6, 6_000, true));
+        assert_eq!(
+            h.digest.reboot_required_since,
+            Some(at(6_000)),
+            "a new streak"
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use self::handle::Command;
-use crate::metrics::snapshot::{NodeFacts, fleet_snapshot};
+use crate::metrics::snapshot::{NodeFacts, fleet_snapshot, per_node_on};
 use crate::store::{NodeWrite, Section, StoredNode, WriterHandle};
 use crate::supervise::PanicSwitch;
 
@@ -136,6 +136,9 @@ pub struct Fleet {
     wake: Arc<Notify>,
     /// Tests only (`Options::fleet_panic`): panic at the next command.
     panic: Option<PanicSwitch>,
+    /// Whether the last `/metrics` scrape had per-node series
+    /// (`metrics::snapshot::per_node_on` keeps them a while past the limit).
+    per_node_series: bool,
 }
 
 /// Events a slow watcher may fall behind by before it is told it lagged
@@ -183,6 +186,7 @@ impl Fleet {
             next_session: 1,
             wake,
             panic,
+            per_node_series: false,
         };
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let task = tokio::spawn(fleet.run(rx, shutdown));
@@ -303,6 +307,8 @@ impl Fleet {
                 per_node_max,
                 reply,
             } => {
+                let count = self.nodes.len();
+                self.per_node_series = per_node_on(self.per_node_series, count, per_node_max);
                 let nodes = self.nodes.values().map(|e| NodeFacts {
                     node: &e.node,
                     digest: e.held.as_ref().map(|h| &h.digest),
@@ -311,8 +317,8 @@ impl Fleet {
                 let watchers = self.events.receiver_count() as u64;
                 let _ = reply.send(fleet_snapshot(
                     nodes,
-                    self.nodes.len(),
-                    per_node_max,
+                    count,
+                    self.per_node_series,
                     watchers,
                     Timestamp::now(),
                 ));

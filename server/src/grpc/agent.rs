@@ -431,7 +431,6 @@ impl SessionTask {
     async fn handle(&mut self, msg: Box<v1::AgentMessage>) -> Result<(), Status> {
         match msg.msg {
             Some(agent_message::Msg::Report(report)) => {
-                self.metrics.report();
                 let seq = report.seq;
                 let admitted = match admit::report(report, Timestamp::now()) {
                     Ok(admitted) => admitted,
@@ -441,6 +440,7 @@ impl SessionTask {
                         return Ok(());
                     }
                 };
+                self.metrics.report();
                 if !admitted.notes.is_empty() {
                     self.complaints.problems(seq, admitted.notes);
                     self.complain(Instant::now());

@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::metrics::{Events, Refusal as Why};
+use crate::metrics::{ConnectionRefusal, Events};
 use crate::revoke::{Revocations, Seat, Serial};
 use crate::throttle::{SharedThrottle, WARN_EVERY};
 use tokio_rustls::TlsAcceptor;
@@ -78,7 +78,7 @@ impl Peer {
             Refusal::Role { who, need, .. } => (who, need.as_str()),
             Refusal::NoIdentity(_) | Refusal::Unknown(_) => return,
         };
-        self.warnings.metrics.refused(Why::WrongKind);
+        self.warnings.metrics.request_refused();
         if let Some(refused) = self.warnings.wrong_kind.hit() {
             let peer = self.addr.map(|a| a.to_string()).unwrap_or_default();
             tracing::warn!(%peer, identity = %who, needed = %needed, refused, "Request refused: certificate of the wrong kind or role (count since the last such line).");
@@ -282,7 +282,8 @@ struct Warnings {
     no_identity: SharedThrottle,
     wrong_kind: SharedThrottle,
     revoked: SharedThrottle,
-    /// Every refusal is also counted (`rollcall_connections_refused_total`).
+    /// Every refusal is also counted (`rollcall_connections_refused_total`;
+    /// a refused request in `rollcall_requests_refused_total`).
     metrics: Arc<Events>,
 }
 
@@ -321,7 +322,7 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 /// Handshakes in progress per source; a [`SourceSlot`] gives its place
 /// back when dropped.
 #[derive(Clone, Debug, Default)]
-struct Sources(Arc<Mutex<HashMap<IpAddr, usize>>>);
+pub(crate) struct Sources(Arc<Mutex<HashMap<IpAddr, usize>>>);
 
 impl Sources {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
@@ -332,7 +333,7 @@ impl Sources {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn try_take(&self, ip: IpAddr, max: usize) -> Option<SourceSlot> {
+    pub(crate) fn try_take(&self, ip: IpAddr, max: usize) -> Option<SourceSlot> {
         let key = source_key(ip);
         let mut map = self.lock();
         let n = map.entry(key).or_insert(0);
@@ -352,7 +353,7 @@ impl Sources {
     }
 }
 
-struct SourceSlot {
+pub(crate) struct SourceSlot {
     sources: Sources,
     key: IpAddr,
 }
@@ -411,14 +412,14 @@ pub fn spawn_acceptor(
             };
             // No TLS work for a connection that could not be kept.
             if established.available_permits() == 0 {
-                warnings.metrics.refused(Why::ConnectionLimit);
+                warnings.metrics.refused(ConnectionRefusal::ConnectionLimit);
                 if let Some(refused) = warnings.connection_limit.hit() {
                     tracing::warn!(peer = %addr, refused, max_connections = limits.max_connections, "Connection limit reached; refusing connections (count since the last such line).");
                 }
                 continue;
             }
             let Ok(handshaking) = handshakes.clone().try_acquire_owned() else {
-                warnings.metrics.refused(Why::HandshakeLimit);
+                warnings.metrics.refused(ConnectionRefusal::HandshakeLimit);
                 if let Some(refused) = warnings.handshake_limit.hit() {
                     tracing::warn!(peer = %addr, refused, max_handshakes = limits.max_handshakes, "Handshake limit reached; closing new connections at once (count since the last such line).");
                 }
@@ -426,7 +427,7 @@ pub fn spawn_acceptor(
             };
             let Some(source_slot) = sources.try_take(addr.ip(), limits.max_handshakes_per_source)
             else {
-                warnings.metrics.refused(Why::SourceLimit);
+                warnings.metrics.refused(ConnectionRefusal::SourceLimit);
                 if let Some(refused) = warnings.source_limit.hit() {
                     tracing::warn!(peer = %addr, refused, max_handshakes_per_source = limits.max_handshakes_per_source, "Handshake limit of one source address reached; closing its new connections at once (count since the last such line).");
                 }
@@ -451,7 +452,7 @@ pub fn spawn_acceptor(
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
                         tracing::debug!(peer = %addr, error = %e, "TLS handshake refused.");
-                        warnings.metrics.refused(Why::HandshakeFailed);
+                        warnings.metrics.refused(ConnectionRefusal::HandshakeFailed);
                         if let Some(failed) = warnings.handshake_failed.hit() {
                             tracing::warn!(peer = %addr, error = %e, failed, "TLS handshake failed (count since the last such line).");
                         }
@@ -459,7 +460,9 @@ pub fn spawn_acceptor(
                     }
                     Err(_) => {
                         tracing::debug!(peer = %addr, "TLS handshake timed out.");
-                        warnings.metrics.refused(Why::HandshakeTimeout);
+                        warnings
+                            .metrics
+                            .refused(ConnectionRefusal::HandshakeTimeout);
                         if let Some(failed) = warnings.handshake_failed.hit() {
                             tracing::warn!(peer = %addr, error = "timed out", failed, "TLS handshake failed (count since the last such line).");
                         }
@@ -467,7 +470,7 @@ pub fn spawn_acceptor(
                     }
                 };
                 let Ok(permit) = established.try_acquire_owned() else {
-                    warnings.metrics.refused(Why::ConnectionLimit);
+                    warnings.metrics.refused(ConnectionRefusal::ConnectionLimit);
                     if let Some(refused) = warnings.connection_limit.hit() {
                         tracing::warn!(peer = %addr, refused, max_connections = limits.max_connections, "Connection limit reached; refusing connections (count since the last such line).");
                     }
@@ -482,8 +485,10 @@ pub fn spawn_acceptor(
                 let (identity, seat) =
                     admit(&revocations, leaf.and_then(|l| Serial::of_der(l)), identity);
                 match &identity {
-                    Err(IdentityError::Revoked(_)) => warnings.metrics.refused(Why::Revoked),
-                    Err(_) => warnings.metrics.refused(Why::NoIdentity),
+                    Err(IdentityError::Revoked(_)) => {
+                        warnings.metrics.refused(ConnectionRefusal::Revoked)
+                    }
+                    Err(_) => warnings.metrics.refused(ConnectionRefusal::NoIdentity),
                     Ok(_) => {}
                 }
                 if let Err(IdentityError::Revoked(why)) = &identity

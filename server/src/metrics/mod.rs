@@ -12,10 +12,12 @@
 //! campaign's runs), and encodes it. [`FAMILIES`] names every family the
 //! server exposes; a test holds it equal to the README's table.
 
+pub mod classic;
 pub mod encode;
 pub mod serve;
 pub mod snapshot;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -23,14 +25,20 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use rollcall_proto::timestamp::Timestamp;
+
 use crate::campaign::lifecycle::Step;
+use crate::campaign::record::NodeRun;
 
 pub use serve::{MetricsError, MetricsServer, Sources};
 pub use snapshot::{CampaignSnapshot, FleetSnapshot};
 
-/// Why a connection was refused (`rollcall_connections_refused_total`).
+/// Why the gRPC listener refused a connection
+/// (`rollcall_connections_refused_total`). A request refused on an
+/// established connection is counted apart
+/// (`rollcall_requests_refused_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum ConnectionRefusal {
     /// `limits.max_connections` established connections already.
     ConnectionLimit,
     /// `limits.max_handshakes` handshakes in progress already.
@@ -45,32 +53,58 @@ pub enum Refusal {
     NoIdentity,
     /// The certificate is revoked.
     Revoked,
-    /// A request needed another kind of certificate, or a higher role.
-    WrongKind,
 }
 
-impl Refusal {
-    pub const ALL: [Refusal; 8] = [
-        Refusal::ConnectionLimit,
-        Refusal::HandshakeLimit,
-        Refusal::SourceLimit,
-        Refusal::HandshakeFailed,
-        Refusal::HandshakeTimeout,
-        Refusal::NoIdentity,
-        Refusal::Revoked,
-        Refusal::WrongKind,
+impl ConnectionRefusal {
+    pub const ALL: [ConnectionRefusal; 7] = [
+        ConnectionRefusal::ConnectionLimit,
+        ConnectionRefusal::HandshakeLimit,
+        ConnectionRefusal::SourceLimit,
+        ConnectionRefusal::HandshakeFailed,
+        ConnectionRefusal::HandshakeTimeout,
+        ConnectionRefusal::NoIdentity,
+        ConnectionRefusal::Revoked,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Refusal::ConnectionLimit => "connection_limit",
-            Refusal::HandshakeLimit => "handshake_limit",
-            Refusal::SourceLimit => "source_limit",
-            Refusal::HandshakeFailed => "handshake_failed",
-            Refusal::HandshakeTimeout => "handshake_timeout",
-            Refusal::NoIdentity => "no_identity",
-            Refusal::Revoked => "revoked",
-            Refusal::WrongKind => "wrong_kind",
+            ConnectionRefusal::ConnectionLimit => "connection_limit",
+            ConnectionRefusal::HandshakeLimit => "handshake_limit",
+            ConnectionRefusal::SourceLimit => "source_limit",
+            ConnectionRefusal::HandshakeFailed => "handshake_failed",
+            ConnectionRefusal::HandshakeTimeout => "handshake_timeout",
+            ConnectionRefusal::NoIdentity => "no_identity",
+            ConnectionRefusal::Revoked => "revoked",
+        }
+    }
+}
+
+/// Why the metrics listener dropped a connection
+/// (`rollcall_metrics_connections_dropped_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsDrop {
+    /// [`serve::MAX_CONNECTIONS`] connections open already.
+    ConnectionLimit,
+    /// [`serve::MAX_PER_SOURCE`] connections from this source already.
+    SourceLimit,
+    /// The client took longer than [`serve::CONNECTION_DEADLINE`] to send its
+    /// request and read the answer (an idle socket, a slowloris, a
+    /// client that does not read).
+    Deadline,
+}
+
+impl MetricsDrop {
+    pub const ALL: [MetricsDrop; 3] = [
+        MetricsDrop::ConnectionLimit,
+        MetricsDrop::SourceLimit,
+        MetricsDrop::Deadline,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsDrop::ConnectionLimit => "connection_limit",
+            MetricsDrop::SourceLimit => "source_limit",
+            MetricsDrop::Deadline => "deadline",
         }
     }
 }
@@ -83,8 +117,10 @@ pub fn steps_left() -> impl Iterator<Item = Step> {
 
 /// Buckets of `rollcall_campaign_step_duration_seconds`: a precheck takes
 /// a second, a patch minutes, a gate or a reboot up to an hour.
-const STEP_BUCKETS: [f64; 13] = [
-    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+/// A node may wait pending for days, so the buckets go to a day.
+const STEP_BUCKETS: [f64; 17] = [
+    0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+    14400.0, 28800.0, 86400.0,
 ];
 /// Buckets of `rollcall_store_commit_duration_seconds`: a commit on a good
 /// disk takes a millisecond or two, `synchronous=FULL` on a busy one more.
@@ -102,8 +138,14 @@ pub struct Events {
     registry: Registry,
     reports: Counter,
     sessions_opened: Counter,
-    refused: Vec<(Refusal, Counter)>,
+    refused: Vec<(ConnectionRefusal, Counter)>,
+    requests_refused: Counter,
+    metrics_dropped: Vec<(MetricsDrop, Counter)>,
     store_commit: Histogram,
+    /// When the store commit in progress began (Unix milliseconds), 0
+    /// while none is: read by a scrape without asking the writer, so a
+    /// commit stuck on a stalled disk shows while it is stuck.
+    commit_started: AtomicI64,
     step_durations: Vec<(Step, Histogram)>,
     failures: Vec<(Step, Counter)>,
 }
@@ -114,13 +156,27 @@ impl Default for Events {
     }
 }
 
+/// One counter per value of a label, made at start.
+fn labelled<T: Copy>(
+    values: impl IntoIterator<Item = T>,
+    name: fn(T) -> &'static str,
+    label: &'static str,
+) -> (Family<Labels, Counter>, Vec<(T, Counter)>) {
+    let family = Family::<Labels, Counter>::default();
+    let each = values
+        .into_iter()
+        .map(|v| (v, family.get_or_create_owned(&[(label, name(v))])))
+        .collect();
+    (family, each)
+}
+
 impl Events {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rollcall");
         let reports = Counter::default();
         registry.register(
             "reports",
-            "Reports received from agents (rate() gives reports per second)",
+            "Reports taken from agents (rate() gives reports per second); a refused report is not counted",
             reports.clone(),
         );
         let sessions_opened = Counter::default();
@@ -129,25 +185,29 @@ impl Events {
             "Agent sessions opened (a session replaced by a reconnect counts again)",
             sessions_opened.clone(),
         );
-        let refused_family = Family::<Labels, Counter>::default();
-        let refused = Refusal::ALL
-            .into_iter()
-            .map(|r| {
-                (
-                    r,
-                    refused_family.get_or_create_owned(&[("reason", r.as_str())]),
-                )
-            })
-            .collect();
+        let (family, refused) =
+            labelled(ConnectionRefusal::ALL, ConnectionRefusal::as_str, "reason");
         registry.register(
             "connections_refused",
-            "Connections and requests refused, by reason",
-            refused_family,
+            "Connections the gRPC listener refused, by reason",
+            family,
+        );
+        let requests_refused = Counter::default();
+        registry.register(
+            "requests_refused",
+            "gRPC requests refused on an established connection: a certificate of the wrong kind or role",
+            requests_refused.clone(),
+        );
+        let (family, metrics_dropped) = labelled(MetricsDrop::ALL, MetricsDrop::as_str, "reason");
+        registry.register(
+            "metrics_connections_dropped",
+            "Connections the /metrics listener closed unserved or cut, by reason",
+            family,
         );
         let store_commit = Histogram::new(COMMIT_BUCKETS);
         registry.register_with_unit(
             "store_commit_duration",
-            "Time to commit one store transaction (a batch of node changes, a campaign change, an action result)",
+            "Time to commit one store transaction (a batch of node changes, a campaign change, an action result) that succeeded",
             Unit::Seconds,
             store_commit.clone(),
         );
@@ -163,26 +223,21 @@ impl Events {
             Unit::Seconds,
             durations,
         );
-        let failures_family = Family::<Labels, Counter>::default();
-        let failures = steps_left()
-            .map(|s| {
-                (
-                    s,
-                    failures_family.get_or_create_owned(&[("step", s.as_str())]),
-                )
-            })
-            .collect();
+        let (family, failures) = labelled(steps_left(), Step::as_str, "step");
         registry.register(
             "campaign_node_failures",
             "Nodes that failed in a campaign, by the step they failed in",
-            failures_family,
+            family,
         );
         Events {
             registry,
             reports,
             sessions_opened,
             refused,
+            requests_refused,
+            metrics_dropped,
             store_commit,
+            commit_started: AtomicI64::new(0),
             step_durations,
             failures,
         }
@@ -200,23 +255,63 @@ impl Events {
         self.sessions_opened.inc();
     }
 
-    pub fn refused(&self, why: Refusal) {
+    pub fn refused(&self, why: ConnectionRefusal) {
         if let Some((_, c)) = self.refused.iter().find(|(r, _)| *r == why) {
             c.inc();
         }
     }
 
-    pub fn store_commit(&self, took: Duration) {
-        self.store_commit.observe(took.as_secs_f64());
+    pub fn request_refused(&self) {
+        self.requests_refused.inc();
     }
 
-    /// A node of a campaign left `from` for `to` after `spent` in it.
-    pub fn step_left(&self, from: Step, to: Step, spent: Duration) {
-        if let Some((_, h)) = self.step_durations.iter().find(|(s, _)| *s == from) {
-            h.observe(spent.as_secs_f64());
+    pub fn metrics_dropped(&self, why: MetricsDrop) {
+        if let Some((_, c)) = self.metrics_dropped.iter().find(|(r, _)| *r == why) {
+            c.inc();
         }
-        if to == Step::Failed
-            && let Some((_, c)) = self.failures.iter().find(|(s, _)| *s == from)
+    }
+
+    /// A store commit begins now (the writer thread, before it commits).
+    pub fn commit_began(&self, now: Timestamp) {
+        // 0 means "none": a clock at the epoch is taken as 1 ms past it.
+        self.commit_started
+            .store(now.unix_millis().max(1), Ordering::Relaxed);
+    }
+
+    /// The store commit that began at [`Events::commit_began`] ended after
+    /// `took`; a commit that succeeded is timed.
+    pub fn commit_ended(&self, took: Duration, succeeded: bool) {
+        self.commit_started.store(0, Ordering::Relaxed);
+        if succeeded {
+            self.store_commit.observe(took.as_secs_f64());
+        }
+    }
+
+    /// How long the store commit in progress has run at `now`; `None`
+    /// while none is.
+    pub fn commit_running(&self, now: Timestamp) -> Option<Duration> {
+        match self.commit_started.load(Ordering::Relaxed) {
+            0 => None,
+            began => Some(now.since(Timestamp::from_unix_millis(began))),
+        }
+    }
+
+    /// A node's run changed from `old` to `new` at `now`: the time it
+    /// spent in the step it leaves is observed, and a failure is counted
+    /// once, when the run first carries one, against the step it failed
+    /// in (with `undrain_on_failure` the run goes on to the undrain before
+    /// it ends failed; the failure belongs to the step before).
+    pub fn run_changed(&self, old: &NodeRun, new: &NodeRun, now: Timestamp) {
+        if old.step != new.step
+            && let Some((_, h)) = self.step_durations.iter().find(|(s, _)| *s == old.step)
+        {
+            h.observe(now.since(old.since).as_secs_f64());
+        }
+        let failed_now = new.step == Step::Failed || new.failure.is_some();
+        let failed_before = old.step == Step::Failed || old.failure.is_some();
+        if failed_now
+            && !failed_before
+            && let Some((_, c)) = self.failures.iter().find(|(s, _)| *s == old.step)
         {
             c.inc();
         }
@@ -265,6 +360,12 @@ pub const FAMILIES: &[FamilyDoc] = &[
         Kind::Counter,
         &["reason"],
     ),
+    family("rollcall_requests_refused_total", Kind::Counter, &[]),
+    family(
+        "rollcall_metrics_connections_dropped_total",
+        Kind::Counter,
+        &["reason"],
+    ),
     family(
         "rollcall_store_commit_duration_seconds",
         Kind::Histogram,
@@ -285,10 +386,17 @@ pub const FAMILIES: &[FamilyDoc] = &[
     family("rollcall_sessions", Kind::Gauge, &[]),
     family("rollcall_watchers", Kind::Gauge, &["kind"]),
     family("rollcall_store_healthy", Kind::Gauge, &[]),
+    family("rollcall_store_commit_running_seconds", Kind::Gauge, &[]),
+    family("rollcall_scrape_part_ok", Kind::Gauge, &["part"]),
     family("rollcall_per_node_series", Kind::Gauge, &[]),
     // The fleet.
     family("rollcall_nodes", Kind::Gauge, &["role", "state"]),
     family("rollcall_nodes_reboot_required", Kind::Gauge, &["role"]),
+    family(
+        "rollcall_nodes_reboot_required_longer_than",
+        Kind::Gauge,
+        &["longer_than_seconds"],
+    ),
     family("rollcall_pending_updates", Kind::Gauge, &["role"]),
     family("rollcall_pending_security_updates", Kind::Gauge, &["role"]),
     family("rollcall_containers_unhealthy", Kind::Gauge, &["role"]),
@@ -323,7 +431,12 @@ pub const FAMILIES: &[FamilyDoc] = &[
     family(
         "rollcall_campaign_gate_wait_max_seconds",
         Kind::Gauge,
-        &["campaign", "gate"],
+        &["campaign", "gate", "role"],
+    ),
+    family(
+        "rollcall_campaign_gate_timeout_seconds",
+        Kind::Gauge,
+        &["campaign", "gate", "role"],
     ),
     // Per node, while the fleet has at most `per_node_max_nodes`.
     family("rollcall_node_online", Kind::Gauge, &["node", "role"]),
@@ -334,6 +447,11 @@ pub const FAMILIES: &[FamilyDoc] = &[
     ),
     family(
         "rollcall_node_reboot_required",
+        Kind::Gauge,
+        &["node", "role"],
+    ),
+    family(
+        "rollcall_node_reboot_required_since_timestamp_seconds",
         Kind::Gauge,
         &["node", "role"],
     ),
@@ -371,110 +489,4 @@ pub(crate) fn promtool() -> Option<std::path::PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::Path;
-    use std::process::Command;
-
-    use super::*;
-
-    fn repo(path: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-    }
-
-    /// The rows of the README's metrics table: (name, type, labels).
-    fn readme_rows() -> Vec<(String, String, Vec<String>)> {
-        let readme = std::fs::read_to_string(repo("README.md")).expect("README.md");
-        let section = readme
-            .split("\n### Metrics\n")
-            .nth(1)
-            .expect("README.md has a \"### Metrics\" section");
-        section
-            .lines()
-            .skip_while(|l| !l.starts_with('|'))
-            .take_while(|l| l.starts_with('|'))
-            .skip(2)
-            .map(|row| {
-                let cells: Vec<String> = row
-                    .trim_matches('|')
-                    .split('|')
-                    .map(|c| c.trim().trim_matches('`').to_owned())
-                    .collect();
-                let labels = cells[2]
-                    .split(',')
-                    .map(|l| l.trim().trim_matches('`').to_owned())
-                    .filter(|l| !l.is_empty() && l != "—")
-                    .collect();
-                (cells[0].clone(), cells[1].clone(), labels)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_readme_documents_exactly_the_families_the_server_exposes() {
-        let documented = readme_rows();
-        let exposed: Vec<(String, String, Vec<String>)> = FAMILIES
-            .iter()
-            .map(|f| {
-                (
-                    f.name.to_owned(),
-                    f.kind.as_str().to_owned(),
-                    f.labels.iter().map(|l| (*l).to_owned()).collect(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            documented, exposed,
-            "README.md's metrics table (name | type | labels | meaning) must list FAMILIES, in order"
-        );
-    }
-
-    #[test]
-    fn the_shipped_rules_name_only_metrics_the_server_exposes() {
-        let rules = std::fs::read_to_string(repo("packaging/prometheus/rollcall.rules.yml"))
-            .expect("rules");
-        let named: Vec<&str> = rules
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|w| w.starts_with("rollcall_"))
-            .collect();
-        assert!(named.len() > 5, "{named:?}");
-        for name in named {
-            let known = FAMILIES.iter().any(|f| {
-                name == f.name
-                    || (f.kind == Kind::Histogram
-                        && ["_bucket", "_sum", "_count"]
-                            .iter()
-                            .any(|s| name.strip_suffix(s) == Some(f.name)))
-            });
-            assert!(
-                known,
-                "the rules name {name}, which the server does not expose"
-            );
-        }
-    }
-
-    /// `promtool check rules` and `promtool test rules` (Debian's
-    /// prometheus package) on the shipped rules and their unit tests.
-    #[test]
-    fn promtool_checks_and_tests_the_shipped_rules() {
-        let Some(promtool) = promtool() else { return };
-        let dir = repo("packaging/prometheus");
-        for args in [
-            ["check", "rules", "rollcall.rules.yml"],
-            ["test", "rules", "rollcall.rules.test.yml"],
-        ] {
-            let out = Command::new(&promtool)
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .expect("promtool runs");
-            assert!(
-                out.status.success(),
-                "promtool {}: {}\n{}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
+mod tests;

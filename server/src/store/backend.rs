@@ -4,7 +4,7 @@
 //! demand, so tests can show what the server does while its disk is full
 //! without filling one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rollcall_proto::model::ActionResult;
@@ -102,6 +102,8 @@ pub struct FaultSwitch {
     /// Why writes fail; `None` while they go through.
     failing: Arc<Mutex<Option<String>>>,
     refused_actions: Arc<AtomicU64>,
+    /// Writes hang while set, as on a stalled disk.
+    stalled: Arc<AtomicBool>,
 }
 
 impl FaultSwitch {
@@ -116,9 +118,16 @@ impl FaultSwitch {
         *self.lock() = Some(reason.to_owned());
     }
 
+    /// From now on every write hangs until [`FaultSwitch::heal`], as a
+    /// stalled disk (a dead NFS server, a failing controller) makes it.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
     /// Writes go through again.
     pub fn heal(&self) {
         *self.lock() = None;
+        self.stalled.store(false, Ordering::SeqCst);
     }
 
     fn reason(&self) -> Option<String> {
@@ -146,6 +155,9 @@ impl<B: Backend> Faulty<B> {
     }
 
     fn check(&self) -> Result<(), StoreError> {
+        while self.switch.stalled.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         match self.switch.reason() {
             Some(reason) => Err(StoreError::Injected(reason)),
             None => Ok(()),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use rollcall_proto::model::ActionResult;
+use rollcall_proto::timestamp::Timestamp;
 
 use crate::audit::AuditRecord;
 use crate::campaign::record::CampaignWrite;
@@ -290,10 +291,20 @@ struct State {
 }
 
 impl State {
-    /// Times a commit that succeeded (a failed one says nothing of the disk's pace).
+    /// A commit begins: shown while it runs (a stuck one must show while
+    /// it is stuck, not only once it ends).
+    fn begin(&self) -> Instant {
+        if let Some(m) = &self.metrics {
+            m.commit_began(Timestamp::now());
+        }
+        Instant::now()
+    }
+
+    /// A commit that [`State::begin`] began ended; one that succeeded is
+    /// timed (a failed one says nothing of the disk's pace).
     fn timed<T>(&self, started: Instant, result: &Result<T, StoreError>) {
-        if let (Some(m), Ok(_)) = (&self.metrics, result) {
-            m.store_commit(started.elapsed());
+        if let Some(m) = &self.metrics {
+            m.commit_ended(started.elapsed(), result.is_ok());
         }
     }
 
@@ -329,13 +340,13 @@ fn run(state: &mut State, rx: mpsc::Receiver<Op>, interval: Duration) {
                 while let Some(op) = next.take().or_else(|| rx.try_recv().ok()) {
                     match op {
                         Op::Action(result, reply) => {
-                            let started = Instant::now();
+                            let started = state.begin();
                             let put = state.store.put_action(&result);
                             state.timed(started, &put);
                             let _ = reply.send(state.outcome("an action result", put));
                         }
                         Op::Campaign(write, reply) => {
-                            let started = Instant::now();
+                            let started = state.begin();
                             let put = state.store.write_campaign(&write);
                             state.timed(started, &put);
                             let _ = reply.send(state.outcome("a campaign change", put));
@@ -456,7 +467,7 @@ fn commit(state: &mut State, pending: &mut HashMap<String, NodeWrite>) {
         }
         return;
     }
-    let started = Instant::now();
+    let started = state.begin();
     let written = state.store.write_nodes(&mut pending.values());
     state.timed(started, &written);
     // Kept on failure and tried again at the next interval: a full disk or
