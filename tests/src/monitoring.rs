@@ -519,3 +519,32 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
         }
     }
 }
+
+/// What a test of alerts stands on: a real Alertmanager, the `Switch`, and
+/// a real Prometheus that scrapes the switch with `switch_rule`'s alert and
+/// sends to that Alertmanager, the switch already scraped once.
+pub struct Stack {
+    pub alertmanager: Alertmanager,
+    pub switch: Switch,
+    pub prometheus: Prometheus,
+}
+
+impl Stack {
+    /// `None` (said why) outside CI when a binary is missing.
+    pub async fn start(alert: &str, for_secs: u32) -> Option<Self> {
+        let alertmanager = Alertmanager::start().await?;
+        let switch = Switch::start().await;
+        let prometheus = Prometheus::start(PrometheusSetup {
+            scrape: vec![switch.target()],
+            rules_yaml: switch_rule(alert, for_secs),
+            alertmanager: Some(alertmanager.url().to_owned()),
+        })
+        .await?;
+        prometheus.wait_targets_up(Duration::from_secs(30)).await;
+        Some(Self {
+            alertmanager,
+            switch,
+            prometheus,
+        })
+    }
+}

@@ -16,7 +16,7 @@ use rollcall_server::campaign::lifecycle::Step;
 use rollcall_server::campaign::record::AuditEntry;
 use rollcall_tests::fleet::Fleet;
 use rollcall_tests::init;
-use rollcall_tests::monitoring::{Alertmanager, Prometheus, PrometheusSetup, Switch, switch_rule};
+use rollcall_tests::monitoring::{Alertmanager, Stack};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -67,20 +67,15 @@ fn silence_of<'a>(silences: &'a [Value], node: &str) -> Vec<&'a Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_holds_while_a_real_alert_fires_and_silences_each_node_in_flight() {
     init();
-    let Some(alertmanager) = Alertmanager::start().await else {
-        return;
-    };
-    let switch = Switch::start().await;
-    switch.set("db-01", true);
-    let Some(prometheus) = Prometheus::start(PrometheusSetup {
-        scrape: vec![switch.target()],
-        rules_yaml: switch_rule(ALERT, 1),
-        alertmanager: Some(alertmanager.url().to_owned()),
-    })
-    .await
+    let Some(Stack {
+        alertmanager,
+        switch,
+        prometheus,
+    }) = Stack::start(ALERT, 1).await
     else {
         return;
     };
+    switch.set("db-01", true);
     prometheus
         .wait_alert(ALERT, Some("firing"), Duration::from_secs(30))
         .await;
@@ -349,16 +344,11 @@ async fn a_silence_is_a_lease_renewed_in_place_while_its_node_is_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_about_the_node_that_just_finished_holds_the_next_start() {
     init();
-    let Some(alertmanager) = Alertmanager::start().await else {
-        return;
-    };
-    let switch = Switch::start().await;
-    let Some(prometheus) = Prometheus::start(PrometheusSetup {
-        scrape: vec![switch.target()],
-        rules_yaml: switch_rule(ALERT, 1),
-        alertmanager: Some(alertmanager.url().to_owned()),
-    })
-    .await
+    let Some(Stack {
+        alertmanager,
+        switch,
+        prometheus,
+    }) = Stack::start(ALERT, 1).await
     else {
         return;
     };
@@ -460,17 +450,12 @@ async fn an_alert_about_the_node_that_just_finished_holds_the_next_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_waiting_at_its_before_gate_does_not_drain_while_an_alert_fires() {
     init();
-    let switch = Switch::start().await;
-    let Some(prometheus) = Prometheus::start(PrometheusSetup {
-        scrape: vec![switch.target()],
-        rules_yaml: switch_rule(ALERT, 1),
-        alertmanager: None,
-    })
-    .await
+    let Some(Stack {
+        switch, prometheus, ..
+    }) = Stack::start(ALERT, 1).await
     else {
         return;
     };
-    prometheus.wait_targets_up(Duration::from_secs(30)).await;
     let fleet = Fleet::start(&[(Role::Compute, 1)]).await;
     fleet.degrade_cluster(true);
     let c = fleet

@@ -6,25 +6,19 @@
 
 use std::time::Duration;
 
-use rollcall_tests::monitoring::{Alertmanager, Prometheus, PrometheusSetup, Switch, switch_rule};
+use rollcall_tests::monitoring::{Prometheus, PrometheusSetup, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_over_the_switch_fires_reaches_alertmanager_and_resolves() {
-    let Some(alertmanager) = Alertmanager::start().await else {
-        return;
-    };
-    let switch = Switch::start().await;
-    switch.set("cmp-01", false);
-    let Some(prometheus) = Prometheus::start(PrometheusSetup {
-        scrape: vec![switch.target()],
-        rules_yaml: switch_rule("TestSwitchOn", 2),
-        alertmanager: Some(alertmanager.url().to_owned()),
-    })
-    .await
+    let Some(Stack {
+        alertmanager,
+        switch,
+        prometheus,
+    }) = Stack::start("TestSwitchOn", 2).await
     else {
         return;
     };
-    prometheus.wait_targets_up(Duration::from_secs(30)).await;
+    switch.set("cmp-01", false);
     assert_eq!(prometheus.alert_state("TestSwitchOn").await, None);
 
     switch.set("cmp-01", true);
