@@ -30,7 +30,9 @@
 # says), SCRAPES (default 20) scrapes of /metrics one second apart, as
 # Prometheus asks (OpenMetrics), each timed by curl: p50 and max time, and
 # bytes; PER_NODE=1 turns the per-node series on for it (per_node_max_nodes
-# above N; they are off past 500 nodes by default).
+# above N; they are off past 500 nodes by default); CAMPAIGN=1 opens a
+# campaign over every node first, so the scheduler's half of a scrape has
+# N runs to count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNTS=("$@")
@@ -45,6 +47,7 @@ STORM="${STORM:-0}"
 SCRAPE="${SCRAPE:-0}"
 SCRAPES="${SCRAPES:-20}"
 PER_NODE="${PER_NODE:-0}"
+CAMPAIGN="${CAMPAIGN:-0}"
 PORT="${PORT:-17643}"
 METRICS_PORT="${METRICS_PORT:-$((PORT + 1))}"
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -96,7 +99,7 @@ supervise() {
 # SCRAPE=1: waits until /metrics counts N sessions, then times $SCRAPES
 # scrapes one second apart and prints one line (and one JSON object).
 scrape() {
-    local n=$1 url="http://127.0.0.1:$METRICS_PORT/metrics" sessions="" i
+    local n=$1 url="http://127.0.0.1:$METRICS_PORT/metrics" sessions=""
     local accept="application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
     local waited=0
     while [ "${sessions%.*}" != "$n" ]; do
@@ -108,17 +111,39 @@ scrape() {
         fi
         sessions=$(curl -s "$url" | awk '$1 == "rollcall_sessions" {print $2}')
     done
-    for i in $(seq "$SCRAPES"); do
+    local runs=0
+    if [ "$CAMPAIGN" = 1 ]; then
+        start_campaign || return 1
+        # The scrapes wait until the scheduler's half counts every run.
+        waited=0
+        while [ "$runs" != "$n" ] && [ "$waited" -lt 60 ]; do
+            sleep 1
+            waited=$((waited + 1))
+            runs=$(curl -s "$url" | awk '$1 ~ /^rollcall_campaign_nodes\{/ {s += $2} END {printf "%d", s}')
+        done
+    fi
+    for _ in $(seq "$SCRAPES"); do
         curl -s -o /dev/null -H "Accept: $accept" -w '%{time_total} %{size_download}\n' "$url"
         sleep 1
     done > "$WORK/scrapes-$n"
-    sort -n "$WORK/scrapes-$n" | awk -v n="$n" -v per_node="$PER_NODE" '
+    sort -n "$WORK/scrapes-$n" | awk -v n="$n" -v per_node="$PER_NODE" -v runs="$runs" '
         { t[NR] = $1 * 1000; b = $2 }
         END {
             p50 = t[int((NR + 1) / 2)]; max = t[NR]
-            printf "N=%d /metrics scrape (per-node series %s): p50 %.1f ms, max %.1f ms over %d scrapes, %d bytes\n", n, per_node == 1 ? "on" : "off", p50, max, NR, b
-            printf "{\"agents\":%d,\"per_node\":%s,\"scrapes\":%d,\"p50_ms\":%.1f,\"max_ms\":%.1f,\"bytes\":%d}\n", n, per_node == 1 ? "true" : "false", NR, p50, max, b
+            printf "N=%d /metrics scrape (per-node series %s, campaign runs %d): p50 %.1f ms, max %.1f ms over %d scrapes, %d bytes\n", n, per_node == 1 ? "on" : "off", runs, p50, max, NR, b
+            printf "{\"agents\":%d,\"per_node\":%s,\"campaign_runs\":%d,\"scrapes\":%d,\"p50_ms\":%.1f,\"max_ms\":%.1f,\"bytes\":%d}\n", n, per_node == 1 ? "true" : "false", runs, NR, p50, max, b
         }'
+}
+
+# CAMPAIGN=1: a campaign over every node (reboot never, nothing skipped),
+# so a scrape's scheduler half counts N runs. The simulated agents never
+# answer its requests: one node waits in its first step, the rest pending.
+start_campaign() {
+    "$TARGET/release/rollcall-server" certs issue --pki "$WORK/pki" --operator bench-campaign >/dev/null
+    printf 'name = "bench"\nreboot = "never"\nskip_up_to_date = false\n' > "$WORK/campaign.toml"
+    ROLLCALL_SERVER="https://localhost:$PORT" ROLLCALL_CA="$WORK/pki/ca.crt" \
+        ROLLCALL_CERT="$WORK/pki/operators/bench-campaign.crt" ROLLCALL_KEY="$WORK/pki/operators/bench-campaign.key" \
+        "$TARGET/release/rollcall-server" campaign start --spec "$WORK/campaign.toml" >/dev/null
 }
 
 "$TARGET/release/rollcall-server" certs init --pki "$WORK/pki" >/dev/null
