@@ -22,7 +22,7 @@
 //!    failed in this campaign pauses the campaign at once; any other guard
 //!    wait pauses it after `timeouts.guard_secs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rollcall_proto::model::Role;
@@ -136,10 +136,13 @@ pub fn next_steps(
     let of_role: Vec<&Member> = members.iter().filter(|m| m.role == role).collect();
     let limit = spec.concurrency_for(role, of_role.len());
     let in_flight = of_role.iter().filter(|m| m.step.is_active()).count();
+    // A set, not a scan of `of_role` per node: at 10,000 nodes, each with
+    // an unhealthy container, the scan made every pass 10^8 comparisons.
+    let members_of_role: BTreeSet<&str> = of_role.iter().map(|m| m.name.as_str()).collect();
     let unavailable_elsewhere = fleet
         .iter()
         .filter(|(_, h)| h.role == role && !h.available())
-        .filter(|(name, _)| !of_role.iter().any(|m| &m.name == *name))
+        .filter(|(name, _)| !members_of_role.contains(name.as_str()))
         .count();
     let unavailable = in_flight + unavailable_elsewhere;
     if role == Role::Controller {
