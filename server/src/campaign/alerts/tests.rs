@@ -476,20 +476,6 @@ fn alerts_specs_are_checked_once_with_one_line_errors() {
         e.contains("alertname: \"(\" is not a regex") && !e.contains('\n'),
         "{e}"
     );
-    // A password in a URL would be refused by every request and shown in
-    // status and audit: refused here, without showing it.
-    let e = rollcall_proto::diag::parse_toml::<AlertsSpec>(
-        "prometheus_url = \"https://user:hunter2@prom:9090\"\nalertname = \"X\"",
-    )
-    .and_then(|s| s.validate())
-    .expect_err("user info");
-    assert!(
-        e.contains("user information") && !e.contains("hunter2"),
-        "{e}"
-    );
-    let source = Source::new(SourceKind::Prometheus, "https://user:hunter2@prom:9090/x/");
-    assert_eq!(source.host(), "prom:9090");
-    assert_eq!(source.to_string(), "prometheus at prom:9090");
 }
 
 #[test]
