@@ -515,6 +515,10 @@ pub struct ActionRequest {
     pub name: String,
     pub args: Vec<String>,
     pub timeout_secs: u32,
+    /// The fencing epoch of the leader that sent it (0: a server without
+    /// replicas). Stamped by the leader as it sends, not stored.
+    #[serde(default)]
+    pub leader_epoch: u64,
 }
 
 /// What an agent says about an action it was asked for.

@@ -483,6 +483,7 @@ impl Fleet {
             name: "barrier".into(),
             args: Vec::new(),
             timeout_secs: 10,
+            leader_epoch: 0,
         };
         self.server
             .server

@@ -24,6 +24,7 @@ fn request(id: &str, kind: ActionKind, name: &str, args: &[&str]) -> ActionReque
         name: name.into(),
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         timeout_secs: 30,
+        leader_epoch: 0,
     }
 }
 

@@ -27,6 +27,7 @@ fn patch(id: &str) -> ActionRequest {
         name: String::new(),
         args: Vec::new(),
         timeout_secs: 60,
+        leader_epoch: 0,
     }
 }
 
@@ -302,6 +303,7 @@ async fn a_really_full_disk_is_reported_holds_results_and_recovers_when_space_re
                         name: "nova-drain".into(),
                         args: vec!["cmp01".into()],
                         timeout_secs: 10,
+                        leader_epoch: 0,
                     },
                 )
                 .await;

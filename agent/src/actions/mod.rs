@@ -373,6 +373,7 @@ mod testing {
             name: name.to_owned(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             timeout_secs: 0,
+            leader_epoch: 0,
         }
     }
 

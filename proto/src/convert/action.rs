@@ -58,6 +58,7 @@ impl From<model::ActionRequest> for v1::ActionRequest {
             name: r.name,
             args: r.args,
             timeout_secs: r.timeout_secs,
+            leader_epoch: r.leader_epoch,
         }
     }
 }
@@ -73,6 +74,7 @@ impl TryFrom<v1::ActionRequest> for model::ActionRequest {
             name: r.name,
             args: r.args,
             timeout_secs: r.timeout_secs,
+            leader_epoch: r.leader_epoch,
         })
     }
 }
@@ -129,6 +131,7 @@ mod tests {
             name: "drain".into(),
             args: vec!["cmp1".into()],
             timeout_secs: 60,
+            leader_epoch: 7,
         };
         let wire = v1::ActionRequest::from(request.clone());
         assert_eq!(wire.kind, v1::ActionKind::Hook as i32);

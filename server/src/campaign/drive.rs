@@ -428,6 +428,7 @@ pub(super) fn send(
             name: name.to_owned(),
             args,
             timeout_secs: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX),
+            leader_epoch: 0,
         },
     }
 }

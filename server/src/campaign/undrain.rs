@@ -68,6 +68,7 @@ fn undrain_request(id: String, hook: &str, target: &str, spec: &CampaignSpec) ->
         name: hook.to_owned(),
         args: vec![target.to_owned()],
         timeout_secs: u32::try_from(spec.timeouts.undrain_secs).unwrap_or(u32::MAX),
+        leader_epoch: 0,
     }
 }
 

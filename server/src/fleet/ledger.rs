@@ -377,6 +377,7 @@ mod tests {
             name: String::new(),
             args: Vec::new(),
             timeout_secs: 60,
+            leader_epoch: 0,
         }
     }
 

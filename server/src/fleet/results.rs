@@ -219,6 +219,7 @@ mod tests {
             name: String::new(),
             args: Vec::new(),
             timeout_secs: 60,
+            leader_epoch: 0,
         };
         fleet
             .send_action("cmp1", request)
