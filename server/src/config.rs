@@ -21,6 +21,7 @@ pub struct ServerConfig {
     pub agents: AgentsConfig,
     pub limits: LimitsConfig,
     pub store: StoreConfig,
+    pub replica: ReplicaConfig,
     pub campaigns: CampaignsConfig,
     pub metrics: MetricsConfig,
     /// Webhooks told of campaign events (`[[notify]]`, any number).
@@ -189,9 +190,46 @@ pub struct LimitsConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Node changes are written to SQLite in one transaction per interval,
-    /// so the disk sees a few commits a second however many agents report.
+    /// Node changes are written in one transaction per interval, so the
+    /// database sees a few commits a second however many agents report.
     pub flush_interval_ms: u64,
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT][,HOST2…]/DB[?sslmode=…]`:
+    /// the fleet's state in PostgreSQL, shared by every replica, one of
+    /// which leads. Unset: SQLite in `data_dir`, one server.
+    pub url: Option<String>,
+    /// PostgreSQL's CA (PEM): its certificate is verified against this
+    /// (the system's roots when unset) whenever TLS is used.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key (PEM) for PostgreSQL's `cert`
+    /// authentication; optional, both or neither.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// `[replica]`: how replicas on one PostgreSQL agree on their leader.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaConfig {
+    /// The URL agents and operators reach this replica by
+    /// (`https://ctl1.example.org:7443`); followers name the leader's in
+    /// their answers. Required with `[store] url`.
+    pub advertise: Option<String>,
+    /// How long a leader's lease lasts without renewal: a leader that
+    /// cannot renew stops acting before it ends, and a follower takes over
+    /// after it. Failover takes about this long.
+    pub lease_ms: u64,
+    /// How often a follower looks whether the lease has ended.
+    pub poll_ms: u64,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        Self {
+            advertise: None,
+            lease_ms: 10_000,
+            poll_ms: 1_000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -203,6 +241,7 @@ impl Default for ServerConfig {
             agents: AgentsConfig::default(),
             limits: LimitsConfig::default(),
             store: StoreConfig::default(),
+            replica: ReplicaConfig::default(),
             campaigns: CampaignsConfig::default(),
             metrics: MetricsConfig::default(),
             notify: Vec::new(),
@@ -240,11 +279,51 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             flush_interval_ms: 1_000,
+            url: None,
+            ca: None,
+            cert: None,
+            key: None,
         }
     }
 }
 
 pub use rollcall_proto::diag::ConfigError;
+
+impl ServerConfig {
+    /// `[store] url` and `[replica]`: a PostgreSQL URL that parses (never
+    /// echoed: it may hold a password), TLS files in pairs, an advertised
+    /// URL for followers to name, and a lease a follower can wait out.
+    fn check_replica(&self) -> Result<(), String> {
+        if self.store.cert.is_some() != self.store.key.is_some() {
+            return Err("store.cert and store.key go together: set both or neither".into());
+        }
+        if !(2_000..=120_000).contains(&self.replica.lease_ms) {
+            return Err("replica.lease_ms must be between 2000 and 120000".into());
+        }
+        if !(100..=self.replica.lease_ms / 2).contains(&self.replica.poll_ms) {
+            return Err("replica.poll_ms must be between 100 and half of replica.lease_ms".into());
+        }
+        let Some(url) = &self.store.url else {
+            return Ok(());
+        };
+        crate::store::pg::check_url(url).map_err(|e| format!("store.url: {e}"))?;
+        let Some(advertise) = &self.replica.advertise else {
+            return Err("replica.advertise is missing: with [store] url, set the URL agents and operators reach this replica by, e.g. https://ctl1.example.org:7443".into());
+        };
+        if !advertise.starts_with("https://") || advertise.len() <= "https://".len() {
+            return Err(format!(
+                "replica.advertise must be an https URL, e.g. https://ctl1.example.org:7443 (got {})",
+                rollcall_proto::text::for_terminal(advertise)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The store is PostgreSQL: replicas, one of which leads.
+    pub fn replicated(&self) -> bool {
+        self.store.url.is_some()
+    }
+}
 
 impl ServerConfig {
     /// Reads and parses a config file (checked by [`Self::validate`]).
@@ -302,6 +381,7 @@ impl ServerConfig {
         if !(10..=60_000).contains(&self.store.flush_interval_ms) {
             return bad("store.flush_interval_ms must be between 10 and 60000");
         }
+        self.check_replica().map_err(ConfigError::Invalid)?;
         if !(1..=3_650).contains(&self.tls.agent_cert_days) {
             return bad("tls.agent_cert_days must be between 1 and 3650");
         }

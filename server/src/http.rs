@@ -381,7 +381,7 @@ pub fn check_url(key: &str, url: &str) -> Result<(), String> {
         .map_err(|e| format!("{key}: {e}"))
 }
 
-fn roots_from(path: &Path) -> Result<rustls::RootCertStore, HttpError> {
+pub(crate) fn roots_from(path: &Path) -> Result<rustls::RootCertStore, HttpError> {
     let error = |reason: String| HttpError::Roots {
         path: path.to_owned(),
         reason,
@@ -399,7 +399,7 @@ fn roots_from(path: &Path) -> Result<rustls::RootCertStore, HttpError> {
 
 /// The first system bundle that reads; none (an `https` URL then fails at
 /// its handshake, saying the issuer is unknown).
-fn system_roots() -> rustls::RootCertStore {
+pub(crate) fn system_roots() -> rustls::RootCertStore {
     SYSTEM_ROOTS
         .iter()
         .find_map(|path| roots_from(Path::new(path)).ok())

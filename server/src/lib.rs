@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pki;
 pub mod renewal;
+pub mod replica;
 pub mod revoke;
 pub mod store;
 pub mod supervise;
@@ -29,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use crate::campaign::{CampaignHandle, Scheduler};
 use crate::config::ServerConfig;
 use crate::fleet::{Fleet, FleetHandle};
-use crate::store::{Store, Writer};
+use crate::replica::{Fence, Leadership};
+use crate::store::{Backend, Store, Writer};
 use crate::supervise::Parts;
 pub use crate::supervise::{Ended, PanicSwitch, Part, PartEnded};
 
@@ -70,6 +72,9 @@ pub struct RunningServer {
     parts: Parts,
     /// Parts that ended badly, first first.
     failures: Vec<PartEnded>,
+    /// The lease this replica leads by (on PostgreSQL): released when it
+    /// stops cleanly, so that a follower takes over at once.
+    leadership: Option<Leadership>,
 }
 
 /// How a server is started beyond its configuration: what tests inject.
@@ -86,6 +91,9 @@ pub struct Options {
     /// instead of `[tls] agent_cert_days`: the renewal tests need
     /// certificates that live minutes, not days.
     pub agent_cert_validity: Option<Duration>,
+    /// On PostgreSQL: the lease a follower won ([`replica::follow`]); the
+    /// server waits for one itself ([`replica::acquire`]) when `None`.
+    pub leadership: Option<Leadership>,
 }
 
 /// Set (to anything) in `serve`'s environment, it arms
@@ -144,29 +152,42 @@ pub async fn start_with(
         config.tls.key.as_deref().expect("validated"),
     )?;
     let renewal = Arc::new(renewal_signer(config, options.agent_cert_validity)?);
-    let store = Store::open(&config.data_dir)?;
-    let mut stored = Vec::new();
-    store.each_node(|node| stored.push(fleet::Loaded::from(node)))?;
-    let actions = store.load_actions()?;
-    let campaigns = store.load_campaigns()?;
+    let leadership = match (config.replicated(), options.leadership) {
+        (false, _) => None,
+        (true, Some(won)) => Some(won),
+        (true, None) => Some(replica::acquire(config).await?),
+    };
+    let fence = leadership
+        .as_ref()
+        .map_or_else(Fence::unfenced, |l| l.fence.clone());
     // Loaded before the first connection is accepted: a revoked
     // certificate is never let in by a server that just started.
     let revocations = revoke::Revocations::default();
-    let revoked_upto = revoke::load(&store, &revocations)?;
-    tracing::info!(db = %store.path().display(), nodes = stored.len(), "Store opened.");
+    let Opened {
+        store,
+        nodes: stored,
+        actions,
+        campaigns,
+        revoked_upto,
+    } = tokio::task::spawn_blocking({
+        let (config, fence, revocations) = (config.clone(), fence.clone(), revocations.clone());
+        move || open_store(&config, fence, &revocations)
+    })
+    .await
+    .map_err(|e| store::StoreError::Config(format!("opening the store failed: {e}")))??;
+    tracing::info!(store = %store.describe(), nodes = stored.len(), epoch = fence.epoch(), "Store opened.");
     if config.tls.ca_key.is_none() {
         tracing::info!(
             "No [tls] ca_key: agents cannot renew their certificates through this server."
         );
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let listen = leadership
+        .as_ref()
+        .and_then(|l| l.listen)
+        .unwrap_or(config.listen);
+    let listener = bind(listen).await?;
     let addr = listener.local_addr().map_err(|source| ServeError::Listen {
-        addr: config.listen,
+        addr: listen,
         source,
     })?;
 
@@ -187,6 +208,15 @@ pub async fn start_with(
         Some(switch) => Writer::spawn_with_metrics(store::Faulty::new(store, switch), flush, timed),
         None => Writer::spawn_with_metrics(store, flush, timed),
     };
+    if let Some(won) = &leadership {
+        let (lease, fence, shutdown) = (won.lease.clone(), won.fence.clone(), shutdown.clone());
+        parts.watch(Part::Lease, async move {
+            match lease.keep(fence, shutdown).await {
+                Ok(()) => Ended::Returned,
+                Err(reason) => Ended::Failed(reason),
+            }
+        });
+    }
     parts.watch(Part::StoreWriter, async move {
         match writer.finished().await {
             Ok(()) => Ended::Returned,
@@ -251,6 +281,7 @@ pub async fn start_with(
                 revocations,
                 renewal,
                 metrics: events,
+                fence,
             };
             grpc::serve(listener, tls, &config, backends, shutdown).await
         }
@@ -274,7 +305,61 @@ pub async fn start_with(
         shutdown,
         parts,
         failures: Vec::new(),
+        leadership,
     })
+}
+
+/// What a starting server reads from its store, and the store itself.
+struct Opened {
+    store: Box<dyn Backend>,
+    nodes: Vec<fleet::Loaded>,
+    actions: Vec<rollcall_proto::model::ActionResult>,
+    campaigns: Vec<store::StoredCampaign>,
+    revoked_upto: i64,
+}
+
+/// Opens SQLite in `data_dir`, or PostgreSQL at `[store] url` with writes
+/// fenced by `fence`, and reads what the server starts from. Blocking.
+fn open_store(
+    config: &ServerConfig,
+    fence: Fence,
+    revocations: &revoke::Revocations,
+) -> Result<Opened, ServeError> {
+    let mut store: Box<dyn Backend> = match &config.store.url {
+        None => Box::new(Store::open(&config.data_dir)?),
+        Some(_) => {
+            let target = store::pg::Target::new(&config.store)?;
+            Box::new(store::pg::PgStore::open(&target, fence)?)
+        }
+    };
+    let mut nodes = Vec::new();
+    store.each_node(&mut |node| nodes.push(fleet::Loaded::from(node)))?;
+    let actions = store.load_actions()?;
+    let campaigns = store.load_campaigns()?;
+    let revoked_upto = revoke::load(store.as_mut(), revocations)?;
+    Ok(Opened {
+        store,
+        nodes,
+        actions,
+        campaigns,
+        revoked_upto,
+    })
+}
+
+/// Binds the gRPC listener; a follower that just became the leader may
+/// still be closing its own on the same address, so that is waited for.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    let mut tries = 0;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(source) => return Err(ServeError::Listen { addr, source }),
+        }
+    }
 }
 
 impl RunningServer {
@@ -317,6 +402,7 @@ impl RunningServer {
             campaigns,
             mut parts,
             mut failures,
+            leadership,
             ..
         } = self;
         drop((fleet, campaigns));
@@ -329,6 +415,10 @@ impl RunningServer {
             }
         };
         let timed_out = tokio::time::timeout(deadline, finish).await.is_err();
+        // Every part has stopped acting: a follower may take over now.
+        if let Some(won) = leadership.filter(|_| !timed_out) {
+            won.lease.release(&won.fence).await;
+        }
         let mut failures = failures.into_iter();
         match failures.next() {
             Some(first) => {

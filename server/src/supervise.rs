@@ -24,6 +24,8 @@ pub enum Part {
     StoreWriter,
     /// The `/metrics` listener.
     Metrics,
+    /// The leadership lease's renewal (replicas on PostgreSQL).
+    Lease,
 }
 
 impl Part {
@@ -34,6 +36,7 @@ impl Part {
             Part::Scheduler => "the campaign scheduler",
             Part::StoreWriter => "the store writer",
             Part::Metrics => "the metrics listener",
+            Part::Lease => "the leadership lease",
         }
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::ServeError;
 use crate::config::{self, ServerConfig};
 use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -171,15 +172,30 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let config = args.load()?;
-    let options = crate::Options::from_env();
+    let mut options = crate::Options::from_env();
+    if config.replicated() {
+        // A replica follows (answering with the leader's address) until it
+        // wins the lease, then starts as the leader.
+        let following = CancellationToken::new();
+        let follow = crate::replica::follow(&config, following.clone());
+        tokio::pin!(follow);
+        let won = tokio::select! {
+            won = &mut follow => won,
+            _ = shutdown_signal() => {
+                following.cancel();
+                follow.await
+            }
+        }
+        .map_err(start_error)?;
+        let Some(won) = won else {
+            tracing::info!("Stopped.");
+            return Ok(());
+        };
+        options.leadership = Some(won);
+    }
     let mut server = crate::start_with(&config, options)
         .await
-        .map_err(|e| match e {
-            ServeError::Config(_) | ServeError::Tls(_) => CliError::Usage(e.to_string()),
-            // A database this binary must not open: a restart cannot fix it.
-            ServeError::Store(ref s) if s.is_refusal() => CliError::Usage(e.to_string()),
-            _ => CliError::Runtime(e.to_string()),
-        })?;
+        .map_err(start_error)?;
     // A part that ends while the server runs (a panic in the fleet, say)
     // stops the process with exit 1, so that systemd restarts it rather
     // than keep a server that answers nothing.
@@ -196,6 +212,16 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// A server that cannot start: exit 2 for what an operator must fix.
+fn start_error(e: ServeError) -> CliError {
+    match e {
+        ServeError::Config(_) | ServeError::Tls(_) => CliError::Usage(e.to_string()),
+        // A database this binary must not open: a restart cannot fix it.
+        ServeError::Store(ref s) if s.is_refusal() => CliError::Usage(e.to_string()),
+        _ => CliError::Runtime(e.to_string()),
+    }
 }
 
 async fn shutdown_signal() {

@@ -56,6 +56,8 @@ pub struct AgentApi {
     pub shutdown: CancellationToken,
     /// Sessions opened and reports received are counted here.
     pub metrics: Arc<crate::metrics::Events>,
+    /// Whether this server may still act (it leads), and its epoch.
+    pub fence: crate::replica::Fence,
 }
 
 /// Boxed: a channel allocates room for 32 items up front, for every
@@ -171,6 +173,7 @@ impl AgentApi {
             last_renewal: None,
             store: self.store.clone(),
             metrics: self.metrics.clone(),
+            fence: self.fence.clone(),
         };
         tokio::spawn(task.run(inbound, kick, actions_rx, self.shutdown.clone()));
         Ok(rx)
@@ -245,6 +248,7 @@ struct SessionTask {
     last_renewal: Option<Instant>,
     /// Where a renewal's audit line goes.
     store: WriterHandle,
+    fence: crate::replica::Fence,
 }
 
 impl SessionTask {
@@ -258,8 +262,16 @@ impl SessionTask {
         let reason = loop {
             let msg = tokio::select! {
                 _ = kick.cancelled() => break "replaced by a newer session".to_owned(),
-                Some(request) = actions.recv() => {
-                    tracing::info!(node = %self.node, action_id = %request.id, kind = ?request.kind, "Asking the agent for an action.");
+                Some(mut request) = actions.recv() => {
+                    // The last moment before an action leaves: a replica
+                    // whose lease may have ended sends nothing, and ends
+                    // the session so the agent finds the new leader.
+                    if !self.fence.valid() {
+                        tracing::warn!(node = %self.node, action_id = %request.id, epoch = self.fence.epoch(), "Not sending an action: this replica no longer leads.");
+                        break "this rollcall-server no longer leads".to_owned();
+                    }
+                    request.leader_epoch = self.fence.epoch();
+                    tracing::info!(node = %self.node, action_id = %request.id, kind = ?request.kind, leader_epoch = request.leader_epoch, "Asking the agent for an action.");
                     let msg = v1::ServerMessage {
                         msg: Some(server_message::Msg::ActionRequest((*request).into())),
                     };

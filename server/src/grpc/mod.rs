@@ -54,6 +54,8 @@ pub struct Backends {
     pub renewal: std::sync::Arc<crate::renewal::Signer>,
     /// The event counters of `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Events>,
+    /// Whether this server may act (it leads), and its epoch.
+    pub fence: crate::replica::Fence,
 }
 
 /// Serves every service on an already bound listener until `shutdown`.
@@ -71,17 +73,13 @@ pub async fn serve(
         revocations,
         renewal,
         metrics,
+        fence,
     } = backends;
     let limits = &config.limits;
     let incoming = tls::spawn_acceptor(
         listener,
         tls,
-        tls::AcceptLimits {
-            handshake_timeout: Duration::from_secs(limits.handshake_timeout_secs.into()),
-            max_handshakes: limits.max_handshakes,
-            max_handshakes_per_source: limits.max_handshakes_per_source,
-            max_connections: limits.max_connections,
-        },
+        tls::AcceptLimits::from(limits),
         revocations.clone(),
         metrics.clone(),
         shutdown.clone(),
@@ -141,6 +139,7 @@ pub async fn serve(
         renewal,
         shutdown: shutdown.clone(),
         metrics,
+        fence,
     }));
     let operator = OperatorApi {
         fleet,

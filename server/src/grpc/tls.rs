@@ -179,7 +179,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// The server's certificate chain and private key (the key's mode checked).
-fn identity_of(
+pub(crate) fn identity_of(
     cert: &Path,
     key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
@@ -267,6 +267,17 @@ pub struct AcceptLimits {
     pub max_handshakes_per_source: usize,
     /// Established connections at once.
     pub max_connections: usize,
+}
+
+impl From<&crate::config::LimitsConfig> for AcceptLimits {
+    fn from(limits: &crate::config::LimitsConfig) -> Self {
+        AcceptLimits {
+            handshake_timeout: Duration::from_secs(limits.handshake_timeout_secs.into()),
+            max_handshakes: limits.max_handshakes,
+            max_handshakes_per_source: limits.max_handshakes_per_source,
+            max_connections: limits.max_connections,
+        }
+    }
 }
 
 /// The warnings of the accept loop and of the requests refused on its

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Revocations;
-use crate::store::{Store, StoreError, WriterHandle};
+use crate::store::{Backend, StoreError, WriterHandle};
 
 /// How soon an offline revocation takes effect on a running server.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -17,7 +17,7 @@ pub const POLL_EVERY: Duration = Duration::from_millis(500);
 /// the writer thread owns the store. An error stops the server: one that
 /// started without its revocations would let revoked certificates in.
 /// Returns the last `seq` loaded, where the poll begins.
-pub fn load(store: &Store, revocations: &Revocations) -> Result<i64, StoreError> {
+pub fn load(store: &mut dyn Backend, revocations: &Revocations) -> Result<i64, StoreError> {
     let rows = store.revocations_since(0)?;
     let last = rows.last().map_or(0, |(seq, _)| *seq);
     revocations.apply(rows.into_iter().map(|(_, r)| r));
@@ -68,6 +68,7 @@ async fn poll(store: &WriterHandle, revocations: &Revocations, seq: i64) -> i64 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
     use crate::store::tests::temp_data_dir;
 
     #[test]
@@ -79,9 +80,9 @@ mod tests {
         rusqlite::Connection::open(&path)
             .and_then(|c| c.execute_batch("DROP TABLE revocations"))
             .expect("damage");
-        let store = Store::open(&dir).expect("opens: the damage is in one table");
+        let mut store = Store::open(&dir).expect("opens: the damage is in one table");
         let revocations = Revocations::default();
-        let err = load(&store, &revocations).expect_err("refused");
+        let err = load(&mut store, &revocations).expect_err("refused");
         assert!(err.to_string().contains("revocations"), "{err}");
     }
 }

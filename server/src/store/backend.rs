@@ -1,15 +1,16 @@
-//! The store's interface as the writer thread sees it: the few writes the
-//! server makes, each durable when it returns `Ok`. SQLite ([`Store`]) is the
-//! one backend today; [`Faulty`] wraps any backend and fails its writes on
-//! demand, so tests can show what the server does while its disk is full
-//! without filling one.
+//! The store's one interface: what a starting server reads, and the few
+//! writes the server makes, each durable when it returns `Ok`. SQLite
+//! ([`Store`]) and PostgreSQL ([`super::pg::PgStore`]) are its backends;
+//! nothing else in the server knows which is in use. [`Faulty`] wraps any
+//! backend and fails its writes on demand, so tests can show what the
+//! server does while its disk is full without filling one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rollcall_proto::model::ActionResult;
 
-use super::{NodeWrite, SignedCertificate, Store, StoreError};
+use super::{NodeWrite, SignedCertificate, Store, StoreError, StoredCampaign, StoredNode};
 use crate::audit::AuditRecord;
 use crate::campaign::record::CampaignWrite;
 use crate::revoke::{Revocation, Serial};
@@ -45,6 +46,15 @@ pub trait Backend: Send + 'static {
     fn record_audit(&mut self, audit: &AuditRecord) -> Result<u64, StoreError>;
     /// Up to `limit` operator audit lines after `seq` `after`, oldest first.
     fn read_audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Hands every stored node to `each`, sorted by name (a starting
+    /// server's read; never every decoded report at once).
+    fn each_node(&mut self, each: &mut dyn FnMut(StoredNode)) -> Result<(), StoreError>;
+    /// Every stored action result, by id.
+    fn load_actions(&mut self) -> Result<Vec<ActionResult>, StoreError>;
+    /// Every campaign that can be read whole, oldest first.
+    fn load_campaigns(&mut self) -> Result<Vec<StoredCampaign>, StoreError>;
+    /// Where the store is, for logs (never a password).
+    fn describe(&self) -> String;
 }
 
 impl Backend for Store {
@@ -93,6 +103,74 @@ impl Backend for Store {
 
     fn read_audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         Store::read_audit(self, after, limit)
+    }
+
+    fn each_node(&mut self, each: &mut dyn FnMut(StoredNode)) -> Result<(), StoreError> {
+        Store::each_node(self, each)
+    }
+
+    fn load_actions(&mut self) -> Result<Vec<ActionResult>, StoreError> {
+        Store::load_actions(self)
+    }
+
+    fn load_campaigns(&mut self) -> Result<Vec<StoredCampaign>, StoreError> {
+        Store::load_campaigns(self)
+    }
+
+    fn describe(&self) -> String {
+        self.path().display().to_string()
+    }
+}
+
+/// A backend chosen at run time (SQLite or PostgreSQL) is a backend.
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn put_action(&mut self, result: &ActionResult) -> Result<(), StoreError> {
+        (**self).put_action(result)
+    }
+    fn write_campaign(&mut self, write: &CampaignWrite) -> Result<(), StoreError> {
+        (**self).write_campaign(write)
+    }
+    fn write_nodes(
+        &mut self,
+        batch: &mut dyn Iterator<Item = &NodeWrite>,
+    ) -> Result<usize, StoreError> {
+        (**self).write_nodes(batch)
+    }
+    fn probe(&mut self) -> Result<(), StoreError> {
+        (**self).probe()
+    }
+    fn revoke(&mut self, revocation: &Revocation) -> Result<Revocation, StoreError> {
+        (**self).revoke(revocation)
+    }
+    fn revocations_since(&mut self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
+        (**self).revocations_since(seq)
+    }
+    fn record_certificate(&mut self, cert: &SignedCertificate) -> Result<(), StoreError> {
+        (**self).record_certificate(cert)
+    }
+    fn serials_signed_for(&mut self, identity: &str) -> Result<Vec<Serial>, StoreError> {
+        (**self).serials_signed_for(identity)
+    }
+    fn forget_node(&mut self, node: &str, audit: &AuditRecord) -> Result<u64, StoreError> {
+        (**self).forget_node(node, audit)
+    }
+    fn record_audit(&mut self, audit: &AuditRecord) -> Result<u64, StoreError> {
+        (**self).record_audit(audit)
+    }
+    fn read_audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        (**self).read_audit(after, limit)
+    }
+    fn each_node(&mut self, each: &mut dyn FnMut(StoredNode)) -> Result<(), StoreError> {
+        (**self).each_node(each)
+    }
+    fn load_actions(&mut self) -> Result<Vec<ActionResult>, StoreError> {
+        (**self).load_actions()
+    }
+    fn load_campaigns(&mut self) -> Result<Vec<StoredCampaign>, StoreError> {
+        (**self).load_campaigns()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
     }
 }
 
@@ -224,5 +302,21 @@ impl<B: Backend> Backend for Faulty<B> {
     /// A full disk still reads.
     fn read_audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner.read_audit(after, limit)
+    }
+
+    fn each_node(&mut self, each: &mut dyn FnMut(StoredNode)) -> Result<(), StoreError> {
+        self.inner.each_node(each)
+    }
+
+    fn load_actions(&mut self) -> Result<Vec<ActionResult>, StoreError> {
+        self.inner.load_actions()
+    }
+
+    fn load_campaigns(&mut self) -> Result<Vec<StoredCampaign>, StoreError> {
+        self.inner.load_campaigns()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
     }
 }

@@ -15,6 +15,7 @@ mod finite;
 mod health;
 mod load;
 mod migrations;
+pub mod pg;
 mod revocations;
 mod writer;
 
@@ -92,6 +93,16 @@ pub enum StoreError {
     /// A write a [`Faulty`] backend was told to fail.
     #[error("{0}")]
     Injected(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("PostgreSQL at {target}: {message}")]
+    Postgres { target: String, message: String },
+    /// The lease row names another holder or epoch, or has ended: this
+    /// replica must not act any more.
+    #[error(
+        "this replica no longer leads (its lease of epoch {epoch} ended or was taken over), so the write was refused; it stops acting"
+    )]
+    Deposed { epoch: u64 },
 }
 
 fn wal_note(wal: bool) -> &'static str {
@@ -118,6 +129,7 @@ impl StoreError {
                 | StoreError::Foreign { .. }
                 | StoreError::Version { .. }
                 | StoreError::Damaged { .. }
+                | StoreError::Config(_)
         )
     }
 }

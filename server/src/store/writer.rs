@@ -693,6 +693,21 @@ mod tests {
         fn read_audit(&mut self, _: u64, _: usize) -> Result<Vec<AuditRecord>, StoreError> {
             Ok(Vec::new())
         }
+        fn each_node(
+            &mut self,
+            _: &mut dyn FnMut(crate::store::StoredNode),
+        ) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn load_actions(&mut self) -> Result<Vec<ActionResult>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn load_campaigns(&mut self) -> Result<Vec<crate::store::StoredCampaign>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn describe(&self) -> String {
+            "panicky".into()
+        }
     }
 
     #[tokio::test]

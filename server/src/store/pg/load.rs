@@ -1,0 +1,180 @@
+//! What a starting leader reads from PostgreSQL. As with SQLite, one row
+//! that cannot be decoded never stops the server: a node or action is
+//! skipped with a warning (its agent brings it back), a campaign that
+//! cannot be read whole is not resumed, with an error naming it.
+
+use postgres::Client;
+use postgres::fallible_iterator::FallibleIterator;
+use rollcall_proto::model::{ActionResult, Node, Report};
+
+use super::{Target, pg_error};
+use crate::store::{Section, StoreError, StoredCampaign, StoredNode};
+
+/// Sections come in pages of this many rows: 10,000 kolla nodes' sections
+/// are about a gigabyte, never held at once.
+const PAGE: i32 = 512;
+
+pub(super) fn each_node(
+    client: &mut Client,
+    target: &Target,
+    each: &mut dyn FnMut(StoredNode),
+) -> Result<(), StoreError> {
+    let err = |e| pg_error(target, e);
+    let mut tx = client.transaction().map_err(err)?;
+    // A repeatable view: records and sections from the same moment.
+    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .map_err(err)?;
+    let mut records = Vec::new();
+    for row in tx
+        .query("SELECT name, node FROM nodes ORDER BY name COLLATE \"C\"", &[])
+        .map_err(err)?
+    {
+        let name: String = row.get(0);
+        match serde_json::from_str::<Node>(row.get(1)) {
+            Ok(node) => records.push(node),
+            Err(e) => {
+                tracing::warn!(node = %name.escape_debug(), error = %e, "A stored node record cannot be read; the node is left out until its agent connects again.");
+            }
+        }
+    }
+    let mut records = records.into_iter().peekable();
+    let mut current: Option<StoredNode> = None;
+    let portal = tx
+        .bind(
+            "SELECT node, section, data FROM node_sections ORDER BY node COLLATE \"C\"",
+            &[],
+        )
+        .map_err(err)?;
+    loop {
+        let page = tx.query_portal(&portal, PAGE).map_err(err)?;
+        if page.is_empty() {
+            break;
+        }
+        for row in page {
+            let name: String = row.get(0);
+            let section: String = row.get(1);
+            if current.as_ref().is_none_or(|c| c.node.name != name) {
+                if let Some(done) = current.take() {
+                    each(done);
+                }
+                while records.peek().is_some_and(|n| n.name < name) {
+                    let node = records.next().expect("peeked");
+                    each(StoredNode { node, report: None });
+                }
+                if records.peek().is_some_and(|n| n.name == name) {
+                    let node = records.next().expect("peeked");
+                    current = Some(StoredNode { node, report: None });
+                }
+            }
+            let Some(stored) = current.as_mut().filter(|c| c.node.name == name) else {
+                continue; // sections of a node without a record
+            };
+            let had_report = stored.report.is_some();
+            let report = stored.report.get_or_insert_with(|| Report {
+                seq: stored.node.last_report_seq,
+                collected_at: stored.node.last_report_at.unwrap_or_default(),
+                full: true,
+                ..Default::default()
+            });
+            if let Err(e) = Section::read_into(report, &section, row.get(2)) {
+                if !had_report {
+                    stored.report = None;
+                }
+                tracing::warn!(node = %name.escape_debug(), section = %section.escape_debug(), error = %e, "A stored report section cannot be read; the node is kept without it until its next report.");
+            }
+        }
+    }
+    if let Some(done) = current.take() {
+        each(done);
+    }
+    for node in records {
+        each(StoredNode { node, report: None });
+    }
+    tx.commit().map_err(err)
+}
+
+pub(super) fn actions(client: &mut Client, target: &Target) -> Result<Vec<ActionResult>, StoreError> {
+    let err = |e| pg_error(target, e);
+    let mut out = Vec::new();
+    let mut rows = client
+        .query_raw("SELECT id, result FROM actions ORDER BY id COLLATE \"C\"", std::iter::empty::<&str>())
+        .map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
+        let id: String = row.get(0);
+        match serde_json::from_str(row.get(1)) {
+            Ok(result) => out.push(result),
+            Err(e) => {
+                tracing::warn!(action_id = %id.escape_debug(), error = %e, "A stored action result cannot be read; it is left out (the agent keeps it until it is stored).");
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn campaigns(
+    client: &mut Client,
+    target: &Target,
+) -> Result<Vec<StoredCampaign>, StoreError> {
+    let err = |e| pg_error(target, e);
+    let mut tx = client.transaction().map_err(err)?;
+    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .map_err(err)?;
+    let mut out: Vec<StoredCampaign> = Vec::new();
+    for row in tx
+        .query("SELECT id, campaign FROM campaigns ORDER BY created_ms, id COLLATE \"C\"", &[])
+        .map_err(err)?
+    {
+        let id: String = row.get(0);
+        match serde_json::from_str(row.get(1)) {
+            Ok(campaign) => out.push(StoredCampaign {
+                campaign,
+                runs: Vec::new(),
+                audit: Vec::new(),
+            }),
+            Err(e) => {
+                tracing::error!(campaign = %id.escape_debug(), error = %e, "A stored campaign cannot be read; it is not resumed. Its nodes are not held by it: repair or delete the row in the campaigns table.");
+            }
+        }
+    }
+    let index = |id: &str, out: &[StoredCampaign]| out.iter().position(|c| c.campaign.id == id);
+    let mut broken: Vec<String> = Vec::new();
+    for row in tx
+        .query(
+            "SELECT campaign, node, run FROM campaign_nodes ORDER BY campaign COLLATE \"C\", node COLLATE \"C\"",
+            &[],
+        )
+        .map_err(err)?
+    {
+        let id: String = row.get(0);
+        let Some(i) = index(&id, &out) else {
+            continue;
+        };
+        match serde_json::from_str(row.get(2)) {
+            Ok(run) => out[i].runs.push(run),
+            Err(e) => {
+                let node: String = row.get(1);
+                tracing::error!(campaign = %id.escape_debug(), node = %node.escape_debug(), error = %e, "A stored campaign node cannot be read; the campaign is not resumed. Repair or delete the row in the campaign_nodes table.");
+                broken.push(id);
+            }
+        }
+    }
+    out.retain(|c| !broken.contains(&c.campaign.id));
+    for row in tx
+        .query("SELECT seq, campaign, entry FROM audit ORDER BY seq", &[])
+        .map_err(err)?
+    {
+        let id: String = row.get(1);
+        let Some(i) = index(&id, &out) else {
+            continue;
+        };
+        match serde_json::from_str(row.get(2)) {
+            Ok(entry) => out[i].audit.push(entry),
+            Err(e) => {
+                let seq: i64 = row.get(0);
+                tracing::warn!(campaign = %id.escape_debug(), audit_seq = seq, error = %e, "A stored audit line cannot be read; it is left out of the campaign's audit.");
+            }
+        }
+    }
+    tx.commit().map_err(err)?;
+    Ok(out)
+}

@@ -1,0 +1,617 @@
+//! The fleet's state in PostgreSQL, shared by several replicas of which
+//! one leads (see `crate::replica`).
+//!
+//! The same tables, the same writes and the same durability as SQLite: a
+//! write returns `Ok` once PostgreSQL committed it. Every write the leader
+//! makes first locks the lease row `FOR SHARE` and checks that it still
+//! holds it, with its epoch, and that the lease has not ended by
+//! PostgreSQL's clock: a deposed leader's write fails instead of landing,
+//! and a follower cannot take the lease while such a write is under way.
+
+mod load;
+mod schema;
+pub mod tls;
+
+use std::time::Duration;
+
+use postgres::Client;
+use rollcall_proto::model::ActionResult;
+use rollcall_proto::timestamp::Timestamp;
+
+use super::{NodeWrite, SignedCertificate, StoreError, encode};
+use crate::audit::AuditRecord;
+use crate::campaign::record::CampaignWrite;
+use crate::config::StoreConfig;
+use crate::replica::Fence;
+use crate::revoke::{Revocation, Serial};
+
+/// Where a PostgreSQL store is, as it may be shown: the URL's hosts,
+/// ports and database, never its user's password.
+#[derive(Clone, Debug)]
+pub struct Target {
+    config: tokio_postgres::Config,
+    shown: String,
+    tls: tls::MakeRustls,
+}
+
+impl Target {
+    /// Parses `[store]`: the URL and the TLS files.
+    pub fn new(store: &StoreConfig) -> Result<Target, StoreError> {
+        let url = store.url.as_deref().unwrap_or_default();
+        let config = parse(url).map_err(StoreError::Config)?;
+        let shown = show(&config);
+        let tls = tls::MakeRustls::new(
+            store.ca.as_deref(),
+            store.cert.as_deref(),
+            store.key.as_deref(),
+        )
+        .map_err(|e| StoreError::Config(format!("[store] TLS: {e}")))?;
+        Ok(Target { config, shown, tls })
+    }
+
+    /// `postgres://user@host:port/db`, without a password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// A new connection named `application_name` (what `pg_stat_activity`
+    /// shows). A peer that stops answering fails its queries within about
+    /// `dead_after` instead of hanging: TCP keepalives and a user timeout.
+    pub async fn connect_async(
+        &self,
+        application_name: &str,
+        dead_after: Duration,
+    ) -> Result<tokio_postgres::Client, StoreError> {
+        let config = self.tuned(application_name, dead_after);
+        let (client, connection) = config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| pg_error(self, e))?;
+        tokio::spawn(async move {
+            // Ends with the client; its error shows in the client's next
+            // query, which is where it is handled.
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// A blocking connection, for the writer thread and the tools.
+    pub fn connect(&self, application_name: &str, dead_after: Duration) -> Result<Client, StoreError> {
+        postgres::Config::from(self.tuned(application_name, dead_after))
+            .connect(self.tls.clone())
+            .map_err(|e| pg_error(self, e))
+    }
+
+    fn tuned(&self, application_name: &str, dead_after: Duration) -> tokio_postgres::Config {
+        let mut config = self.config.clone();
+        config
+            .application_name(application_name)
+            .connect_timeout(dead_after)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(2))
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3)
+            .tcp_user_timeout(dead_after);
+        config
+    }
+}
+
+/// Whether `url` is a PostgreSQL URL this server can use; the error never
+/// quotes the URL (it may hold a password).
+pub fn check_url(url: &str) -> Result<(), String> {
+    parse(url).map(|_| ())
+}
+
+fn parse(url: &str) -> Result<tokio_postgres::Config, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("must be a postgres:// URL, e.g. postgres://rollcall@db.example.org:5432/rollcall".into());
+    }
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| format!("cannot be read as a PostgreSQL URL ({e})"))?;
+    if config.get_hosts().is_empty() {
+        return Err("names no host".into());
+    }
+    if config.get_user().is_none() {
+        return Err("names no user (postgres://USER@HOST/DB)".into());
+    }
+    if config.get_dbname().is_none() {
+        return Err("names no database (postgres://USER@HOST/DB)".into());
+    }
+    Ok(config)
+}
+
+fn show(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let host = match host {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            };
+            match config.get_ports().get(i).or(config.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or_default(),
+        hosts.join(","),
+        config.get_dbname().unwrap_or_default()
+    )
+}
+
+/// A PostgreSQL error as one line: the server's own message when it sent
+/// one, with where it went wrong.
+pub(crate) fn pg_error(target: &Target, e: postgres::Error) -> StoreError {
+    let message = match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => {
+            let mut line = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                line = format!("{line}: {s}");
+                source = s.source();
+            }
+            line
+        }
+    };
+    StoreError::Postgres {
+        target: target.shown.clone(),
+        message,
+    }
+}
+
+/// How long a connection may go unanswered before its query fails.
+const DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// Connects once and brings the schema up to date (before any replica
+/// looks at the lease row, which the schema makes). Blocking.
+pub fn prepare(target: &Target) -> Result<(), StoreError> {
+    let mut client = target.connect("rollcall-migrate", DEAD_AFTER)?;
+    schema::apply(&mut client, target)
+}
+
+/// The store in PostgreSQL, as the writer thread uses it.
+pub struct PgStore {
+    target: Target,
+    client: Client,
+    /// The lease every write must still hold (unfenced: the migration
+    /// tool, which refuses to run while a replica leads).
+    fence: Fence,
+}
+
+impl PgStore {
+    /// Connects, and brings the schema up to date.
+    pub fn open(target: &Target, fence: Fence) -> Result<PgStore, StoreError> {
+        let mut client = target.connect("rollcall-store", DEAD_AFTER)?;
+        schema::apply(&mut client, target)?;
+        Ok(PgStore {
+            target: target.clone(),
+            client,
+            fence,
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// A connection that broke (PostgreSQL restarted, failed over) is
+    /// made again before the next write; the write fails if it cannot be.
+    fn ready(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            tracing::warn!(store = %self.target.shown(), "The connection to PostgreSQL was lost; connecting again.");
+            self.client = self.target.connect("rollcall-store", DEAD_AFTER)?;
+        }
+        Ok(())
+    }
+
+    /// A transaction that holds the lease row (shared) after checking that
+    /// this replica still leads with its epoch; every write runs in one.
+    fn fenced(&mut self) -> Result<postgres::Transaction<'_>, StoreError> {
+        self.ready()?;
+        let target = self.target.clone();
+        let err = |e| pg_error(&target, e);
+        let fence = self.fence.clone();
+        if !fence.valid() {
+            return Err(StoreError::Deposed {
+                epoch: fence.epoch(),
+            });
+        }
+        let mut tx = self.client.transaction().map_err(err)?;
+        if let Some((holder, epoch)) = fence.lease_row() {
+            let held = tx
+                .query_opt(
+                    "SELECT 1 FROM leader WHERE id = 1 AND holder = $1 AND epoch = $2
+                     AND expires_at > now() FOR SHARE",
+                    &[&holder, &epoch],
+                )
+                .map_err(err)?;
+            if held.is_none() {
+                fence.revoke();
+                return Err(StoreError::Deposed {
+                    epoch: fence.epoch(),
+                });
+            }
+        }
+        Ok(tx)
+    }
+}
+
+/// PostgreSQL's text cannot hold NUL; JSON escapes it, plain columns drop it.
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "").into()
+    } else {
+        s.into()
+    }
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().unix_millis()
+}
+
+const PUT_ACTION: &str = "INSERT INTO actions (id, node, state, updated_ms, result) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (id) DO UPDATE SET node = excluded.node, state = excluded.state,
+       updated_ms = excluded.updated_ms, result = excluded.result
+     WHERE actions.state NOT IN ('succeeded', 'failed', 'rejected')";
+
+impl super::Backend for PgStore {
+    fn put_action(&mut self, result: &ActionResult) -> Result<(), StoreError> {
+        let json = encode(|| format!("action {}", result.id), result)?;
+        let target = self.target.clone();
+        let err = |e| pg_error(&target, e);
+        let mut tx = self.fenced()?;
+        tx.execute(
+            PUT_ACTION,
+            &[
+                &text(&result.id),
+                &text(&result.node),
+                &result.state.as_str(),
+                &now_ms(),
+                &json,
+            ],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    fn write_campaign(&mut self, w: &CampaignWrite) -> Result<(), StoreError> {
+        let target = self.target.clone();
+        let err = |e| pg_error(&target, e);
+        let mut tx = self.fenced()?;
+        if let Some(c) = &w.campaign {
+            let json = encode(|| format!("campaign {}", c.id), c)?;
+            tx.execute(
+                "INSERT INTO campaigns (id, created_ms, phase, campaign) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET phase = excluded.phase, campaign = excluded.campaign",
+                &[&text(&c.id), &c.created_at.unix_millis(), &c.phase.as_str(), &json],
+            )
+            .map_err(err)?;
+        }
+        for (campaign, run) in &w.nodes {
+            let json = encode(|| format!("campaign {campaign} node {}", run.node), run)?;
+            tx.execute(
+                "INSERT INTO campaign_nodes (campaign, node, step, run) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (campaign, node) DO UPDATE SET step = excluded.step, run = excluded.run",
+                &[&text(campaign), &text(&run.node), &run.step.as_str(), &json],
+            )
+            .map_err(err)?;
+        }
+        for issued in &w.actions {
+            let json = encode(|| format!("action {}", issued.id), issued)?;
+            tx.execute(
+                "INSERT INTO actions (id, node, state, updated_ms, result) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO NOTHING",
+                &[
+                    &text(&issued.id),
+                    &text(&issued.node),
+                    &issued.state.as_str(),
+                    &now_ms(),
+                    &json,
+                ],
+            )
+            .map_err(err)?;
+        }
+        for entry in &w.audit {
+            let json = encode(
+                || format!("an audit entry of campaign {}", entry.campaign),
+                entry,
+            )?;
+            tx.execute(
+                "INSERT INTO audit (campaign, at_ms, entry) VALUES ($1, $2, $3)",
+                &[&text(&entry.campaign), &entry.at.unix_millis(), &json],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn write_nodes(
+        &mut self,
+        batch: &mut dyn Iterator<Item = &NodeWrite>,
+    ) -> Result<usize, StoreError> {
+        // One statement per table for the whole batch (arrays unnested):
+        // 10,000 nodes are a handful of round trips, not 30,000.
+        let mut names = Vec::new();
+        let mut roles = Vec::new();
+        let mut online = Vec::new();
+        let mut seen = Vec::new();
+        let mut records = Vec::new();
+        let (mut put_node, mut put_section, mut put_data) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut drop_node, mut drop_section) = (Vec::new(), Vec::new());
+        for item in batch {
+            let record = match encode(|| format!("node {}", item.node.name), &item.node) {
+                Ok(json) => json,
+                Err(e) => {
+                    tracing::error!(node = %item.node.name, error = %e, "A node record cannot be written.");
+                    continue;
+                }
+            };
+            let name = text(&item.node.name).into_owned();
+            for section in &item.sections {
+                match section.json(&item.node.name) {
+                    Ok(Some(json)) => {
+                        put_node.push(name.clone());
+                        put_section.push(section.name());
+                        put_data.push(json);
+                    }
+                    Ok(None) => {
+                        drop_node.push(name.clone());
+                        drop_section.push(section.name());
+                    }
+                    Err(e) => {
+                        tracing::error!(node = %item.node.name, section = section.name(), error = %e, "A report section cannot be written.");
+                    }
+                }
+            }
+            names.push(name);
+            roles.push(item.node.role.as_str());
+            online.push(item.node.online);
+            seen.push(item.node.last_seen.unix_millis());
+            records.push(record);
+        }
+        let n = names.len();
+        let target = self.target.clone();
+        let err = |e| pg_error(&target, e);
+        let mut tx = self.fenced()?;
+        if n > 0 {
+            tx.execute(
+                "INSERT INTO nodes (name, role, online, last_seen_ms, node)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::int8[], $5::text[])
+                 ON CONFLICT (name) DO UPDATE SET role = excluded.role, online = excluded.online,
+                   last_seen_ms = excluded.last_seen_ms, node = excluded.node",
+                &[&names, &roles, &online, &seen, &records],
+            )
+            .map_err(err)?;
+        }
+        if !put_node.is_empty() {
+            tx.execute(
+                "INSERT INTO node_sections (node, section, data)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
+                 ON CONFLICT (node, section) DO UPDATE SET data = excluded.data",
+                &[&put_node, &put_section, &put_data],
+            )
+            .map_err(err)?;
+        }
+        if !drop_node.is_empty() {
+            tx.execute(
+                "DELETE FROM node_sections WHERE (node, section) IN
+                 (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+                &[&drop_node, &drop_section],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let target = self.target.clone();
+        let err = |e| pg_error(&target, e);
+        let mut tx = self.fenced()?;
+        tx.execute(
+            "INSERT INTO probe (id, at_ms) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms",
+            &[&now_ms()],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    fn revoke(&mut self, r: &Revocation) -> Result<Revocation, StoreError> {
+        let target = self.target.clone();
+        let err = |e| pg_error(&target, e);
+        let mut tx = self.fenced()?;
+        tx.execute(
+            "INSERT INTO revocations (serial, identity, reason, at_ms, revoked_by)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (serial) DO NOTHING",
+            &[
+                &r.serial.as_str(),
+                &text(r.identity.as_deref().unwrap_or("")),
+                &text(&r.reason),
+                &r.at.unix_millis(),
+                &text(&r.by),
+            ],
+        )
+        .map_err(err)?;
+        let stored = tx
+            .query_opt(
+                &format!("SELECT {REVOCATION} FROM revocations WHERE serial = $1"),
+                &[&r.serial.as_str()],
+            )
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(stored
+            .and_then(|row| revocation(&row))
+            .map(|(_, r)| r)
+            .unwrap_or_else(|| r.clone()))
+    }
+
+    fn revocations_since(&mut self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
+        self.ready()?;
+        let rows = self
+            .client
+            .query(
+                &format!("SELECT {REVOCATION} FROM revocations WHERE seq > $1 ORDER BY seq"),
+                &[&seq],
+            )
+            .map_err(|e| pg_error(&self.target, e))?;
+        Ok(rows.iter().filter_map(revocation).collect())
+    }
+
+    fn record_certificate(&mut self, cert: &SignedCertificate) -> Result<(), StoreError> {
+        let target = self.target.clone();
+        let err = |e| pg_error(&target, e);
+        let mut tx = self.fenced()?;
+        tx.execute(
+            "INSERT INTO certificates (serial, identity, issued_ms, not_after_ms)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING",
+            &[
+                &cert.serial.as_str(),
+                &text(&cert.identity),
+                &cert.issued.unix_millis(),
+                &cert.not_after.unix_millis(),
+            ],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    fn serials_signed_for(&mut self, identity: &str) -> Result<Vec<Serial>, StoreError> {
+        self.ready()?;
+        let rows = self
+            .client
+            .query(
+                "SELECT serial FROM certificates WHERE identity = $1 ORDER BY serial",
+                &[&text(identity)],
+            )
+            .map_err(|e| pg_error(&self.target, e))?;
+        let mut serials: Vec<Serial> = rows
+            .iter()
+            .filter_map(|row| {
+                let s: String = row.get(0);
+                Serial::parse(&s).ok()
+            })
+            .collect();
+        serials.sort();
+        Ok(serials)
+    }
+
+    fn forget_node(&mut self, node: &str, audit: &AuditRecord) -> Result<u64, StoreError> {
+        let target = self.target.clone();
+        let err = |e| pg_error(&target, e);
+        let mut tx = self.fenced()?;
+        tx.execute("DELETE FROM node_sections WHERE node = $1", &[&node])
+            .map_err(err)?;
+        tx.execute("DELETE FROM nodes WHERE name = $1", &[&node])
+            .map_err(err)?;
+        let seq = insert_audit(&mut tx, audit).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(seq)
+    }
+
+    fn record_audit(&mut self, audit: &AuditRecord) -> Result<u64, StoreError> {
+        let target = self.target.clone();
+        let err = |e| pg_error(&target, e);
+        let mut tx = self.fenced()?;
+        let seq = insert_audit(&mut tx, audit).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(seq)
+    }
+
+    fn read_audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.ready()?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client
+            .query(
+                "SELECT seq, at_ms, who, role, action, target, detail FROM operator_audit
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
+            )
+            .map_err(|e| pg_error(&self.target, e))?;
+        let mut lines = Vec::new();
+        for row in rows {
+            let seq: i64 = row.get(0);
+            let action: String = row.get(4);
+            let Ok(action) = action.parse() else {
+                tracing::warn!(seq, action = %action.escape_debug(), "An operator audit line names an unknown action; skipped.");
+                continue;
+            };
+            lines.push(AuditRecord {
+                seq: u64::try_from(seq).unwrap_or(0),
+                at: Timestamp::from_unix_millis(row.get(1)),
+                who: row.get(2),
+                role: row.get(3),
+                action,
+                target: row.get(5),
+                detail: row.get(6),
+            });
+        }
+        Ok(lines)
+    }
+
+    fn each_node(&mut self, each: &mut dyn FnMut(super::StoredNode)) -> Result<(), StoreError> {
+        self.ready()?;
+        load::each_node(&mut self.client, &self.target, each)
+    }
+
+    fn load_actions(&mut self) -> Result<Vec<ActionResult>, StoreError> {
+        self.ready()?;
+        load::actions(&mut self.client, &self.target)
+    }
+
+    fn load_campaigns(&mut self) -> Result<Vec<super::StoredCampaign>, StoreError> {
+        self.ready()?;
+        load::campaigns(&mut self.client, &self.target)
+    }
+
+    fn describe(&self) -> String {
+        self.target.shown().to_owned()
+    }
+}
+
+const REVOCATION: &str = "seq, serial, identity, reason, at_ms, revoked_by";
+
+fn revocation(row: &postgres::Row) -> Option<(i64, Revocation)> {
+    let seq: i64 = row.get(0);
+    let serial: String = row.get(1);
+    let Ok(serial) = Serial::parse(&serial) else {
+        tracing::error!(seq, serial = %rollcall_proto::text::Untrusted(&serial), "A stored revocation names no serial number; it is ignored.");
+        return None;
+    };
+    let identity: String = row.get(2);
+    Some((
+        seq,
+        Revocation {
+            serial,
+            identity: (!identity.is_empty()).then_some(identity),
+            reason: row.get(3),
+            at: Timestamp::from_unix_millis(row.get(4)),
+            by: row.get(5),
+        },
+    ))
+}
+
+fn insert_audit(tx: &mut postgres::Transaction<'_>, a: &AuditRecord) -> Result<u64, postgres::Error> {
+    let row = tx.query_one(
+        "INSERT INTO operator_audit (at_ms, who, role, action, target, detail)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+        &[
+            &a.at.unix_millis(),
+            &text(&a.who),
+            &text(&a.role),
+            &a.action.as_str(),
+            &text(&a.target),
+            &text(&a.detail),
+        ],
+    )?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
