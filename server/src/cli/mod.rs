@@ -11,6 +11,7 @@ pub mod client;
 pub mod fleet;
 pub mod nodes;
 pub mod render;
+pub mod store;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,6 +59,11 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// The store: move a server's SQLite database to PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
     },
 }
 
@@ -167,6 +173,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Containers { command } => fleet::run_containers(command).await,
         Command::Campaign { command } => campaign::run(command).await,
         Command::Audit { command } => audit::run(command).await,
+        Command::Store { command } => store::run(command).await,
     }
 }
 

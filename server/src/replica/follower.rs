@@ -150,7 +150,10 @@ mod tests {
             "this rollcall-server is a follower; the leader is at https://ctl2:7443"
         );
         assert_eq!(
-            status.metadata().get(LEADER_KEY).and_then(|v| v.to_str().ok()),
+            status
+                .metadata()
+                .get(LEADER_KEY)
+                .and_then(|v| v.to_str().ok()),
             Some("https://ctl2:7443")
         );
         let none = not_leader("");

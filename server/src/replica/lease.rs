@@ -166,7 +166,11 @@ impl Lease {
     }
 
     /// One renewal: `Ok(false)` when the row is no longer this replica's.
-    async fn renew(&self, client: &tokio_postgres::Client, fence: &Fence) -> Result<bool, StoreError> {
+    async fn renew(
+        &self,
+        client: &tokio_postgres::Client,
+        fence: &Fence,
+    ) -> Result<bool, StoreError> {
         let Some((holder, epoch)) = fence.lease_row() else {
             return Ok(true);
         };

@@ -73,15 +73,14 @@ async fn prepare(config: &ServerConfig) -> Result<(), ServeError> {
     let target = Target::new(&config.store)?;
     tokio::task::spawn_blocking(move || crate::store::pg::prepare(&target))
         .await
-        .map_err(|e| crate::store::StoreError::Config(format!("preparing the store failed: {e}")))??;
+        .map_err(|e| {
+            crate::store::StoreError::Config(format!("preparing the store failed: {e}"))
+        })??;
     Ok(())
 }
 
 /// One look at the lease: the fence when it was won.
-async fn attempt(
-    lease: &Lease,
-    client: &mut Option<tokio_postgres::Client>,
-) -> Option<Fence> {
+async fn attempt(lease: &Lease, client: &mut Option<tokio_postgres::Client>) -> Option<Fence> {
     attempt_or_leader(lease, client).await.0
 }
 
@@ -175,7 +174,10 @@ pub async fn follow(
         Err(e) => tracing::warn!(error = %e, "The follower's gRPC server task failed."),
     }
     Ok(won.map(|fence| {
-        tracing::info!(epoch = fence.epoch(), "Won the leadership lease; starting as the leader.");
+        tracing::info!(
+            epoch = fence.epoch(),
+            "Won the leadership lease; starting as the leader."
+        );
         Leadership {
             lease,
             fence,

@@ -14,6 +14,7 @@ mod damage_tests;
 mod finite;
 mod health;
 mod load;
+pub mod migrate;
 mod migrations;
 pub mod pg;
 mod revocations;

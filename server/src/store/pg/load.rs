@@ -26,7 +26,10 @@ pub(super) fn each_node(
         .map_err(err)?;
     let mut records = Vec::new();
     for row in tx
-        .query("SELECT name, node FROM nodes ORDER BY name COLLATE \"C\"", &[])
+        .query(
+            "SELECT name, node FROM nodes ORDER BY name COLLATE \"C\"",
+            &[],
+        )
         .map_err(err)?
     {
         let name: String = row.get(0);
@@ -93,11 +96,17 @@ pub(super) fn each_node(
     tx.commit().map_err(err)
 }
 
-pub(super) fn actions(client: &mut Client, target: &Target) -> Result<Vec<ActionResult>, StoreError> {
+pub(super) fn actions(
+    client: &mut Client,
+    target: &Target,
+) -> Result<Vec<ActionResult>, StoreError> {
     let err = |e| pg_error(target, e);
     let mut out = Vec::new();
     let mut rows = client
-        .query_raw("SELECT id, result FROM actions ORDER BY id COLLATE \"C\"", std::iter::empty::<&str>())
+        .query_raw(
+            "SELECT id, result FROM actions ORDER BY id COLLATE \"C\"",
+            std::iter::empty::<&str>(),
+        )
         .map_err(err)?;
     while let Some(row) = rows.next().map_err(err)? {
         let id: String = row.get(0);
@@ -121,7 +130,10 @@ pub(super) fn campaigns(
         .map_err(err)?;
     let mut out: Vec<StoredCampaign> = Vec::new();
     for row in tx
-        .query("SELECT id, campaign FROM campaigns ORDER BY created_ms, id COLLATE \"C\"", &[])
+        .query(
+            "SELECT id, campaign FROM campaigns ORDER BY created_ms, id COLLATE \"C\"",
+            &[],
+        )
         .map_err(err)?
     {
         let id: String = row.get(0);

@@ -76,7 +76,11 @@ impl Target {
     }
 
     /// A blocking connection, for the writer thread and the tools.
-    pub fn connect(&self, application_name: &str, dead_after: Duration) -> Result<Client, StoreError> {
+    pub fn connect(
+        &self,
+        application_name: &str,
+        dead_after: Duration,
+    ) -> Result<Client, StoreError> {
         postgres::Config::from(self.tuned(application_name, dead_after))
             .connect(self.tls.clone())
             .map_err(|e| pg_error(self, e))
@@ -104,7 +108,10 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 fn parse(url: &str) -> Result<tokio_postgres::Config, String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err("must be a postgres:// URL, e.g. postgres://rollcall@db.example.org:5432/rollcall".into());
+        return Err(
+            "must be a postgres:// URL, e.g. postgres://rollcall@db.example.org:5432/rollcall"
+                .into(),
+        );
     }
     let config: tokio_postgres::Config = url
         .parse()
@@ -256,7 +263,8 @@ fn now_ms() -> i64 {
     Timestamp::now().unix_millis()
 }
 
-const PUT_ACTION: &str = "INSERT INTO actions (id, node, state, updated_ms, result) VALUES ($1, $2, $3, $4, $5)
+const PUT_ACTION: &str =
+    "INSERT INTO actions (id, node, state, updated_ms, result) VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (id) DO UPDATE SET node = excluded.node, state = excluded.state,
        updated_ms = excluded.updated_ms, result = excluded.result
      WHERE actions.state NOT IN ('succeeded', 'failed', 'rejected')";
@@ -600,7 +608,10 @@ fn revocation(row: &postgres::Row) -> Option<(i64, Revocation)> {
     ))
 }
 
-fn insert_audit(tx: &mut postgres::Transaction<'_>, a: &AuditRecord) -> Result<u64, postgres::Error> {
+fn insert_audit(
+    tx: &mut postgres::Transaction<'_>,
+    a: &AuditRecord,
+) -> Result<u64, postgres::Error> {
     let row = tx.query_one(
         "INSERT INTO operator_audit (at_ms, who, role, action, target, detail)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",

@@ -150,8 +150,11 @@ pub(super) fn apply(client: &mut Client, target: &Target) -> Result<(), StoreErr
     }
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.batch_execute(migration).map_err(err)?;
-        tx.execute("UPDATE rollcall_schema SET version = $1", &[&(i as i64 + 1)])
-            .map_err(err)?;
+        tx.execute(
+            "UPDATE rollcall_schema SET version = $1",
+            &[&(i as i64 + 1)],
+        )
+        .map_err(err)?;
     }
     tx.commit().map_err(err)
 }
