@@ -18,6 +18,7 @@
 //! runtime meanwhile calls them in `spawn_blocking`.
 
 mod cluster;
+mod procfs;
 mod tls;
 
 use std::path::{Path, PathBuf};
@@ -358,21 +359,7 @@ impl Postgres {
     /// that came and went is counted too). For benchmarks: take it before
     /// and after.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let postmaster = self.pid()?;
-        let own = proc_stat(postmaster).context("read the postmaster's /proc stat")?;
-        let mut ticks = own.utime + own.stime + own.cutime + own.cstime;
-        for entry in std::fs::read_dir("/proc").context("read /proc")? {
-            let Ok(entry) = entry else { continue };
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
-                continue;
-            };
-            // A backend may exit between the listing and the read.
-            if let Some(stat) = proc_stat(pid)
-                && stat.ppid == postmaster
-            {
-                ticks += stat.utime + stat.stime;
-            }
-        }
+        let ticks = procfs::cpu_ticks_of_tree(self.pid()?)?;
         Ok(ticks as f64 / self.ticks_per_second as f64)
     }
 }
@@ -402,32 +389,6 @@ fn safe(hint: &str) -> String {
     if safe.is_empty() { "db".into() } else { safe }
 }
 
-struct ProcStat {
-    ppid: u32,
-    utime: u64,
-    stime: u64,
-    cutime: u64,
-    cstime: u64,
-}
-
-/// Fields of /proc/PID/stat (proc(5)), counted after the command name,
-/// which sits in parentheses and may hold spaces.
-fn proc_stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = text.rsplit_once(')')?;
-    // rest: " S ppid pgrp session tty tpgid flags minflt cminflt majflt
-    // cmajflt utime stime cutime cstime …"
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
-    Some(ProcStat {
-        ppid: u32::try_from(number(1)?).ok()?,
-        utime: number(11)?,
-        stime: number(12)?,
-        cutime: number(13)?,
-        cstime: number(14)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,11 +410,5 @@ mod tests {
     fn a_hint_becomes_a_name_that_needs_no_quoting() {
         assert_eq!(safe("Store failover/A"), "store_failover_a");
         assert_eq!(safe(""), "db");
-    }
-
-    #[test]
-    fn this_process_reads_its_own_cpu_times() {
-        let stat = proc_stat(std::process::id()).expect("own stat");
-        assert!(stat.ppid > 0);
     }
 }
