@@ -383,3 +383,69 @@ fn databases_made_side_by_side_are_all_there_and_distinct() {
         .expect("list");
     assert_eq!(listed, "8");
 }
+
+/// What a Rust client of the store does: PostgreSQL's SSLRequest, then a
+/// rustls handshake that verifies the server against the harness's CA for
+/// `server_name`, presenting `client` if given. The error, if it fails.
+async fn rustls_handshake(
+    pg: &Postgres,
+    server_name: &str,
+    client: Option<&rollcall_tests::ClientCert>,
+) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    rollcall_tests::init();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pg.ca_pem().as_bytes()).expect("CA PEM"))
+        .expect("add CA");
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match client {
+        Some(cert) => config
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(&cert.cert_pem).expect("cert PEM")],
+                PrivateKeyDer::from_pem_slice(&cert.key_pem).expect("key PEM"),
+            )
+            .expect("client auth"),
+        None => config.with_no_client_auth(),
+    };
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", pg.port()))
+        .await
+        .expect("connect");
+    // SSLRequest: length 8, code 80877103; the server answers 'S' or 'N'.
+    let mut request = 8u32.to_be_bytes().to_vec();
+    request.extend_from_slice(&80_877_103u32.to_be_bytes());
+    tcp.write_all(&request).await.expect("SSLRequest");
+    assert_eq!(
+        tcp.read_u8().await.expect("answer"),
+        b'S',
+        "the server offers TLS"
+    );
+    let name = ServerName::try_from(server_name.to_owned()).expect("server name");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map(drop)
+        .map_err(|e| rollcall_tests::causes(&e))
+}
+
+#[tokio::test]
+async fn a_rustls_client_verifies_the_server_for_both_loopback_names_and_no_other() {
+    let Some(pg) = pg() else { return };
+    rustls_handshake(pg, "127.0.0.1", None)
+        .await
+        .expect("verified as 127.0.0.1");
+    rustls_handshake(pg, "localhost", None)
+        .await
+        .expect("verified as localhost");
+    let cert = pg.client_cert(CERT_ROLE).expect("client cert");
+    rustls_handshake(pg, "localhost", Some(&cert))
+        .await
+        .expect("with a client certificate");
+    let error = rustls_handshake(pg, "db.example.com", None)
+        .await
+        .expect_err("a name the certificate does not hold");
+    assert!(error.contains("not valid for name"), "{error}");
+}
