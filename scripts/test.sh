@@ -21,10 +21,41 @@ for tool in debootstrap:debootstrap rpm:rpm dpkg-scanpackages:dpkg-dev shellchec
     prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager; do
     command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
 done
+# Debian's PostgreSQL server: the PostgreSQL store suites initdb and start
+# clusters of their own (tests/src/postgres), as the postgres user the
+# package creates. Its binaries live in /usr/lib/postgresql/N/bin, off PATH.
+pg_missing="" made_policy_rc=""
+if [ -z "${PG_BIN:-}" ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    pg_missing=postgresql
+    missing="$missing postgresql"
+fi
 if [ -n "$missing" ]; then
+    if [ -n "$pg_missing" ]; then
+        # Neither a cluster of the system's own nor a started service: the
+        # tests need neither. createcluster.d is read by the package's
+        # postinst; policy-rc.d (exit 101) forbids starting any service
+        # during this install, unless the machine already has one.
+        mkdir -p /etc/postgresql-common/createcluster.d
+        echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/rollcall-tests.conf
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+            made_policy_rc=1
+            trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+        fi
+    fi
     # A fresh machine has no package lists yet.
     apt-get update -qq >/dev/null
+    # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing >/dev/null
+    if [ -n "$pg_missing" ]; then
+        compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null ||
+            { echo "postgresql installed, yet no /usr/lib/postgresql/*/bin/initdb" >&2; exit 1; }
+        if [ -n "$made_policy_rc" ]; then
+            rm -f /usr/sbin/policy-rc.d
+            trap - EXIT
+        fi
+    fi
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 if [ ! -x .venv/bin/grpcurl ] || [ ! -x .venv/bin/ansible-playbook ] || [ ! -x .venv/bin/ansible-lint ]; then

@@ -18,6 +18,7 @@ pub mod intake;
 pub mod monitoring;
 pub mod nodes;
 pub mod ops;
+pub mod postgres;
 pub mod scrape;
 pub mod sim;
 
