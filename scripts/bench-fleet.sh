@@ -2,7 +2,7 @@
 # Fleet-scale benchmark of rollcall-server (see BENCHMARKS.md).
 #
 # Builds release binaries, makes a CA, starts rollcall-server on 127.0.0.1
-# with a fresh SQLite file (under a small supervisor loop that writes its pid
+# with a fresh SQLite file (or PostgreSQL: STORE=postgres; under a small supervisor loop that writes its pid
 # file and starts it again when it exits), and runs rollcall-loadgen (a
 # separate process: N simulated agents, one mutual-TLS connection and one
 # certificate each) for every N given. Each agent sends what the real agent
@@ -32,7 +32,11 @@
 # bytes; PER_NODE=1 turns the per-node series on for it (per_node_max_nodes
 # above N; they are off past 500 nodes by default); CAMPAIGN=1 opens a
 # campaign over every node first, so the scheduler's half of a scrape has
-# N runs to count.
+# N runs to count. STORE=postgres: the server's store is a PostgreSQL
+# cluster of Debian's PostgreSQL made for the run (initdb in the work dir,
+# loopback, fsync on), one replica leading it; the result adds
+# PostgreSQL's CPU (the postmaster and every backend) and its commits per
+# second over the window, from pg_stat_database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNTS=("$@")
@@ -48,6 +52,7 @@ SCRAPE="${SCRAPE:-0}"
 SCRAPES="${SCRAPES:-20}"
 PER_NODE="${PER_NODE:-0}"
 CAMPAIGN="${CAMPAIGN:-0}"
+STORE="${STORE:-sqlite}"
 PORT="${PORT:-17643}"
 METRICS_PORT="${METRICS_PORT:-$((PORT + 1))}"
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -72,7 +77,12 @@ stop_server() {
     SUPERVISOR=""
 }
 SCRAPER=""
-cleanup() { [ -z "$SCRAPER" ] || kill "$SCRAPER" 2>/dev/null; stop_server; rm -rf "$WORK"; }
+PG_BIN=""
+PG_PORT="${PG_PORT:-$((PORT + 2))}"
+# As root, PostgreSQL runs as the postgres user.
+as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --clear-groups -- "$@"; else "$@"; fi; }
+stop_pg() { [ -z "$PG_BIN" ] || as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true; }
+cleanup() { [ -z "$SCRAPER" ] || kill "$SCRAPER" 2>/dev/null; stop_server; stop_pg; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 # Runs the server until $WORK/stop exists, starting it again whenever it
@@ -146,6 +156,44 @@ start_campaign() {
         "$TARGET/release/rollcall-server" campaign start --spec "$WORK/campaign.toml" >/dev/null
 }
 
+# STORE=postgres: a cluster of our own for the whole run.
+start_pg() {
+    PG_BIN="$(printf "%s\n" /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+    [ -x "$PG_BIN/initdb" ] || { echo "error: STORE=postgres needs Debian's postgresql (apt-get install postgresql)" >&2; exit 2; }
+    mkdir -p "$WORK/pg" && chmod 700 "$WORK/pg"
+    [ "$(id -u)" = 0 ] && chown postgres "$WORK" "$WORK/pg"
+    as_pg "$PG_BIN/initdb" -D "$WORK/pg" -U rollcall --auth=trust >/dev/null
+    as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg/log" -w \
+        -o "-p $PG_PORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=50" start >/dev/null
+}
+
+# PostgreSQL's CPU seconds so far: the postmaster and its children.
+pg_cpu() {
+    local pm pids
+    pm=$(head -1 "$WORK/pg/postmaster.pid")
+    pids="$pm $(cat /proc/"$pm"/task/*/children 2>/dev/null)"
+    for p in $pids; do awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null; done |
+        awk -v hz="$(getconf CLK_TCK)" '{s += $1} END {printf "%.2f", s / hz}'
+}
+
+pg_commits() {
+    psql -h 127.0.0.1 -p "$PG_PORT" -U rollcall -d "bench$1" -Atc \
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+}
+
+# Samples PostgreSQL over the load generator's measured window.
+pg_window() {
+    local n=$1 cpu0 cpu1 c0 c1
+    sleep "$WARMUP"
+    cpu0=$(pg_cpu); c0=$(pg_commits "$n")
+    sleep "$DURATION"
+    cpu1=$(pg_cpu); c1=$(pg_commits "$n")
+    awk -v n="$n" -v cpu="$(echo "$cpu1 - $cpu0" | bc)" -v commits="$((c1 - c0))" -v d="$DURATION" 'BEGIN {
+        printf "N=%d PostgreSQL over the window: CPU %.1f%% of a core, %.1f commits/s\n", n, 100 * cpu / d, commits / d
+        printf "{\"agents\":%d,\"store\":\"postgres\",\"pg_cpu_percent\":%.1f,\"pg_commits_per_sec\":%.1f}\n", n, 100 * cpu / d, commits / d }'
+}
+
+[ "$STORE" = postgres ] && start_pg
 "$TARGET/release/rollcall-server" certs init --pki "$WORK/pki" >/dev/null
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), interval ${INTERVAL}s, window ${DURATION}s, full every $FULL_EVERY, $CHANGES% container changes/min, template $TEMPLATE"
 storm=()
@@ -170,6 +218,11 @@ max_handshakes_per_source = 128
 listen = "127.0.0.1:$METRICS_PORT"
 per_node_max_nodes = $([ "$PER_NODE" = 1 ] && echo $((n + 1)) || echo 500)
 TOML
+    if [ "$STORE" = postgres ]; then
+        psql -h 127.0.0.1 -p "$PG_PORT" -U rollcall -d postgres -qc "CREATE DATABASE bench$n" >/dev/null
+        printf '[store]\nurl = "postgres://rollcall@127.0.0.1:%s/bench%s"\n[replica]\nadvertise = "https://localhost:%s"\n' \
+            "$PG_PORT" "$n" "$PORT" >> "$WORK/server.toml"
+    fi
     # Another benchmark on this port would answer in our server's place.
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
         echo "error: port $PORT is in use (another benchmark running?); set PORT=..." >&2
@@ -186,6 +239,11 @@ TOML
         scrape "$n" &
         SCRAPER=$!
     fi
+    PG_SAMPLER=""
+    if [ "$STORE" = postgres ]; then
+        pg_window "$n" &
+        PG_SAMPLER=$!
+    fi
     "$TARGET/release/rollcall-loadgen" --server "https://localhost:$PORT" --pki "$WORK/pki" \
         --agents "$n" --interval-secs "$INTERVAL" --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
         --report-template "$TEMPLATE" --full-every "$FULL_EVERY" --container-changes-per-min "$CHANGES" \
@@ -194,6 +252,7 @@ TOML
         wait "$SCRAPER" || echo "error: the scrapes did not finish (see above)" >&2
         SCRAPER=""
     fi
+    [ -z "$PG_SAMPLER" ] || wait "$PG_SAMPLER" || echo "error: PostgreSQL could not be sampled" >&2
     stop_server
     # Streams that fail as the load generator exits are expected, and so is
     # the shutdown of a storm; anything else the server warned about is shown.
