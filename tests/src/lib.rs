@@ -516,7 +516,7 @@ impl TestAgent {
     ) -> Self {
         let cert = pki.agent(node);
         let settings = Settings {
-            server: url.to_owned(),
+            servers: vec![url.to_owned()],
             node: node.to_owned(),
             role,
             labels: [("test".to_owned(), "yes".to_owned())].into(),
