@@ -33,7 +33,7 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         /// Server URL (overrides `server`); repeat it, or separate URLs with commas, for replicas.
-        #[arg(long, value_name = "URL", value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',')]
         server: Vec<String>,
         /// This node's role (overrides `role`).
         #[arg(long)]
