@@ -11,13 +11,6 @@ mod renewal;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use self::actions::update_message;
-use self::leader::{Ended, Target, next_server};
-use crate::actions::{Actions, Record};
-use crate::backoff::Backoff;
-use crate::collect::{Sources, same_outcome};
-use crate::config::ConfigError;
-use crate::renew::{CertFiles, Renewal};
 use prost::Message as _;
 use rollcall_proto::model::{
     ContainersSection, DisksSection, HostFacts, RebootSection, Report, Role, UpdatesSection,
@@ -28,6 +21,14 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+
+use self::actions::update_message;
+use self::leader::{Ended, Target, next_server};
+use crate::actions::{Actions, Record};
+use crate::backoff::Backoff;
+use crate::collect::{Sources, same_outcome};
+use crate::config::ConfigError;
+use crate::renew::{CertFiles, Renewal};
 
 /// Everything a session needs, resolved from the configuration.
 #[derive(Clone, Debug)]
@@ -266,7 +267,7 @@ impl Session {
                         Duration::ZERO
                     };
                     if ended.leader.is_some() {
-                        tracing::info!(server = %self.target.url, error = %e, retry_in_ms = delay.as_millis() as u64, "A follower answered; will go to the leader.");
+                        tracing::info!(server = %self.target.url, error = %e, retry_in_ms = delay.as_millis() as u64, "A follower refused the session.");
                     } else {
                         tracing::warn!(server = %self.target.url, error = %e, retry_in_ms = delay.as_millis() as u64, "Session ended; will reconnect.");
                     }

@@ -5,8 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use super::CliError;
-use super::leader::{LeaderChannel, Tls};
 use clap::Args;
 use rollcall_proto::connect::endpoint;
 use rollcall_proto::expiry;
@@ -17,6 +15,9 @@ use rollcall_proto::v1::admin_service_client::AdminServiceClient;
 use rollcall_proto::v1::campaign_service_client::CampaignServiceClient;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
 use rollcall_proto::v1::revocation_service_client::RevocationServiceClient;
+
+use super::CliError;
+use super::leader::{LeaderChannel, Tls};
 
 #[derive(Args, Clone, Debug)]
 pub struct ConnectArgs {
