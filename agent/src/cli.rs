@@ -32,9 +32,9 @@ pub enum Command {
         /// Configuration file [default: /etc/rollcall/agent.toml if it exists].
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Server URL (overrides `server`).
-        #[arg(long)]
-        server: Option<String>,
+        /// Server URL (overrides `server`); repeat it, or separate URLs with commas, for replicas.
+        #[arg(long, value_delimiter = ',')]
+        server: Vec<String>,
         /// This node's role (overrides `role`).
         #[arg(long)]
         role: Option<Role>,
@@ -134,8 +134,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             key,
         } => {
             let mut cfg = load(config.as_deref())?;
-            if let Some(s) = server {
-                cfg.server = s;
+            if !server.is_empty() {
+                cfg.server = server;
             }
             if role.is_some() {
                 cfg.role = role;
@@ -204,6 +204,30 @@ async fn run_until_signal(cfg: &AgentConfig) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_may_be_repeated_or_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "rollcall-agent",
+            "run",
+            "--server",
+            "https://ctl1:7443,https://ctl2:7443",
+            "--server",
+            "https://ctl3:7443",
+        ])
+        .expect("parses");
+        let Command::Run { server, .. } = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            server,
+            [
+                "https://ctl1:7443",
+                "https://ctl2:7443",
+                "https://ctl3:7443"
+            ]
+        );
+    }
 
     #[test]
     fn configuration_errors_exit_2_and_runtime_failures_1() {

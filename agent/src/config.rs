@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rollcall_proto::model::Role;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// Where `run` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/rollcall/agent.toml";
@@ -14,8 +14,10 @@ pub const DEFAULT_PATH: &str = "/etc/rollcall/agent.toml";
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
-    /// URL of rollcall-server.
-    pub server: String,
+    /// URLs of rollcall-server: one, or each replica's (the agent finds
+    /// the leader among them). TOML takes a string or a list of strings.
+    #[serde(deserialize_with = "one_or_many")]
+    pub server: Vec<String>,
     /// This node's role; campaigns treat each role differently.
     pub role: Option<Role>,
     /// Free-form labels campaigns can select on (e.g. availability zone).
@@ -133,7 +135,7 @@ pub struct HostConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            server: "https://localhost:7443".into(),
+            server: vec!["https://localhost:7443".into()],
             role: None,
             labels: BTreeMap::new(),
             tls: TlsConfig::default(),
@@ -318,9 +320,8 @@ impl AgentConfig {
                     .into(),
             );
         }
-        if self.server.is_empty() {
-            return bad("server is empty: set the rollcall-server URL, e.g. https://rollcall.example.org:7443".into());
-        }
+        rollcall_proto::servers::normalize_list(&self.server)
+            .map_err(|e| ConfigError::Invalid(format!("server: {e}")))?;
         if self.reconnect.initial_backoff_ms == 0 || self.reconnect.max_backoff_secs == 0 {
             return bad(
                 "reconnect.initial_backoff_ms and max_backoff_secs must be at least 1".into(),
@@ -391,6 +392,32 @@ impl AgentConfig {
     }
 }
 
+/// `server = "https://ctl1:7443"` as configs have always written it, or
+/// `server = ["https://ctl1:7443", "https://ctl2:7443"]`.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Urls;
+    impl<'de> serde::de::Visitor<'de> for Urls {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a URL or a list of URLs")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![v.to_owned()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut urls = Vec::new();
+            while let Some(url) = seq.next_element()? {
+                urls.push(url);
+            }
+            Ok(urls)
+        }
+    }
+    d.deserialize_any(Urls)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,7 +427,7 @@ mod tests {
         let text = include_str!("../../packaging/agent.toml");
         let parsed = AgentConfig::parse(text).expect("packaging/agent.toml parses");
         let expected = AgentConfig {
-            server: "https://rollcall.example.org:7443".into(),
+            server: vec!["https://rollcall.example.org:7443".into()],
             role: Some(Role::Compute),
             labels: [("az".to_owned(), "nova".to_owned())].into(),
             actions: ActionsConfig {
@@ -457,6 +484,48 @@ mod tests {
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("actions.state_dir"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn server_is_one_url_or_a_list_and_each_entry_is_checked() {
+        let parse = |text: &str| AgentConfig::parse(&format!("role = \"compute\"\n{text}\n"));
+        let one = parse("server = \"https://ctl1:7443\"").expect("one");
+        assert_eq!(one.server, ["https://ctl1:7443"]);
+        let two = parse("server = [\"https://ctl1:7443\", \"https://ctl2:7443\"]").expect("two");
+        assert_eq!(two.server, ["https://ctl1:7443", "https://ctl2:7443"]);
+        let err = parse("server = 7443").expect_err("a number");
+        assert!(err.contains("a URL or a list of URLs"), "{err}");
+        let err = parse("server = [\"https://ctl1:7443\", 2]").expect_err("a number in the list");
+        assert!(!err.contains('\n') && err.contains("server"), "{err}");
+        for (text, needle) in [
+            ("server = []", "server: no server URL given"),
+            (
+                "server = [\"https://ctl1:7443\", \"http://ctl2:7443\"]",
+                "server: server URL \"http://ctl2:7443\": rollcall-server speaks only https",
+            ),
+            (
+                "server = [\"https://ctl1:7443\", \"https://ctl1:7443\"]",
+                "\"https://ctl1:7443\" is given twice",
+            ),
+            (
+                "server = [\"https://ctl1:7443\", \"\"]",
+                "a server URL is empty",
+            ),
+        ] {
+            let cfg = parse(text).expect(text);
+            let err = cfg.validate().expect_err(text).to_string();
+            assert!(err.contains(needle) && !err.contains('\n'), "{text}: {err}");
+        }
+        let many = (0..17)
+            .map(|i| format!("\"https://ctl{i}:7443\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let err = parse(&format!("server = [{many}]"))
+            .expect("17 parse")
+            .validate()
+            .expect_err("17")
+            .to_string();
+        assert!(err.contains("at most 16"), "{err}");
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub fn start(
         &cfg.actions.state_dir,
         boot.clone(),
     )?;
-    tracing::info!(node = %settings.node, role = %settings.role, server = %settings.server, "rollcall-agent starting.");
+    tracing::info!(node = %settings.node, role = %settings.role, servers = ?settings.servers, "rollcall-agent starting.");
     let sources = Sources::start(cfg, &boot, shutdown);
     let session = Session::new(settings, sources)?.with_actions(
         actions,
@@ -71,10 +71,9 @@ pub fn settings(cfg: &AgentConfig, boot: &BootId) -> Result<Settings, ConfigErro
             who.kind
         )));
     }
-    rollcall_proto::connect::endpoint(&cfg.server, &ca_pem, &cert_pem, &key_pem)
-        .map_err(ConfigError::Invalid)?;
+    // The URLs and the TLS material are checked together by `Session::new`.
     Ok(Settings {
-        server: cfg.server.clone(),
+        servers: cfg.server.clone(),
         node: who.name,
         role: cfg
             .role

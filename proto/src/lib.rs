@@ -6,6 +6,7 @@
 //! - [`pack`]: a compact binary form of report sections, for holding many.
 //! - [`certinfo`]: a client certificate's life: validity, key, when to renew.
 //! - [`connect`]: the client side of mutual TLS.
+//! - [`servers`]: the list of server URLs a client is given, and the leader a follower names.
 //! - [`convert`]: the one place that maps between the two.
 //! - [`admit`]: the limits every message from an agent must keep.
 //! - [`expiry`]: when a certificate expires, and how to say it to people.
@@ -28,6 +29,7 @@ pub mod identity;
 pub mod model;
 pub mod names;
 pub mod pack;
+pub mod servers;
 pub mod text;
 pub mod timestamp;
 

@@ -515,9 +515,23 @@ impl TestAgent {
         make: impl FnOnce(&CancellationToken) -> Sources,
         actions: Option<rollcall_agent::actions::Actions>,
     ) -> Self {
+        Self::start_listed(&[url.to_owned()], pki, node, role, boot_id, make, actions)
+    }
+
+    /// The same, given several servers' URLs (replicas), as
+    /// `server = [...]` in agent.toml.
+    pub fn start_listed(
+        servers: &[String],
+        pki: &Pki,
+        node: &str,
+        role: Role,
+        boot_id: &str,
+        make: impl FnOnce(&CancellationToken) -> Sources,
+        actions: Option<rollcall_agent::actions::Actions>,
+    ) -> Self {
         let cert = pki.agent(node);
         let settings = Settings {
-            server: url.to_owned(),
+            servers: servers.to_vec(),
             node: node.to_owned(),
             role,
             labels: [("test".to_owned(), "yes".to_owned())].into(),

@@ -314,6 +314,98 @@ fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
+/// A request as the leader of `epoch` sends it.
+fn from_leader(mut req: ActionRequest, epoch: u64) -> ActionRequest {
+    req.leader_epoch = epoch;
+    req
+}
+
+#[tokio::test]
+async fn a_request_from_a_deposed_leader_is_rejected_and_runs_nothing() {
+    init();
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, |_| {}).await;
+    let dir = TempDir::new("epochs");
+    let node = Node {
+        work: dir.path().to_owned(),
+        store: dir.path().join("store"),
+    };
+    // A hook that says who asked for it, as a test script records it.
+    let mut defs = definitions(&node.work);
+    defs.hooks.insert(
+        "who".into(),
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "echo \"$ROLLCALL_ACTION_ID $ROLLCALL_LEADER_EPOCH\"".into(),
+        ],
+    );
+    let agent = node.start_defined(&server, &pki, "boot-1", defs);
+    server.wait_online("cmp1").await;
+    let fleet = server.server.as_ref().expect("running").fleet.clone();
+    // This server has no replicas; its fleet sends whatever epoch a
+    // request carries, as a leader of that epoch would.
+    let send = |req: ActionRequest| {
+        let fleet = fleet.clone();
+        async move {
+            fleet
+                .send_action("cmp1", req)
+                .await
+                .expect("fleet")
+                .expect("sent")
+        }
+    };
+    let done = |r: &ActionResult| r.state.is_final();
+
+    send(from_leader(
+        request("e4-who", ActionKind::Hook, "who", &[]),
+        4,
+    ))
+    .await;
+    let who = result(&server, "e4-who", "the epoch 4 hook", done).await;
+    assert_eq!(
+        (who.state, who.output_tail.trim()),
+        (ActionState::Succeeded, "e4-who 4")
+    );
+
+    // The leader of epoch 3 was deposed and does not know it yet.
+    send(from_leader(
+        request("e3-patch", ActionKind::Patch, "", &[]),
+        3,
+    ))
+    .await;
+    let refused = result(&server, "e3-patch", "the epoch 3 answer", done).await;
+    assert_eq!(
+        (refused.state, refused.error.as_str()),
+        (
+            ActionState::Rejected,
+            "sent by a deposed leader (epoch 3; this agent has seen epoch 4)"
+        )
+    );
+
+    // A server without replicas (epoch 0) is heard. Its answer, after the
+    // refusal's, also proves the agent has handled the epoch 3 request.
+    send(from_leader(
+        request("e0-who", ActionKind::Hook, "who", &[]),
+        0,
+    ))
+    .await;
+    let zero = result(&server, "e0-who", "the epoch 0 hook", done).await;
+    assert_eq!(
+        (zero.state, zero.output_tail.trim()),
+        (ActionState::Succeeded, "e0-who 0")
+    );
+    assert!(
+        !node.work.join("patch-runs").exists(),
+        "the deposed leader's patch never ran"
+    );
+    assert_eq!(
+        std::fs::read_to_string(node.store.join("leader-epoch")).expect("epoch file"),
+        "4\n"
+    );
+    agent.stop().await;
+}
+
 #[tokio::test]
 async fn an_agent_restarted_during_its_patch_readopts_it_and_reports_the_real_outcome() {
     init();

@@ -154,6 +154,109 @@ fn a_malformed_agent_config_exits_2_with_one_line() {
     assert_one_line_error(&out, 2, "/nonexistent/ca.crt");
 }
 
+/// A URL where nothing listens: a replica that is down.
+fn dead_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    format!("https://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn with_several_servers_the_cli_and_the_agent_go_on_to_one_that_answers() {
+    init();
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, |_| {}).await;
+    let down = dead_url();
+    // The agent's list starts with a server that is down.
+    let agent = TestAgent::start_listed(
+        &[down.clone(), server.url()],
+        &pki,
+        "cmp1",
+        Role::Compute,
+        "boot-cmp1",
+        |_| {
+            rollcall_agent::collect::Sources::host_only(
+                rollcall_agent::collect::SystemCollector::new(Default::default()),
+            )
+        },
+        None,
+    );
+    server.wait_online("cmp1").await;
+    let op = &server.operator;
+    let cli = |servers: &str, args: &[&str]| {
+        let mut cmd = Command::new(bin("rollcall-server"));
+        cmd.args(args)
+            .env("ROLLCALL_SERVER", servers)
+            .env("ROLLCALL_CA", pki.ca_cert())
+            .env("ROLLCALL_CERT", &op.cert)
+            .env("ROLLCALL_KEY", &op.key);
+        cmd
+    };
+    let blocking = |mut cmd: Command| async move {
+        tokio::task::spawn_blocking(move || run(&mut cmd))
+            .await
+            .expect("join")
+    };
+    // Comma-separated in ROLLCALL_SERVER: the first is down, the second answers.
+    let out = blocking(cli(
+        &format!("{down},{}", server.url()),
+        &["nodes", "list", "--json"],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let nodes: Vec<Node> = serde_json::from_slice(&out.stdout).expect("JSON nodes");
+    assert_eq!(nodes.len(), 1);
+    // --server repeated overrides the variable; none answers: one line
+    // naming each, exit 1.
+    let other = dead_url();
+    let mut cmd = cli(&server.url(), &["nodes", "list"]);
+    cmd.args(["--server", &down, "--server", &other]);
+    let out = blocking(cmd).await;
+    assert_one_line_error(
+        &out,
+        1,
+        &format!("no rollcall-server answered as the leader: {down} cannot be reached ("),
+    );
+    assert!(
+        stderr(&out).contains(&format!(" | {other} cannot be reached (")),
+        "{}",
+        stderr(&out)
+    );
+    // A list that names a server twice is a usage error, before any connection.
+    let out = blocking(cli(
+        &format!("{},{}/", server.url(), server.url()),
+        &["nodes", "list"],
+    ))
+    .await;
+    assert_one_line_error(&out, 2, "is given twice");
+    agent.stop().await;
+}
+
+#[test]
+fn an_agent_refuses_a_server_list_with_a_bad_entry() {
+    let pki = Pki::new();
+    let agent = pki.agent("cmp1");
+    let out = run(Command::new(bin("rollcall-agent"))
+        .args([
+            "run",
+            "--role",
+            "compute",
+            "--server",
+            "https://localhost:1,http://localhost:2",
+        ])
+        .arg("--ca")
+        .arg(pki.ca_cert())
+        .arg("--cert")
+        .arg(&agent.cert)
+        .arg("--key")
+        .arg(&agent.key));
+    assert_one_line_error(
+        &out,
+        2,
+        "server: server URL \"http://localhost:2\": rollcall-server speaks only https",
+    );
+}
+
 #[test]
 fn an_agent_refuses_to_start_with_an_operator_certificate() {
     let pki = Pki::new();

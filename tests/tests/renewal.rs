@@ -76,7 +76,7 @@ async fn an_agent_renews_keeps_reporting_and_reconnects_after_its_first_certific
     let first_info = CertInfo::from_pem(&String::from_utf8_lossy(&first.cert_pem)).expect("info");
 
     let settings = Settings {
-        server: server.url(),
+        servers: vec![server.url()],
         node: "cmp1".into(),
         role: Role::Compute,
         labels: Default::default(),

@@ -18,10 +18,14 @@
 //!   settled from `ID.exit`; without one it failed, its output's tail in
 //!   the result.
 //!
+//! - a request from a deposed leader (an epoch lower than one already seen)
+//!   is refused before anything else is looked at (`epoch.rs`).
+//!
 //! `record.rs` is the on-disk record, `run.rs` starts an action and waits
 //! for its end, `adopt.rs` settles what an earlier agent left running.
 
 mod adopt;
+mod epoch;
 mod record;
 mod run;
 
@@ -31,6 +35,7 @@ use std::path::{Path, PathBuf};
 use rollcall_proto::model::{ActionKind, ActionRequest, ActionState};
 
 use crate::collect::boot_id::BootId;
+pub use epoch::Deposed;
 pub use record::Record;
 pub use run::{Launched, Running};
 
@@ -87,6 +92,9 @@ pub enum Outcome {
     Rejected(Record),
     /// Recorded as running; start it with [`Actions::launch`].
     Start(Record, Vec<String>),
+    /// Sent by a leader that a later one replaced: refused, not recorded
+    /// (the new leader may ask for the same id), not run.
+    Deposed(Deposed),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +116,8 @@ pub struct Actions {
     /// Actions `load` found still running, until the session takes them to
     /// watch.
     adopted: Vec<Running>,
+    /// The highest leader epoch a request carried (0: none yet).
+    leader_epoch: u64,
 }
 
 /// Acknowledged ids remembered (a campaign's worth and more).
@@ -153,6 +163,12 @@ impl Actions {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => VecDeque::new(),
             Err(e) => return Err(err(format!("{ACKNOWLEDGED_FILE}: {e}"))),
         };
+        // Likewise a lost epoch would let a deposed leader in.
+        let leader_epoch = match std::fs::read_to_string(dir.join(epoch::FILE)) {
+            Ok(text) => epoch::parse(&text).map_err(err)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(err(format!("{}: {e}", epoch::FILE))),
+        };
         let mut actions = Self {
             defs,
             dir: dir.to_owned(),
@@ -160,6 +176,7 @@ impl Actions {
             records: BTreeMap::new(),
             acknowledged,
             adopted: Vec::new(),
+            leader_epoch,
         };
         for entry in std::fs::read_dir(dir).map_err(|e| err(e.to_string()))? {
             let path = entry.map_err(|e| err(e.to_string()))?.path();
@@ -234,6 +251,20 @@ impl Actions {
     /// Records a request and says what to do with it. Durable before it
     /// returns: a `Start` is on disk as running.
     pub fn request(&mut self, req: &ActionRequest) -> Result<Outcome, StoreError> {
+        match epoch::fence(self.leader_epoch, req.leader_epoch) {
+            Err(deposed) => return Ok(Outcome::Deposed(deposed)),
+            Ok(Some(higher)) => {
+                // On disk before anything is acted on: after a crash the
+                // agent still knows the deposed leader for what it is.
+                self.write_durably(epoch::FILE, &epoch::to_text(higher))
+                    .map_err(|e| StoreError {
+                        path: self.dir.join(epoch::FILE),
+                        message: e.to_string(),
+                    })?;
+                self.leader_epoch = higher;
+            }
+            Ok(None) => {}
+        }
         let id = req.id.as_str();
         if let Some(known) = self.records.get(id) {
             return Ok(Outcome::Known(known.clone()));
@@ -375,6 +406,12 @@ mod testing {
             timeout_secs: 0,
             leader_epoch: 0,
         }
+    }
+
+    /// The same, sent by the leader of `epoch`.
+    pub fn from_leader(mut req: ActionRequest, epoch: u64) -> ActionRequest {
+        req.leader_epoch = epoch;
+        req
     }
 
     /// Asks for a patch or a reboot.
@@ -555,6 +592,62 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_deposed_leader_is_refused_even_after_a_restart_and_nothing_runs() {
+        let dir = Dir::new("epoch");
+        let counter = dir.0.join("count");
+        let store = dir.0.join("store");
+        let mut actions = Actions::load(defs(&counter), &store, "b").expect("load");
+        let patch = |id: &str, epoch| from_leader(req(id, ActionKind::Patch, "", &[]), epoch);
+        // The leader of epoch 4 asks: it runs, and 4 is on disk first.
+        let Outcome::Start(record, argv) = actions.request(&patch("p4", 4)).expect("request")
+        else {
+            panic!("epoch 4 not started")
+        };
+        assert_eq!(
+            std::fs::read_to_string(store.join("leader-epoch")).expect("epoch file"),
+            "4\n"
+        );
+        let done = run(&mut actions, record, argv, Duration::from_secs(10)).await;
+        actions.finish(done).expect("finish");
+        // The agent restarts; the leader of epoch 3 did not learn it lost.
+        let mut actions = Actions::load(defs(&counter), &store, "b").expect("reload");
+        assert_eq!(
+            actions.request(&patch("p3", 3)).expect("request"),
+            Outcome::Deposed(Deposed { epoch: 3, seen: 4 })
+        );
+        // Nothing of it is kept: the new leader may use the same id.
+        assert!(actions.get("p3").is_none() && !store.join("p3.json").exists());
+        // Even a known id is not answered to a deposed leader.
+        assert!(matches!(
+            actions.request(&patch("p4", 3)).expect("request"),
+            Outcome::Deposed(_)
+        ));
+        // A server without replicas (epoch 0) and the leader of epoch 5 are
+        // heard; 5 is now the highest.
+        assert!(matches!(
+            actions.request(&patch("p0", 0)).expect("request"),
+            Outcome::Start(..)
+        ));
+        assert!(matches!(
+            actions.request(&patch("p5", 5)).expect("request"),
+            Outcome::Start(..)
+        ));
+        assert_eq!(
+            actions.request(&patch("p4b", 4)).expect("request"),
+            Outcome::Deposed(Deposed { epoch: 4, seen: 5 })
+        );
+        assert_eq!(lines(&counter), 1, "only the request of epoch 4 ran");
+        // An epoch file that is not a number stops the agent: it cannot
+        // tell a deposed leader any more.
+        std::fs::write(store.join("leader-epoch"), "five").expect("write");
+        let err = Actions::load(defs(&counter), &store, "b")
+            .err()
+            .expect("garbage epoch refused")
+            .to_string();
+        assert!(err.contains("leader-epoch holds \"five\""), "{err}");
     }
 
     #[tokio::test]

@@ -20,9 +20,13 @@ impl Session {
         tx: &mpsc::Sender<v1::AgentMessage>,
     ) {
         let id = wire.action_id.clone();
+        let leader_epoch = wire.leader_epoch;
+        // Every request, with the epoch of the leader that sent it: after a
+        // failover the log tells who asked for what.
+        tracing::info!(action_id = %rollcall_proto::text::Untrusted(&id), leader_epoch, "Action requested.");
         let boot_id = self.settings.boot_id.clone();
         let refuse = |error: String| {
-            tracing::warn!(action_id = %id, error = %error, "Refused an action request.");
+            tracing::warn!(action_id = %rollcall_proto::text::Untrusted(&id), leader_epoch, error = %error, "Refused an action request.");
             let refused = unrecorded(&id, ActionState::Rejected, error, &boot_id);
             let _ = tx.try_send(update_message(refused));
         };
@@ -37,6 +41,7 @@ impl Session {
             Err(e) => return refuse(format!("cannot record the action: {e}")),
         };
         match outcome {
+            Outcome::Deposed(deposed) => refuse(deposed.to_string()),
             Outcome::Acknowledged => {
                 tracing::warn!(action_id = %id, "Asked again for an action whose result the server acknowledged; not run again.");
                 // Say so: a server that lost the result must not wait forever.
@@ -53,11 +58,18 @@ impl Session {
             }
             Outcome::Start(record, argv) => {
                 tracing::info!(action_id = %record.id(), kind = ?record.kind, name = %record.name, "Running action.");
-                let env = if record.kind == ActionKind::Patch {
-                    actions.definitions().patch_env.clone()
-                } else {
-                    Vec::new()
-                };
+                // Who asked, for the action's own scripts (and tests) to
+                // record; nothing else of the request reaches the process.
+                let mut env = vec![
+                    ("ROLLCALL_ACTION_ID".to_owned(), record.id().to_owned()),
+                    (
+                        "ROLLCALL_LEADER_EPOCH".to_owned(),
+                        req.leader_epoch.to_string(),
+                    ),
+                ];
+                if record.kind == ActionKind::Patch {
+                    env.extend(actions.definitions().patch_env.iter().cloned());
+                }
                 let timeout = match req.timeout_secs {
                     0 => self.action_timeout,
                     n => Duration::from_secs(n.into()),

@@ -1,10 +1,11 @@
 //! The agent's side of the session: connect, Hello, Welcome, then a report
-//! every interval until the stream breaks; then back off and reconnect.
-//! Nothing here panics on a broken stream: every failure ends the session,
-//! and the loop starts another. `actions.rs` serves the server's action
-//! requests.
+//! every interval until the stream breaks; then back off and reconnect,
+//! to the server `leader.rs` chooses among the configured ones. Nothing
+//! here panics on a broken stream: every failure ends the session, and the
+//! loop starts another. `actions.rs` serves the server's action requests.
 
 mod actions;
+pub mod leader;
 mod renewal;
 
 use std::collections::BTreeMap;
@@ -20,9 +21,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
 use self::actions::update_message;
+use self::leader::{Ended, Target, next_server};
 use crate::actions::{Actions, Record};
 use crate::backoff::Backoff;
 use crate::collect::{Sources, same_outcome};
@@ -32,7 +33,9 @@ use crate::renew::{CertFiles, Renewal};
 /// Everything a session needs, resolved from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub server: String,
+    /// The servers' URLs: one, or every replica's (checked and normalized
+    /// by [`Session::new`]).
+    pub servers: Vec<String>,
     /// The name in the agent certificate.
     pub node: String,
     pub role: Role,
@@ -71,6 +74,26 @@ enum SessionError {
     Stream(String),
     #[error("server closed the session")]
     Closed,
+    #[error("this server is a follower; it names the leader {}", rollcall_proto::text::Untrusted(.0))]
+    Follower(String),
+}
+
+impl SessionError {
+    /// A refusal or a broken stream, told apart from a follower's answer,
+    /// which names the leader.
+    fn from_status(s: &tonic::Status, make: fn(String) -> Self) -> Self {
+        match rollcall_proto::servers::leader_hint(s) {
+            Some(leader) => Self::Follower(leader.to_owned()),
+            None => make(format!("{:?}: {}", s.code(), s.message())),
+        }
+    }
+
+    fn leader(&self) -> Option<&str> {
+        match self {
+            Self::Follower(leader) => Some(leader),
+            _ => None,
+        }
+    }
 }
 
 enum End {
@@ -100,7 +123,10 @@ pub struct Stats {
 
 pub struct Session {
     settings: Settings,
-    endpoint: Endpoint,
+    /// The server of the current (or next) session.
+    target: Target,
+    /// The current session got its Welcome.
+    welcomed: bool,
     /// Renews the certificate over the session, if `settings.renew` says where.
     renewal: Option<Renewal>,
     sources: Sources,
@@ -153,22 +179,28 @@ fn differs<T: PartialEq>(sent: &Option<T>, now: &T) -> bool {
 }
 
 impl Session {
-    pub fn new(settings: Settings, sources: Sources) -> Result<Self, ConfigError> {
-        let endpoint = rollcall_proto::connect::endpoint(
-            &settings.server,
-            &settings.ca_pem,
-            &settings.cert_pem,
-            &settings.key_pem,
-        )
-        .map_err(ConfigError::Invalid)?;
+    pub fn new(mut settings: Settings, sources: Sources) -> Result<Self, ConfigError> {
+        // One spelling of each URL: a follower's hint is compared with them.
+        settings.servers = rollcall_proto::servers::normalize_list(&settings.servers)
+            .map_err(|e| ConfigError::Invalid(format!("server: {e}")))?;
+        for url in &settings.servers {
+            rollcall_proto::connect::endpoint(
+                url,
+                &settings.ca_pem,
+                &settings.cert_pem,
+                &settings.key_pem,
+            )
+            .map_err(ConfigError::Invalid)?;
+        }
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let renewal = settings
             .renew
             .clone()
             .map(|files| Renewal::new(files, settings.node.clone()));
         Ok(Self {
+            target: Target::first(&settings.servers),
+            welcomed: false,
             settings,
-            endpoint,
             renewal,
             sources,
             actions: None,
@@ -224,8 +256,25 @@ impl Session {
                 }
                 Err(e) => {
                     self.renewal_session_ended();
-                    let delay = backoff.next_delay();
-                    tracing::warn!(server = %self.settings.server, error = %e, retry_in_ms = delay.as_millis() as u64, "Session ended; will reconnect.");
+                    let ended = Ended {
+                        welcomed: self.welcomed,
+                        leader: e.leader(),
+                    };
+                    let next = next_server(&self.settings.servers, &self.target, ended);
+                    let delay = if next.wait {
+                        backoff.next_delay()
+                    } else {
+                        Duration::ZERO
+                    };
+                    if ended.leader.is_some() {
+                        tracing::info!(server = %self.target.url, error = %e, retry_in_ms = delay.as_millis() as u64, "A follower refused the session.");
+                    } else {
+                        tracing::warn!(server = %self.target.url, error = %e, retry_in_ms = delay.as_millis() as u64, "Session ended; will reconnect.");
+                    }
+                    if next.target.url != self.target.url {
+                        tracing::info!(server = %next.target.url, previous = %self.target.url, off_list = next.target.off_list, "Talking to another rollcall-server from now on.");
+                    }
+                    self.target = next.target;
                     tokio::select! {
                         _ = shutdown.cancelled() => return self.stats,
                         _ = tokio::time::sleep(delay) => {}
@@ -358,6 +407,7 @@ impl Session {
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<End, SessionError> {
+        self.welcomed = false;
         let endpoint = self.connector()?;
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(End::Shutdown),
@@ -371,12 +421,12 @@ impl Session {
         let response = client
             .session(ReceiverStream::new(rx))
             .await
-            .map_err(|s| SessionError::Refused(format!("{:?}: {}", s.code(), s.message())))?;
+            .map_err(|s| SessionError::from_status(&s, SessionError::Refused))?;
         let mut inbound = response.into_inner();
         let first = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message())
             .await
             .map_err(|_| SessionError::NoWelcome(WELCOME_TIMEOUT))?
-            .map_err(|s| SessionError::Refused(format!("{:?}: {}", s.code(), s.message())))?;
+            .map_err(|s| SessionError::from_status(&s, SessionError::Refused))?;
         let Some(v1::ServerMessage {
             msg: Some(server_message::Msg::Welcome(welcome)),
         }) = first
@@ -385,13 +435,14 @@ impl Session {
                 "server did not answer Hello with Welcome".into(),
             ));
         };
+        self.welcomed = true;
         let mut interval = self.interval_from(&welcome);
         // The backoff starts over only once the session has proved itself
         // for an interval: a failure right after Welcome (a report the
         // server refuses, say) must not turn into a reconnect storm.
         let proven_at = tokio::time::Instant::now() + interval;
         let mut proven = false;
-        tracing::info!(server = %self.settings.server, node = %welcome.node, interval_secs = interval.as_secs(), "Connected.");
+        tracing::info!(server = %self.target.url, node = %welcome.node, interval_secs = interval.as_secs(), "Connected.");
 
         // Results the server has not acknowledged go again.
         for record in self
@@ -443,7 +494,7 @@ impl Session {
                         }
                     }
                     Ok(None) => return Err(SessionError::Closed),
-                    Err(s) => return Err(SessionError::Stream(format!("{:?}: {}", s.code(), s.message()))),
+                    Err(s) => return Err(SessionError::from_status(&s, SessionError::Stream)),
                 },
             }
         }

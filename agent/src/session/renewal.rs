@@ -12,12 +12,19 @@ use super::{Session, SessionError};
 use crate::renew::CertFiles;
 
 impl Session {
-    /// The endpoint of the next connection: from the certificate and key
-    /// files as they are now when the agent renews, else from the PEM it
-    /// was given.
+    /// The endpoint of the next connection, to the current target: with
+    /// the certificate and key files as they are now when the agent
+    /// renews, else with the PEM it was given. Every server, listed or
+    /// named by a follower, gets the same CA and the same certificate.
     pub(super) fn connector(&mut self) -> Result<Endpoint, SessionError> {
         let Some(renewal) = &mut self.renewal else {
-            return Ok(self.endpoint.clone());
+            return rollcall_proto::connect::endpoint(
+                &self.target.url,
+                &self.settings.ca_pem,
+                &self.settings.cert_pem,
+                &self.settings.key_pem,
+            )
+            .map_err(SessionError::Connect);
         };
         let files = renewal.files().clone();
         let (cert_pem, key_pem) = files
@@ -37,7 +44,7 @@ impl Session {
         }
         renewal.connected_with(info);
         rollcall_proto::connect::endpoint(
-            &self.settings.server,
+            &self.target.url,
             &self.settings.ca_pem,
             &cert_pem,
             &key_pem,

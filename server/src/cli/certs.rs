@@ -121,9 +121,9 @@ pub enum CertsCommand {
         pki: Option<PathBuf>,
         #[command(flatten)]
         data: DataArgs,
-        /// A running server to revoke through [default: offline].
-        #[arg(long, env = "ROLLCALL_SERVER")]
-        server: Option<String>,
+        /// A running server to revoke through (replicas: each one's, comma-separated or repeated) [default: offline].
+        #[arg(long, env = "ROLLCALL_SERVER", value_delimiter = ',')]
+        server: Vec<String>,
         /// CA certificate that signed the server's certificate.
         #[arg(long, env = "ROLLCALL_CA")]
         ca: Option<PathBuf>,
@@ -192,17 +192,16 @@ pub async fn run(cmd: CertsCommand) -> Result<(), CliError> {
                     reason.len()
                 )));
             }
-            let revoked = match server {
-                Some(server) => {
-                    let connect = ConnectArgs {
-                        server,
-                        ca,
-                        cert,
-                        key,
-                    };
-                    revoke_online(&connect, target, reason).await?
-                }
-                None => revoke_offline(target, reason, pki, &data)?,
+            let revoked = if server.is_empty() {
+                revoke_offline(target, reason, pki, &data)?
+            } else {
+                let connect = ConnectArgs {
+                    server,
+                    ca,
+                    cert,
+                    key,
+                };
+                revoke_online(&connect, target, reason).await?
             };
             print_revoked(&revoked, json);
             Ok(())

@@ -1,5 +1,6 @@
 //! The operator's gRPC connection: `--server URL --ca F --cert F --key F`
-//! or the ROLLCALL_* environment variables.
+//! or the ROLLCALL_* environment variables. Several URLs (replicas): the
+//! calls go to the leader among them ([`super::leader`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -7,25 +8,27 @@ use std::sync::Once;
 use clap::Args;
 use rollcall_proto::connect::endpoint;
 use rollcall_proto::expiry;
+use rollcall_proto::servers::normalize_list;
 use rollcall_proto::text::for_terminal;
 use rollcall_proto::timestamp::Timestamp;
 use rollcall_proto::v1::admin_service_client::AdminServiceClient;
 use rollcall_proto::v1::campaign_service_client::CampaignServiceClient;
 use rollcall_proto::v1::operator_service_client::OperatorServiceClient;
 use rollcall_proto::v1::revocation_service_client::RevocationServiceClient;
-use tonic::transport::Channel;
 
 use super::CliError;
+use super::leader::{LeaderChannel, Tls};
 
 #[derive(Args, Clone, Debug)]
 pub struct ConnectArgs {
-    /// Server URL.
+    /// Server URL; for replicas, each one's (comma-separated, or --server repeated): calls go to the leader.
     #[arg(
         long,
         env = "ROLLCALL_SERVER",
-        default_value = "https://localhost:7443"
+        default_value = "https://localhost:7443",
+        value_delimiter = ','
     )]
-    pub server: String,
+    pub server: Vec<String>,
     /// CA certificate that signed the server's certificate.
     #[arg(long, env = "ROLLCALL_CA")]
     pub ca: Option<PathBuf>,
@@ -43,23 +46,24 @@ fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, CliError> {
 }
 
 impl ConnectArgs {
-    pub async fn operator(&self) -> Result<OperatorServiceClient<Channel>, CliError> {
+    pub async fn operator(&self) -> Result<OperatorServiceClient<LeaderChannel>, CliError> {
         Ok(OperatorServiceClient::new(self.channel().await?))
     }
 
-    pub async fn campaigns(&self) -> Result<CampaignServiceClient<Channel>, CliError> {
+    pub async fn campaigns(&self) -> Result<CampaignServiceClient<LeaderChannel>, CliError> {
         Ok(CampaignServiceClient::new(self.channel().await?))
     }
 
-    pub async fn revocations(&self) -> Result<RevocationServiceClient<Channel>, CliError> {
+    pub async fn revocations(&self) -> Result<RevocationServiceClient<LeaderChannel>, CliError> {
         Ok(RevocationServiceClient::new(self.channel().await?))
     }
 
-    pub async fn admin(&self) -> Result<AdminServiceClient<Channel>, CliError> {
+    pub async fn admin(&self) -> Result<AdminServiceClient<LeaderChannel>, CliError> {
         Ok(AdminServiceClient::new(self.channel().await?))
     }
 
-    async fn channel(&self) -> Result<Channel, CliError> {
+    async fn channel(&self) -> Result<LeaderChannel, CliError> {
+        let servers = normalize_list(&self.server).map_err(CliError::Usage)?;
         let missing = |flag: &str, env: &str| {
             CliError::Usage(format!("no {flag} given: pass {flag} or set {env}"))
         };
@@ -79,21 +83,18 @@ impl ConnectArgs {
             .map_err(|e| CliError::Usage(e.to_string()))?;
         let cert_pem = read(cert, "certificate")?;
         warn_if_expiring(cert, &cert_pem, Timestamp::now());
-        let endpoint = endpoint(
-            &self.server,
-            &read(ca, "CA certificate")?,
-            &cert_pem,
-            &read(key, "key")?,
-        )
-        .map_err(CliError::Usage)?;
-        let channel = endpoint.connect().await.map_err(|e| {
-            CliError::Runtime(format!(
-                "cannot connect to {}: {}",
-                self.server,
-                rollcall_proto::connect::error_chain(&e)
-            ))
-        })?;
-        Ok(channel)
+        let tls = Tls {
+            ca: read(ca, "CA certificate")?,
+            cert: cert_pem,
+            key: read(key, "key")?,
+        };
+        // Bad TLS material is a usage error before any connection.
+        for url in &servers {
+            endpoint(url, &tls.ca, &tls.cert, &tls.key).map_err(CliError::Usage)?;
+        }
+        LeaderChannel::connect(servers, tls)
+            .await
+            .map_err(CliError::Runtime)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod campaign;
 pub mod certs;
 pub mod client;
 pub mod fleet;
+pub mod leader;
 pub mod nodes;
 pub mod render;
 pub mod store;
@@ -119,6 +120,12 @@ impl std::fmt::Display for CliError {
 
 /// A failed call, in one line: "permission denied: ..." rather than a dump.
 pub fn status_error(s: tonic::Status) -> CliError {
+    // Not the server's answer but the CLI's, about every server it tried.
+    if let Some(no_leader) =
+        std::error::Error::source(&s).and_then(|e| e.downcast_ref::<leader::NoLeader>())
+    {
+        return CliError::Runtime(no_leader.to_string());
+    }
     let code = format!("{:?}", s.code());
     let mut words = String::new();
     for (i, c) in code.chars().enumerate() {

@@ -18,8 +18,9 @@ use tonic::transport::Server;
 use crate::config::ServerConfig;
 use crate::grpc::tls;
 
-/// The metadata key that carries the leader's URL.
-pub const LEADER_KEY: &str = "rollcall-leader";
+/// The metadata key that carries the leader's URL (one spelling, shared
+/// with the clients that read it).
+pub use rollcall_proto::servers::LEADER_METADATA as LEADER_KEY;
 
 /// What a follower answers to a rollcall.v1 call while `leader` (a URL,
 /// empty while none leads) is the leader.
