@@ -160,6 +160,15 @@ pub async fn start_with(
     let fence = leadership
         .as_ref()
         .map_or_else(Fence::unfenced, |l| l.fence.clone());
+    let shutdown = CancellationToken::new();
+    // Renewed from the moment it was won: loading a large fleet from
+    // PostgreSQL can take longer than the lease.
+    let keeper = leadership.as_ref().map(|won| {
+        let (lease, fence, shutdown) = (won.lease.clone(), won.fence.clone(), shutdown.clone());
+        tokio::spawn(async move { lease.keep(fence, shutdown).await })
+    });
+    // A start that fails from here on stops the renewal with it.
+    let started = shutdown.clone().drop_guard();
     // Loaded before the first connection is accepted: a revoked
     // certificate is never let in by a server that just started.
     let revocations = revoke::Revocations::default();
@@ -200,7 +209,6 @@ pub async fn start_with(
     };
     let events = Arc::new(metrics::Events::new());
 
-    let shutdown = CancellationToken::new();
     let mut parts = Parts::default();
     let flush = Duration::from_millis(config.store.flush_interval_ms);
     let timed = Some(events.clone());
@@ -208,12 +216,12 @@ pub async fn start_with(
         Some(switch) => Writer::spawn_with_metrics(store::Faulty::new(store, switch), flush, timed),
         None => Writer::spawn_with_metrics(store, flush, timed),
     };
-    if let Some(won) = &leadership {
-        let (lease, fence, shutdown) = (won.lease.clone(), won.fence.clone(), shutdown.clone());
+    if let Some(keeper) = keeper {
         parts.watch(Part::Lease, async move {
-            match lease.keep(fence, shutdown).await {
-                Ok(()) => Ended::Returned,
-                Err(reason) => Ended::Failed(reason),
+            match keeper.await {
+                Ok(Ok(())) => Ended::Returned,
+                Ok(Err(reason)) => Ended::Failed(reason),
+                Err(e) => Ended::of_join(Err(e)),
             }
         });
     }
@@ -293,6 +301,7 @@ pub async fn start_with(
             Err(e) => Ended::of_join(Err(e)),
         }
     });
+    started.disarm();
     tracing::info!(%addr, "rollcall-server listening.");
     if let Some(addr) = metrics_addr {
         tracing::info!(%addr, tls = config.metrics.tls, "Serving /metrics.");

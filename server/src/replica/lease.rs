@@ -87,13 +87,21 @@ impl Lease {
     }
 
     /// Takes the lease if it is free or has ended; otherwise says who holds it.
+    ///
+    /// The row is locked `FOR UPDATE` first, which waits for every write
+    /// under way (each holds it `FOR KEY SHARE`): a leader's write either
+    /// commits before the takeover, and the new leader loads it, or sees the
+    /// takeover and fails. Renewals (which change no key) never wait.
     pub async fn try_acquire(
         &self,
-        client: &tokio_postgres::Client,
+        client: &mut tokio_postgres::Client,
     ) -> Result<Attempt, StoreError> {
         let sent = Instant::now();
+        let tx = self.timed(client.transaction()).await?;
+        self.timed(tx.query_opt("SELECT 1 FROM leader WHERE id = 1 FOR UPDATE", &[]))
+            .await?;
         let won = self
-            .timed(client.query_opt(
+            .timed(tx.query_opt(
                 "INSERT INTO leader (id, holder, address, epoch, expires_at)
                  VALUES (1, $1, $2, 1, now() + $3 * interval '1 millisecond')
                  ON CONFLICT (id) DO UPDATE SET holder = excluded.holder,
@@ -104,6 +112,14 @@ impl Lease {
                 &[&self.holder, &self.address, &self.lease_ms()],
             ))
             .await?;
+        let held = match won {
+            Some(_) => None,
+            None => {
+                self.timed(tx.query_opt("SELECT address FROM leader WHERE id = 1", &[]))
+                    .await?
+            }
+        };
+        self.timed(tx.commit()).await?;
         if let Some(row) = won {
             let epoch: i64 = row.get(0);
             return Ok(Attempt::Won(Fence::leading(
@@ -113,11 +129,8 @@ impl Lease {
                 self.lease,
             )));
         }
-        let row = self
-            .timed(client.query_opt("SELECT address FROM leader WHERE id = 1", &[]))
-            .await?;
         Ok(Attempt::Held {
-            address: row.map(|r| r.get(0)).unwrap_or_default(),
+            address: held.map(|r| r.get(0)).unwrap_or_default(),
         })
     }
 

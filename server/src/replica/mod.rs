@@ -90,7 +90,7 @@ async fn attempt_or_leader(
     lease: &Lease,
     client: &mut Option<tokio_postgres::Client>,
 ) -> (Option<Fence>, Option<String>) {
-    let c = match client.take().filter(|c| !c.is_closed()) {
+    let mut c = match client.take().filter(|c| !c.is_closed()) {
         Some(c) => c,
         None => match lease.connect("rollcall-replica").await {
             Ok(c) => c,
@@ -100,7 +100,7 @@ async fn attempt_or_leader(
             }
         },
     };
-    let found = lease.try_acquire(&c).await;
+    let found = lease.try_acquire(&mut c).await;
     *client = Some(c);
     match found {
         Ok(Attempt::Won(fence)) => (Some(fence), None),
@@ -167,11 +167,16 @@ pub async fn follow(
     };
     stop.cancel();
     // The leader binds the same address: the follower's listener must be
-    // closed first.
-    match face.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "The follower's gRPC server ended with an error."),
-        Err(e) => tracing::warn!(error = %e, "The follower's gRPC server task failed."),
+    // closed first. A client that keeps its connection open past the
+    // GOAWAY does not hold the leader back (the lease runs meanwhile).
+    let abort = face.abort_handle();
+    match tokio::time::timeout(Duration::from_secs(2), face).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "The follower's gRPC server ended with an error.")
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "The follower's gRPC server task failed."),
+        Err(_) => abort.abort(),
     }
     Ok(won.map(|fence| {
         tracing::info!(

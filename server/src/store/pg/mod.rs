@@ -3,10 +3,11 @@
 //!
 //! The same tables, the same writes and the same durability as SQLite: a
 //! write returns `Ok` once PostgreSQL committed it. Every write the leader
-//! makes first locks the lease row `FOR SHARE` and checks that it still
-//! holds it, with its epoch, and that the lease has not ended by
+//! makes first locks the lease row `FOR KEY SHARE` and checks that it
+//! still holds it, with its epoch, and that the lease has not ended by
 //! PostgreSQL's clock: a deposed leader's write fails instead of landing,
-//! and a follower cannot take the lease while such a write is under way.
+//! and a takeover (which locks the row `FOR UPDATE`) waits for a write
+//! under way, while a renewal (which changes no key) does not.
 
 mod load;
 mod schema;
@@ -218,7 +219,7 @@ impl PgStore {
         Ok(())
     }
 
-    /// A transaction that holds the lease row (shared) after checking that
+    /// A transaction that holds the lease row (key share) after checking that
     /// this replica still leads with its epoch; every write runs in one.
     fn fenced(&mut self) -> Result<postgres::Transaction<'_>, StoreError> {
         self.ready()?;
@@ -235,7 +236,7 @@ impl PgStore {
             let held = tx
                 .query_opt(
                     "SELECT 1 FROM leader WHERE id = 1 AND holder = $1 AND epoch = $2
-                     AND expires_at > now() FOR SHARE",
+                     AND expires_at > now() FOR KEY SHARE",
                     &[&holder, &epoch],
                 )
                 .map_err(err)?;
@@ -344,78 +345,19 @@ impl super::Backend for PgStore {
         &mut self,
         batch: &mut dyn Iterator<Item = &NodeWrite>,
     ) -> Result<usize, StoreError> {
-        // One statement per table for the whole batch (arrays unnested):
-        // 10,000 nodes are a handful of round trips, not 30,000.
-        let mut names = Vec::new();
-        let mut roles = Vec::new();
-        let mut online = Vec::new();
-        let mut seen = Vec::new();
-        let mut records = Vec::new();
-        let (mut put_node, mut put_section, mut put_data) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut drop_node, mut drop_section) = (Vec::new(), Vec::new());
-        for item in batch {
-            let record = match encode(|| format!("node {}", item.node.name), &item.node) {
-                Ok(json) => json,
-                Err(e) => {
-                    tracing::error!(node = %item.node.name, error = %e, "A node record cannot be written.");
-                    continue;
-                }
-            };
-            let name = text(&item.node.name).into_owned();
-            for section in &item.sections {
-                match section.json(&item.node.name) {
-                    Ok(Some(json)) => {
-                        put_node.push(name.clone());
-                        put_section.push(section.name());
-                        put_data.push(json);
-                    }
-                    Ok(None) => {
-                        drop_node.push(name.clone());
-                        drop_section.push(section.name());
-                    }
-                    Err(e) => {
-                        tracing::error!(node = %item.node.name, section = section.name(), error = %e, "A report section cannot be written.");
-                    }
-                }
-            }
-            names.push(name);
-            roles.push(item.node.role.as_str());
-            online.push(item.node.online);
-            seen.push(item.node.last_seen.unix_millis());
-            records.push(record);
-        }
-        let n = names.len();
         let target = self.target.clone();
-        let err = |e| pg_error(&target, e);
         let mut tx = self.fenced()?;
-        if n > 0 {
-            tx.execute(
-                "INSERT INTO nodes (name, role, online, last_seen_ms, node)
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::int8[], $5::text[])
-                 ON CONFLICT (name) DO UPDATE SET role = excluded.role, online = excluded.online,
-                   last_seen_ms = excluded.last_seen_ms, node = excluded.node",
-                &[&names, &roles, &online, &seen, &records],
-            )
-            .map_err(err)?;
+        let mut n = 0;
+        let mut chunk: Vec<&NodeWrite> = Vec::with_capacity(NODE_CHUNK);
+        loop {
+            chunk.clear();
+            chunk.extend((&mut *batch).take(NODE_CHUNK));
+            if chunk.is_empty() {
+                break;
+            }
+            n += write_node_chunk(&mut tx, &target, &chunk)?;
         }
-        if !put_node.is_empty() {
-            tx.execute(
-                "INSERT INTO node_sections (node, section, data)
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
-                 ON CONFLICT (node, section) DO UPDATE SET data = excluded.data",
-                &[&put_node, &put_section, &put_data],
-            )
-            .map_err(err)?;
-        }
-        if !drop_node.is_empty() {
-            tx.execute(
-                "DELETE FROM node_sections WHERE (node, section) IN
-                 (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-                &[&drop_node, &drop_section],
-            )
-            .map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
+        tx.commit().map_err(|e| pg_error(&target, e))?;
         Ok(n)
     }
 
@@ -584,6 +526,89 @@ impl super::Backend for PgStore {
     fn describe(&self) -> String {
         self.target.shown().to_owned()
     }
+}
+
+/// Nodes per statement: a few dozen round trips for 10,000 nodes, and a
+/// statement's JSON (a kolla node's sections are about 40 KB) and
+/// PostgreSQL's encoding of it stay near 10 MB, never the whole fleet's.
+const NODE_CHUNK: usize = 256;
+
+/// One statement per table for `chunk` (arrays unnested). Returns how many
+/// nodes it wrote.
+fn write_node_chunk(
+    tx: &mut postgres::Transaction<'_>,
+    target: &Target,
+    chunk: &[&NodeWrite],
+) -> Result<usize, StoreError> {
+    let err = |e| pg_error(target, e);
+    let mut names = Vec::new();
+    let mut roles = Vec::new();
+    let mut online = Vec::new();
+    let mut seen = Vec::new();
+    let mut records = Vec::new();
+    let (mut put_node, mut put_section, mut put_data) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut drop_node, mut drop_section) = (Vec::new(), Vec::new());
+    for item in chunk {
+        let record = match encode(|| format!("node {}", item.node.name), &item.node) {
+            Ok(json) => json,
+            Err(e) => {
+                // Keep what is stored rather than write what cannot be
+                // read back; the node's next change tries again.
+                tracing::error!(node = %item.node.name, error = %e, "A node record cannot be written.");
+                continue;
+            }
+        };
+        let name = text(&item.node.name).into_owned();
+        for section in &item.sections {
+            match section.json(&item.node.name) {
+                Ok(Some(json)) => {
+                    put_node.push(name.clone());
+                    put_section.push(section.name());
+                    put_data.push(json);
+                }
+                Ok(None) => {
+                    drop_node.push(name.clone());
+                    drop_section.push(section.name());
+                }
+                Err(e) => {
+                    tracing::error!(node = %item.node.name, section = section.name(), error = %e, "A report section cannot be written.");
+                }
+            }
+        }
+        names.push(name);
+        roles.push(item.node.role.as_str());
+        online.push(item.node.online);
+        seen.push(item.node.last_seen.unix_millis());
+        records.push(record);
+    }
+    if !names.is_empty() {
+        tx.execute(
+            "INSERT INTO nodes (name, role, online, last_seen_ms, node)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::int8[], $5::text[])
+             ON CONFLICT (name) DO UPDATE SET role = excluded.role, online = excluded.online,
+               last_seen_ms = excluded.last_seen_ms, node = excluded.node",
+            &[&names, &roles, &online, &seen, &records],
+        )
+        .map_err(err)?;
+    }
+    if !put_node.is_empty() {
+        tx.execute(
+            "INSERT INTO node_sections (node, section, data)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
+             ON CONFLICT (node, section) DO UPDATE SET data = excluded.data",
+            &[&put_node, &put_section, &put_data],
+        )
+        .map_err(err)?;
+    }
+    if !drop_node.is_empty() {
+        tx.execute(
+            "DELETE FROM node_sections WHERE (node, section) IN
+             (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            &[&drop_node, &drop_section],
+        )
+        .map_err(err)?;
+    }
+    Ok(names.len())
 }
 
 const REVOCATION: &str = "seq, serial, identity, reason, at_ms, revoked_by";
