@@ -20,7 +20,7 @@ use super::{CliError, status_error};
 use crate::config::{self, ServerConfig};
 use crate::pki;
 use crate::revoke::{self, MAX_REASON_BYTES, Revocation, Serial};
-use crate::store::Store;
+use crate::store::{Backend, Store, pg};
 
 #[derive(Args, Debug)]
 pub struct CertsArgs {
@@ -174,7 +174,7 @@ pub async fn run(cmd: CertsCommand) -> Result<(), CliError> {
             force,
             days,
             data,
-        } => issue(&dir, agent, operator, role, force, days, &data),
+        } => offline(|| issue(&dir, agent, operator, role, force, days, &data)),
         CertsCommand::Revoke {
             target,
             reason,
@@ -193,7 +193,7 @@ pub async fn run(cmd: CertsCommand) -> Result<(), CliError> {
                 )));
             }
             let revoked = if server.is_empty() {
-                revoke_offline(target, reason, pki, &data)?
+                offline(|| revoke_offline(target, reason, pki, &data))?
             } else {
                 let connect = ConnectArgs {
                     server,
@@ -210,8 +210,14 @@ pub async fn run(cmd: CertsCommand) -> Result<(), CliError> {
             pki: dir,
             data,
             out,
-        } => crl(&dir, &data, &out),
+        } => offline(|| crl(&dir, &data, &out)),
     }
+}
+
+/// Runs an offline command, which may block on the store (PostgreSQL's
+/// client waits on a runtime of its own), off the async runtime's hands.
+fn offline<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 fn issue(
@@ -240,7 +246,7 @@ fn issue(
         let old = revoke::serial_in_pki(dir, &who);
         match open_store(data) {
             Ok((mut store, _)) => {
-                let known = signed_serials(&store, &who)?;
+                let known = signed_serials(store.as_mut(), &who)?;
                 for serial in revoke::serials_of(&who, Some(dir), known) {
                     store
                         .revoke(&Revocation {
@@ -274,7 +280,7 @@ fn issue(
 
 /// The serials of every certificate the server signed for `who`'s name
 /// (under each role, for an operator).
-fn signed_serials(store: &Store, who: &Identity) -> Result<Vec<Serial>, CliError> {
+fn signed_serials(store: &mut dyn Backend, who: &Identity) -> Result<Vec<Serial>, CliError> {
     let mut serials = Vec::new();
     for uri in revoke::uris_of(who) {
         serials.extend(store.serials_signed_for(&uri).map_err(|e| {
@@ -306,14 +312,23 @@ impl DataArgs {
     }
 }
 
-/// The server's store, opened from another process (SQLite orders the
-/// writes), and its configuration. The data directory must exist: a typo
-/// must not start a new, empty fleet somewhere else.
-fn open_store(data: &DataArgs) -> Result<(Store, ServerConfig), String> {
+/// The server's store, opened from another process, and its
+/// configuration: SQLite in `data_dir` (SQLite orders the writes), or the
+/// replicas' PostgreSQL with `[store] url` (revocations are only ever
+/// added, first one standing, so the writes need no lease; the leader
+/// polls for them). The data directory must exist: a typo must not start
+/// a new, empty fleet somewhere else.
+fn open_store(data: &DataArgs) -> Result<(Box<dyn Backend>, ServerConfig), String> {
     let cfg = data
         .resolve()
         .map_err(|e| e.to_string())?
         .ok_or("say where the server keeps its data: pass --data-dir DIR or --config FILE")?;
+    if cfg.store.url.is_some() {
+        let target = pg::Target::new(&cfg.store).map_err(|e| e.to_string())?;
+        let store = pg::PgStore::open(&target, crate::replica::Fence::unfenced())
+            .map_err(|e| e.to_string())?;
+        return Ok((Box::new(store), cfg));
+    }
     if !cfg.data_dir.is_dir() {
         return Err(format!(
             "data directory {} does not exist; pass the server's --data-dir",
@@ -321,7 +336,7 @@ fn open_store(data: &DataArgs) -> Result<(Store, ServerConfig), String> {
         ));
     }
     let store = Store::open(&cfg.data_dir).map_err(|e| e.to_string())?;
-    Ok((store, cfg))
+    Ok((Box::new(store), cfg))
 }
 
 pub(super) async fn revoke_online(
@@ -405,7 +420,7 @@ fn revoke_offline(
                     .and_then(Path::parent)
                     .map(Path::to_owned)
             });
-            let signed = signed_serials(&store, &who)?;
+            let signed = signed_serials(store.as_mut(), &who)?;
             let serials = revoke::serials_of(&who, pki.as_deref(), signed);
             if serials.is_empty() {
                 return Err(CliError::Runtime(format!(
@@ -464,7 +479,7 @@ pub(super) fn print_revoked(revoked: &[Revocation], json: bool) {
 }
 
 fn crl(dir: &Path, data: &DataArgs, out: &Path) -> Result<(), CliError> {
-    let (store, _) = open_store(data).map_err(CliError::Usage)?;
+    let (mut store, _) = open_store(data).map_err(CliError::Usage)?;
     let revoked: Vec<Revocation> = store
         .revocations_since(0)
         .map_err(|e| CliError::Runtime(e.to_string()))?
