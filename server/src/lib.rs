@@ -203,7 +203,22 @@ pub async fn start_with(
     let metrics_server = if config.metrics.enabled {
         let (cert, key) = (config.tls.cert.as_deref(), config.tls.key.as_deref());
         let (cert, key) = (cert.expect("validated"), key.expect("validated"));
-        Some(metrics::MetricsServer::bind(&config.metrics, cert, key).await?)
+        // A follower that just became the leader may still be closing its
+        // own metrics listener on this address.
+        let mut tries = 0;
+        loop {
+            match metrics::MetricsServer::bind(&config.metrics, cert, key).await {
+                Err(metrics::MetricsError::Listen { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse
+                        && leadership.is_some()
+                        && tries < 50 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                bound => break Some(bound?),
+            }
+        }
     } else {
         None
     };

@@ -173,6 +173,15 @@ fn server(e: &mut DescriptorEncoder<'_>, scrape: &Scrape) -> Result<(), std::fmt
         Some(&Unit::Seconds),
         scrape.commit_running.map_or(0.0, secs),
     )?;
+    // Whoever serves this scrape leads (or is the one server on SQLite);
+    // a follower serves only this gauge, at 0 (`serve::FOLLOWER_SCRAPE`).
+    gauge(
+        e,
+        "replica_leading",
+        "Whether this replica leads (1) or follows (0); only the leader exports the other rollcall_ series.",
+        None,
+        1i64,
+    )?;
     gauge::<i64>(
         e,
         "per_node_series",

@@ -387,6 +387,7 @@ pub const FAMILIES: &[FamilyDoc] = &[
     family("rollcall_watchers", Kind::Gauge, &["kind"]),
     family("rollcall_store_healthy", Kind::Gauge, &[]),
     family("rollcall_store_commit_running_seconds", Kind::Gauge, &[]),
+    family("rollcall_replica_leading", Kind::Gauge, &[]),
     family("rollcall_scrape_part_ok", Kind::Gauge, &["part"]),
     family("rollcall_per_node_series", Kind::Gauge, &[]),
     // The fleet.

@@ -192,6 +192,82 @@ impl MetricsServer {
     }
 }
 
+/// A follower's whole scrape: it holds no fleet, and says only that it
+/// follows, so that Prometheus sees it up (the leader exports the rest).
+pub const FOLLOWER_SCRAPE: &str = "# HELP rollcall_replica_leading Whether this replica leads (1) or follows (0); only the leader exports the other rollcall_ series.\n# TYPE rollcall_replica_leading gauge\nrollcall_replica_leading 0\n";
+
+impl MetricsServer {
+    /// Serves [`FOLLOWER_SCRAPE`] until `shutdown`, on the same listener and
+    /// TLS as a leader's, one request per connection under the same
+    /// deadline and connection cap.
+    pub async fn serve_follower(self, shutdown: CancellationToken) {
+        let MetricsServer { listener, tls, .. } = self;
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let tracker = TaskTracker::new();
+        loop {
+            let (tcp, _) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue;
+            };
+            let (tls, shutdown) = (tls.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                let _ = tokio::time::timeout(CONNECTION_DEADLINE, async {
+                    match tls {
+                        None => follower_http(TokioIo::new(tcp), &shutdown).await,
+                        Some(tls) => match tls.accept(tcp).await {
+                            Ok(stream) => follower_http(TokioIo::new(stream), &shutdown).await,
+                            Err(_) => Ok(()),
+                        },
+                    }
+                })
+                .await;
+                drop(slot);
+            });
+        }
+        drop(listener);
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+async fn follower_http<I>(io: I, shutdown: &CancellationToken) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        Ok::<_, Infallible>(if req.uri().path() != "/metrics" {
+            plain(StatusCode::NOT_FOUND, "Not found: rollcall serves /metrics only.\n")
+        } else {
+            let mut r = plain(StatusCode::OK, FOLLOWER_SCRAPE);
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_0_0_4));
+            r
+        })
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false);
+    let mut conn = std::pin::pin!(builder.serve_connection(io, service));
+    tokio::select! {
+        done = conn.as_mut() => done,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
 /// Rate-limited warnings of the accept loop.
 struct Warnings {
     connection_limit: SharedThrottle,

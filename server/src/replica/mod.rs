@@ -138,6 +138,19 @@ pub async fn follow(
     })?;
     let (leader_tx, leader_rx) = watch::channel(String::new());
     let stop = shutdown.child_token();
+    // Prometheus scrapes every replica: a follower answers that it follows.
+    let metrics = if config.metrics.enabled {
+        let (cert, key) = (config.tls.cert.as_deref(), config.tls.key.as_deref());
+        let server = crate::metrics::MetricsServer::bind(
+            &config.metrics,
+            cert.expect("validated"),
+            key.expect("validated"),
+        )
+        .await?;
+        Some(tokio::spawn(server.serve_follower(stop.clone())))
+    } else {
+        None
+    };
     let face = tokio::spawn({
         let (config, stop) = (config.clone(), stop.clone());
         async move { follower::serve(listener, tls, &config, leader_rx, stop).await }
@@ -177,6 +190,12 @@ pub async fn follow(
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "The follower's gRPC server task failed."),
         Err(_) => abort.abort(),
+    }
+    if let Some(metrics) = metrics {
+        let abort = metrics.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), metrics).await.is_err() {
+            abort.abort();
+        }
     }
     Ok(won.map(|fence| {
         tracing::info!(
