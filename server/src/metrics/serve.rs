@@ -479,6 +479,38 @@ mod tests {
         assert!(s.fleet.is_none() && s.campaigns.is_some());
     }
 
+    #[tokio::test]
+    async fn a_follower_answers_that_it_follows_and_stops_on_its_token() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let config = MetricsConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tls: false,
+            ..MetricsConfig::default()
+        };
+        let path = std::path::Path::new("/unused");
+        let server = MetricsServer::bind(&config, path, path).await.expect("binds");
+        let addr = server.addr();
+        let stop = CancellationToken::new();
+        let serving = tokio::spawn(server.serve_follower(stop.clone()));
+        let mut tcp = TcpStream::connect(addr).await.expect("connects");
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("asks");
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.expect("reads");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with(FOLLOWER_SCRAPE), "{answer}");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("ends on its token")
+            .expect("no panic");
+        assert!(
+            TcpListener::bind(addr).await.is_ok(),
+            "the address is free again for the leader"
+        );
+    }
+
     #[test]
     fn one_address_cannot_take_every_slot() {
         const { assert!(MAX_PER_SOURCE < MAX_CONNECTIONS) };
