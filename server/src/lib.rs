@@ -160,6 +160,20 @@ pub async fn start_with(
     let fence = leadership
         .as_ref()
         .map_or_else(Fence::unfenced, |l| l.fence.clone());
+    let shutdown = CancellationToken::new();
+    // Renewed from the moment it is won: opening the store and reading a
+    // large fleet can take longer than the lease, and a fence that lapsed
+    // meanwhile would depose the new leader before it served anything. A
+    // task of its own, as a watched future runs only while someone awaits
+    // `stopped` (an in-process server may not); aborted when the server is
+    // dropped without `stop` or fails to start, as a crash would end it, so
+    // that the lease runs out and another replica takes it.
+    let keeper = leadership.as_ref().map(|won| {
+        let (lease, fence, shutdown) = (won.lease.clone(), won.fence.clone(), shutdown.clone());
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            lease.keep(fence, shutdown).await
+        }))
+    });
     // Loaded before the first connection is accepted: a revoked
     // certificate is never let in by a server that just started.
     let revocations = revoke::Revocations::default();
@@ -200,7 +214,6 @@ pub async fn start_with(
     };
     let events = Arc::new(metrics::Events::new());
 
-    let shutdown = CancellationToken::new();
     let mut parts = Parts::default();
     let flush = Duration::from_millis(config.store.flush_interval_ms);
     let timed = Some(events.clone());
@@ -208,12 +221,12 @@ pub async fn start_with(
         Some(switch) => Writer::spawn_with_metrics(store::Faulty::new(store, switch), flush, timed),
         None => Writer::spawn_with_metrics(store, flush, timed),
     };
-    if let Some(won) = &leadership {
-        let (lease, fence, shutdown) = (won.lease.clone(), won.fence.clone(), shutdown.clone());
+    if let Some(keeper) = keeper {
         parts.watch(Part::Lease, async move {
-            match lease.keep(fence, shutdown).await {
-                Ok(()) => Ended::Returned,
-                Err(reason) => Ended::Failed(reason),
+            match keeper.await {
+                Ok(Ok(())) => Ended::Returned,
+                Ok(Err(reason)) => Ended::Failed(reason),
+                Err(e) => Ended::of_join(Err(e)),
             }
         });
     }
