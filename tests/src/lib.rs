@@ -222,11 +222,15 @@ impl Default for Pki {
     }
 }
 
-/// A real server on 127.0.0.1 with a real SQLite file.
+/// A real server on 127.0.0.1 with a real SQLite file, or a database of
+/// its own in the shared PostgreSQL cluster when [`postgres::wanted`].
 pub struct TestServer {
     pub server: Option<RunningServer>,
     pub config: ServerConfig,
     pub data: TempDir,
+    /// The PostgreSQL database the fleet is kept in (a superuser URL
+    /// without TLS, for `psql`), `None` on SQLite. Kept across restarts.
+    pub postgres: Option<String>,
     pub ca_pem: Vec<u8>,
     pub operator: ClientCert,
     /// Fails every store write while set (`faults.fail("disk full")`), as
@@ -249,6 +253,35 @@ pub fn port_outside_ephemeral_range() -> u16 {
         }
     }
     panic!("no free loopback port in 20000..32000");
+}
+
+/// When this process's servers keep their fleet in PostgreSQL
+/// ([`postgres::wanted`]): a fresh database of the shared cluster, reached
+/// over TLS verified against the cluster's CA, and a lease short enough
+/// that a restart after a crash waits seconds, not the shipped ten.
+/// Returns the database's URL for `psql`. Outside CI a missing PostgreSQL
+/// leaves the server on SQLite, saying so; in CI it fails the test.
+fn on_postgres(config: &mut ServerConfig) -> Option<String> {
+    if !postgres::wanted() {
+        return None;
+    }
+    let Some(pg) = postgres::or_skip() else {
+        eprintln!("PostgreSQL is missing: this server keeps its fleet in SQLite instead.");
+        return None;
+    };
+    let hint = std::thread::current()
+        .name()
+        .filter(|name| *name != "main")
+        .map_or_else(
+            || "server".to_owned(),
+            |name| name.rsplit("::").next().unwrap_or(name).to_owned(),
+        );
+    let url = pg.database(&hint).expect("a database for the server");
+    config.store.url = Some(format!("{url}?sslmode=require"));
+    config.store.ca = Some(pg.ca_file());
+    config.replica.lease_ms = 2_000;
+    config.replica.poll_ms = 200;
+    Some(url)
 }
 
 impl TestServer {
@@ -282,7 +315,11 @@ impl TestServer {
         // would otherwise fill the per-source handshake cap and have the
         // operator's connection closed. Tests of that cap set it back.
         config.limits.max_handshakes_per_source = config.limits.max_handshakes;
+        let postgres = on_postgres(&mut config);
         tweak(&mut config);
+        // A replica names the URL it is reached by; the harness picks the
+        // port below unless the test set its own.
+        let advertise = config.store.url.is_some() && config.replica.advertise.is_none();
         // Never the shipped 9743: tests run side by side.
         if config.metrics.listen.port() == ServerConfig::default().metrics.listen.port() {
             config.metrics.listen = "127.0.0.1:0".parse().expect("addr");
@@ -298,6 +335,10 @@ impl TestServer {
             tries += 1;
             if pick_listen {
                 config.listen.set_port(port_outside_ephemeral_range());
+            }
+            if advertise {
+                config.replica.advertise =
+                    Some(format!("https://localhost:{}", config.listen.port()));
             }
             while pick_metrics
                 && (config.metrics.listen.port() == 0
@@ -334,6 +375,7 @@ impl TestServer {
             server: Some(server),
             config,
             data,
+            postgres,
             ca_pem: pki.ca_pem(),
             operator: pki.operator("test-operator"),
             faults,
