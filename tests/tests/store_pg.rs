@@ -515,10 +515,10 @@ fn every_write_reads_back_from_postgresql_as_from_sqlite() {
 
 /// One write of every kind, each named; each must fail for a deposed
 /// leader.
-fn one_write_of_each_kind() -> Vec<(
-    &'static str,
-    Box<dyn Fn(&mut dyn Backend) -> Result<(), StoreError>>,
-)> {
+/// One write, which fails or lands whole.
+type Write = Box<dyn Fn(&mut dyn Backend) -> Result<(), StoreError>>;
+
+fn one_write_of_each_kind() -> Vec<(&'static str, Write)> {
     let admin = Identity::operator("carol", OperatorRole::Admin);
     let admin2 = admin.clone();
     vec![
