@@ -31,7 +31,7 @@ use rollcall_server::store::{
     Backend, NodeWrite, Section, SignedCertificate, Store, StoreError, StoredCampaign, StoredNode,
 };
 use rollcall_tests::postgres::{self, CERT_ROLE, Postgres};
-use rollcall_tests::{Pki, TempDir, init};
+use rollcall_tests::{Pki, TempDir, TestServer, init, use_postgres};
 
 /// `store migrate` through the real binary, between real servers.
 #[path = "store_pg/migrate.rs"]
@@ -513,11 +513,11 @@ fn every_write_reads_back_from_postgresql_as_from_sqlite() {
 // ---------------------------------------------------------------------------
 // Fencing: a leader that lost its lease writes nothing.
 
-/// One write of every kind, each named; each must fail for a deposed
-/// leader.
 /// One write, which fails or lands whole.
 type Write = Box<dyn Fn(&mut dyn Backend) -> Result<(), StoreError>>;
 
+/// One write of every kind, each named; each must fail for a deposed
+/// leader.
 fn one_write_of_each_kind() -> Vec<(&'static str, Write)> {
     let admin = Identity::operator("carol", OperatorRole::Admin);
     let admin2 = admin.clone();
@@ -915,4 +915,43 @@ fn a_database_of_someone_else_or_of_a_newer_rollcall_is_refused() {
         "{err}"
     );
     assert!(err.is_refusal(), "an operator must act: {err}");
+}
+
+/// A leader that ends without `stop` (a crash; here its `RunningServer`
+/// dropped) releases nothing: its lease runs out by itself, about 2 s
+/// after its last renewal, and the next server on the database waits for
+/// that, then leads with the next epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_dropped_without_stop_holds_its_lease_until_it_ends_and_the_next_waits() {
+    init();
+    let Some(pg) = postgres::or_skip() else {
+        return;
+    };
+    let url = pg.database("dropped").expect("a database");
+    let pki = Pki::new();
+    let mut first = TestServer::start(&pki, |c| use_postgres(c, pg, &url)).await;
+    let lease = |pg: &Postgres| {
+        pg.psql(&url, "SELECT address, epoch FROM leader;")
+            .expect("read the lease")
+    };
+    assert_eq!(lease(pg), format!("{}|1", first.url()));
+    // Renewed for a while (three leases), then gone without a word.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(lease(pg), format!("{}|1", first.url()), "still leading");
+    drop(first.server.take());
+    let dropped = Instant::now();
+    let second = tokio::time::timeout(
+        Duration::from_secs(20),
+        TestServer::start(&pki, |c| use_postgres(c, pg, &url)),
+    )
+    .await
+    .expect("the dropped leader's lease ends: its keeper died with it");
+    let waited = dropped.elapsed();
+    eprintln!("the next server led {waited:?} after the first was dropped");
+    assert_eq!(lease(pg), format!("{}|2", second.url()));
+    assert!(
+        waited >= Duration::from_millis(1_000),
+        "the dropped leader's lease ran on until it ended, not released: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
 }
