@@ -75,6 +75,14 @@ pub struct RunningServer {
     /// The lease this replica leads by (on PostgreSQL): released when it
     /// stops cleanly, so that a follower takes over at once.
     leadership: Option<Leadership>,
+    /// Its renewal, stopped once every other part has.
+    keeper: Option<Keeper>,
+}
+
+/// The lease's renewal task (aborted if dropped) and what ends it.
+struct Keeper {
+    task: tokio_util::task::AbortOnDropHandle<()>,
+    done: CancellationToken,
 }
 
 /// How a server is started beyond its configuration: what tests inject.
@@ -161,14 +169,29 @@ pub async fn start_with(
         .as_ref()
         .map_or_else(Fence::unfenced, |l| l.fence.clone());
     let shutdown = CancellationToken::new();
-    // Renewed from the moment it was won: loading a large fleet from
-    // PostgreSQL can take longer than the lease.
+    // Renewed from the moment it is won: opening the store and reading a
+    // large fleet can take longer than the lease, and a fence that lapsed
+    // meanwhile would depose the new leader before it served anything. A
+    // task of its own, as a watched future runs only while someone awaits
+    // `stopped` (an in-process server may not); aborted when the server is
+    // dropped without `stop` or fails to start, as a crash would end it, so
+    // that the lease runs out and another replica takes it. It renews until
+    // `stop` has stopped every other part (their last writes still need the
+    // lease), then the lease is released.
     let keeper = leadership.as_ref().map(|won| {
-        let (lease, fence, shutdown) = (won.lease.clone(), won.fence.clone(), shutdown.clone());
-        tokio::spawn(async move { lease.keep(fence, shutdown).await })
+        let (lease, fence) = (won.lease.clone(), won.fence.clone());
+        let done = CancellationToken::new();
+        let (lost_tx, lost) = tokio::sync::oneshot::channel();
+        let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
+            let done = done.clone();
+            async move {
+                if let Err(reason) = lease.keep(fence, done).await {
+                    let _ = lost_tx.send(reason);
+                }
+            }
+        }));
+        (Keeper { task, done }, lost)
     });
-    // A start that fails from here on stops the renewal with it.
-    let started = shutdown.clone().drop_guard();
     // Loaded before the first connection is accepted: a revoked
     // certificate is never let in by a server that just started.
     let revocations = revoke::Revocations::default();
@@ -231,15 +254,20 @@ pub async fn start_with(
         Some(switch) => Writer::spawn_with_metrics(store::Faulty::new(store, switch), flush, timed),
         None => Writer::spawn_with_metrics(store, flush, timed),
     };
-    if let Some(keeper) = keeper {
+    let keeper = keeper.map(|(keeper, lost)| {
+        let shutdown = shutdown.clone();
         parts.watch(Part::Lease, async move {
-            match keeper.await {
-                Ok(Ok(())) => Ended::Returned,
-                Ok(Err(reason)) => Ended::Failed(reason),
-                Err(e) => Ended::of_join(Err(e)),
+            tokio::select! {
+                lost = lost => match lost {
+                    Ok(reason) => Ended::Failed(reason),
+                    Err(_) => Ended::Failed("the lease renewal ended".into()),
+                },
+                // Renewal goes on past the other parts' stop (see above).
+                _ = shutdown.cancelled() => Ended::Returned,
             }
         });
-    }
+        keeper
+    });
     parts.watch(Part::StoreWriter, async move {
         match writer.finished().await {
             Ok(()) => Ended::Returned,
@@ -316,7 +344,6 @@ pub async fn start_with(
             Err(e) => Ended::of_join(Err(e)),
         }
     });
-    started.disarm();
     tracing::info!(%addr, "rollcall-server listening.");
     if let Some(addr) = metrics_addr {
         tracing::info!(%addr, tls = config.metrics.tls, "Serving /metrics.");
@@ -330,6 +357,7 @@ pub async fn start_with(
         parts,
         failures: Vec::new(),
         leadership,
+        keeper,
     })
 }
 
@@ -427,6 +455,7 @@ impl RunningServer {
             mut parts,
             mut failures,
             leadership,
+            keeper,
             ..
         } = self;
         drop((fleet, campaigns));
@@ -439,6 +468,10 @@ impl RunningServer {
             }
         };
         let timed_out = tokio::time::timeout(deadline, finish).await.is_err();
+        if let Some(keeper) = keeper {
+            keeper.done.cancel();
+            let _ = keeper.task.await;
+        }
         // Every part has stopped acting: a follower may take over now.
         if let Some(won) = leadership.filter(|_| !timed_out) {
             won.lease.release(&won.fence).await;

@@ -334,6 +334,19 @@ impl Fleet {
     ) -> Fleet {
         let pki = Arc::new(Pki::new());
         let server = TestServer::start(&pki, tweak).await;
+        Self::around(server, pki, roles).await
+    }
+
+    /// [`Fleet::start`] with the server on SQLite whatever
+    /// [`crate::postgres::wanted`] says: a fleet to migrate to PostgreSQL.
+    pub async fn start_on_sqlite(roles: &[(Role, usize)]) -> Fleet {
+        let pki = Arc::new(Pki::new());
+        let server = TestServer::start_on_sqlite(&pki, |c| c.campaigns.tick_ms = 100).await;
+        Self::around(server, pki, roles).await
+    }
+
+    /// The nodes around a started server.
+    async fn around(server: TestServer, pki: Arc<Pki>, roles: &[(Role, usize)]) -> Fleet {
         let dir = TempDir::new("fleet");
         let mut nodes = BTreeMap::new();
         for (role, count) in roles {
@@ -519,6 +532,12 @@ impl Fleet {
 
     /// Stops every agent and the server.
     pub async fn stop(mut self) {
+        self.stop_agents().await;
+        self.server.stop().await;
+    }
+
+    /// Stops every agent for good (no node boots again); the server runs on.
+    pub async fn stop_agents(&self) {
         self.boots.abort();
         for node in self.nodes.values() {
             let agent = node.agent.lock().expect("lock").take();
@@ -526,7 +545,6 @@ impl Fleet {
                 agent.stop().await;
             }
         }
-        self.server.stop().await;
     }
 }
 

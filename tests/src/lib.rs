@@ -222,11 +222,15 @@ impl Default for Pki {
     }
 }
 
-/// A real server on 127.0.0.1 with a real SQLite file.
+/// A real server on 127.0.0.1 with a real SQLite file, or a database of
+/// its own in the shared PostgreSQL cluster when [`postgres::wanted`].
 pub struct TestServer {
     pub server: Option<RunningServer>,
     pub config: ServerConfig,
     pub data: TempDir,
+    /// The PostgreSQL database the fleet is kept in (a superuser URL
+    /// without TLS, for `psql`), `None` on SQLite. Kept across restarts.
+    pub postgres: Option<String>,
     pub ca_pem: Vec<u8>,
     pub operator: ClientCert,
     /// Fails every store write while set (`faults.fail("disk full")`), as
@@ -251,6 +255,35 @@ pub fn port_outside_ephemeral_range() -> u16 {
     panic!("no free loopback port in 20000..32000");
 }
 
+/// A fresh database of the shared cluster for a server of a process whose
+/// servers keep their fleet in PostgreSQL ([`postgres::wanted`]), named
+/// after the test (its thread's name) for whoever reads the cluster's log. Outside CI a missing PostgreSQL leaves the server on
+/// SQLite, saying so; in CI it fails the test.
+fn wanted_database(config: &mut ServerConfig) {
+    let Some(pg) = postgres::or_skip() else {
+        eprintln!("PostgreSQL is missing: this server keeps its fleet in SQLite instead.");
+        return;
+    };
+    let hint = std::thread::current()
+        .name()
+        .filter(|name| *name != "main")
+        .map_or_else(
+            || "server".to_owned(),
+            |name| name.rsplit("::").next().unwrap_or(name).to_owned(),
+        );
+    let url = pg.database(&hint).expect("a database for the server");
+    use_postgres(config, pg, &url);
+}
+
+/// Points `config` at `url`, a database of the harness's cluster as
+/// [`postgres::Postgres::database`] names it, the way every harness server
+/// reaches PostgreSQL: over TLS, the server verified against the cluster's
+/// CA (`[store] ca`; tokio-postgres itself knows no `verify-full`).
+pub fn use_postgres(config: &mut ServerConfig, pg: &postgres::Postgres, url: &str) {
+    config.store.url = Some(format!("{url}?sslmode=require"));
+    config.store.ca = Some(pg.ca_file());
+}
+
 impl TestServer {
     /// Starts a server on a free port with a 1 s report interval (tests
     /// should not wait ten seconds for anything); `tweak` adjusts the rest.
@@ -263,7 +296,25 @@ impl TestServer {
     pub async fn start_with_options(
         pki: &Pki,
         tweak: impl FnOnce(&mut ServerConfig),
+        options: rollcall_server::Options,
+    ) -> Self {
+        Self::launch(pki, tweak, options, postgres::wanted()).await
+    }
+
+    /// [`Self::start`] on SQLite, whatever [`postgres::wanted`] says: for a
+    /// test of what moves a fleet from SQLite to PostgreSQL.
+    pub async fn start_on_sqlite(pki: &Pki, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::launch(pki, tweak, rollcall_server::Options::default(), false).await
+    }
+
+    /// Starts the server; on PostgreSQL when `tweak` points it there (see
+    /// [`use_postgres`]), or in a database of its own when `own_database`
+    /// and the tweak chose none.
+    async fn launch(
+        pki: &Pki,
+        tweak: impl FnOnce(&mut ServerConfig),
         mut options: rollcall_server::Options,
+        own_database: bool,
     ) -> Self {
         let data = TempDir::new("data");
         let mut config = ServerConfig {
@@ -283,6 +334,27 @@ impl TestServer {
         // operator's connection closed. Tests of that cap set it back.
         config.limits.max_handshakes_per_source = config.limits.max_handshakes;
         tweak(&mut config);
+        if own_database && config.store.url.is_none() {
+            wanted_database(&mut config);
+        }
+        // On PostgreSQL, a lease short enough that a restart after a crash
+        // waits two seconds for it, not the shipped ten (unless the test
+        // chose its own), and the URL the replica is reached by: the port
+        // the harness picks below, unless the test set its own.
+        let on_postgres = config.store.url.is_some();
+        let defaults = rollcall_server::config::ReplicaConfig::default();
+        if on_postgres && config.replica.lease_ms == defaults.lease_ms {
+            config.replica.lease_ms = 2_000;
+        }
+        if on_postgres && config.replica.poll_ms == defaults.poll_ms {
+            config.replica.poll_ms = 200;
+        }
+        let advertise = on_postgres && config.replica.advertise.is_none();
+        let postgres = config
+            .store
+            .url
+            .as_deref()
+            .map(|url| url.split_once('?').map_or(url, |(url, _)| url).to_owned());
         // Never the shipped 9743: tests run side by side.
         if config.metrics.listen.port() == ServerConfig::default().metrics.listen.port() {
             config.metrics.listen = "127.0.0.1:0".parse().expect("addr");
@@ -298,6 +370,10 @@ impl TestServer {
             tries += 1;
             if pick_listen {
                 config.listen.set_port(port_outside_ephemeral_range());
+            }
+            if advertise {
+                config.replica.advertise =
+                    Some(format!("https://localhost:{}", config.listen.port()));
             }
             while pick_metrics
                 && (config.metrics.listen.port() == 0
@@ -334,6 +410,7 @@ impl TestServer {
             server: Some(server),
             config,
             data,
+            postgres,
             ca_pem: pki.ca_pem(),
             operator: pki.operator("test-operator"),
             faults,

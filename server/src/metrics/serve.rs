@@ -245,7 +245,10 @@ where
 {
     let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
         Ok::<_, Infallible>(if req.uri().path() != "/metrics" {
-            plain(StatusCode::NOT_FOUND, "Not found: rollcall serves /metrics only.\n")
+            plain(
+                StatusCode::NOT_FOUND,
+                "Not found: rollcall serves /metrics only.\n",
+            )
         } else {
             let mut r = plain(StatusCode::OK, FOLLOWER_SCRAPE);
             r.headers_mut()
@@ -488,7 +491,9 @@ mod tests {
             ..MetricsConfig::default()
         };
         let path = std::path::Path::new("/unused");
-        let server = MetricsServer::bind(&config, path, path).await.expect("binds");
+        let server = MetricsServer::bind(&config, path, path)
+            .await
+            .expect("binds");
         let addr = server.addr();
         let stop = CancellationToken::new();
         let serving = tokio::spawn(server.serve_follower(stop.clone()));

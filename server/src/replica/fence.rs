@@ -16,6 +16,15 @@ use std::time::{Duration, Instant};
 /// and acting on it (a scheduling hiccup, a slow send).
 pub const MARGIN: Duration = Duration::from_millis(1_500);
 
+/// The margin kept back from a lease: [`MARGIN`], but never more than a
+/// quarter of it. The lease is renewed every quarter (`Lease::keep`), so
+/// a fence always outlives the next renewal or two; a fixed 1.5 s would
+/// leave a 2 s lease (the shortest `[replica] lease_ms` allows) valid for
+/// 0.5 s, ended before its first renewal.
+pub fn margin(lease: Duration) -> Duration {
+    MARGIN.min(lease / 4)
+}
+
 /// Cheap to clone; every clone sees the same lease.
 #[derive(Clone, Debug)]
 pub struct Fence(Arc<Inner>);
@@ -49,7 +58,7 @@ impl Fence {
             epoch,
             holder: holder.to_owned(),
             base: sent,
-            until_ms: AtomicU64::new(lease.saturating_sub(MARGIN).as_millis() as u64),
+            until_ms: AtomicU64::new(lease.saturating_sub(margin(lease)).as_millis() as u64),
         }))
     }
 
@@ -76,9 +85,9 @@ impl Fence {
     }
 
     /// A renewal sent at `sent` was confirmed: valid until `sent + lease -
-    /// MARGIN` (never shortened by a late confirmation of an older one).
+    /// margin` (never shortened by a late confirmation of an older one).
     pub fn renewed(&self, sent: Instant, lease: Duration) {
-        let until = self.elapsed_ms(sent) + lease.saturating_sub(MARGIN).as_millis() as u64;
+        let until = self.elapsed_ms(sent) + lease.saturating_sub(margin(lease)).as_millis() as u64;
         let _ = self
             .0
             .until_ms
@@ -131,9 +140,18 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_shorter_than_the_margin_is_never_valid_and_sqlite_always_is() {
-        let fence = Fence::leading(1, "r1", Instant::now(), MARGIN / 2);
-        assert!(!fence.valid());
+    fn a_short_lease_keeps_back_a_quarter_and_outlives_its_first_renewal() {
+        let sent = Instant::now();
+        let lease = Duration::from_secs(2);
+        let fence = Fence::leading(1, "r1", sent, lease);
+        assert_eq!(fence.deadline(), Some(sent + Duration::from_millis(1_500)));
+        // `Lease::keep` renews every quarter of the lease.
+        assert!(fence.deadline() > Some(sent + lease / 4));
+        assert_eq!(margin(Duration::from_secs(10)), MARGIN);
+    }
+
+    #[test]
+    fn sqlite_is_never_fenced() {
         let one = Fence::unfenced();
         assert!(one.valid());
         assert_eq!(one.lease_row(), None);

@@ -193,7 +193,10 @@ pub async fn follow(
     }
     if let Some(metrics) = metrics {
         let abort = metrics.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), metrics).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), metrics)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
     }

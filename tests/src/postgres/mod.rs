@@ -87,6 +87,34 @@ pub fn installed_or_skip() -> bool {
     false
 }
 
+/// Set to `postgres`, every [`crate::TestServer`] of the process keeps its
+/// fleet in PostgreSQL: any suite runs on it without a `_pg` twin.
+pub const STORE_ENV: &str = "ROLLCALL_TEST_STORE";
+
+/// Whether this test process's servers keep their fleet in PostgreSQL:
+/// [`STORE_ENV`] says so, or the test binary is a `_pg` twin of a suite
+/// (`tests/campaign_pg.rs` builds `campaign_pg-HASH`), which is how plain
+/// `cargo nextest run` runs a whole suite on PostgreSQL too.
+pub fn wanted() -> bool {
+    if std::env::var(STORE_ENV).is_ok_and(|v| v == "postgres") {
+        return true;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.file_stem()?.to_str()?.to_owned()))
+        .is_some_and(|stem| is_pg_twin(&stem))
+}
+
+/// `campaign_pg-1a2b3c…` (cargo's name for `tests/campaign_pg.rs`) or
+/// `campaign_pg` (run by hand from elsewhere): the suite's name ends in `_pg`.
+fn is_pg_twin(stem: &str) -> bool {
+    let suite = match stem.rsplit_once('-') {
+        Some((suite, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => suite,
+        _ => stem,
+    };
+    suite.ends_with("_pg")
+}
+
 impl Postgres {
     /// The test process's cluster, started by the first caller (the others
     /// wait for it). A start that failed fails every later call the same way.
@@ -404,6 +432,17 @@ mod tests {
             "db_2"
         );
         assert_eq!(database_name("plain"), "plain");
+    }
+
+    #[test]
+    fn a_pg_twin_is_told_by_its_suite_name_not_its_hash() {
+        assert!(is_pg_twin("campaign_pg-1a2b3c4d5e6f7a8b"));
+        assert!(is_pg_twin("campaign_pg"));
+        assert!(!is_pg_twin("campaign-1a2b3c4d5e6f7a8b"));
+        assert!(!is_pg_twin("postgres_harness-0f0f"));
+        assert!(!is_pg_twin("store_pg_extra-0f0f"));
+        // A hash is hex; "-pg" after a dash is part of no hash.
+        assert!(!is_pg_twin("campaign-x_pg-zz"));
     }
 
     #[test]

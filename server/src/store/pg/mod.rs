@@ -222,15 +222,16 @@ impl PgStore {
     /// A transaction that holds the lease row (key share) after checking that
     /// this replica still leads with its epoch; every write runs in one.
     fn fenced(&mut self) -> Result<postgres::Transaction<'_>, StoreError> {
-        self.ready()?;
-        let target = self.target.clone();
-        let err = |e| pg_error(&target, e);
+        // A replica that may no longer act does not even reconnect.
         let fence = self.fence.clone();
         if !fence.valid() {
             return Err(StoreError::Deposed {
                 epoch: fence.epoch(),
             });
         }
+        self.ready()?;
+        let target = self.target.clone();
+        let err = |e| pg_error(&target, e);
         let mut tx = self.client.transaction().map_err(err)?;
         if let Some((holder, epoch)) = fence.lease_row() {
             let held = tx
