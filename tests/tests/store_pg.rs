@@ -423,8 +423,8 @@ fn every_write_reads_back_from_postgresql_as_from_sqlite() {
     );
     rollcall_server::store::pg::prepare(&target).expect("prepare");
     let fence = rt.block_on(async {
-        let client = lease.connect("rollcall-test").await.expect("connect");
-        match lease.try_acquire(&client).await.expect("try the lease") {
+        let mut client = lease.connect("rollcall-test").await.expect("connect");
+        match lease.try_acquire(&mut client).await.expect("try the lease") {
             Attempt::Won(fence) => fence,
             Attempt::Held { address } => panic!("a new database's lease is held by {address}"),
         }

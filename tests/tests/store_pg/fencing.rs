@@ -77,8 +77,8 @@ fn take_over(pg: &Postgres, url: &str, rt: &tokio::runtime::Runtime, lease: &Lea
     pg.psql(url, "UPDATE leader SET expires_at = now();")
         .expect("end the lease");
     rt.block_on(async {
-        let client = lease.connect("rollcall-test").await.expect("connect");
-        match lease.try_acquire(&client).await.expect("try the lease") {
+        let mut client = lease.connect("rollcall-test").await.expect("connect");
+        match lease.try_acquire(&mut client).await.expect("try the lease") {
             Attempt::Won(fence) => fence,
             Attempt::Held { address } => panic!("an ended lease is still held by {address}"),
         }
@@ -87,8 +87,8 @@ fn take_over(pg: &Postgres, url: &str, rt: &tokio::runtime::Runtime, lease: &Lea
 
 fn acquire(rt: &tokio::runtime::Runtime, lease: &Lease) -> Attempt {
     rt.block_on(async {
-        let client = lease.connect("rollcall-test").await.expect("connect");
-        lease.try_acquire(&client).await.expect("try the lease")
+        let mut client = lease.connect("rollcall-test").await.expect("connect");
+        lease.try_acquire(&mut client).await.expect("try the lease")
     })
 }
 
