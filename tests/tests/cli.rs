@@ -339,6 +339,7 @@ fn help_texts_match_their_snapshots() {
         ("rollcall-server", &["nodes", "show", "--help"]),
         ("rollcall-server", &["nodes", "forget", "--help"]),
         ("rollcall-server", &["audit", "list", "--help"]),
+        ("rollcall-server", &["store", "migrate", "--help"]),
         ("rollcall-server", &["fleet", "status", "--help"]),
         ("rollcall-server", &["containers", "list", "--help"]),
         ("rollcall-server", &["campaign", "--help"]),
