@@ -8,7 +8,7 @@ use std::process::{ChildStdin, Command, Output, Stdio};
 
 use anyhow::{Context, bail};
 
-use super::{CERT_ROLE, SUPERUSER};
+use super::{CERT_ROLE, Reachable, SUPERUSER};
 use crate::port_outside_ephemeral_range;
 
 /// Where Debian puts each major version's server binaries (off PATH).
@@ -183,19 +183,25 @@ pub(super) fn initdb(dir: &Path, bin: &Path, run_as: RunAs) -> anyhow::Result<()
 }
 
 /// Appends the harness's settings to postgresql.conf (later lines win)
-/// and replaces pg_hba.conf.
-pub(super) fn configure(dir: &Path) -> anyhow::Result<()> {
+/// and replaces pg_hba.conf; with `reach`, the cluster listens and lets
+/// clients in there too.
+pub(super) fn configure(dir: &Path, reach: Option<&Reachable>) -> anyhow::Result<()> {
     let path = dir.to_str().context("the temp dir's path is UTF-8")?;
     anyhow::ensure!(
         !path.contains('\''),
         "the temp dir's path {path} holds a quote"
     );
     let data = dir.join("data");
+    let listen = match reach {
+        Some(reach) => format!("127.0.0.1, {}", reach.address),
+        None => "127.0.0.1".to_owned(),
+    };
     let settings = format!(
         "
-# rollcall tests: one cluster per test process, on loopback only. The port
-# is given on pg_ctl's command line, so a retry on another one rewrites nothing.
-listen_addresses = '127.0.0.1'
+# rollcall tests: one cluster per test process, on loopback (and, for a
+# cluster of a test's own, where its containers reach it). The port is given
+# on pg_ctl's command line, so a retry on another one rewrites nothing.
+listen_addresses = '{listen}'
 unix_socket_directories = '{path}'
 # Several server replicas per test, each with a pool, tests side by side.
 max_connections = 300
@@ -221,15 +227,25 @@ log_line_prefix = '%m [%p] %a %u@%d '
     std::fs::write(&conf, text).with_context(|| format!("write {}", conf.display()))?;
 
     // First match wins: the certificate role only over TLS with a client
-    // certificate (and never without TLS), everyone else trusted on loopback.
-    let hba = format!(
-        "# TYPE   DATABASE USER         ADDRESS       METHOD
+    // certificate (and never without TLS), everyone else trusted on loopback
+    // and, with `reach`, from the clients' network alike.
+    let mut hba = "# TYPE   DATABASE USER         ADDRESS       METHOD
 local     all      all                        trust
-hostssl   all      {CERT_ROLE} 127.0.0.1/32  cert
-host      all      {CERT_ROLE} 127.0.0.1/32  reject
-host      all      all          127.0.0.1/32  trust
 "
-    );
+    .to_owned();
+    let networks = std::iter::once("127.0.0.1/32").chain(reach.map(|r| r.clients.as_str()));
+    for network in networks {
+        anyhow::ensure!(
+            !network.is_empty() && !network.contains(char::is_whitespace),
+            "a client network for pg_hba.conf: {network:?}"
+        );
+        hba.push_str(&format!(
+            "hostssl   all      {CERT_ROLE} {network}  cert
+host      all      {CERT_ROLE} {network}  reject
+host      all      all          {network}  trust
+"
+        ));
+    }
     let path = data.join("pg_hba.conf");
     std::fs::write(&path, hba).with_context(|| format!("write {}", path.display()))
 }

@@ -21,6 +21,7 @@ mod cluster;
 mod procfs;
 mod tls;
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
@@ -31,6 +32,19 @@ use anyhow::{Context, anyhow, bail};
 use crate::{ClientCert, in_ci};
 pub use cluster::FIRST_PORT_ENV;
 use cluster::RunAs;
+
+/// Where a cluster of its own ([`Postgres::start_reachable`]) listens
+/// besides loopback, and whom it lets in there: servers in containers,
+/// which reach this machine at their Docker network's gateway.
+#[derive(Clone, Debug)]
+pub struct Reachable {
+    /// An address of this machine to listen on too (the gateway); the
+    /// server's certificate names it, so `verify-full` works there.
+    pub address: IpAddr,
+    /// The clients' network, as pg_hba.conf takes it (`172.18.0.0/16`):
+    /// let in as loopback is, [`CERT_ROLE`] only with its certificate.
+    pub clients: String,
+}
 
 /// The superuser every URL without a role of its own logs in as.
 pub const SUPERUSER: &str = "postgres";
@@ -120,12 +134,20 @@ impl Postgres {
     /// wait for it). A start that failed fails every later call the same way.
     pub fn shared() -> anyhow::Result<&'static Postgres> {
         SHARED
-            .get_or_init(|| Self::start().map_err(|e| format!("{e:#}")))
+            .get_or_init(|| Self::start(None).map_err(|e| format!("{e:#}")))
             .as_ref()
             .map_err(|e| anyhow!("{e}"))
     }
 
-    fn start() -> anyhow::Result<Self> {
+    /// A cluster of its own, not the shared one, that also listens where
+    /// `reach` says (see [`Reachable`]); stopped and removed when it is
+    /// dropped or the test process ends. Everything else is as in the
+    /// shared one: loopback, TLS, the certificate role.
+    pub fn start_reachable(reach: &Reachable) -> anyhow::Result<Self> {
+        Self::start(Some(reach))
+    }
+
+    fn start(reach: Option<&Reachable>) -> anyhow::Result<Self> {
         let bin = cluster::bin_dir().context(
             "PostgreSQL's server binaries are missing: install Debian's postgresql or set PG_BIN",
         )?;
@@ -140,7 +162,7 @@ impl Postgres {
         // error drops the pipe and the watchdog removes the directory.
         let watchdog = cluster::watchdog(&dir, &bin, run_as)?;
         let ca = tls::TestCa::new()?;
-        let server = ca.server()?;
+        let server = ca.server(reach.map(|r| r.address))?;
         let tls_dir = dir.join("tls");
         std::fs::create_dir(&tls_dir).context("create the tls dir")?;
         std::fs::write(tls_dir.join("ca.crt"), &ca.cert_pem).context("write ca.crt")?;
@@ -148,7 +170,7 @@ impl Postgres {
         tls::write_private(&tls_dir.join("server.key"), &server.key_pem)?;
         run_as.own(&dir)?;
         cluster::initdb(&dir, &bin, run_as)?;
-        cluster::configure(&dir)?;
+        cluster::configure(&dir, reach)?;
         let port = cluster::start(&dir, &bin, run_as)?;
         let clients = dir.join("clients");
         std::fs::create_dir(&clients).context("create the clients dir")?;

@@ -49,8 +49,9 @@ impl TestCa {
     }
 
     /// The server's certificate: libpq's `verify-full` checks the host it
-    /// dialled against these names, so both spellings of loopback work.
-    pub(super) fn server(&self) -> anyhow::Result<Issued> {
+    /// dialled against these names, so both spellings of loopback work,
+    /// and `also` (an address it listens on besides loopback).
+    pub(super) fn server(&self, also: Option<IpAddr>) -> anyhow::Result<Issued> {
         let mut params = CertificateParams::default();
         params
             .distinguished_name
@@ -59,6 +60,9 @@ impl TestCa {
             SanType::DnsName("localhost".try_into().context("localhost as a DNS name")?),
             SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         ];
+        params
+            .subject_alt_names
+            .extend(also.map(SanType::IpAddress));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(params)
     }
