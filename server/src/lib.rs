@@ -192,27 +192,8 @@ pub async fn start_with(
         }));
         (Keeper { task, done }, lost)
     });
-    // Loaded before the first connection is accepted: a revoked
-    // certificate is never let in by a server that just started.
-    let revocations = revoke::Revocations::default();
-    let Opened {
-        store,
-        nodes: stored,
-        actions,
-        campaigns,
-        revoked_upto,
-    } = tokio::task::spawn_blocking({
-        let (config, fence, revocations) = (config.clone(), fence.clone(), revocations.clone());
-        move || open_store(&config, fence, &revocations)
-    })
-    .await
-    .map_err(|e| store::StoreError::Config(format!("opening the store failed: {e}")))??;
-    tracing::info!(store = %store.describe(), nodes = stored.len(), epoch = fence.epoch(), "Store opened.");
-    if config.tls.ca_key.is_none() {
-        tracing::info!(
-            "No [tls] ca_key: agents cannot renew their certificates through this server."
-        );
-    }
+    // Both listeners are bound before the store is opened: a failure to
+    // bind is one line, and nothing is accepted before the fleet is loaded.
     let listen = leadership
         .as_ref()
         .and_then(|l| l.listen)
@@ -245,6 +226,27 @@ pub async fn start_with(
     } else {
         None
     };
+    // Loaded before the first connection is accepted: a revoked
+    // certificate is never let in by a server that just started.
+    let revocations = revoke::Revocations::default();
+    let Opened {
+        store,
+        nodes: stored,
+        actions,
+        campaigns,
+        revoked_upto,
+    } = tokio::task::spawn_blocking({
+        let (config, fence, revocations) = (config.clone(), fence.clone(), revocations.clone());
+        move || open_store(&config, fence, &revocations)
+    })
+    .await
+    .map_err(|e| store::StoreError::Config(format!("opening the store failed: {e}")))??;
+    tracing::info!(store = %store.describe(), nodes = stored.len(), epoch = fence.epoch(), "Store opened.");
+    if config.tls.ca_key.is_none() {
+        tracing::info!(
+            "No [tls] ca_key: agents cannot renew their certificates through this server."
+        );
+    }
     let events = Arc::new(metrics::Events::new());
 
     let mut parts = Parts::default();

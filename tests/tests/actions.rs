@@ -357,6 +357,19 @@ async fn a_request_from_a_deposed_leader_is_rejected_and_runs_nothing() {
     };
     let done = |r: &ActionResult| r.state.is_final();
 
+    // A server without replicas (epoch 0) is heard while the agent has
+    // seen no leader with replicas.
+    send(from_leader(
+        request("e0-who", ActionKind::Hook, "who", &[]),
+        0,
+    ))
+    .await;
+    let zero = result(&server, "e0-who", "the epoch 0 hook", done).await;
+    assert_eq!(
+        (zero.state, zero.output_tail.trim()),
+        (ActionState::Succeeded, "e0-who 0")
+    );
+
     send(from_leader(
         request("e4-who", ActionKind::Hook, "who", &[]),
         4,
@@ -383,17 +396,20 @@ async fn a_request_from_a_deposed_leader_is_rejected_and_runs_nothing() {
         )
     );
 
-    // A server without replicas (epoch 0) is heard. Its answer, after the
-    // refusal's, also proves the agent has handled the epoch 3 request.
+    // Nor, now, a server without replicas (one left on the SQLite file the
+    // fleet was migrated from): it is refused the same way.
     send(from_leader(
-        request("e0-who", ActionKind::Hook, "who", &[]),
+        request("e0-after", ActionKind::Hook, "who", &[]),
         0,
     ))
     .await;
-    let zero = result(&server, "e0-who", "the epoch 0 hook", done).await;
-    assert_eq!(
-        (zero.state, zero.output_tail.trim()),
-        (ActionState::Succeeded, "e0-who 0")
+    let late = result(&server, "e0-after", "the late epoch 0 answer", done).await;
+    assert_eq!(late.state, ActionState::Rejected);
+    assert!(
+        late.error
+            .starts_with("sent by a server without replicas (epoch 0)"),
+        "{}",
+        late.error
     );
     assert!(
         !node.work.join("patch-runs").exists(),

@@ -6,14 +6,16 @@
 //! request is acted on) and refuses a request with a lower one, so a
 //! deposed leader cannot start an action the new one does not know of.
 //! Epoch 0 is a server without replicas (SQLite), which has no epochs: it
-//! is never refused and never recorded.
+//! is heard until the agent has seen a leader with replicas, and refused
+//! after (a server left running on the SQLite file a fleet was migrated
+//! from must not act beside the replicas); it is never recorded.
 
 /// The file in the state directory that holds the highest epoch seen.
 pub(super) const FILE: &str = "leader-epoch";
 
 /// A request from a leader that a later one has replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("sent by a deposed leader (epoch {epoch}; this agent has seen epoch {seen})")]
+#[error("{}", describe(*.epoch, *.seen))]
 pub struct Deposed {
     /// The request's epoch.
     pub epoch: u64,
@@ -21,11 +23,21 @@ pub struct Deposed {
     pub seen: u64,
 }
 
+fn describe(epoch: u64, seen: u64) -> String {
+    if epoch == 0 {
+        format!(
+            "sent by a server without replicas (epoch 0) after this agent took requests from replicas (epoch {seen}); if the fleet went back to one server, remove {FILE} from the agent's state directory"
+        )
+    } else {
+        format!("sent by a deposed leader (epoch {epoch}; this agent has seen epoch {seen})")
+    }
+}
+
 /// Whether a request with `epoch` may be acted on, given the highest epoch
 /// `seen`: `Ok(Some(e))` when `e` is a new highest to record first.
 pub(super) fn fence(seen: u64, epoch: u64) -> Result<Option<u64>, Deposed> {
     match epoch {
-        0 => Ok(None),
+        0 if seen == 0 => Ok(None),
         e if e < seen => Err(Deposed { epoch: e, seen }),
         e if e > seen => Ok(Some(e)),
         _ => Ok(None),
@@ -53,15 +65,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lower_epoch_is_refused_and_zero_never_is() {
+    fn a_lower_epoch_is_refused_and_zero_only_before_replicas() {
+        assert_eq!(fence(0, 0), Ok(None), "one server on SQLite, as ever");
         assert_eq!(fence(0, 3), Ok(Some(3)), "a first epoch is recorded");
         assert_eq!(fence(3, 3), Ok(None), "the same leader again");
         assert_eq!(fence(3, 4), Ok(Some(4)), "a new leader");
         assert_eq!(fence(4, 3), Err(Deposed { epoch: 3, seen: 4 }));
         assert_eq!(
             fence(4, 0),
-            Ok(None),
-            "a server without replicas has no epochs"
+            Err(Deposed { epoch: 0, seen: 4 }),
+            "a server left on the SQLite file the fleet moved from"
+        );
+        assert!(
+            Deposed { epoch: 0, seen: 4 }
+                .to_string()
+                .contains("remove leader-epoch"),
+            "says how to go back"
         );
         assert_eq!(
             Deposed { epoch: 3, seen: 4 }.to_string(),

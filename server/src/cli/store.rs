@@ -69,6 +69,20 @@ pub async fn run(command: StoreCommand) -> Result<(), CliError> {
     .await
     .map_err(|e| CliError::Runtime(format!("the migration failed: {e}")))?
     .map_err(|e| CliError::Runtime(e.to_string()))?;
+    // No server opens the file again (a forgotten one would run its
+    // campaigns beside the replicas).
+    let note = format!(
+        "to {shown} at {}",
+        rollcall_proto::timestamp::Timestamp::now()
+    );
+    crate::pki::write_file(&args.from.join(crate::store::MIGRATED_FILE), &note, false).map_err(
+        |e| {
+            CliError::Runtime(format!(
+                "migrated, but cannot mark {} as migrated ({e}): do not start a server on it again",
+                db.display()
+            ))
+        },
+    )?;
     for (table, rows) in &copied.tables {
         println!("{table:<16} {rows:>8} rows");
     }
@@ -80,8 +94,9 @@ pub async fn run(command: StoreCommand) -> Result<(), CliError> {
         );
     }
     println!(
-        "Migrated {} to {shown}. Next: set [store] url and [replica] advertise in every replica's server.toml and start them; keep {} as a backup.",
+        "Migrated {} to {shown}, and marked it so that no server opens it again ({}). Next: set [store] url and [replica] advertise in every replica's server.toml and start them; keep {} as a backup.",
         db.display(),
+        crate::store::MIGRATED_FILE,
         args.from.display()
     );
     Ok(())

@@ -263,21 +263,28 @@ impl SessionTask {
             let msg = tokio::select! {
                 _ = kick.cancelled() => break "replaced by a newer session".to_owned(),
                 Some(mut request) = actions.recv() => {
-                    // The last moment before an action leaves: a replica
-                    // whose lease may have ended sends nothing, and ends
-                    // the session so the agent finds the new leader.
+                    // Room first, then the fence, then the send with no
+                    // wait between: a session that reads slowly cannot
+                    // hold a request until after the lease has ended. A
+                    // replica whose lease may have ended sends nothing, and
+                    // ends the session so the agent finds the new leader.
+                    let Ok(permit) = self.tx.reserve().await else {
+                        break "agent stopped reading".to_owned();
+                    };
                     if !self.fence.valid() {
                         tracing::warn!(node = %self.node, action_id = %request.id, epoch = self.fence.epoch(), "Not sending an action: this replica no longer leads.");
                         break "this rollcall-server no longer leads".to_owned();
                     }
-                    request.leader_epoch = self.fence.epoch();
+                    // A server on SQLite (epoch 0) leaves what the asker
+                    // set (0 from the scheduler; tests play leaders).
+                    if self.fence.epoch() != 0 {
+                        request.leader_epoch = self.fence.epoch();
+                    }
                     tracing::info!(node = %self.node, action_id = %request.id, kind = ?request.kind, leader_epoch = request.leader_epoch, "Asking the agent for an action.");
                     let msg = v1::ServerMessage {
                         msg: Some(server_message::Msg::ActionRequest((*request).into())),
                     };
-                    if self.tx.send(Ok(Box::new(msg))).await.is_err() {
-                        break "agent stopped reading".to_owned();
-                    }
+                    permit.send(Ok(Box::new(msg)));
                     continue;
                 }
                 _ = shutdown.cancelled() => break "server shutting down".to_owned(),

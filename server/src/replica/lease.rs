@@ -96,16 +96,36 @@ impl Lease {
         &self,
         client: &mut tokio_postgres::Client,
     ) -> Result<Attempt, StoreError> {
+        // A look without a lock while the lease runs: followers poll every
+        // second and must not queue behind (or block) the leader's writes.
+        let row = self
+            .timed(client.query_opt(
+                "SELECT address, expires_at <= now() FROM leader WHERE id = 1",
+                &[],
+            ))
+            .await?;
+        if let Some(row) = &row
+            && !row.get::<_, bool>(1)
+        {
+            return Ok(Attempt::Held {
+                address: row.get(0),
+            });
+        }
         let sent = Instant::now();
         let tx = self.timed(client.transaction()).await?;
         self.timed(tx.query_opt("SELECT 1 FROM leader WHERE id = 1 FOR UPDATE", &[]))
             .await?;
+        // The epoch is at least the time in milliseconds, so that it never
+        // goes back below what agents have seen: not with a new database
+        // (`store migrate` into another), nor a restored backup.
         let won = self
             .timed(tx.query_opt(
                 "INSERT INTO leader (id, holder, address, epoch, expires_at)
-                 VALUES (1, $1, $2, 1, now() + $3 * interval '1 millisecond')
+                 VALUES (1, $1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
+                   now() + $3 * interval '1 millisecond')
                  ON CONFLICT (id) DO UPDATE SET holder = excluded.holder,
-                   address = excluded.address, epoch = leader.epoch + 1,
+                   address = excluded.address,
+                   epoch = GREATEST(leader.epoch + 1, excluded.epoch),
                    expires_at = excluded.expires_at
                  WHERE leader.expires_at <= now()
                  RETURNING epoch",
@@ -140,10 +160,15 @@ impl Lease {
     pub async fn keep(&self, fence: Fence, shutdown: CancellationToken) -> Result<(), String> {
         let mut client: Option<tokio_postgres::Client> = None;
         let every = self.lease / 4;
+        // The first renewal at once: the lease was won a moment ago, but
+        // handing over from the follower may have taken part of it.
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(every) => {}
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(every) => {}
+                }
             }
             if !fence.valid() {
                 fence.revoke();
@@ -167,7 +192,7 @@ impl Lease {
                 Ok(false) => {
                     fence.revoke();
                     return Err(format!(
-                        "the leadership lease (epoch {}) was taken over by another replica",
+                        "the leadership lease (epoch {}) ended or was taken over by another replica",
                         fence.epoch()
                     ));
                 }

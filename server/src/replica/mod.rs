@@ -182,8 +182,11 @@ pub async fn follow(
     // The leader binds the same address: the follower's listener must be
     // closed first. A client that keeps its connection open past the
     // GOAWAY does not hold the leader back (the lease runs meanwhile).
+    // Each wait is short against the lease, which runs from the moment it
+    // was won (the leader's first renewal comes right after).
+    let drain = (Duration::from_millis(config.replica.lease_ms) / 8).min(Duration::from_secs(1));
     let abort = face.abort_handle();
-    match tokio::time::timeout(Duration::from_secs(2), face).await {
+    match tokio::time::timeout(drain, face).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => {
             tracing::warn!(error = %e, "The follower's gRPC server ended with an error.")

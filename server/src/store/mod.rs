@@ -37,6 +37,9 @@ pub use health::{Failure, StoreHealth};
 pub use writer::{NotRead, NotStored, Writer, WriterHandle, WriterPanicked};
 
 pub const DB_FILE: &str = "rollcall.db";
+/// Written by `store migrate` beside the database it copied: the fleet
+/// lives in PostgreSQL since, and this file is a backup no server opens.
+pub const MIGRATED_FILE: &str = "rollcall.db.migrated";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -68,6 +71,10 @@ pub enum StoreError {
         "database {path} is not an SQLite database; restore it from a backup, or move it away to start a new fleet"
     )]
     NotSqlite { path: PathBuf },
+    #[error(
+        "database {path} was migrated to PostgreSQL ({note}): the replicas' [store] url holds the fleet now, and this file is a backup; set [store] url, or remove {path}.migrated to use the file again"
+    )]
+    Migrated { path: PathBuf, note: String },
     #[error("database {path} is not rollcall's: {why}; point data_dir at rollcall's own directory")]
     Foreign { path: PathBuf, why: String },
     #[error(
@@ -130,6 +137,7 @@ impl StoreError {
                 | StoreError::Foreign { .. }
                 | StoreError::Version { .. }
                 | StoreError::Damaged { .. }
+                | StoreError::Migrated { .. }
                 | StoreError::Config(_)
         )
     }
@@ -250,6 +258,12 @@ impl Store {
             source,
         })?;
         let path = data_dir.join(DB_FILE);
+        if let Ok(note) = std::fs::read_to_string(data_dir.join(MIGRATED_FILE)) {
+            return Err(StoreError::Migrated {
+                path,
+                note: rollcall_proto::text::cut(note.trim(), 200).into_owned(),
+            });
+        }
         check_file(&path)?;
         let sql = |source| StoreError::Sqlite {
             path: path.clone(),

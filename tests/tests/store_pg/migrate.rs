@@ -191,8 +191,17 @@ async fn store_migrate_moves_a_real_fleet_to_postgresql_once_and_only_into_an_em
     assert!(refused.message().contains("revoked"), "{refused:?}");
     server.stop().await;
 
-    // Again, into the database now in use: refused, nothing changed.
+    // The SQLite file is marked: no server (nor migration) opens it again.
     let before = tables(pg, &url);
+    let out = rollcall_server(migrate_args(pg, &data, &to)).await;
+    let (code, line) = failed_with(&out);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(line.contains("was migrated to PostgreSQL"), "{line}");
+    assert!(!line.contains('\n'), "one line: {line}");
+
+    // Without the mark, into the database now in use: refused, nothing
+    // changed.
+    std::fs::remove_file(data.join(rollcall_server::store::MIGRATED_FILE)).expect("the mark");
     let out = rollcall_server(migrate_args(pg, &data, &to)).await;
     let (code, line) = failed_with(&out);
     assert_eq!(code, Some(1), "{line}");

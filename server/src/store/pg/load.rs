@@ -150,13 +150,14 @@ pub(super) fn campaigns(
     }
     let index = |id: &str, out: &[StoredCampaign]| out.iter().position(|c| c.campaign.id == id);
     let mut broken: Vec<String> = Vec::new();
-    for row in tx
-        .query(
+    // Streamed: campaign history grows for as long as the fleet lives.
+    let mut rows = tx
+        .query_raw(
             "SELECT campaign, node, run FROM campaign_nodes ORDER BY campaign COLLATE \"C\", node COLLATE \"C\"",
-            &[],
+            std::iter::empty::<&str>(),
         )
-        .map_err(err)?
-    {
+        .map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
         let id: String = row.get(0);
         let Some(i) = index(&id, &out) else {
             continue;
@@ -171,10 +172,14 @@ pub(super) fn campaigns(
         }
     }
     out.retain(|c| !broken.contains(&c.campaign.id));
-    for row in tx
-        .query("SELECT seq, campaign, entry FROM audit ORDER BY seq", &[])
-        .map_err(err)?
-    {
+    drop(rows);
+    let mut rows = tx
+        .query_raw(
+            "SELECT seq, campaign, entry FROM audit ORDER BY seq",
+            std::iter::empty::<&str>(),
+        )
+        .map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
         let id: String = row.get(1);
         let Some(i) = index(&id, &out) else {
             continue;
@@ -187,6 +192,7 @@ pub(super) fn campaigns(
             }
         }
     }
+    drop(rows);
     tx.commit().map_err(err)?;
     Ok(out)
 }

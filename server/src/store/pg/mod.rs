@@ -39,7 +39,12 @@ impl Target {
     /// Parses `[store]`: the URL and the TLS files.
     pub fn new(store: &StoreConfig) -> Result<Target, StoreError> {
         let url = store.url.as_deref().unwrap_or_default();
-        let config = parse(url).map_err(StoreError::Config)?;
+        let mut config = parse(url).map_err(StoreError::Config)?;
+        // A CA given means TLS is wanted: never fall back to plain text
+        // because the server declined (tokio-postgres' default, `prefer`).
+        if store.ca.is_some() && !url.contains("sslmode=") {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         let shown = show(&config);
         let tls = tls::MakeRustls::new(
             store.ca.as_deref(),
@@ -89,6 +94,19 @@ impl Target {
 
     fn tuned(&self, application_name: &str, dead_after: Duration) -> tokio_postgres::Config {
         let mut config = self.config.clone();
+        // PostgreSQL's side of the same: a session whose client died in
+        // the middle of a transaction (power loss, a cut network) must not
+        // hold the lease row's lock until the kernel gives up on it (two
+        // hours by default): its own keepalives and user timeout end it,
+        // an idle transaction ends after `dead_after`, and a lock is never
+        // waited for longer than half of it.
+        let ms = dead_after.as_millis();
+        config.options(format!(
+            "-c idle_in_transaction_session_timeout={ms} -c lock_timeout={} \
+             -c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 \
+             -c tcp_user_timeout={ms}",
+            ms / 2
+        ));
         config
             .application_name(application_name)
             .connect_timeout(dead_after)
@@ -119,6 +137,15 @@ fn parse(url: &str) -> Result<tokio_postgres::Config, String> {
         .map_err(|e: tokio_postgres::Error| format!("cannot be read as a PostgreSQL URL ({e})"))?;
     if config.get_hosts().is_empty() {
         return Err("names no host".into());
+    }
+    // An unescaped `@` in a password ends the user part early, and the
+    // rest of the password would be taken (and shown) as a host name.
+    if config
+        .get_hosts()
+        .iter()
+        .any(|h| matches!(h, tokio_postgres::config::Host::Tcp(h) if h.contains('@')))
+    {
+        return Err("has an `@` after the user part: write an `@` in the password as %40".into());
     }
     if config.get_user().is_none() {
         return Err("names no user (postgres://USER@HOST/DB)".into());
@@ -379,6 +406,11 @@ impl super::Backend for PgStore {
         let target = self.target.clone();
         let err = |e| pg_error(&target, e);
         let mut tx = self.fenced()?;
+        // One writer at a time: a sequence number is taken at the insert
+        // and seen at the commit, so two writers committing out of order
+        // would let the leader's poll (`seq > last`) step over one.
+        tx.batch_execute("LOCK TABLE revocations IN SHARE ROW EXCLUSIVE MODE")
+            .map_err(err)?;
         tx.execute(
             "INSERT INTO revocations (serial, identity, reason, at_ms, revoked_by)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (serial) DO NOTHING",
