@@ -68,7 +68,10 @@ pub fn config_error_line(text: &str, message: &str, span: Option<Range<usize>>) 
     let line_no = text[..start].matches('\n').count() + 1;
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    let snippet: String = text[line_start..line_end].trim().chars().take(80).collect();
+    let snippet: String = hide_password(text[line_start..line_end].trim())
+        .chars()
+        .take(80)
+        .collect();
     if snippet.is_empty() {
         format!("line {line_no}: {message}")
     } else {
@@ -76,9 +79,48 @@ pub fn config_error_line(text: &str, message: &str, span: Option<Range<usize>>) 
     }
 }
 
+/// A URL's password (`scheme://user:PASSWORD@host`) as `***`: a line of a
+/// config file quoted in an error goes to terminals and journals.
+fn hide_password(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(['/', '"', '\'', ' ', '?']).unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                let userinfo = &tail[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..colon]);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push('@');
+                rest = &tail[at + 1..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quoted_line_never_shows_a_password() {
+        let text = "[store]\nurl = \"postgres://rollcall:s3cr@t-ish@db:5432/rollcall\" x\n";
+        let line = config_error_line(text, "expected newline", Some(40..41));
+        assert!(!line.contains("s3cr"), "{line}");
+        assert!(line.contains("postgres://rollcall:***@db:5432"), "{line}");
+        assert_eq!(hide_password("a = \"https://h:1/p\""), "a = \"https://h:1/p\"");
+        assert_eq!(hide_password("u://user@h"), "u://user@h");
+    }
 
     #[test]
     fn finds_keys_without_a_comment() {
