@@ -15,6 +15,9 @@
 pub mod cloud;
 pub mod faults;
 pub mod proxy;
+pub mod record;
+pub mod relay;
+pub mod replicas;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};
