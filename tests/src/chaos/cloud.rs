@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::faults::{Faults, Timed};
 use super::proxy::Proxy;
+use super::record::{self, Act};
 use super::replicas::{ReplicaSetup, Replicas};
 
 /// The nodes of every run: name and role.
@@ -190,6 +191,8 @@ pub struct ServerProc {
     /// When it exited (Unix seconds) and how, other than by the
     /// supervisor's own stop.
     exits: Mutex<Vec<(f64, std::process::ExitStatus)>>,
+    /// While true, an exit is not followed by a restart: the host is down.
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 impl ServerProc {
@@ -199,7 +202,14 @@ impl ServerProc {
             pid: AtomicU32::new(0),
             starts: AtomicU32::new(0),
             exits: Mutex::new(Vec::new()),
+            held: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Holds its restarts (its host is down) until `hold(false)`: a replica
+    /// killed with its host does not race the others for the lease.
+    pub fn hold(&self, held: bool) {
+        self.held.send_replace(held);
     }
 
     /// Its pid while it runs (0 between runs).
@@ -528,6 +538,92 @@ impl Cloud {
         Ok(cloud)
     }
 
+    /// Patches that started so far, all nodes together (from their logs).
+    pub fn patches_started(&self) -> usize {
+        self.procs
+            .nodes
+            .values()
+            .map(|n| {
+                std::fs::read_to_string(n.dir.join("patched.log"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.ends_with(" start"))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Every action request the agents received (their "Action requested."
+    /// lines), in time order.
+    pub fn received(&self) -> Vec<Act> {
+        let mut all: Vec<Act> = self
+            .procs
+            .nodes
+            .values()
+            .flat_map(|n| record::received(&n.name, &record::read_log(&n.dir.join("agent.log"))))
+            .collect();
+        all.sort_by(|a, b| a.at.total_cmp(&b.at));
+        all
+    }
+
+    /// Every action that ran on a node (the scripts' `epochs.log`).
+    pub fn ran(&self) -> Vec<Act> {
+        let mut all: Vec<Act> = self
+            .procs
+            .nodes
+            .values()
+            .flat_map(|n| record::ran(&n.name, &n.dir))
+            .collect();
+        all.sort_by(|a, b| a.at.total_cmp(&b.at));
+        all
+    }
+
+    /// Per node, when its agent was first welcomed by the server at `url`
+    /// after `since` (`None`: not yet).
+    pub fn connected_to(&self, url: &str, since: f64) -> Vec<(String, Option<f64>)> {
+        let url = url.trim_end_matches('/');
+        self.procs
+            .nodes
+            .values()
+            .map(|n| {
+                let at = record::connected(&record::read_log(&n.dir.join("agent.log")))
+                    .into_iter()
+                    .find(|(at, server)| *at >= since && server.trim_end_matches('/') == url)
+                    .map(|(at, _)| at);
+                (n.name.clone(), at)
+            })
+            .collect()
+    }
+
+    /// Waits until every agent was welcomed by `url` after `since`; when
+    /// the last one was.
+    pub async fn wait_connected_to(
+        &self,
+        url: &str,
+        since: f64,
+        within: Duration,
+    ) -> anyhow::Result<f64> {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self.connected_to(url, since);
+            if seen.iter().all(|(_, at)| at.is_some()) {
+                return Ok(seen.iter().filter_map(|(_, at)| *at).fold(since, f64::max));
+            }
+            if Instant::now() >= deadline {
+                let missing: Vec<&str> = seen
+                    .iter()
+                    .filter(|(_, at)| at.is_none())
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                bail!(
+                    "not every agent reconnected to {url} within {within:?}: {} did not",
+                    missing.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The replicas, for a cloud started with [`Self::start_replicated`].
     pub fn replicas(&self) -> &Replicas {
         self.replicas
@@ -844,6 +940,11 @@ pub(super) async fn supervise_server(
             note(format!("{name} refused to start (exit 2): not restarted"));
             stop.cancelled().await;
             break;
+        }
+        let mut held = server.held.subscribe();
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = held.wait_for(|h| !*h) => {}
         }
         let delay = Duration::from_millis(200 + rng.u64(..800));
         tokio::select! {

@@ -151,9 +151,10 @@ impl Replicas {
             let url = format!("https://localhost:{port}");
             let relay = Relay::start(upstream, stop.clone()).await?;
             let mut extra = format!(
-                "\n[store]\nurl = \"postgres://{SUPERUSER}@127.0.0.1:{}/{name}\"\n\n\
-                 [replica]\nadvertise = \"{url}\"\n",
-                relay.port
+                "\n[store]\nurl = \"postgres://{SUPERUSER}@127.0.0.1:{}/{name}?sslmode=require\"\n\
+                 ca = \"{}\"\n\n[replica]\nadvertise = \"{url}\"\n",
+                relay.port,
+                pg.ca_file().display()
             );
             for (key, value) in [("lease_ms", setup.lease_ms), ("poll_ms", setup.poll_ms)] {
                 if let Some(v) = value {
@@ -262,9 +263,30 @@ impl Replicas {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!(
-            "no replica led as wanted within {within:?}; last: {}",
-            last.unwrap_or_default()
+            "no replica led as wanted within {within:?}; last: {}\n{}",
+            last.unwrap_or_default(),
+            self.tails(5)
         )
+    }
+
+    /// The last `n` lines of every replica's log, for a failure message.
+    pub fn tails(&self, n: usize) -> String {
+        let mut out = String::new();
+        for e in self.procs.events() {
+            out.push_str(&e);
+            out.push('\n');
+        }
+        for r in &self.members {
+            let text = std::fs::read_to_string(&r.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("replica {} ({}):\n", r.index, r.log.display()));
+            for l in &lines[lines.len().saturating_sub(n)..] {
+                out.push_str("    ");
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// SIGKILL of the replica that leads now.
