@@ -233,6 +233,49 @@ fn assert_clean(f: &Finished) {
     }
 }
 
+/// Holds `nodes` locked against writes for 5 s and returns once the
+/// leader's writer waits on it (inside its transaction, the lease row
+/// already held `FOR SHARE`); the returned task ends when the lock is let
+/// go. Panics if the writer does not come to wait within 4 s (it writes
+/// node batches every second).
+async fn hold_a_write(pg: &'static postgres::Postgres, db: &str) -> tokio::task::JoinHandle<()> {
+    let (url, name) = (
+        db.to_owned(),
+        db.rsplit('/').next().unwrap_or_default().to_owned(),
+    );
+    let holder = tokio::task::spawn_blocking(move || {
+        pg.psql(
+            &url,
+            "BEGIN; LOCK TABLE nodes IN SHARE MODE; SELECT pg_sleep(5); COMMIT;",
+        )
+        .expect("psql holds the lock");
+    });
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let name = name.clone();
+        let waiting = tokio::task::spawn_blocking(move || {
+            pg.psql_with(
+                &pg.url("postgres"),
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :'db' \
+                 AND application_name = 'rollcall-store' AND wait_event_type = 'Lock';",
+                &[("db", &name)],
+            )
+            .map(|n| n == "1")
+        })
+        .await
+        .expect("the psql task ends")
+        .expect("psql answers");
+        if waiting {
+            return holder;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader's writer never waited on the lock of nodes within 4 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (30 s at most) until the database has a `rollcall-store` and a
 /// `rollcall-lease` session, which only a leader holds; their pids.
 async fn leader_sessions(pg: &'static postgres::Postgres, db: &str, what: &str) -> Vec<u32> {
@@ -333,14 +376,69 @@ async fn a_leader_cut_off_from_postgresql_stops_acting_before_its_lease_ends_and
     let Some(run) = start("failover-cut", 16_002).await else {
         return;
     };
+    cut_off(run, Moment::Anywhere).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_inside_a_write_transaction_does_not_hold_the_takeover_off() {
+    let Some(run) = start("failover-cut-write", 16_004).await else {
+        return;
+    };
+    cut_off(run, Moment::InsideWrite).await;
+}
+
+/// When the leader's PostgreSQL traffic is blackholed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Moment {
+    /// Once a patch has started, wherever its connections are.
+    Anywhere,
+    /// While its store connection is inside a write transaction, which
+    /// holds the lease row `FOR SHARE`: the test holds a lock on `nodes`
+    /// so that the leader's next node batch waits inside its transaction,
+    /// cuts the leader off, then lets the batch finish. PostgreSQL then
+    /// holds that transaction open, idle, for as long as it believes the
+    /// connection lives — on loopback behind the relay, forever.
+    InsideWrite,
+}
+
+/// Case b: the leader's PostgreSQL traffic blackholed mid-campaign. It
+/// stops sending before `cut + lease - 1 s`, exits 1 and comes back as a
+/// follower; a follower leads with a higher epoch within 15 s of the cut;
+/// the campaign completes with nothing done twice.
+async fn cut_off(run: Run, moment: Moment) {
     run.wait_patch_started().await;
     let replicas = run.cloud.replicas();
     let (old, old_epoch) = replicas.leader().await.expect("a replica leads");
+    let holder = match moment {
+        Moment::Anywhere => None,
+        Moment::InsideWrite => Some(hold_a_write(run.pg, &replicas.db).await),
+    };
     let cut_at = record::now();
     replicas.members[old].relay.blackhole();
     run.cloud.event(format_args!(
-        "blackholed the PostgreSQL connections of replica {old}, the leader (epoch {old_epoch})"
+        "blackholed the PostgreSQL connections of replica {old}, the leader (epoch {old_epoch}), {moment:?}"
     ));
+    if let Some(holder) = holder {
+        holder.await.expect("the lock holder ends");
+        let (pg, db) = (run.pg, replicas.db.clone());
+        let idle = tokio::task::spawn_blocking(move || {
+            pg.psql_with(
+                &pg.url("postgres"),
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :'db' \
+                 AND application_name = 'rollcall-store' AND state = 'idle in transaction';",
+                &[("db", db.rsplit('/').next().unwrap_or_default())],
+            )
+        })
+        .await
+        .expect("the psql task ends")
+        .expect("psql answers");
+        // The barrier: the cut left a transaction open, or the case
+        // tests nothing more than `Anywhere`.
+        assert_eq!(
+            idle, "1",
+            "the cut-off leader's store session is idle inside its transaction"
+        );
+    }
     let (new, epoch, won_at) = replicas
         .wait_won(old_epoch, Duration::from_secs(40))
         .await
@@ -374,6 +472,11 @@ async fn a_leader_cut_off_from_postgresql_stops_acting_before_its_lease_ends_and
     );
     assert_ne!(new, old);
     assert!(epoch > old_epoch);
+    assert!(
+        won_at - cut_at < 15.0,
+        "the lease was won {:.2} s after the cut",
+        won_at - cut_at
+    );
     assert_eq!(status.code(), Some(1), "a leader that cannot renew exits 1");
     let follows = until(
         Duration::from_secs(60),

@@ -68,6 +68,15 @@ impl Replica {
         record::leases_won(&self.log())
     }
 
+    /// When a process of it started serving as the leader ("rollcall-server
+    /// listening.", which a follower never logs) at or after `since`.
+    pub fn serving_since(&self, since: f64) -> Option<f64> {
+        self.log()
+            .iter()
+            .find(|l| l.at >= since && l.says("rollcall-server listening."))
+            .map(|l| l.at)
+    }
+
     /// What it sent.
     pub fn sends(&self) -> Vec<Act> {
         record::sends(self.index, &self.log())
@@ -90,12 +99,14 @@ impl Replica {
 }
 
 /// The lease row as PostgreSQL holds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LeaseRow {
     pub address: String,
     pub epoch: u64,
     /// `expires_at > now()` by PostgreSQL's clock.
     pub live: bool,
+    /// `expires_at - now()` in seconds: what is left of the lease.
+    pub remaining: f64,
 }
 
 /// What [`Replicas::kill_leader`] killed.
@@ -105,6 +116,9 @@ pub struct Killed {
     pub epoch: u64,
     /// Unix seconds, taken just before the signal.
     pub at: f64,
+    /// What was left of its lease, read just before the kill: no
+    /// follower can take over sooner.
+    pub remaining: f64,
 }
 
 /// The replicas of a cloud.
@@ -212,7 +226,8 @@ impl Replicas {
         let out = tokio::task::spawn_blocking(move || {
             pg.psql(
                 &db,
-                "SELECT address, epoch, expires_at > now() FROM leader WHERE id = 1;",
+                "SELECT address, epoch, expires_at > now(), \
+                 extract(epoch FROM expires_at - now()) FROM leader WHERE id = 1;",
             )
         })
         .await
@@ -221,10 +236,11 @@ impl Replicas {
             return Ok(None);
         }
         match out.split('|').collect::<Vec<_>>()[..] {
-            [address, epoch, live] => Ok(Some(LeaseRow {
+            [address, epoch, live, remaining] => Ok(Some(LeaseRow {
                 address: address.to_owned(),
                 epoch: epoch.parse().context("the lease's epoch")?,
                 live: live == "t",
+                remaining: remaining.parse().context("the lease's time left")?,
             })),
             _ => bail!("an unexpected lease row from psql: {out}"),
         }
@@ -291,10 +307,15 @@ impl Replicas {
 
     /// SIGKILL of the replica that leads now.
     pub async fn kill_leader(&self) -> anyhow::Result<Killed> {
-        let (index, epoch) = self
-            .leader()
-            .await
+        let row = self
+            .lease_row()
+            .await?
+            .filter(|r| r.live)
             .context("no replica leads: nothing to kill")?;
+        let index = self
+            .index_of(&row.address)
+            .with_context(|| format!("the lease names {}, none of ours", row.address))?;
+        let (epoch, remaining) = (row.epoch, row.remaining);
         let at = record::now();
         anyhow::ensure!(
             self.members[index].proc.kill(),
@@ -303,7 +324,12 @@ impl Replicas {
         self.procs.event(format_args!(
             "kill -9 replica {index}, the leader (epoch {epoch})"
         ));
-        Ok(Killed { index, epoch, at })
+        Ok(Killed {
+            index,
+            epoch,
+            at,
+            remaining,
+        })
     }
 
     /// Waits until some replica's log says it won the lease with an epoch
@@ -329,7 +355,10 @@ impl Replicas {
                 return Ok(w);
             }
             if Instant::now() >= deadline {
-                bail!("no replica won the lease with an epoch above {above} within {within:?}");
+                bail!(
+                    "no replica won the lease with an epoch above {above} within {within:?}\n{}",
+                    self.tails(4)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
