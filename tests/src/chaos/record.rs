@@ -158,25 +158,36 @@ pub fn connected(log: &[LogLine]) -> Vec<(f64, String)> {
 /// epoch precedes every send of a higher one, and each epoch was sent by
 /// one replica only. The first violation, in words.
 pub fn no_overlap(sends: &[Act]) -> Result<(), String> {
-    let mut by_epoch: BTreeMap<u64, (f64, f64, Option<usize>)> = BTreeMap::new();
+    /// When an epoch's sends began and ended, and who sent them.
+    struct Span {
+        first: f64,
+        last: f64,
+        replica: Option<usize>,
+    }
+    let mut by_epoch: BTreeMap<u64, Span> = BTreeMap::new();
     for s in sends {
-        let e = by_epoch.entry(s.epoch).or_insert((s.at, s.at, s.replica));
-        if e.2 != s.replica {
+        let e = by_epoch.entry(s.epoch).or_insert(Span {
+            first: s.at,
+            last: s.at,
+            replica: s.replica,
+        });
+        if e.replica != s.replica {
             return Err(format!(
                 "epoch {} was sent by replica {:?} and replica {:?}",
-                s.epoch, e.2, s.replica
+                s.epoch, e.replica, s.replica
             ));
         }
-        e.0 = e.0.min(s.at);
-        e.1 = e.1.max(s.at);
+        e.first = e.first.min(s.at);
+        e.last = e.last.max(s.at);
     }
-    let epochs: Vec<(&u64, &(f64, f64, Option<usize>))> = by_epoch.iter().collect();
-    for (i, (epoch, (_, last, replica))) in epochs.iter().enumerate() {
-        for (later, (first, _, other)) in &epochs[i + 1..] {
-            if first <= last {
+    let epochs: Vec<(&u64, &Span)> = by_epoch.iter().collect();
+    for (i, (epoch, early)) in epochs.iter().enumerate() {
+        for (later, late) in &epochs[i + 1..] {
+            if late.first <= early.last {
                 return Err(format!(
-                    "replica {replica:?} sent with epoch {epoch} until {last:.3}, after replica \
-                     {other:?} first sent with epoch {later} at {first:.3}"
+                    "replica {:?} sent with epoch {epoch} until {:.3}, after replica {:?} first \
+                     sent with epoch {later} at {:.3}",
+                    early.replica, early.last, late.replica, late.first
                 ));
             }
         }
@@ -247,7 +258,7 @@ mod tests {
         assert_eq!(l.field("leader_epoch"), Some("3"));
         assert_eq!(l.field("node"), Some("cmp01"));
         assert_eq!(l.field("missing"), None);
-        assert_eq!(sends(2, &[l.clone()])[0].epoch, 3);
+        assert_eq!(sends(2, std::slice::from_ref(&l))[0].epoch, 3);
         assert_eq!(sends(2, &[l])[0].replica, Some(2));
         assert!(LogLine::parse("error: not a log line").is_none());
     }
