@@ -4,7 +4,9 @@
 //! when it exits, the eight real agents of the chaos cloud given every
 //! replica's URL, one rolling campaign with drain hooks, a patch and a
 //! reboot on every node, and one fault to the leader mid-campaign: kill -9,
-//! its PostgreSQL traffic blackholed, its PostgreSQL sessions terminated.
+//! its PostgreSQL traffic blackholed (anywhere, or while its store is inside
+//! a write transaction holding the lease row), its PostgreSQL sessions
+//! terminated.
 //!
 //! What is judged comes from the processes' own records: the nodes' scripts
 //! (what ran, with the epoch of the leader that asked), the agents' logs
