@@ -118,7 +118,10 @@ mod tests {
         let line = config_error_line(text, "expected newline", Some(40..41));
         assert!(!line.contains("s3cr"), "{line}");
         assert!(line.contains("postgres://rollcall:***@db:5432"), "{line}");
-        assert_eq!(hide_password("a = \"https://h:1/p\""), "a = \"https://h:1/p\"");
+        assert_eq!(
+            hide_password("a = \"https://h:1/p\""),
+            "a = \"https://h:1/p\""
+        );
         assert_eq!(hide_password("u://user@h"), "u://user@h");
     }
 

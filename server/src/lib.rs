@@ -382,7 +382,12 @@ fn open_store(
     let mut store: Box<dyn Backend> = match &config.store.url {
         None => Box::new(Store::open(&config.data_dir)?),
         Some(_) => {
-            let target = store::pg::Target::new(&config.store)?;
+            // Half a lease: a write never idles that long inside its
+            // transaction, and a dead leader's lock on the lease row is
+            // gone before (or soon after) its lease ends.
+            let target = store::pg::Target::new(&config.store)?.ending_idle_transactions_after(
+                std::time::Duration::from_millis(config.replica.lease_ms / 2),
+            );
             Box::new(store::pg::PgStore::open(&target, fence)?)
         }
     };

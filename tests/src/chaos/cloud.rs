@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::faults::{Faults, Timed};
 use super::proxy::Proxy;
+use super::record::{self, Act};
+use super::replicas::{ReplicaSetup, Replicas};
 
 /// The nodes of every run: name and role.
 pub const NODES: [(&str, &str); 8] = [
@@ -96,14 +98,17 @@ impl Session {
         })
     }
 
-    fn server_bin(&self) -> PathBuf {
+    pub(super) fn server_bin(&self) -> PathBuf {
         self.bin_dir.join("rollcall-server")
     }
 }
 
 /// The node's patch, reboot and hooks. The action id comes from the
-/// agent's environment if it ever sets one, else from the file its output
-/// goes to (`STATE_DIR/ID.log`): each line names the action that ran.
+/// agent's environment (`ROLLCALL_ACTION_ID`), else from the file its
+/// output goes to (`STATE_DIR/ID.log`): each line names the action that
+/// ran. Each also writes `epochs.log` in the directory of the node that
+/// runs it: `TIME EPOCH ID WHAT`, the epoch of the leader that asked
+/// (`ROLLCALL_LEADER_EPOCH`, 0 from a server on SQLite).
 fn write_scripts(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let id = r#"id=${ROLLCALL_ACTION_ID:-$(basename "$(readlink /proc/$$/fd/1)" .log)}"#;
@@ -114,6 +119,7 @@ d=$1
 {id}
 echo "$$" >> "$d/action-pids"
 echo "$(date +%s.%N) $id start" >> "$d/patched.log"
+echo "$(date +%s.%N) ${{ROLLCALL_LEADER_EPOCH:-0}} $id patch" >> "$d/epochs.log"
 sleep "$(cat "$d/patch-secs" 2>/dev/null || echo 0.5)"
 mkdir -p "$d/root/var/run"
 echo "*** System restart required ***" > "$d/root/var/run/reboot-required"
@@ -127,6 +133,7 @@ echo "chaos patch: 1 upgraded, a reboot is required"
 d=$1
 {id}
 echo "$(date +%s.%N) $id" >> "$d/rebooted.log"
+echo "$(date +%s.%N) ${{ROLLCALL_LEADER_EPOCH:-0}} $id reboot" >> "$d/epochs.log"
 echo "$id" > "$d/.reboot-request.tmp" && mv "$d/.reboot-request.tmp" "$d/reboot-request"
 "#
     );
@@ -138,6 +145,7 @@ d=$2
 {id}
 echo "$$" >> "$d/action-pids"
 echo "$(date +%s.%N) $3 ${{4:-}} $(basename "$d") $id start" >> "$1/hooks.log"
+echo "$(date +%s.%N) ${{ROLLCALL_LEADER_EPOCH:-0}} $id $3" >> "$d/epochs.log"
 sleep 0.2
 echo "$(date +%s.%N) $3 ${{4:-}} $(basename "$d") $id end" >> "$1/hooks.log"
 "#
@@ -172,9 +180,63 @@ impl Node {
     }
 }
 
+/// A server process under its supervisor: the one server of a chaos run,
+/// or one replica.
+pub struct ServerProc {
+    /// How events name it: "the server", "replica 1".
+    pub name: String,
+    pid: AtomicU32,
+    /// Times it was started.
+    starts: AtomicU32,
+    /// When it exited (Unix seconds) and how, other than by the
+    /// supervisor's own stop.
+    exits: Mutex<Vec<(f64, std::process::ExitStatus)>>,
+    /// While true, an exit is not followed by a restart: the host is down.
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+impl ServerProc {
+    pub fn new(name: impl Into<String>) -> Arc<ServerProc> {
+        Arc::new(ServerProc {
+            name: name.into(),
+            pid: AtomicU32::new(0),
+            starts: AtomicU32::new(0),
+            exits: Mutex::new(Vec::new()),
+            held: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    /// Holds its restarts (its host is down) until `hold(false)`: a replica
+    /// killed with its host does not race the others for the lease.
+    pub fn hold(&self, held: bool) {
+        self.held.send_replace(held);
+    }
+
+    /// Its pid while it runs (0 between runs).
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::SeqCst)
+    }
+
+    pub fn starts(&self) -> u32 {
+        self.starts.load(Ordering::SeqCst)
+    }
+
+    pub fn exits(&self) -> Vec<(f64, std::process::ExitStatus)> {
+        self.exits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// SIGKILL; whether there was a process to signal.
+    pub fn kill(&self) -> bool {
+        signal(self.pid(), Signal::KILL)
+    }
+}
+
 /// The processes of a run, for the faults to signal.
 pub struct Procs {
-    server: AtomicU32,
+    server: Arc<ServerProc>,
     pub nodes: BTreeMap<String, Arc<Node>>,
     /// What was injected and what the processes did, one line each, with
     /// the seconds since the cloud started.
@@ -206,7 +268,7 @@ impl Procs {
     }
 
     pub fn kill_server(&self) -> bool {
-        signal(self.server.load(Ordering::SeqCst), Signal::KILL)
+        self.server.kill()
     }
 
     pub fn kill_agent(&self, node: &str) -> bool {
@@ -282,7 +344,11 @@ impl Drop for Tmpfs {
 /// A running cloud.
 pub struct Cloud {
     pub dir: PathBuf,
+    /// The one server's port (unused with replicas).
     pub port: u16,
+    /// What the CLI gets as `--server`: the one server, or every replica.
+    servers: String,
+    replicas: Option<Replicas>,
     pub procs: Arc<Procs>,
     pub faults: Arc<Faults>,
     proxies: BTreeMap<String, Proxy>,
@@ -292,7 +358,7 @@ pub struct Cloud {
     tasks: tokio::task::JoinSet<()>,
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(super) fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -347,6 +413,33 @@ impl Cloud {
         faults: Arc<Faults>,
         seed: u64,
     ) -> anyhow::Result<Cloud> {
+        Self::start_with(session, dir, data, faults, seed, None).await
+    }
+
+    /// [`Self::start`] with `replicas` servers on PostgreSQL instead of the
+    /// one on SQLite: each under a supervisor of its own, its PostgreSQL
+    /// traffic through a [`super::relay::Relay`]; the agents and the CLI
+    /// are given every replica's URL and reach them directly (no agent
+    /// proxies: a proxy would hide which replica an agent talks to).
+    pub async fn start_replicated(
+        session: &Session,
+        dir: &Path,
+        faults: Arc<Faults>,
+        seed: u64,
+        replicas: ReplicaSetup,
+    ) -> anyhow::Result<Cloud> {
+        let data = dir.join("data");
+        Self::start_with(session, dir, &data, faults, seed, Some(replicas)).await
+    }
+
+    async fn start_with(
+        session: &Session,
+        dir: &Path,
+        data: &Path,
+        faults: Arc<Faults>,
+        seed: u64,
+        replicas: Option<ReplicaSetup>,
+    ) -> anyhow::Result<Cloud> {
         let port = free_port()?;
         let plan = faults.plan().clone();
         let mut nodes = BTreeMap::new();
@@ -372,7 +465,7 @@ impl Cloud {
             nodes.insert(name.to_owned(), node);
         }
         let procs = Arc::new(Procs {
-            server: AtomicU32::new(0),
+            server: ServerProc::new("the server"),
             nodes,
             events: Mutex::new(Vec::new()),
             started: Instant::now(),
@@ -381,62 +474,53 @@ impl Cloud {
         let mut cloud = Cloud {
             dir: dir.to_owned(),
             port,
+            servers: format!("https://127.0.0.1:{port}"),
             procs: procs.clone(),
             faults: faults.clone(),
             proxies: BTreeMap::new(),
+            replicas: None,
             session_server: session.server_bin(),
             pki: session.pki.clone(),
             stop: stop.clone(),
             tasks: tokio::task::JoinSet::new(),
         };
-        let pki = &session.pki;
-        let server_toml = dir.join("server.toml");
-        std::fs::write(
-            &server_toml,
-            format!(
-                r#"# Written by rollcall-chaos.
-listen = "127.0.0.1:{port}"
-data_dir = "{data}"
-
-[tls]
-ca = "{pki}/ca.crt"
-cert = "{pki}/server.crt"
-key = "{pki}/server.key"
-
-[agents]
-report_interval_secs = 1
-offline_after_missed_reports = 3
-
-[campaigns]
-tick_ms = 200
-
-[metrics]
-listen = "127.0.0.1:0"
-"#,
-                data = data.display(),
-                pki = pki.display(),
-            ),
-        )?;
-        cloud.tasks.spawn(supervise_server(
-            session.server_bin(),
-            server_toml,
-            dir.join("server.log"),
-            procs.clone(),
-            stop.clone(),
-            fastrand::Rng::with_seed(seed ^ 0x5e5e),
-        ));
-        for (i, node) in procs.nodes.values().enumerate() {
-            let proxy = Proxy::start(
-                node.name.clone(),
-                port,
-                faults.clone(),
+        if let Some(setup) = replicas {
+            let replicas =
+                Replicas::start(session, dir, setup, &procs, &stop, &mut cloud.tasks, seed).await?;
+            cloud.servers = replicas.urls().join(",");
+            cloud.replicas = Some(replicas);
+        } else {
+            let server_toml = dir.join("server.toml");
+            std::fs::write(&server_toml, server_toml_text(session, port, data, ""))?;
+            cloud.tasks.spawn(supervise_server(
+                session.server_bin(),
+                server_toml,
+                dir.join("server.log"),
+                procs.server.clone(),
                 procs.clone(),
                 stop.clone(),
-            )
-            .await?;
+                fastrand::Rng::with_seed(seed ^ 0x5e5e),
+            ));
+        }
+        for (i, node) in procs.nodes.values().enumerate() {
+            let servers = match &cloud.replicas {
+                Some(r) => r.urls(),
+                None => {
+                    let proxy = Proxy::start(
+                        node.name.clone(),
+                        port,
+                        faults.clone(),
+                        procs.clone(),
+                        stop.clone(),
+                    )
+                    .await?;
+                    let url = format!("https://127.0.0.1:{}", proxy.port);
+                    cloud.proxies.insert(node.name.clone(), proxy);
+                    vec![url]
+                }
+            };
             let config = node.dir.join("agent.toml");
-            std::fs::write(&config, agent_toml(session, dir, node, proxy.port))?;
-            cloud.proxies.insert(node.name.clone(), proxy);
+            std::fs::write(&config, agent_toml(session, dir, node, &servers))?;
             cloud.tasks.spawn(supervise_agent(
                 session.bin_dir.join("rollcall-agent"),
                 config,
@@ -454,6 +538,99 @@ listen = "127.0.0.1:0"
         Ok(cloud)
     }
 
+    /// Patches that started so far, all nodes together (from their logs).
+    pub fn patches_started(&self) -> usize {
+        self.procs
+            .nodes
+            .values()
+            .map(|n| {
+                std::fs::read_to_string(n.dir.join("patched.log"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.ends_with(" start"))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Every action request the agents received (their "Action requested."
+    /// lines), in time order.
+    pub fn received(&self) -> Vec<Act> {
+        let mut all: Vec<Act> = self
+            .procs
+            .nodes
+            .values()
+            .flat_map(|n| record::received(&n.name, &record::read_log(&n.dir.join("agent.log"))))
+            .collect();
+        all.sort_by(|a, b| a.at.total_cmp(&b.at));
+        all
+    }
+
+    /// Every action that ran on a node (the scripts' `epochs.log`).
+    pub fn ran(&self) -> Vec<Act> {
+        let mut all: Vec<Act> = self
+            .procs
+            .nodes
+            .values()
+            .flat_map(|n| record::ran(&n.name, &n.dir))
+            .collect();
+        all.sort_by(|a, b| a.at.total_cmp(&b.at));
+        all
+    }
+
+    /// Per node, when its agent was first welcomed by the server at `url`
+    /// after `since` (`None`: not yet).
+    pub fn connected_to(&self, url: &str, since: f64) -> Vec<(String, Option<f64>)> {
+        let url = url.trim_end_matches('/');
+        self.procs
+            .nodes
+            .values()
+            .map(|n| {
+                let at = record::connected(&record::read_log(&n.dir.join("agent.log")))
+                    .into_iter()
+                    .find(|(at, server)| *at >= since && server.trim_end_matches('/') == url)
+                    .map(|(at, _)| at);
+                (n.name.clone(), at)
+            })
+            .collect()
+    }
+
+    /// Waits until every agent was welcomed by `url` after `since`; when
+    /// the last one was.
+    pub async fn wait_connected_to(
+        &self,
+        url: &str,
+        since: f64,
+        within: Duration,
+    ) -> anyhow::Result<f64> {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self.connected_to(url, since);
+            if seen.iter().all(|(_, at)| at.is_some()) {
+                return Ok(seen.iter().filter_map(|(_, at)| *at).fold(since, f64::max));
+            }
+            if Instant::now() >= deadline {
+                let missing: Vec<&str> = seen
+                    .iter()
+                    .filter(|(_, at)| at.is_none())
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                bail!(
+                    "not every agent reconnected to {url} within {within:?}: {} did not",
+                    missing.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The replicas, for a cloud started with [`Self::start_replicated`].
+    pub fn replicas(&self) -> &Replicas {
+        self.replicas
+            .as_ref()
+            .expect("a cloud started with start_replicated")
+    }
+
     pub fn event(&self, what: impl std::fmt::Display) {
         self.procs.event(what);
     }
@@ -465,7 +642,7 @@ listen = "127.0.0.1:0"
         let mut cmd = Command::new(&self.session_server);
         cmd.args(args)
             .arg("--server")
-            .arg(format!("https://127.0.0.1:{}", self.port))
+            .arg(&self.servers)
             .arg("--ca")
             .arg(self.pki.join("ca.crt"))
             .arg("--cert")
@@ -621,7 +798,35 @@ fn kill_leftover_actions(node_dir: &Path) {
     }
 }
 
-fn agent_toml(session: &Session, run: &Path, node: &Node, proxy_port: u16) -> String {
+/// A server's `server.toml`; `extra` is appended (a replica's `[store]`
+/// and `[replica]`).
+pub(super) fn server_toml_text(session: &Session, port: u16, data: &Path, extra: &str) -> String {
+    format!(
+        r#"# Written by rollcall-chaos.
+listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+
+[tls]
+ca = "{pki}/ca.crt"
+cert = "{pki}/server.crt"
+key = "{pki}/server.key"
+
+[agents]
+report_interval_secs = 1
+offline_after_missed_reports = 3
+
+[campaigns]
+tick_ms = 200
+
+[metrics]
+listen = "127.0.0.1:0"
+{extra}"#,
+        data = data.display(),
+        pki = session.pki.display(),
+    )
+}
+
+fn agent_toml(session: &Session, run: &Path, node: &Node, servers: &[String]) -> String {
     let d = node.dir.display();
     let pki = session.pki.display();
     let s = session.scripts.display();
@@ -638,7 +843,7 @@ fn agent_toml(session: &Session, run: &Path, node: &Node, proxy_port: u16) -> St
     .collect();
     format!(
         r#"# Written by rollcall-chaos.
-server = "https://127.0.0.1:{proxy_port}"
+server = [{servers}]
 role = "{role}"
 
 [tls]
@@ -679,30 +884,39 @@ default_timeout_secs = 120
         role = node.role,
         name = node.name,
         hooks = hooks.join("\n"),
+        servers = servers
+            .iter()
+            .map(|u| format!("{u:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }
 
-async fn supervise_server(
+/// Runs a server like systemd's Restart=on-failure (every exit of ours is
+/// a failure: the supervisor alone stops it cleanly) with
+/// RestartPreventExitStatus=2, after a short random delay.
+pub(super) async fn supervise_server(
     bin: PathBuf,
     config: PathBuf,
     log: PathBuf,
+    server: Arc<ServerProc>,
     procs: Arc<Procs>,
     stop: CancellationToken,
     mut rng: fastrand::Rng,
 ) {
+    let name = server.name.clone();
     let note = |what: String| procs.event(what);
     while !stop.is_cancelled() {
         let args = ["serve".as_ref(), "--config".as_ref(), config.as_os_str()];
         let mut child = match spawn(&bin, &args, &log) {
             Ok(c) => c,
             Err(e) => {
-                note(format!("cannot start the server: {e}"));
+                note(format!("cannot start {name}: {e}"));
                 return;
             }
         };
-        procs
-            .server
-            .store(child.id().unwrap_or(0), Ordering::SeqCst);
+        server.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
+        server.starts.fetch_add(1, Ordering::SeqCst);
         let status = tokio::select! {
             s = child.wait() => s.ok(),
             _ = stop.cancelled() => {
@@ -710,17 +924,27 @@ async fn supervise_server(
                 None
             }
         };
-        procs.server.store(0, Ordering::SeqCst);
+        server.pid.store(0, Ordering::SeqCst);
         let Some(status) = status else { break };
+        server
+            .exits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((super::record::now(), status));
         use std::os::unix::process::ExitStatusExt as _;
         if status.signal() != Some(9) {
-            note(format!("the server exited: {status}"));
+            note(format!("{name} exited: {status}"));
         }
         // RestartPreventExitStatus=2: a configuration or store refusal.
         if status.code() == Some(2) {
-            note("the server refused to start (exit 2): not restarted".into());
+            note(format!("{name} refused to start (exit 2): not restarted"));
             stop.cancelled().await;
             break;
+        }
+        let mut held = server.held.subscribe();
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = held.wait_for(|h| !*h) => {}
         }
         let delay = Duration::from_millis(200 + rng.u64(..800));
         tokio::select! {

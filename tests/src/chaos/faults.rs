@@ -192,6 +192,22 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// A plan that injects nothing (`kind` is unused: nothing is timed and
+    /// nothing triggers), every node's patch taking `patch_secs`: for runs
+    /// whose faults the caller plays itself, as the failover suite does.
+    pub fn quiet(nodes: &[(String, &'static str)], patch_secs: f64) -> Plan {
+        Plan {
+            kind: Kind::KillServer,
+            timed: Vec::new(),
+            p_downstream: 0.0,
+            p_action: 0.0,
+            never_returns: None,
+            patch_secs: nodes.iter().map(|(n, _)| (n.clone(), patch_secs)).collect(),
+        }
+    }
+}
+
 /// What the proxy does with one message from the server to an agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {

@@ -15,6 +15,9 @@
 pub mod cloud;
 pub mod faults;
 pub mod proxy;
+pub mod record;
+pub mod relay;
+pub mod replicas;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};
@@ -92,9 +95,18 @@ pub async fn run(
 }
 
 fn spec(seed: u64) -> String {
+    campaign_spec(&format!("chaos {seed}"), 1)
+}
+
+/// The campaign of every run: every node drained, patched, rebooted and
+/// undrained, computes two at a time, then storage, then controllers one
+/// at a time. Its step timeouts are short (a patch's is 30 s), times
+/// `patience`: a failover run's outage must not time a node out.
+pub fn campaign_spec(name: &str, patience: u32) -> String {
+    let t = |secs: u32| secs * patience;
     format!(
-        r#"# Written by rollcall-chaos: every node patched and rebooted, short timeouts.
-name = "chaos {seed}"
+        r#"# Written by rollcall-chaos: every node patched and rebooted.
+name = "{name}"
 reboot = "if-required"
 # Failures are what the runner counts: they never pause the campaign.
 error_budget = "100%"
@@ -107,14 +119,14 @@ compute = 2
 storage = 1
 
 [timeouts]
-precheck_secs = 30
-drain_secs = 30
+precheck_secs = {precheck}
+drain_secs = {drain}
 # Above the server's 10 s re-send of an unanswered request.
-patch_secs = 30
-reboot_secs = 20
-return_secs = 15
-postcheck_secs = 30
-undrain_secs = 30
+patch_secs = {patch}
+reboot_secs = {reboot}
+return_secs = {ret}
+postcheck_secs = {postcheck}
+undrain_secs = {undrain}
 
 [hooks.compute]
 drain = "nova-drain"
@@ -125,7 +137,14 @@ run_on = "controller"
 drain = "ceph-noout-set"
 undrain = "ceph-noout-unset"
 run_on = "self"
-"#
+"#,
+        precheck = t(30),
+        drain = t(30),
+        patch = t(30),
+        reboot = t(20),
+        ret = t(15),
+        postcheck = t(30),
+        undrain = t(30),
     )
 }
 
@@ -341,7 +360,7 @@ const STALLED: Duration = Duration::from_secs(45);
 /// Polls `campaign status --json` until the campaign ended, paused with
 /// nothing in flight, stalled (no node moved for [`STALLED`]), or the
 /// deadline passed.
-async fn watch(
+pub async fn watch(
     cloud: &Cloud,
     id: &str,
     deadline: Duration,

@@ -55,6 +55,26 @@ impl Target {
         Ok(Target { config, shown, tls })
     }
 
+    /// Has PostgreSQL end a session of this target that sits idle inside a
+    /// transaction for `after` (`idle_in_transaction_session_timeout`).
+    /// Every write holds the lease row `FOR KEY SHARE` until it commits: a
+    /// leader cut off in the middle of one would otherwise keep that lock,
+    /// and with it every follower from the lease, for as long as
+    /// PostgreSQL believes the dead connection lives (hours, with default
+    /// keepalives). A URL's own `options` are kept.
+    pub fn ending_idle_transactions_after(mut self, after: Duration) -> Target {
+        let setting = format!(
+            "-c idle_in_transaction_session_timeout={}",
+            after.as_millis().max(1)
+        );
+        let options = match self.config.get_options() {
+            Some(own) if !own.is_empty() => format!("{own} {setting}"),
+            _ => setting,
+        };
+        self.config.options(&options);
+        self
+    }
+
     /// `postgres://user@host:port/db`, without a password.
     pub fn shown(&self) -> &str {
         &self.shown
@@ -100,13 +120,19 @@ impl Target {
         // hours by default): its own keepalives and user timeout end it,
         // an idle transaction ends after `dead_after`, and a lock is never
         // waited for longer than half of it.
+        // Settings given later win: the target's own (a URL's `options`,
+        // `ending_idle_transactions_after`) come after these defaults.
         let ms = dead_after.as_millis();
-        config.options(format!(
+        let defaults = format!(
             "-c idle_in_transaction_session_timeout={ms} -c lock_timeout={} \
              -c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 \
              -c tcp_user_timeout={ms}",
             ms / 2
-        ));
+        );
+        config.options(&match self.config.get_options() {
+            Some(own) if !own.is_empty() => format!("{defaults} {own}"),
+            _ => defaults,
+        });
         config
             .application_name(application_name)
             .connect_timeout(dead_after)
@@ -686,4 +712,33 @@ fn insert_audit(
         ],
     )?;
     Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> Target {
+        Target::new(&StoreConfig {
+            url: Some(url.to_owned()),
+            ..StoreConfig::default()
+        })
+        .expect("a valid URL")
+    }
+
+    #[test]
+    fn idle_transactions_end_after_the_given_time_and_a_urls_own_options_stay() {
+        let t = target("postgres://rollcall@db:5432/rollcall")
+            .ending_idle_transactions_after(Duration::from_millis(5_000));
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c idle_in_transaction_session_timeout=5000")
+        );
+        let t = target("postgres://rollcall@db:5432/rollcall?options=-c%20search_path%3Drc")
+            .ending_idle_transactions_after(Duration::from_millis(2_000));
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c search_path=rc -c idle_in_transaction_session_timeout=2000")
+        );
+    }
 }
