@@ -256,19 +256,7 @@ where
             r
         })
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .keep_alive(false);
-    let mut conn = std::pin::pin!(builder.serve_connection(io, service));
-    tokio::select! {
-        done = conn.as_mut() => done,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    }
+    one_request(io, service, shutdown).await
 }
 
 /// Rate-limited warnings of the accept loop.
@@ -331,6 +319,17 @@ where
         let looks = looks.clone();
         async move { Ok::<_, Infallible>(answer(req, &looks).await) }
     });
+    one_request(io, service, shutdown).await
+}
+
+/// Serves one request (no keep-alive, headers within [`HEADER_TIMEOUT`]);
+/// on shutdown, lets the request in progress finish.
+async fn one_request<I, S>(io: I, service: S, shutdown: &CancellationToken) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
