@@ -677,7 +677,7 @@ fn ansible_installs_replicas_on_postgresql_and_agents_follow_the_leader() {
     );
 
     // Failover: the leader stops; the follower takes the lease with the
-    // epoch one higher, and both agents (the stopped leader's own among
+    // higher epoch, and both agents (the stopped leader's own among
     // them) report to it, from the URLs in their agent.toml.
     let stopped = Timestamp::now();
     lab.lab.sh(leader, "systemctl stop rollcall-server");
@@ -685,7 +685,10 @@ fn ansible_installs_replicas_on_postgresql_and_agents_follow_the_leader() {
     let (_, new_epoch) = wait_until(&format!("{follower} to take the lease"), || {
         lease(&pg, &db).filter(|(address, _)| *address == follower_url)
     });
-    assert_eq!(new_epoch, epoch + 1, "the epoch after the failover");
+    assert!(
+        new_epoch > epoch,
+        "the epoch after the failover: {new_epoch} after {epoch}"
+    );
     wait_agents_online(&lab, follower, stopped);
     lab.lab.sh(leader, "systemctl start rollcall-server");
     assert_follower(&lab, &pki, leader, &follower_url);

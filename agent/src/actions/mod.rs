@@ -625,12 +625,13 @@ mod tests {
             actions.request(&patch("p4", 3)).expect("request"),
             Outcome::Deposed(_)
         ));
-        // A server without replicas (epoch 0) and the leader of epoch 5 are
-        // heard; 5 is now the highest.
-        assert!(matches!(
+        // A server without replicas (epoch 0) is refused once replicas
+        // were seen (one left on the file the fleet moved from); the
+        // leader of epoch 5 is heard, and 5 is now the highest.
+        assert_eq!(
             actions.request(&patch("p0", 0)).expect("request"),
-            Outcome::Start(..)
-        ));
+            Outcome::Deposed(Deposed { epoch: 0, seen: 4 })
+        );
         assert!(matches!(
             actions.request(&patch("p5", 5)).expect("request"),
             Outcome::Start(..)

@@ -2,7 +2,7 @@
 //!
 //! A replica starts as a follower ([`follow`]): it serves the follower's
 //! face ([`follower`]) and looks at the lease row every `[replica] poll_ms`.
-//! When the lease has ended it takes it, with an epoch one higher, stops
+//! When the lease has ended it takes it, with a higher epoch, stops
 //! its follower face and starts as the leader: it loads the fleet and the
 //! campaigns from PostgreSQL and runs them, while [`Lease::keep`] renews
 //! the lease. A leader that cannot renew stops acting before its lease ends
