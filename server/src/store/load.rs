@@ -13,12 +13,12 @@
 //!   could patch or reboot a node twice. An unreadable audit line is
 //!   skipped with a warning (it is history; nothing is decided from it).
 
-use rollcall_proto::model::{ActionResult, Node, Report, Role};
+use rollcall_proto::model::{ActionResult, Node, Role};
 use rollcall_proto::timestamp::Timestamp;
 use rusqlite::Row;
 use rusqlite::types::ValueRef;
 
-use super::{Section, Store, StoreError, StoredCampaign, StoredNode, encode};
+use super::{Store, StoreError, StoredCampaign, StoredNode, encode};
 
 /// A row to move to the quarantine table.
 struct Aside {
@@ -156,8 +156,7 @@ impl Store {
             records.extend(rebuilt);
         }
         drop(rows);
-        let mut records = records.into_iter().peekable();
-        let mut current: Option<StoredNode> = None;
+        let mut assembly = super::Assembly::new(records, &mut each);
         let mut stmt = self
             .conn
             .prepare(
@@ -169,37 +168,10 @@ impl Store {
         while let Some(row) = rows.next().map_err(&sql)? {
             let name = key(row, 1).map_err(&sql)?;
             let section = key(row, 2).map_err(&sql)?;
-            if current.as_ref().is_none_or(|c| c.node.name != name) {
-                if let Some(done) = current.take() {
-                    each(done);
-                }
-                // Nodes before this one have no sections.
-                while records.peek().is_some_and(|n| n.name < name) {
-                    let node = records.next().expect("peeked");
-                    each(StoredNode { node, report: None });
-                }
-                if records.peek().is_some_and(|n| n.name == name) {
-                    let node = records.next().expect("peeked");
-                    current = Some(StoredNode { node, report: None });
-                }
-            }
-            let Some(stored) = current.as_mut().filter(|c| c.node.name == name) else {
-                continue; // sections of a node without a record
-            };
-            let had_report = stored.report.is_some();
-            let report = stored.report.get_or_insert_with(|| Report {
-                seq: stored.node.last_report_seq,
-                collected_at: stored.node.last_report_at.unwrap_or_default(),
-                full: true,
-                ..Default::default()
-            });
-            let read = text(row, 3).map_err(&sql)?.and_then(|json| {
-                Section::read_into(report, &section, &json).map_err(|e| e.to_string())
-            });
-            if let Err(error) = read {
-                if !had_report {
-                    stored.report = None;
-                }
+            let json = text(row, 3).map_err(&sql)?;
+            if let Err(error) =
+                assembly.section(&name, &section, json.as_deref().map_err(Clone::clone))
+            {
                 tracing::warn!(node = %name.escape_debug(), section = %section.escape_debug(), error = %error, "A stored report section cannot be read; the node is kept without it until its next report, and the row is set aside in the quarantine table.");
                 aside.push(Aside {
                     table: "node_sections",
@@ -212,12 +184,7 @@ impl Store {
                 });
             }
         }
-        if let Some(done) = current.take() {
-            each(done);
-        }
-        for node in records {
-            each(StoredNode { node, report: None });
-        }
+        assembly.finish();
         drop(rows);
         drop(stmt);
         self.set_aside(&aside);

@@ -229,6 +229,78 @@ impl Section {
     }
 }
 
+/// Joins node records (sorted by name) with their report sections (sorted
+/// by node), handing each node to `each` once its last section is in, so
+/// that no more than one decoded report is held at a time: the walk both
+/// stores' loads share.
+struct Assembly<'e> {
+    records: std::iter::Peekable<std::vec::IntoIter<Node>>,
+    current: Option<StoredNode>,
+    each: &'e mut dyn FnMut(StoredNode),
+}
+
+impl<'e> Assembly<'e> {
+    fn new(records: Vec<Node>, each: &'e mut dyn FnMut(StoredNode)) -> Self {
+        Assembly {
+            records: records.into_iter().peekable(),
+            current: None,
+            each,
+        }
+    }
+
+    /// Puts one section of node `name` (its JSON, or why it could not be
+    /// read) into the node's report; a section of a node without a record
+    /// is skipped. `Err` says why the section was left out: the node keeps
+    /// what it had, and no report if this was its first section.
+    fn section(
+        &mut self,
+        name: &str,
+        section: &str,
+        json: Result<&str, String>,
+    ) -> Result<(), String> {
+        if self.current.as_ref().is_none_or(|c| c.node.name != name) {
+            if let Some(done) = self.current.take() {
+                (self.each)(done);
+            }
+            // Nodes before this one have no sections.
+            while self.records.peek().is_some_and(|n| n.name.as_str() < name) {
+                let node = self.records.next().expect("peeked");
+                (self.each)(StoredNode { node, report: None });
+            }
+            if self.records.peek().is_some_and(|n| n.name == name) {
+                let node = self.records.next().expect("peeked");
+                self.current = Some(StoredNode { node, report: None });
+            }
+        }
+        let Some(stored) = self.current.as_mut().filter(|c| c.node.name == name) else {
+            return Ok(()); // sections of a node without a record
+        };
+        let had_report = stored.report.is_some();
+        let report = stored.report.get_or_insert_with(|| Report {
+            seq: stored.node.last_report_seq,
+            collected_at: stored.node.last_report_at.unwrap_or_default(),
+            full: true,
+            ..Default::default()
+        });
+        let read = json
+            .and_then(|json| Section::read_into(report, section, json).map_err(|e| e.to_string()));
+        if read.is_err() && !had_report {
+            stored.report = None;
+        }
+        read
+    }
+
+    /// Hands out the last node with sections and every node after it.
+    fn finish(mut self) {
+        if let Some(done) = self.current.take() {
+            (self.each)(done);
+        }
+        for node in self.records {
+            (self.each)(StoredNode { node, report: None });
+        }
+    }
+}
+
 /// A change to one node: its record, and the report sections that changed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeWrite {

@@ -5,10 +5,10 @@
 
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
-use rollcall_proto::model::{ActionResult, Node, Report};
+use rollcall_proto::model::{ActionResult, Node};
 
 use super::{Target, pg_error};
-use crate::store::{Section, StoreError, StoredCampaign, StoredNode};
+use crate::store::{Assembly, StoreError, StoredCampaign, StoredNode};
 
 /// Sections come in pages of this many rows: 10,000 kolla nodes' sections
 /// are about a gigabyte, never held at once.
@@ -40,8 +40,7 @@ pub(super) fn each_node(
             }
         }
     }
-    let mut records = records.into_iter().peekable();
-    let mut current: Option<StoredNode> = None;
+    let mut assembly = Assembly::new(records, each);
     let portal = tx
         .bind(
             "SELECT node, section, data FROM node_sections ORDER BY node COLLATE \"C\"",
@@ -54,45 +53,14 @@ pub(super) fn each_node(
             break;
         }
         for row in page {
-            let name: String = row.get(0);
-            let section: String = row.get(1);
-            if current.as_ref().is_none_or(|c| c.node.name != name) {
-                if let Some(done) = current.take() {
-                    each(done);
-                }
-                while records.peek().is_some_and(|n| n.name < name) {
-                    let node = records.next().expect("peeked");
-                    each(StoredNode { node, report: None });
-                }
-                if records.peek().is_some_and(|n| n.name == name) {
-                    let node = records.next().expect("peeked");
-                    current = Some(StoredNode { node, report: None });
-                }
-            }
-            let Some(stored) = current.as_mut().filter(|c| c.node.name == name) else {
-                continue; // sections of a node without a record
-            };
-            let had_report = stored.report.is_some();
-            let report = stored.report.get_or_insert_with(|| Report {
-                seq: stored.node.last_report_seq,
-                collected_at: stored.node.last_report_at.unwrap_or_default(),
-                full: true,
-                ..Default::default()
-            });
-            if let Err(e) = Section::read_into(report, &section, row.get(2)) {
-                if !had_report {
-                    stored.report = None;
-                }
+            let name: &str = row.get(0);
+            let section: &str = row.get(1);
+            if let Err(e) = assembly.section(name, section, Ok(row.get(2))) {
                 tracing::warn!(node = %name.escape_debug(), section = %section.escape_debug(), error = %e, "A stored report section cannot be read; the node is kept without it until its next report.");
             }
         }
     }
-    if let Some(done) = current.take() {
-        each(done);
-    }
-    for node in records {
-        each(StoredNode { node, report: None });
-    }
+    assembly.finish();
     tx.commit().map_err(err)
 }
 
